@@ -1,0 +1,860 @@
+//! The unified customer view: everything known about one person.
+//!
+//! State is kept per *profile* (a known customer or a prospect) and is
+//! mergeable: [`ProfileState::merge`] is commutative and associative, so the
+//! view of a person is the merge of their root profile with every profile
+//! absorbed into it, whatever partition each lived on and in whatever order
+//! those partitions were read. Nothing is copied between partitions; see
+//! `services/ARCHITECTURE.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rapport_proto::v1::{CustomerRecord, Event, customer_record, event};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{Conflict, Identifier};
+use crate::time::format_rfc3339;
+
+/// Orders last-writer-wins values: later `occurred_at`, then larger event id.
+/// Both come from the event, so the winner never depends on arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Stamp {
+    pub occurred_at_ms: i64,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamped<T> {
+    pub stamp: Stamp,
+    pub value: T,
+}
+
+fn keep_latest<T: Clone>(slot: &mut Option<Stamped<T>>, candidate: &Option<Stamped<T>>) {
+    if let Some(candidate) = candidate
+        && slot
+            .as_ref()
+            .is_none_or(|current| candidate.stamp > current.stamp)
+    {
+        *slot = Some(candidate.clone());
+    }
+}
+
+fn set_latest<T: Clone>(slot: &mut Option<Stamped<T>>, stamp: &Stamp, value: T) {
+    keep_latest(
+        slot,
+        &Some(Stamped {
+            stamp: stamp.clone(),
+            value,
+        }),
+    );
+}
+
+fn min_option(left: Option<i64>, right: Option<i64>) -> Option<i64> {
+    match (left, right) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_option(left: Option<i64>, right: Option<i64>) -> Option<i64> {
+    left.max(right)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelActivity {
+    pub count: u64,
+    pub last_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedOrder {
+    pub at_ms: i64,
+    pub total_minor: i64,
+    pub currency: String,
+}
+
+/// What is known of one order; pieces may arrive on different profiles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderFacts {
+    pub placed: Option<Stamped<PlacedOrder>>,
+    pub cancelled_at_ms: Option<i64>,
+    pub refunded_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenedTicket {
+    pub at_ms: i64,
+    pub category: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketFacts {
+    pub opened: Option<Stamped<OpenedTicket>>,
+    pub resolved_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileFields {
+    pub name: Option<Stamped<String>>,
+    pub email: Option<Stamped<String>>,
+    pub phone: Option<Stamped<String>>,
+    pub city: Option<Stamped<String>>,
+    pub attributes: BTreeMap<String, Stamped<String>>,
+}
+
+/// The folded state of one profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileState {
+    pub identifiers: BTreeSet<Identifier>,
+    pub fields: ProfileFields,
+    pub first_seen_ms: Option<i64>,
+    pub last_seen_ms: Option<i64>,
+    pub event_counts: BTreeMap<String, u64>,
+    pub channels: BTreeMap<String, ChannelActivity>,
+    pub orders: BTreeMap<String, OrderFacts>,
+    pub tickets: BTreeMap<String, TicketFacts>,
+    pub last_nps: Option<Stamped<i32>>,
+    pub csat_sum: i64,
+    pub csat_count: u64,
+    pub consent: BTreeMap<String, Stamped<bool>>,
+    pub points_redeemed: i64,
+    /// Profiles absorbed directly into this one.
+    pub absorbed: BTreeSet<String>,
+    /// Set when this profile was absorbed; reads follow it.
+    pub merged_into: Option<String>,
+    pub conflicts: BTreeSet<(Identifier, String)>,
+}
+
+/// Something the fold wants stored outside the profile's own state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Append to the profile's timeline.
+    Timeline(TimelineEntry),
+    /// `identifier` now resolves to this profile.
+    IndexIdentifier(Identifier),
+    /// A clash between two known customers, for the conflicts list.
+    ConflictRecorded(ConflictEntry),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub occurred_at_ms: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub channel: String,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictEntry {
+    pub received_at_ms: i64,
+    pub cause_event_id: String,
+    pub conflict: Conflict,
+}
+
+impl ProfileState {
+    /// Folds one customer-topic record addressed to this profile.
+    pub fn apply(&mut self, record: &CustomerRecord) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match &record.body {
+            Some(customer_record::Body::Event(resolved)) => {
+                for proto in &resolved.linked {
+                    if let Some(identifier) = Identifier::from_proto(proto) {
+                        self.identifiers.insert(identifier.clone());
+                        effects.push(Effect::IndexIdentifier(identifier));
+                    }
+                }
+                if let Some(event) = &resolved.event {
+                    self.apply_event(event);
+                    effects.push(Effect::Timeline(timeline_entry(event)));
+                }
+            }
+            Some(customer_record::Body::Merged(merged)) => {
+                self.absorbed.extend(merged.absorbed.iter().cloned());
+            }
+            Some(customer_record::Body::MergedAway(merged_away)) => {
+                self.merged_into = Some(merged_away.into.clone());
+            }
+            Some(customer_record::Body::Conflict(recorded)) => {
+                if let Some(identifier) = recorded
+                    .identifier
+                    .as_ref()
+                    .and_then(Identifier::from_proto)
+                {
+                    self.conflicts
+                        .insert((identifier.clone(), recorded.owner.clone()));
+                    effects.push(Effect::ConflictRecorded(ConflictEntry {
+                        received_at_ms: record.received_at_ms,
+                        cause_event_id: recorded.cause_event_id.clone(),
+                        conflict: Conflict {
+                            identifier,
+                            owner: recorded.owner.clone(),
+                            claimant: recorded.claimant.clone(),
+                        },
+                    }));
+                }
+            }
+            None => {}
+        }
+        effects
+    }
+
+    fn apply_event(&mut self, event: &Event) {
+        let at = event.occurred_at_ms;
+        let stamp = Stamp {
+            occurred_at_ms: at,
+            event_id: event.event_id.clone(),
+        };
+        self.first_seen_ms = min_option(self.first_seen_ms, Some(at));
+        self.last_seen_ms = max_option(self.last_seen_ms, Some(at));
+        *self.event_counts.entry(event.r#type.clone()).or_default() += 1;
+        let channel = self.channels.entry(event.channel.clone()).or_default();
+        channel.count += 1;
+        channel.last_at_ms = channel.last_at_ms.max(at);
+
+        use event::Payload;
+        match &event.payload {
+            Some(Payload::CustomerRegistered(profile) | Payload::CustomerUpdated(profile)) => {
+                let fields = &mut self.fields;
+                for (slot, value) in [
+                    (&mut fields.name, &profile.name),
+                    (&mut fields.email, &profile.email),
+                    (&mut fields.phone, &profile.phone),
+                    (&mut fields.city, &profile.city),
+                ] {
+                    if !value.is_empty() {
+                        set_latest(slot, &stamp, value.clone());
+                    }
+                }
+                for (key, value) in &profile.attributes {
+                    let mut slot = fields.attributes.remove(key);
+                    set_latest(&mut slot, &stamp, value.clone());
+                    fields
+                        .attributes
+                        .extend(slot.map(|kept| (key.clone(), kept)));
+                }
+            }
+            Some(Payload::OrderPlaced(order)) => {
+                let facts = self.orders.entry(order.order_id.clone()).or_default();
+                let placed = PlacedOrder {
+                    at_ms: at,
+                    total_minor: order.total_minor,
+                    currency: order.currency.clone(),
+                };
+                set_latest(&mut facts.placed, &stamp, placed);
+            }
+            Some(Payload::OrderCancelled(cancelled)) => {
+                let facts = self.orders.entry(cancelled.order_id.clone()).or_default();
+                facts.cancelled_at_ms = min_option(facts.cancelled_at_ms, Some(at));
+            }
+            Some(Payload::OrderRefunded(refund)) => {
+                self.orders
+                    .entry(refund.order_id.clone())
+                    .or_default()
+                    .refunded_minor += refund.amount_minor;
+            }
+            Some(Payload::TicketOpened(ticket)) => {
+                let facts = self.tickets.entry(ticket.ticket_id.clone()).or_default();
+                set_latest(
+                    &mut facts.opened,
+                    &stamp,
+                    OpenedTicket {
+                        at_ms: at,
+                        category: ticket.category.clone(),
+                    },
+                );
+            }
+            Some(Payload::TicketResolved(ticket)) => {
+                let facts = self.tickets.entry(ticket.ticket_id.clone()).or_default();
+                facts.resolved_at_ms = max_option(facts.resolved_at_ms, Some(at));
+            }
+            Some(Payload::SurveyAnswered(survey)) => {
+                if let Some(nps) = survey.nps {
+                    set_latest(&mut self.last_nps, &stamp, nps);
+                }
+                if let Some(csat) = survey.csat {
+                    self.csat_sum += i64::from(csat);
+                    self.csat_count += 1;
+                }
+            }
+            Some(Payload::ConsentChanged(consent)) => {
+                let mut slot = self.consent.remove(&consent.channel);
+                set_latest(&mut slot, &stamp, consent.granted);
+                self.consent
+                    .extend(slot.map(|kept| (consent.channel.clone(), kept)));
+            }
+            Some(Payload::PointsRedeemed(redeemed)) => self.points_redeemed += redeemed.points,
+            Some(
+                Payload::IdentityLinked(_)
+                | Payload::WebPageViewed(_)
+                | Payload::EmailSent(_)
+                | Payload::EmailOpened(_)
+                | Payload::EmailClicked(_)
+                | Payload::EmailBounced(_)
+                | Payload::CallCompleted(_),
+            ) => {}
+            // A payload from a newer contract: counted above, otherwise ignored.
+            None => {}
+        }
+    }
+
+    /// Combines the facts of two profiles of one person. Commutative and
+    /// associative, so any order of absorbing gives the same person.
+    pub fn merge(&mut self, other: &ProfileState) {
+        self.identifiers.extend(other.identifiers.iter().cloned());
+        let (fields, theirs) = (&mut self.fields, &other.fields);
+        keep_latest(&mut fields.name, &theirs.name);
+        keep_latest(&mut fields.email, &theirs.email);
+        keep_latest(&mut fields.phone, &theirs.phone);
+        keep_latest(&mut fields.city, &theirs.city);
+        for (key, value) in &theirs.attributes {
+            let mut slot = fields.attributes.remove(key);
+            keep_latest(&mut slot, &Some(value.clone()));
+            fields
+                .attributes
+                .extend(slot.map(|kept| (key.clone(), kept)));
+        }
+        self.first_seen_ms = min_option(self.first_seen_ms, other.first_seen_ms);
+        self.last_seen_ms = max_option(self.last_seen_ms, other.last_seen_ms);
+        for (kind, count) in &other.event_counts {
+            *self.event_counts.entry(kind.clone()).or_default() += count;
+        }
+        for (name, activity) in &other.channels {
+            let mine = self.channels.entry(name.clone()).or_default();
+            mine.count += activity.count;
+            mine.last_at_ms = mine.last_at_ms.max(activity.last_at_ms);
+        }
+        for (id, facts) in &other.orders {
+            let mine = self.orders.entry(id.clone()).or_default();
+            keep_latest(&mut mine.placed, &facts.placed);
+            mine.cancelled_at_ms = min_option(mine.cancelled_at_ms, facts.cancelled_at_ms);
+            mine.refunded_minor += facts.refunded_minor;
+        }
+        for (id, facts) in &other.tickets {
+            let mine = self.tickets.entry(id.clone()).or_default();
+            keep_latest(&mut mine.opened, &facts.opened);
+            mine.resolved_at_ms = max_option(mine.resolved_at_ms, facts.resolved_at_ms);
+        }
+        keep_latest(&mut self.last_nps, &other.last_nps);
+        self.csat_sum += other.csat_sum;
+        self.csat_count += other.csat_count;
+        for (channel, value) in &other.consent {
+            let mut slot = self.consent.remove(channel);
+            keep_latest(&mut slot, &Some(value.clone()));
+            self.consent
+                .extend(slot.map(|kept| (channel.clone(), kept)));
+        }
+        self.points_redeemed += other.points_redeemed;
+        self.absorbed.extend(other.absorbed.iter().cloned());
+        self.conflicts.extend(other.conflicts.iter().cloned());
+    }
+
+    /// Serialises the state; a leading version byte lets the format change.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![STATE_FORMAT];
+        bytes.extend(postcard::to_stdvec(self).expect("profile state always serialises"));
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::Error> {
+        match bytes.split_first() {
+            Some((&STATE_FORMAT, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((version, _)) => Err(crate::Error::UnknownFormat(*version)),
+            None => Err(crate::Error::UnknownFormat(0)),
+        }
+    }
+}
+
+const STATE_FORMAT: u8 = 1;
+
+/// The compact line the timeline shows for an event.
+pub fn timeline_entry(event: &Event) -> TimelineEntry {
+    use event::Payload;
+    let money = |minor: i64, currency: &str| {
+        format!("{}.{:02} {currency}", minor / 100, (minor % 100).abs())
+    };
+    let summary = match &event.payload {
+        Some(Payload::CustomerRegistered(profile)) => {
+            format!("registered {}", profile.name).trim_end().to_owned()
+        }
+        Some(Payload::CustomerUpdated(_)) => "profile updated".to_owned(),
+        Some(Payload::IdentityLinked(_)) => "identifiers linked".to_owned(),
+        Some(Payload::WebPageViewed(view)) => format!("viewed {}", view.url),
+        Some(Payload::EmailSent(mail)) => format!("email {} sent", mail.message_id),
+        Some(Payload::EmailOpened(mail)) => format!("email {} opened", mail.message_id),
+        Some(Payload::EmailClicked(mail)) => {
+            format!("email {} clicked {}", mail.message_id, mail.url)
+                .trim_end()
+                .to_owned()
+        }
+        Some(Payload::EmailBounced(mail)) => format!("email {} bounced", mail.message_id),
+        Some(Payload::CallCompleted(call)) => format!(
+            "{} call, {} s, {}",
+            call.direction, call.duration_s, call.outcome
+        )
+        .trim_end_matches(", ")
+        .to_owned(),
+        Some(Payload::OrderPlaced(order)) => format!(
+            "order {} placed, {}",
+            order.order_id,
+            money(order.total_minor, &order.currency)
+        ),
+        Some(Payload::OrderCancelled(order)) => format!("order {} cancelled", order.order_id),
+        Some(Payload::OrderRefunded(refund)) => format!(
+            "order {} refunded {} minor units",
+            refund.order_id, refund.amount_minor
+        ),
+        Some(Payload::TicketOpened(ticket)) => format!(
+            "{} ticket {} opened: {}",
+            ticket.category, ticket.ticket_id, ticket.subject
+        ),
+        Some(Payload::TicketResolved(ticket)) => format!("ticket {} resolved", ticket.ticket_id),
+        Some(Payload::SurveyAnswered(survey)) => {
+            let mut parts = vec![format!("survey {}", survey.survey_id)];
+            parts.extend(survey.nps.map(|nps| format!("NPS {nps}")));
+            parts.extend(survey.csat.map(|csat| format!("CSAT {csat}")));
+            parts.join(", ")
+        }
+        Some(Payload::ConsentChanged(consent)) => {
+            format!(
+                "{} consent {}",
+                consent.channel,
+                if consent.granted {
+                    "granted"
+                } else {
+                    "withdrawn"
+                }
+            )
+        }
+        Some(Payload::PointsRedeemed(redeemed)) => format!("redeemed {} points", redeemed.points),
+        None => String::new(),
+    };
+    TimelineEntry {
+        occurred_at_ms: event.occurred_at_ms,
+        event_id: event.event_id.clone(),
+        event_type: event.r#type.clone(),
+        channel: event.channel.clone(),
+        summary,
+    }
+}
+
+/// The JSON document the query API answers for a customer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomerDocument {
+    pub customer_id: String,
+    pub known: bool,
+    pub identifiers: BTreeMap<String, Vec<String>>,
+    pub profile: BTreeMap<String, String>,
+    pub attributes: BTreeMap<String, String>,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    pub event_counts: BTreeMap<String, u64>,
+    pub channels: BTreeMap<String, ChannelDocument>,
+    pub orders: OrdersDocument,
+    pub tickets: TicketsDocument,
+    pub last_nps: Option<i32>,
+    pub average_csat: Option<f64>,
+    pub csat_answers: u64,
+    pub consent: BTreeMap<String, bool>,
+    pub points_redeemed: i64,
+    pub merged_ids: Vec<String>,
+    pub conflicts: Vec<ConflictDocument>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelDocument {
+    pub count: u64,
+    pub last_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrdersDocument {
+    /// Orders placed and not cancelled.
+    pub count: u64,
+    pub cancelled: u64,
+    /// Placed minus refunded, per currency, in minor units; cancelled orders excluded.
+    pub net_spend_minor: BTreeMap<String, i64>,
+    pub first_order_at: Option<String>,
+    pub last_order_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TicketsDocument {
+    pub open: u64,
+    pub open_complaints: u64,
+    pub total: u64,
+    pub complaints: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConflictDocument {
+    pub identifier: String,
+    pub owner: String,
+}
+
+impl CustomerDocument {
+    /// Renders the merged state of a person whose root profile is `customer_id`.
+    pub fn render(customer_id: &str, state: &ProfileState, merged_ids: Vec<String>) -> Self {
+        let mut identifiers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for identifier in &state.identifiers {
+            identifiers
+                .entry(identifier.kind.as_str().to_owned())
+                .or_default()
+                .push(identifier.value.clone());
+        }
+        let fields = &state.fields;
+        let profile = [
+            ("name", &fields.name),
+            ("email", &fields.email),
+            ("phone", &fields.phone),
+            ("city", &fields.city),
+        ]
+        .into_iter()
+        .filter_map(|(name, slot)| {
+            slot.as_ref()
+                .map(|stamped| (name.to_owned(), stamped.value.clone()))
+        })
+        .collect();
+
+        let mut orders = OrdersDocument {
+            count: 0,
+            cancelled: 0,
+            net_spend_minor: BTreeMap::new(),
+            first_order_at: None,
+            last_order_at: None,
+        };
+        let (mut first_order, mut last_order) = (None, None);
+        for facts in state.orders.values() {
+            let Some(placed) = &facts.placed else {
+                continue;
+            };
+            if facts.cancelled_at_ms.is_some() {
+                orders.cancelled += 1;
+                continue;
+            }
+            orders.count += 1;
+            *orders
+                .net_spend_minor
+                .entry(placed.value.currency.clone())
+                .or_default() += placed.value.total_minor - facts.refunded_minor;
+            first_order = min_option(first_order, Some(placed.value.at_ms));
+            last_order = max_option(last_order, Some(placed.value.at_ms));
+        }
+        orders.first_order_at = first_order.map(format_rfc3339);
+        orders.last_order_at = last_order.map(format_rfc3339);
+
+        let mut tickets = TicketsDocument {
+            open: 0,
+            open_complaints: 0,
+            total: 0,
+            complaints: 0,
+        };
+        for facts in state.tickets.values() {
+            let Some(opened) = &facts.opened else {
+                continue;
+            };
+            let complaint = opened.value.category == "complaint";
+            tickets.total += 1;
+            tickets.complaints += u64::from(complaint);
+            if facts.resolved_at_ms.is_none() {
+                tickets.open += 1;
+                tickets.open_complaints += u64::from(complaint);
+            }
+        }
+
+        CustomerDocument {
+            customer_id: customer_id.to_owned(),
+            known: state
+                .identifiers
+                .iter()
+                .any(|identifier| identifier.kind == crate::identity::IdentifierKind::CustomerId),
+            identifiers,
+            profile,
+            attributes: fields
+                .attributes
+                .iter()
+                .map(|(key, stamped)| (key.clone(), stamped.value.clone()))
+                .collect(),
+            first_seen: state.first_seen_ms.map(format_rfc3339),
+            last_seen: state.last_seen_ms.map(format_rfc3339),
+            event_counts: state.event_counts.clone(),
+            channels: state
+                .channels
+                .iter()
+                .map(|(name, activity)| {
+                    (
+                        name.clone(),
+                        ChannelDocument {
+                            count: activity.count,
+                            last_at: format_rfc3339(activity.last_at_ms),
+                        },
+                    )
+                })
+                .collect(),
+            orders,
+            tickets,
+            last_nps: state.last_nps.as_ref().map(|stamped| stamped.value),
+            average_csat: (state.csat_count > 0)
+                .then(|| state.csat_sum as f64 / state.csat_count as f64),
+            csat_answers: state.csat_count,
+            consent: state
+                .consent
+                .iter()
+                .map(|(channel, stamped)| (channel.clone(), stamped.value))
+                .collect(),
+            points_redeemed: state.points_redeemed,
+            merged_ids,
+            conflicts: state
+                .conflicts
+                .iter()
+                .map(|(identifier, owner)| ConflictDocument {
+                    identifier: identifier.to_string(),
+                    owner: owner.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rapport_proto::v1::{
+        CustomerIdentifiers, EventResolved, OrderCancelled, OrderPlaced, OrderRefunded,
+        SourcePosition, SurveyAnswered, TicketOpened, TicketResolved,
+    };
+
+    fn record(event_id: &str, at: i64, payload: event::Payload, kind: &str) -> CustomerRecord {
+        CustomerRecord {
+            customer_id: "c-1".into(),
+            source: Some(SourcePosition::default()),
+            received_at_ms: at,
+            body: Some(customer_record::Body::Event(EventResolved {
+                event: Some(Event {
+                    event_id: event_id.into(),
+                    r#type: kind.into(),
+                    occurred_at_ms: at,
+                    received_at_ms: at,
+                    source: String::new(),
+                    channel: "web".into(),
+                    customer: Some(CustomerIdentifiers {
+                        customer_id: "c-1".into(),
+                        ..Default::default()
+                    }),
+                    payload: Some(payload),
+                }),
+                linked: vec![],
+            })),
+        }
+    }
+
+    fn placed(id: &str, at: i64, order: &str, total: i64) -> CustomerRecord {
+        let payload = event::Payload::OrderPlaced(OrderPlaced {
+            order_id: order.into(),
+            total_minor: total,
+            currency: "CNY".into(),
+            items: vec![],
+        });
+        record(id, at, payload, "order.placed")
+    }
+
+    fn document(state: &ProfileState) -> CustomerDocument {
+        CustomerDocument::render("c-1", state, vec![])
+    }
+
+    #[test]
+    fn orders_count_net_of_cancellations_and_refunds() {
+        let mut state = ProfileState::default();
+        state.apply(&placed("e1", 1_000, "o-1", 12_900));
+        state.apply(&placed("e2", 2_000, "o-2", 5_000));
+        state.apply(&placed("e3", 3_000, "o-3", 700));
+        state.apply(&record(
+            "e4",
+            4_000,
+            event::Payload::OrderCancelled(OrderCancelled {
+                order_id: "o-3".into(),
+            }),
+            "order.cancelled",
+        ));
+        state.apply(&record(
+            "e5",
+            5_000,
+            event::Payload::OrderRefunded(OrderRefunded {
+                order_id: "o-1".into(),
+                amount_minor: 900,
+            }),
+            "order.refunded",
+        ));
+        let orders = document(&state).orders;
+        assert_eq!(orders.count, 2);
+        assert_eq!(orders.cancelled, 1);
+        assert_eq!(
+            orders.net_spend_minor.get("CNY"),
+            Some(&(12_900 - 900 + 5_000))
+        );
+        assert_eq!(
+            orders.first_order_at.as_deref(),
+            Some("1970-01-01T00:00:01.000Z")
+        );
+        assert_eq!(
+            orders.last_order_at.as_deref(),
+            Some("1970-01-01T00:00:02.000Z")
+        );
+    }
+
+    #[test]
+    fn tickets_and_surveys() {
+        let mut state = ProfileState::default();
+        let open = |id: &str, ticket: &str, category: &str| {
+            record(
+                id,
+                1,
+                event::Payload::TicketOpened(TicketOpened {
+                    ticket_id: ticket.into(),
+                    category: category.into(),
+                    subject: "s".into(),
+                }),
+                "ticket.opened",
+            )
+        };
+        state.apply(&open("t1", "k-1", "complaint"));
+        state.apply(&open("t2", "k-2", "inquiry"));
+        state.apply(&record(
+            "t3",
+            2,
+            event::Payload::TicketResolved(TicketResolved {
+                ticket_id: "k-2".into(),
+            }),
+            "ticket.resolved",
+        ));
+        let survey = |id: &str, at: i64, nps: Option<i32>, csat: Option<i32>| {
+            record(
+                id,
+                at,
+                event::Payload::SurveyAnswered(SurveyAnswered {
+                    survey_id: "s".into(),
+                    nps,
+                    csat,
+                    comment: String::new(),
+                }),
+                "survey.answered",
+            )
+        };
+        state.apply(&survey("s2", 20, Some(3), Some(2)));
+        state.apply(&survey("s1", 10, Some(9), Some(5)));
+        let view = document(&state);
+        assert_eq!(
+            (
+                view.tickets.open,
+                view.tickets.open_complaints,
+                view.tickets.total
+            ),
+            (1, 1, 2)
+        );
+        // The later answer wins even though it arrived first.
+        assert_eq!(view.last_nps, Some(3));
+        assert_eq!(view.average_csat, Some(3.5));
+    }
+
+    #[test]
+    fn a_merged_person_sees_facts_from_both_profiles() {
+        let mut guest = ProfileState::default();
+        guest.apply(&placed("e1", 1_000, "o-1", 1_000));
+        let mut member = ProfileState::default();
+        member.apply(&record(
+            "e2",
+            2_000,
+            event::Payload::OrderRefunded(OrderRefunded {
+                order_id: "o-1".into(),
+                amount_minor: 400,
+            }),
+            "order.refunded",
+        ));
+        member.merge(&guest);
+        assert_eq!(
+            document(&member).orders.net_spend_minor.get("CNY"),
+            Some(&600)
+        );
+    }
+
+    #[test]
+    fn state_round_trips_through_its_encoding() {
+        let mut state = ProfileState::default();
+        state.apply(&placed("e1", 1_000, "o-1", 1_000));
+        assert_eq!(ProfileState::decode(&state.encode()).unwrap(), state);
+        assert!(ProfileState::decode(&[9, 1, 2]).is_err());
+    }
+
+    fn arbitrary_record() -> impl Strategy<Value = CustomerRecord> {
+        (0u8..6, 0i64..50, 0u8..4, 1i64..10_000).prop_map(|(kind, at, key, amount)| {
+            let id = format!("e{kind}-{at}-{key}-{amount}");
+            let order = format!("o-{key}");
+            match kind {
+                0 => placed(&id, at, &order, amount),
+                1 => record(
+                    &id,
+                    at,
+                    event::Payload::OrderCancelled(OrderCancelled { order_id: order }),
+                    "order.cancelled",
+                ),
+                2 => record(
+                    &id,
+                    at,
+                    event::Payload::OrderRefunded(OrderRefunded {
+                        order_id: order,
+                        amount_minor: amount,
+                    }),
+                    "order.refunded",
+                ),
+                3 => record(
+                    &id,
+                    at,
+                    event::Payload::SurveyAnswered(SurveyAnswered {
+                        survey_id: "s".into(),
+                        nps: Some((amount % 11) as i32),
+                        csat: Some(1 + (amount % 5) as i32),
+                        comment: String::new(),
+                    }),
+                    "survey.answered",
+                ),
+                4 => record(
+                    &id,
+                    at,
+                    event::Payload::TicketOpened(TicketOpened {
+                        ticket_id: order,
+                        category: "complaint".into(),
+                        subject: String::new(),
+                    }),
+                    "ticket.opened",
+                ),
+                _ => record(
+                    &id,
+                    at,
+                    event::Payload::TicketResolved(TicketResolved { ticket_id: order }),
+                    "ticket.resolved",
+                ),
+            }
+        })
+    }
+
+    proptest! {
+        /// Splitting a person's records over two profiles and merging them
+        /// gives the same person as folding everything into one profile.
+        #[test]
+        fn merge_of_a_split_equals_the_whole(records in proptest::collection::vec(arbitrary_record(), 0..40), split in proptest::collection::vec(any::<bool>(), 40)) {
+            let mut whole = ProfileState::default();
+            let (mut left, mut right) = (ProfileState::default(), ProfileState::default());
+            for (index, record) in records.iter().enumerate() {
+                whole.apply(record);
+                if split[index] { left.apply(record); } else { right.apply(record); }
+            }
+            let mut left_then_right = left.clone();
+            left_then_right.merge(&right);
+            let mut right_then_left = right.clone();
+            right_then_left.merge(&left);
+            prop_assert_eq!(document(&left_then_right), document(&whole));
+            prop_assert_eq!(left_then_right.encode(), right_then_left.encode());
+        }
+    }
+}
