@@ -1,0 +1,210 @@
+//! Configuration, in layers: built-in defaults, then a TOML file, then
+//! `RAPPORT_*` environment variables, then command-line flags. Each service
+//! reads the same file (its own section plus `[kafka]`), validates it once at
+//! start-up and refuses unknown keys.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: TopicNames,
+    pub ingest: IngestConfig,
+    pub identity: IdentityConfig,
+    pub projector: ProjectorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]` of the Kafka-compatible cluster.
+    pub brokers: String,
+    /// Extra librdkafka properties (security.protocol, sasl.*, …), applied to
+    /// every client after Rapport's own settings.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".to_owned(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicNames {
+    pub raw: String,
+    pub customer: String,
+    pub deadletters: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        Self {
+            raw: "rapport.events.raw.v1".to_owned(),
+            customer: "rapport.events.customer.v1".to_owned(),
+            deadletters: "rapport.deadletters.v1".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    pub listen: SocketAddr,
+    /// How long a produce may wait for the broker before the request gets 503.
+    pub delivery_timeout_ms: u64,
+    /// Events the producer may hold unacknowledged; past it requests get 503.
+    pub max_queued_events: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            delivery_timeout_ms: 5_000,
+            max_queued_events: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// How long a record waits for possibly earlier records on other raw
+    /// partitions before it is resolved; see README, "Reading order".
+    pub reorder_grace_ms: u64,
+    /// Most raw events resolved per committed batch.
+    pub max_batch: usize,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8082).into(),
+            data_dir: "data/identity".into(),
+            reorder_grace_ms: 200,
+            max_batch: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProjectorConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Most records applied per RocksDB write batch.
+    pub max_batch: usize,
+    /// Customer-topic partitions this process owns; empty means all.
+    pub partitions: Vec<i32>,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8081).into(),
+            data_dir: "data/projector".into(),
+            max_batch: 5_000,
+            partitions: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, overlaid with the TOML file when one is given.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| Error::Config(format!("cannot read {}: {source}", path.display())))?;
+        Self::parse(&text)
+            .map_err(|message| Error::Config(format!("{}: {message}", path.display())))
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        toml::from_str(text).map_err(|error| error.to_string())
+    }
+}
+
+/// Puts a flag's (or environment variable's) value over the file's, when
+/// one was given.
+pub fn override_with<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+/// Flags every service accepts; each also reads a `RAPPORT_*` variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommonArgs {
+    /// TOML configuration file (see infra/rapport.example.toml).
+    #[arg(long, env = "RAPPORT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers, host:port[,host:port…]. Default 127.0.0.1:9092.
+    #[arg(long, env = "RAPPORT_BROKERS")]
+    pub brokers: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "RAPPORT_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl CommonArgs {
+    /// Loads the file and applies the flags that are common to all services.
+    pub fn load(&self) -> Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(brokers) = &self.brokers {
+            config.kafka.brokers = brokers.clone();
+        }
+        if config.kafka.brokers.trim().is_empty() {
+            return Err(Error::Config(
+                "kafka.brokers must name at least one broker".to_owned(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let config = Config::default();
+        assert_eq!(config.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(config.ingest.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.projector.listen.to_string(), "127.0.0.1:8081");
+    }
+
+    #[test]
+    fn the_file_overrides_defaults_section_by_section() {
+        let config =
+            Config::parse("[kafka]\nbrokers = \"k1:9092,k2:9092\"\n[projector]\nmax_batch = 10\n")
+                .unwrap();
+        assert_eq!(config.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(config.projector.max_batch, 10);
+        assert_eq!(config.ingest.listen.port(), 8080);
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error() {
+        let error = Config::parse("[projector]\nmax_bacth = 10\n").unwrap_err();
+        assert!(error.contains("max_bacth"), "{error}");
+        assert!(Config::parse("[nope]\n").is_err());
+    }
+}

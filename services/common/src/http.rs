@@ -1,0 +1,95 @@
+//! The one error type HTTP handlers return, and the JSON shape of errors:
+//! `{"error": "...", "details": [{"index": i, "field": "...", "message": "..."}]}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// One broken rule in a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Position of the event in the batch, when the error is about one event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request breaks the rules listed in `details`.
+    Invalid {
+        message: String,
+        details: Vec<FieldError>,
+    },
+    /// 404.
+    NotFound(String),
+    /// 413.
+    TooLarge(String),
+    /// 415.
+    UnsupportedMediaType(String),
+    /// 503 with `Retry-After`.
+    Unavailable { message: String, retry_after_s: u64 },
+    /// 500: something broke on our side; the message is logged, not shown.
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    details: &'a [FieldError],
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message, details) = match &self {
+            ApiError::Invalid { message, details } => (
+                StatusCode::BAD_REQUEST,
+                message.as_str(),
+                details.as_slice(),
+            ),
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message.as_str(), &[][..]),
+            ApiError::TooLarge(message) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, message.as_str(), &[][..])
+            }
+            ApiError::UnsupportedMediaType(message) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message.as_str(),
+                &[][..],
+            ),
+            ApiError::Unavailable { message, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, message.as_str(), &[][..])
+            }
+            ApiError::Internal(message) => {
+                tracing::error!(error = %message, "internal error answering a request");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error, see the service log",
+                    &[][..],
+                )
+            }
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: message,
+                details,
+            }),
+        )
+            .into_response();
+        if let ApiError::Unavailable { retry_after_s, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        }
+        response
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(error: crate::Error) -> Self {
+        ApiError::Internal(error.to_string())
+    }
+}

@@ -1,0 +1,222 @@
+//! Kafka clients as every Rapport service configures them.
+//!
+//! All services speak the Kafka protocol through rdkafka (bundled librdkafka),
+//! against the local broker in development and tests and a Kafka cluster in
+//! production: one code path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+use crate::{Error, Result};
+
+/// What a client has learned about its connection to the cluster, from
+/// librdkafka's statistics and error callbacks.
+#[derive(Debug, Default)]
+pub struct BrokerHealth {
+    brokers_up: AtomicBool,
+    statistics_seen: AtomicBool,
+    failures: AtomicU64,
+}
+
+impl BrokerHealth {
+    /// Whether at least one broker connection is up. Until the first
+    /// statistics arrive the answer is optimistic, so start-up is not refused.
+    pub fn is_up(&self) -> bool {
+        !self.statistics_seen.load(Ordering::Relaxed) || self.brokers_up.load(Ordering::Relaxed)
+    }
+
+    /// Global client errors seen since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+/// A client context that feeds [`BrokerHealth`] and routes librdkafka's log
+/// lines into `tracing`.
+#[derive(Clone, Default)]
+pub struct HealthContext {
+    pub health: Arc<BrokerHealth>,
+}
+
+impl ClientContext for HealthContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let up = statistics
+            .brokers
+            .values()
+            .any(|broker| broker.state == "UP" && broker.nodeid >= 0);
+        self.health.brokers_up.store(up, Ordering::Relaxed);
+        self.health.statistics_seen.store(true, Ordering::Relaxed);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.failures.fetch_add(1, Ordering::Relaxed);
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.brokers_up.store(false, Ordering::Relaxed);
+            self.health.statistics_seen.store(true, Ordering::Relaxed);
+        }
+        tracing::warn!(target: "librdkafka", %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for HealthContext {}
+
+/// The base configuration: brokers, then the operator's extra properties.
+pub fn client_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("client.id", client_id)
+        .set("statistics.interval.ms", "1000")
+        // Java clients partition with murmur2; so do we, so that keys land on
+        // the same partitions whichever client produced them.
+        .set("partitioner", "murmur2_random");
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// An idempotent, `acks=all` producer. `delivery_timeout` bounds how long a
+/// record may wait for the broker; `None` retries until it is delivered,
+/// which is what the identity service wants (it never drops a record).
+pub fn producer(
+    kafka: &KafkaConfig,
+    client_id: &str,
+    delivery_timeout: Option<Duration>,
+    max_queued: u32,
+) -> Result<(FutureProducer<HealthContext>, Arc<BrokerHealth>)> {
+    let context = HealthContext::default();
+    let health = context.health.clone();
+    let mut config = client_config(kafka, client_id);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", max_queued.to_string())
+        .set(
+            "message.timeout.ms",
+            delivery_timeout
+                .map_or(0, |timeout| timeout.as_millis() as u64)
+                .to_string(),
+        );
+    // Operator properties win over ours, so apply them once more.
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    let producer = config
+        .create_with_context(context)
+        .map_err(|source| Error::Kafka {
+            context: "creating a producer".into(),
+            source,
+        })?;
+    Ok((producer, health))
+}
+
+/// A consumer for manual partition assignment. Offsets are never committed to
+/// the broker: the services keep them in RocksDB with the state they produced.
+pub fn assigning_consumer(
+    kafka: &KafkaConfig,
+    client_id: &str,
+    report_partition_end: bool,
+) -> Result<(BaseConsumer<HealthContext>, Arc<BrokerHealth>)> {
+    let context = HealthContext::default();
+    let health = context.health.clone();
+    let mut config = client_config(kafka, client_id);
+    // librdkafka wants a group id even for manual assignment; nothing is
+    // ever committed to it and the consumer never joins the group.
+    config
+        .set("group.id", client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "enable.partition.eof",
+            if report_partition_end {
+                "true"
+            } else {
+                "false"
+            },
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50");
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    let consumer = config
+        .create_with_context(context)
+        .map_err(|source| Error::Kafka {
+            context: "creating a consumer".into(),
+            source,
+        })?;
+    Ok((consumer, health))
+}
+
+/// The number of partitions of `topic`, waiting for the broker up to `timeout`.
+pub fn partition_count<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|source| Error::Kafka {
+            context: format!("reading metadata of {topic}"),
+            source,
+        })?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|entry| entry.name() == topic)
+        .map_or(0, |entry| entry.partitions().len());
+    if partitions == 0 {
+        return Err(Error::MissingTopic(topic.to_owned()));
+    }
+    Ok(partitions as i32)
+}
+
+/// Waits until `topic` exists, retrying while the broker starts up.
+pub fn wait_for_partitions<C>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    patience: Duration,
+) -> Result<i32>
+where
+    C: ConsumerContext,
+{
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match partition_count(consumer, topic, Duration::from_secs(5)) {
+            Ok(count) => return Ok(count),
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing::warn!(topic, %error, "waiting for the topic");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}

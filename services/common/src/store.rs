@@ -1,0 +1,257 @@
+//! RocksDB behind a small interface: open a database with named column
+//! families, read, and stage writes in a [`Staged`] batch that reads its own
+//! writes and commits atomically, state and offsets together.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
+
+use crate::{Error, Result};
+
+/// A RocksDB database shared by a service's threads.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, creating any missing column
+    /// family in `families` and keeping those that already exist.
+    pub fn open(path: &Path, families: &[&str]) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(|source| Error::Io {
+            context: format!("creating {}", path.display()),
+            source,
+        })?;
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let mut names: Vec<String> = DB::list_cf(&options, path).unwrap_or_default();
+        for family in families {
+            if !names.iter().any(|name| name == family) {
+                names.push((*family).to_owned());
+            }
+        }
+        let descriptors = names
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(|source| {
+            Error::Storage {
+                context: format!("opening {}", path.display()),
+                source,
+            }
+        })?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn family(&self, family: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(family)
+            .ok_or_else(|| Error::MissingColumnFamily(family.to_owned()))
+    }
+
+    pub fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.family(family)?, key)
+            .map_err(|source| Error::Storage {
+                context: format!("reading {family}"),
+                source,
+            })
+    }
+
+    /// Entries whose key starts with `prefix`, in key order, optionally
+    /// starting at `from` (inclusive) or walking backwards from `before`.
+    pub fn scan_prefix(
+        &self,
+        family: &str,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let iterator = self.db.iterator_cf(
+            self.family(family)?,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        let mut entries = Vec::new();
+        for item in iterator {
+            let (key, value) = item.map_err(|source| Error::Storage {
+                context: format!("scanning {family}"),
+                source,
+            })?;
+            if !key.starts_with(prefix) || entries.len() >= limit {
+                break;
+            }
+            entries.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    /// Entries under `prefix` with keys strictly below `before` (or all when
+    /// `None`), newest-key first.
+    pub fn scan_prefix_reverse(
+        &self,
+        family: &str,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        // The first key after every key with this prefix.
+        let mut upper = prefix.to_vec();
+        while let Some(last) = upper.pop() {
+            if last < u8::MAX {
+                upper.push(last + 1);
+                break;
+            }
+        }
+        let start = match before {
+            Some(before) => before.to_vec(),
+            None => upper.clone(),
+        };
+        let mode = if start.is_empty() {
+            IteratorMode::End
+        } else {
+            IteratorMode::From(&start, Direction::Reverse)
+        };
+        let mut entries = Vec::new();
+        for item in self.db.iterator_cf(self.family(family)?, mode) {
+            let (key, value) = item.map_err(|source| Error::Storage {
+                context: format!("scanning {family}"),
+                source,
+            })?;
+            // Reverse seek lands on the last key <= start; skip start itself.
+            if key.as_ref() >= start.as_slice() && !start.is_empty() {
+                continue;
+            }
+            if !key.starts_with(prefix) || entries.len() >= limit {
+                break;
+            }
+            entries.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    /// Starts a batch of writes to `family`.
+    pub fn stage<'a>(&'a self, family: &'a str) -> Staged<'a> {
+        Staged {
+            store: self,
+            family,
+            writes: BTreeMap::new(),
+        }
+    }
+
+    /// Approximate bytes on disk of a column family.
+    pub fn size_on_disk(&self, family: &str) -> u64 {
+        self.family(family)
+            .ok()
+            .and_then(|handle| {
+                self.db
+                    .property_int_value_cf(handle, "rocksdb.total-sst-files-size")
+                    .ok()
+                    .flatten()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Writes staged for one column family, visible to reads through this batch
+/// and written to disk in one atomic `WriteBatch` by [`Staged::commit`].
+pub struct Staged<'a> {
+    store: &'a Store,
+    family: &'a str,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Staged<'_> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.writes.get(key) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.store.get(self.family, key),
+        }
+    }
+
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Writes everything staged atomically (and durably, via the WAL).
+    pub fn commit(self) -> Result<()> {
+        let handle = self.store.family(self.family)?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in self.writes {
+            match value {
+                Some(value) => batch.put_cf(handle, key, value),
+                None => batch.delete_cf(handle, key),
+            }
+        }
+        self.store.db.write(batch).map_err(|source| Error::Storage {
+            context: format!("writing {}", self.family),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_writes_are_read_back_and_land_together() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &["view"]).unwrap();
+        let mut staged = store.stage("view");
+        staged.put(b"a".to_vec(), b"1".to_vec());
+        assert_eq!(staged.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            store.get("view", b"a").unwrap(),
+            None,
+            "nothing is visible before commit"
+        );
+        staged.commit().unwrap();
+        assert_eq!(store.get("view", b"a").unwrap(), Some(b"1".to_vec()));
+        drop(store);
+        let reopened = Store::open(directory.path(), &["view"]).unwrap();
+        assert_eq!(reopened.get("view", b"a").unwrap(), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn reverse_scans_stay_inside_the_prefix_and_below_the_cursor() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &["view"]).unwrap();
+        let mut staged = store.stage("view");
+        for key in ["a1", "b1", "b2", "b3", "c1"] {
+            staged.put(key.as_bytes().to_vec(), vec![]);
+        }
+        staged.commit().unwrap();
+        let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| {
+            entries
+                .into_iter()
+                .map(|(key, _)| String::from_utf8(key).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(store.scan_prefix_reverse("view", b"b", None, 10).unwrap()),
+            ["b3", "b2", "b1"]
+        );
+        assert_eq!(
+            keys(
+                store
+                    .scan_prefix_reverse("view", b"b", Some(b"b3"), 1)
+                    .unwrap()
+            ),
+            ["b2"]
+        );
+        assert_eq!(
+            keys(store.scan_prefix("view", b"b", 2).unwrap()),
+            ["b1", "b2"]
+        );
+    }
+}
