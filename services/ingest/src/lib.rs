@@ -1,0 +1,562 @@
+//! The ingest service: `POST /v1/events` validates a batch of storefront
+//! events and answers 202 only once the broker has acknowledged every one.
+//! A batch with any bad event is refused whole and nothing of it is produced.
+
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prost::Message;
+use rapport_common::http::{ApiError, FieldError};
+use rapport_common::kafka::{BrokerHealth, HealthContext};
+use rapport_common::metrics::{Counter, Registry};
+use rapport_proto::v1 as proto;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+
+use crate::validate::{
+    MAX_BODY_BYTES, MAX_EVENT_BYTES, MAX_EVENTS, check_event, event_from_json, partition_key,
+};
+
+/// Why a validated batch could not be published.
+#[derive(Debug)]
+pub enum PublishError {
+    /// The broker cannot be reached or the producer queue is full: retry later.
+    Unavailable(String),
+}
+
+/// Where validated events go. The Kafka implementation is the only one the
+/// service uses; tests of the HTTP rules may supply their own.
+pub trait EventSink: Send + Sync + 'static {
+    fn publish(
+        &self,
+        events: Vec<proto::Event>,
+    ) -> impl std::future::Future<Output = Result<(), PublishError>> + Send;
+    /// Whether the sink can take events right now (for `/healthz`).
+    fn is_ready(&self) -> bool;
+}
+
+/// Produces to the raw topic with the idempotent producer.
+pub struct KafkaSink {
+    pub producer: FutureProducer<HealthContext>,
+    pub health: Arc<BrokerHealth>,
+    pub topic: String,
+}
+
+impl EventSink for KafkaSink {
+    async fn publish(&self, events: Vec<proto::Event>) -> Result<(), PublishError> {
+        if !self.health.is_up() {
+            return Err(PublishError::Unavailable(
+                "the broker is unreachable".to_owned(),
+            ));
+        }
+        let mut deliveries = Vec::with_capacity(events.len());
+        for event in &events {
+            let key = partition_key(event);
+            let payload = event.encode_to_vec();
+            let record = FutureRecord::to(&self.topic)
+                .key(&key)
+                .payload(&payload)
+                .timestamp(event.received_at_ms);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    return Err(PublishError::Unavailable(
+                        "the producer queue is full".to_owned(),
+                    ));
+                }
+                Err((error, _)) => {
+                    return Err(PublishError::Unavailable(format!(
+                        "could not enqueue: {error}"
+                    )));
+                }
+            }
+        }
+        // Every record is in flight; each future resolves on the broker's
+        // acknowledgement or after the producer's delivery timeout.
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => {
+                    return Err(PublishError::Unavailable(format!(
+                        "the broker did not acknowledge: {error}"
+                    )));
+                }
+                Err(_) => {
+                    return Err(PublishError::Unavailable(
+                        "the producer shut down".to_owned(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.health.is_up()
+    }
+}
+
+struct IngestMetrics {
+    accepted_events: Counter,
+    rejected_requests: Counter,
+    unavailable_requests: Counter,
+    accepted_requests: Counter,
+}
+
+/// Shared state of the HTTP handlers.
+pub struct Ingest<S> {
+    sink: S,
+    source: String,
+    registry: Registry,
+    metrics: IngestMetrics,
+    retry_after: Duration,
+}
+
+impl<S: EventSink> Ingest<S> {
+    pub fn new(sink: S, source: impl Into<String>, registry: Registry) -> Self {
+        let metrics = IngestMetrics {
+            accepted_events: registry.counter(
+                "rapport_ingest_events_accepted_total",
+                "Events acknowledged by the broker and answered 202.",
+                &[],
+            ),
+            accepted_requests: registry.counter(
+                "rapport_ingest_requests_total",
+                "Requests by outcome.",
+                &[("outcome", "accepted")],
+            ),
+            rejected_requests: registry.counter(
+                "rapport_ingest_requests_total",
+                "Requests by outcome.",
+                &[("outcome", "rejected")],
+            ),
+            unavailable_requests: registry.counter(
+                "rapport_ingest_requests_total",
+                "Requests by outcome.",
+                &[("outcome", "unavailable")],
+            ),
+        };
+        Self {
+            sink,
+            source: source.into(),
+            registry,
+            metrics,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The ingest HTTP API.
+pub fn router<S: EventSink>(ingest: Arc<Ingest<S>>) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events::<S>))
+        .route("/healthz", get(healthz::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .with_state(ingest)
+}
+
+enum BodyKind {
+    Json,
+    Protobuf,
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyKind::Json),
+        "application/x-protobuf" | "application/protobuf" => Ok(BodyKind::Protobuf),
+        "" => Err(ApiError::UnsupportedMediaType(
+            "Content-Type is required: application/json or application/x-protobuf".to_owned(),
+        )),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {other} is not supported; use application/json or application/x-protobuf"
+        ))),
+    }
+}
+
+fn invalid(details: Vec<FieldError>) -> ApiError {
+    let events: std::collections::BTreeSet<usize> =
+        details.iter().filter_map(|detail| detail.index).collect();
+    let message = if events.is_empty() {
+        "the request is invalid; nothing was accepted".to_owned()
+    } else {
+        format!(
+            "{} of the events are invalid; nothing was accepted",
+            events.len()
+        )
+    };
+    ApiError::Invalid { message, details }
+}
+
+fn batch_error(message: impl Into<String>) -> ApiError {
+    let message = message.into();
+    invalid(vec![FieldError {
+        index: None,
+        field: "events".to_owned(),
+        message,
+    }])
+}
+
+fn too_large_event(index: usize, size: usize) -> ApiError {
+    ApiError::TooLarge(format!(
+        "event {index} is {size} bytes; an event may have at most {MAX_EVENT_BYTES} bytes; nothing was accepted"
+    ))
+}
+
+/// Parses and checks a body into events ready to publish.
+fn decode_batch(kind: BodyKind, body: &[u8]) -> Result<Vec<proto::Event>, ApiError> {
+    let mut errors = Vec::new();
+    let mut events = match kind {
+        BodyKind::Json => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Batch<'a> {
+                #[serde(borrow)]
+                events: Vec<&'a serde_json::value::RawValue>,
+            }
+            let batch: Batch<'_> = serde_json::from_slice(body).map_err(|error| {
+                batch_error(format!(
+                    "the body must be a JSON object {{\"events\": [...]}}: {error}"
+                ))
+            })?;
+            check_count(batch.events.len())?;
+            let mut events = Vec::with_capacity(batch.events.len());
+            for (index, raw) in batch.events.iter().enumerate() {
+                if raw.get().len() > MAX_EVENT_BYTES {
+                    return Err(too_large_event(index, raw.get().len()));
+                }
+                let value: Value = serde_json::from_str(raw.get())
+                    .map_err(|error| batch_error(error.to_string()))?;
+                events.push(event_from_json(index, &value, &mut errors));
+            }
+            events
+        }
+        BodyKind::Protobuf => {
+            let batch = proto::EventBatch::decode(body).map_err(|error| {
+                batch_error(format!(
+                    "the body is not a valid rapport.events.v1.EventBatch: {error}"
+                ))
+            })?;
+            check_count(batch.events.len())?;
+            for (index, event) in batch.events.iter().enumerate() {
+                let size = event.encoded_len();
+                if size > MAX_EVENT_BYTES {
+                    return Err(too_large_event(index, size));
+                }
+            }
+            batch.events
+        }
+    };
+    for (index, event) in events.iter_mut().enumerate() {
+        check_event(index, event, &mut errors);
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        if let Some(first) = seen.insert(event.event_id.clone(), index)
+            && !event.event_id.is_empty()
+        {
+            errors.push(FieldError {
+                index: Some(index),
+                field: "event_id".to_owned(),
+                message: format!("repeats the event_id of event {first}"),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(invalid(errors))
+    }
+}
+
+fn check_count(count: usize) -> Result<(), ApiError> {
+    if count == 0 || count > MAX_EVENTS {
+        return Err(batch_error(format!(
+            "must hold between 1 and {MAX_EVENTS} events, got {count}"
+        )));
+    }
+    Ok(())
+}
+
+async fn post_events<S: EventSink>(
+    State(ingest): State<Arc<Ingest<S>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = accept(&ingest, headers, body).await;
+    match &result {
+        Ok(_) => ingest.metrics.accepted_requests.increment(1),
+        Err(ApiError::Unavailable { .. }) => ingest.metrics.unavailable_requests.increment(1),
+        Err(_) => ingest.metrics.rejected_requests.increment(1),
+    }
+    match result {
+        Ok(count) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "accepted": count })),
+        )
+            .into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn accept<S: EventSink>(
+    ingest: &Ingest<S>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<usize, ApiError> {
+    let kind = body_kind(&headers)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(ApiError::TooLarge(format!(
+            "the body may have at most {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::TooLarge(format!("the body may have at most {MAX_BODY_BYTES} bytes"))
+        })?;
+    let mut events = decode_batch(kind, &bytes)?;
+    let received_at_ms = rapport_common::now_ms();
+    for event in &mut events {
+        event.received_at_ms = received_at_ms;
+        if event.source.is_empty() {
+            event.source = ingest.source.clone();
+        }
+    }
+    let count = events.len();
+    ingest
+        .sink
+        .publish(events)
+        .await
+        .map_err(|PublishError::Unavailable(reason)| {
+            tracing::warn!(%reason, events = count, "answering 503");
+            ApiError::Unavailable {
+                message: format!("{reason}; nothing is lost by retrying the same batch later"),
+                retry_after_s: ingest.retry_after.as_secs(),
+            }
+        })?;
+    ingest.metrics.accepted_events.increment(count as u64);
+    Ok(count)
+}
+
+async fn healthz<S: EventSink>(State(ingest): State<Arc<Ingest<S>>>) -> Response {
+    if ingest.sink.is_ready() {
+        (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "broker unreachable"})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics<S: EventSink>(State(ingest): State<Arc<Ingest<S>>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ingest.registry.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    /// Records what would be produced; can pretend the broker is down.
+    #[derive(Default)]
+    struct RecordingSink {
+        published: Mutex<Vec<proto::Event>>,
+        down: bool,
+    }
+
+    impl EventSink for Arc<RecordingSink> {
+        async fn publish(&self, events: Vec<proto::Event>) -> Result<(), PublishError> {
+            if self.down {
+                return Err(PublishError::Unavailable(
+                    "the broker is unreachable".into(),
+                ));
+            }
+            self.published.lock().unwrap().extend(events);
+            Ok(())
+        }
+        fn is_ready(&self) -> bool {
+            !self.down
+        }
+    }
+
+    fn app(sink: Arc<RecordingSink>) -> Router {
+        router(Arc::new(Ingest::new(sink, "test", Registry::default())))
+    }
+
+    fn event(id: u32) -> Value {
+        serde_json::json!({"event_id": format!("0193a5b0-7c1e-7d4e-9f00-{id:012}"), "type":"web.page_viewed",
+            "occurred_at":"2026-11-01T10:00:00Z","customer":{"anonymous_id":"anon-1"},"data":{"url":"/"}})
+    }
+
+    async fn post(
+        app: Router,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let request = Request::post("/v1/events")
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_valid_batch_is_accepted_and_stamped() {
+        let sink = Arc::new(RecordingSink::default());
+        let body =
+            serde_json::to_vec(&serde_json::json!({"events": [event(1), event(2)]})).unwrap();
+        let (status, _, answer) = post(app(sink.clone()), "application/json", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(answer, serde_json::json!({"accepted": 2}));
+        let published = sink.published.lock().unwrap();
+        assert_eq!(published.len(), 2);
+        assert!(published.iter().all(|event| event.received_at_ms > 0
+            && event.source == "test"
+            && event.channel == "web"));
+    }
+
+    #[tokio::test]
+    async fn one_bad_event_rejects_the_batch_and_is_named() {
+        let sink = Arc::new(RecordingSink::default());
+        let mut bad = event(2);
+        bad["data"]["url"] = Value::Null;
+        let body =
+            serde_json::to_vec(&serde_json::json!({"events": [event(1), bad, event(3)]})).unwrap();
+        let (status, _, answer) = post(app(sink.clone()), "application/json", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            answer["details"],
+            serde_json::json!([{"index": 1, "field": "data.url", "message": "is required"}])
+        );
+        assert!(sink.published.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn protobuf_batches_follow_the_same_rules() {
+        let sink = Arc::new(RecordingSink::default());
+        let mut errors = Vec::new();
+        let good = event_from_json(0, &event(1), &mut errors);
+        let batch = proto::EventBatch {
+            events: vec![good.clone()],
+        };
+        let (status, _, _) = post(
+            app(sink.clone()),
+            "application/x-protobuf",
+            batch.encode_to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let broken = proto::EventBatch {
+            events: vec![proto::Event {
+                event_id: String::new(),
+                ..good
+            }],
+        };
+        let (status, _, answer) = post(
+            app(sink.clone()),
+            "application/x-protobuf",
+            broken.encode_to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer["details"][0]["field"], "event_id");
+        assert_eq!(sink.published.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn size_count_and_content_type_limits() {
+        let sink = Arc::new(RecordingSink::default());
+        let (status, _, _) = post(app(sink.clone()), "text/plain", b"{}".to_vec()).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let huge = vec![b' '; MAX_BODY_BYTES + 1];
+        let (status, _, _) = post(app(sink.clone()), "application/json", huge).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let mut fat = event(1);
+        fat["data"]["url"] = Value::String("x".repeat(MAX_EVENT_BYTES));
+        let (status, _, _) = post(
+            app(sink.clone()),
+            "application/json",
+            serde_json::to_vec(&serde_json::json!({"events": [fat]})).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (status, _, answer) = post(
+            app(sink.clone()),
+            "application/json",
+            br#"{"events": []}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer["details"][0]["field"], "events");
+        let many: Vec<Value> = (0..=MAX_EVENTS as u32).map(event).collect();
+        let (status, _, _) = post(
+            app(sink.clone()),
+            "application/json",
+            serde_json::to_vec(&serde_json::json!({"events": many})).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(sink.published.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_means_503_with_retry_after() {
+        let sink = Arc::new(RecordingSink {
+            down: true,
+            ..Default::default()
+        });
+        let body = serde_json::to_vec(&serde_json::json!({"events": [event(1)]})).unwrap();
+        let (status, headers, _) = post(app(sink), "application/json", body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers.get("retry-after").unwrap(), "1");
+    }
+
+    #[tokio::test]
+    async fn duplicate_event_ids_within_a_batch_are_refused() {
+        let sink = Arc::new(RecordingSink::default());
+        let body =
+            serde_json::to_vec(&serde_json::json!({"events": [event(1), event(1)]})).unwrap();
+        let (status, _, answer) = post(app(sink), "application/json", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer["details"][0]["index"], 1);
+    }
+}

@@ -1,0 +1,71 @@
+//! `rapport-ingest`: the HTTP front door for storefront events.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use rapport_common::config::{CommonArgs, override_with};
+use rapport_common::metrics::Registry;
+use rapport_ingest::{Ingest, KafkaSink, router};
+
+/// Accepts storefront events over HTTP (`POST /v1/events`, JSON or protobuf)
+/// and produces them to the raw topic. Answers 202 only after the broker
+/// acknowledged every event; 400 names every bad field and produces nothing;
+/// 503 with Retry-After when the broker is unreachable or the queue is full.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on. Default 127.0.0.1:8080.
+    #[arg(long, env = "RAPPORT_INGEST_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// How long a produce may wait for the broker before the request gets 503,
+    /// in milliseconds. Default 5000.
+    #[arg(long, env = "RAPPORT_INGEST_DELIVERY_TIMEOUT_MS")]
+    delivery_timeout_ms: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    rapport_common::init_logging(args.common.log_json);
+    let mut config = args.common.load()?;
+    override_with(&mut config.ingest.listen, args.listen);
+    override_with(
+        &mut config.ingest.delivery_timeout_ms,
+        args.delivery_timeout_ms,
+    );
+    let delivery_timeout = Duration::from_millis(config.ingest.delivery_timeout_ms.max(1));
+    let (producer, health) = rapport_common::kafka::producer(
+        &config.kafka,
+        "rapport-ingest",
+        Some(delivery_timeout),
+        config.ingest.max_queued_events,
+    )?;
+    let sink = KafkaSink {
+        producer: producer.clone(),
+        health,
+        topic: config.topics.raw.clone(),
+    };
+    let ingest = Arc::new(Ingest::new(
+        sink,
+        format!("ingest@{}", config.ingest.listen),
+        Registry::default(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(config.ingest.listen)
+        .await
+        .with_context(|| format!("binding {}", config.ingest.listen))?;
+    tracing::info!(listen = %config.ingest.listen, brokers = %config.kafka.brokers, topic = %config.topics.raw, "ingest ready");
+    axum::serve(listener, router(ingest))
+        .with_graceful_shutdown(rapport_common::shutdown_signal())
+        .await?;
+    // Whatever was acknowledged is on the broker; flush what is still queued.
+    use rdkafka::producer::Producer as _;
+    let _ = producer.flush(Duration::from_secs(5));
+    tracing::info!("ingest stopped");
+    Ok(())
+}
