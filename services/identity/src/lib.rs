@@ -1,0 +1,499 @@
+//! The identity service: the only writer of the identifier graph.
+//!
+//! It reads the raw topic in a deterministic order ([`reader`]), drops events
+//! whose `event_id` it has seen, resolves each event to a canonical customer
+//! id with the pure rules in `rapport_projections::identity`, and produces
+//! the result to the customer topic keyed by that id. Graph changes and the
+//! consumed offsets are committed in one RocksDB batch, only after the broker
+//! acknowledged every record they produced; after a crash the same records
+//! may be produced again and consumers skip them by their source position.
+
+pub mod reader;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prost::Message as _;
+use rapport_common::config::Config;
+use rapport_common::kafka::HealthContext;
+use rapport_common::metrics::{Counter, Gauge, Registry};
+use rapport_common::store::{Staged, Store};
+use rapport_common::{Error, Result, keys};
+use rapport_projections::identity::{
+    Conflict, GraphChange, GraphView, Identifier, Profile, ReadPosition, Resolution,
+    identifiers_of, resolve,
+};
+use rapport_proto::v1::{self as proto, customer_record::Body};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::reader::{OrderedReader, RawRecord};
+
+/// The column family holding the graph, seen event ids and raw offsets.
+pub const FAMILY: &str = "identity.graph.v1";
+
+/// The graph as a batch in progress sees it: committed state plus the
+/// batch's own writes. Storage errors are kept and reported after resolving.
+struct StagedGraph<'a, 'b> {
+    staged: &'a RefCell<Staged<'b>>,
+    failure: RefCell<Option<Error>>,
+}
+
+impl StagedGraph<'_, '_> {
+    fn read(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.staged.borrow().get(key) {
+            Ok(value) => value,
+            Err(error) => {
+                self.failure.borrow_mut().get_or_insert(error);
+                None
+            }
+        }
+    }
+}
+
+impl GraphView for StagedGraph<'_, '_> {
+    fn owner(&self, identifier: &Identifier) -> Option<String> {
+        self.read(&keys::identifier(identifier))
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+    }
+
+    fn profile(&self, id: &str) -> Option<Profile> {
+        let bytes = self.read(&keys::graph_node(id))?;
+        match postcard::from_bytes(&bytes) {
+            Ok(profile) => Some(profile),
+            Err(error) => {
+                self.failure
+                    .borrow_mut()
+                    .get_or_insert(Error::State(error.into()));
+                None
+            }
+        }
+    }
+
+    fn conflict_recorded(&self, identifier: &Identifier, claimant: &str) -> bool {
+        self.read(&keys::conflict_seen(identifier, claimant))
+            .is_some()
+    }
+}
+
+fn stage_changes(staged: &mut Staged<'_>, changes: &[GraphChange]) {
+    for change in changes {
+        match change {
+            GraphChange::PutProfile(profile) => {
+                staged.put(
+                    keys::graph_node(&profile.id),
+                    postcard::to_stdvec(profile).expect("profiles serialise"),
+                );
+            }
+            GraphChange::PutOwner(identifier, owner) => {
+                staged.put(keys::identifier(identifier), owner.as_bytes().to_vec())
+            }
+            GraphChange::PutConflict(Conflict {
+                identifier,
+                claimant,
+                ..
+            }) => staged.put(keys::conflict_seen(identifier, claimant), Vec::new()),
+        }
+    }
+}
+
+/// The customer-topic records one resolved event yields, in the order they
+/// must be produced, each with its key.
+pub fn records_for(
+    resolution: &Resolution,
+    event: proto::Event,
+    raw: &RawRecord,
+) -> Vec<proto::CustomerRecord> {
+    let position = |index: u32| {
+        Some(proto::SourcePosition {
+            raw_partition: raw.partition,
+            raw_offset: raw.offset,
+            index,
+        })
+    };
+    let received_at_ms = event.received_at_ms;
+    let cause_event_id = event.event_id.clone();
+    let mut bodies: Vec<(String, Body)> = Vec::new();
+    for absorbed in &resolution.absorbed {
+        bodies.push((
+            absorbed.clone(),
+            Body::MergedAway(proto::ProfileMergedAway {
+                into: resolution.customer_id.clone(),
+                cause_event_id: cause_event_id.clone(),
+            }),
+        ));
+    }
+    if !resolution.absorbed.is_empty() {
+        bodies.push((
+            resolution.customer_id.clone(),
+            Body::Merged(proto::CustomersMerged {
+                absorbed: resolution.absorbed.clone(),
+                cause_event_id: cause_event_id.clone(),
+            }),
+        ));
+    }
+    for conflict in &resolution.conflicts {
+        bodies.push((
+            resolution.customer_id.clone(),
+            Body::Conflict(proto::IdentityConflictRecorded {
+                identifier: Some(conflict.identifier.to_proto()),
+                owner: conflict.owner.clone(),
+                claimant: conflict.claimant.clone(),
+                cause_event_id: cause_event_id.clone(),
+            }),
+        ));
+    }
+    let linked = resolution.linked.iter().map(Identifier::to_proto).collect();
+    bodies.push((
+        resolution.customer_id.clone(),
+        Body::Event(proto::EventResolved {
+            event: Some(event),
+            linked,
+        }),
+    ));
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(index, (customer_id, body))| proto::CustomerRecord {
+            customer_id,
+            source: position(index as u32),
+            received_at_ms,
+            body: Some(body),
+        })
+        .collect()
+}
+
+/// Counters the service exposes at `/metrics`.
+#[derive(Clone)]
+pub struct IdentityMetrics {
+    pub resolved: Counter,
+    pub duplicates: Counter,
+    pub undecodable: Counter,
+    pub merges: Counter,
+    pub conflicts: Counter,
+    pub produced: Counter,
+    pub batches: Counter,
+    pub last_received_at_ms: Gauge,
+    registry: Registry,
+}
+
+impl IdentityMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let outcome = |name| {
+            registry.counter(
+                "rapport_identity_events_total",
+                "Raw events by outcome.",
+                &[("outcome", name)],
+            )
+        };
+        Self {
+            resolved: outcome("resolved"),
+            duplicates: outcome("duplicate"),
+            undecodable: outcome("undecodable"),
+            merges: registry.counter(
+                "rapport_identity_merges_total",
+                "Profiles absorbed into another.",
+                &[],
+            ),
+            conflicts: registry.counter(
+                "rapport_identity_conflicts_total",
+                "Identifier clashes between known customers.",
+                &[],
+            ),
+            produced: registry.counter(
+                "rapport_identity_records_produced_total",
+                "Records produced to the customer topic.",
+                &[],
+            ),
+            batches: registry.counter("rapport_identity_batches_total", "Committed batches.", &[]),
+            last_received_at_ms: registry.gauge(
+                "rapport_identity_last_received_at_ms",
+                "Ingest time of the last resolved event.",
+                &[],
+            ),
+            registry: registry.clone(),
+        }
+    }
+
+    /// The last committed raw offset of a partition.
+    pub fn applied_offset(&self, partition: i32) -> Gauge {
+        let partition = partition.to_string();
+        self.registry.gauge(
+            "rapport_identity_applied_offset",
+            "Last committed raw-topic offset per partition.",
+            &[("partition", &partition)],
+        )
+    }
+}
+
+/// Resolves one batch of raw records into staged graph changes and the
+/// records to produce. Nothing is committed here.
+fn resolve_batch<'a>(
+    staged: Staged<'a>,
+    batch: &[RawRecord],
+    metrics: &IdentityMetrics,
+) -> Result<(Staged<'a>, Vec<proto::CustomerRecord>)> {
+    let staged = RefCell::new(staged);
+    let mut outputs = Vec::new();
+    for raw in batch {
+        let event = match proto::Event::decode(raw.payload.as_slice()) {
+            Ok(event) => event,
+            Err(error) => {
+                metrics.undecodable.increment(1);
+                tracing::warn!(partition = raw.partition, offset = raw.offset, %error, "skipping a raw record that does not decode");
+                continue;
+            }
+        };
+        let identifiers = identifiers_of(&event.customer.clone().unwrap_or_default());
+        if event.event_id.is_empty() || identifiers.is_empty() {
+            metrics.undecodable.increment(1);
+            tracing::warn!(
+                partition = raw.partition,
+                offset = raw.offset,
+                "skipping a raw event without event_id or identifiers"
+            );
+            continue;
+        }
+        let seen_key = keys::seen_event(&event.event_id);
+        if staged.borrow().get(&seen_key)?.is_some() {
+            metrics.duplicates.increment(1);
+            continue;
+        }
+        let position = ReadPosition {
+            received_at_ms: raw.timestamp_ms,
+            raw_partition: raw.partition,
+            raw_offset: raw.offset,
+        };
+        let graph = StagedGraph {
+            staged: &staged,
+            failure: RefCell::new(None),
+        };
+        let resolution = resolve(&graph, &identifiers, position);
+        if let Some(error) = graph.failure.into_inner() {
+            return Err(error);
+        }
+        {
+            let mut staged = staged.borrow_mut();
+            staged.put(seen_key, Vec::new());
+            stage_changes(&mut staged, &resolution.changes);
+        }
+        metrics.resolved.increment(1);
+        metrics.merges.increment(resolution.absorbed.len() as u64);
+        metrics
+            .conflicts
+            .increment(resolution.conflicts.len() as u64);
+        metrics.last_received_at_ms.set(event.received_at_ms);
+        outputs.extend(records_for(&resolution, event, raw));
+    }
+    Ok((staged.into_inner(), outputs))
+}
+
+/// Produces records and waits until the broker acknowledged all of them.
+fn produce_all(
+    producer: &FutureProducer<HealthContext>,
+    runtime: &tokio::runtime::Handle,
+    topic: &str,
+    records: &[proto::CustomerRecord],
+) -> Result<()> {
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in records {
+        let payload = record.encode_to_vec();
+        let mut attempt = FutureRecord::to(topic)
+            .key(&record.customer_id)
+            .payload(&payload)
+            .timestamp(record.received_at_ms);
+        // The queue is bounded; when it is full, wait for room rather than drop.
+        loop {
+            match producer.send_result(attempt) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((error, returned)) => {
+                    tracing::debug!(%error, "producer queue full, waiting");
+                    attempt = returned;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    for delivery in deliveries {
+        match runtime.block_on(delivery) {
+            Ok(Ok(_)) => {}
+            Ok(Err((source, _))) => {
+                return Err(Error::Kafka {
+                    context: format!("producing to {topic}"),
+                    source,
+                });
+            }
+            Err(_) => return Err(Error::Config("the producer shut down".to_owned())),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the resolve loop until `stop` is set. Blocking: call it on its own thread.
+pub fn run(
+    config: &Config,
+    store: &Store,
+    stop: Arc<AtomicBool>,
+    metrics: IdentityMetrics,
+    runtime: tokio::runtime::Handle,
+) -> Result<()> {
+    let (consumer, _) =
+        rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-identity", true)?;
+    let partitions = rapport_common::kafka::wait_for_partitions(
+        &consumer,
+        &config.topics.raw,
+        Duration::from_secs(60),
+    )?;
+    let applied: Vec<Option<i64>> = (0..partitions)
+        .map(|partition| {
+            Ok(store
+                .get(FAMILY, &keys::offset(partition))?
+                .map(|bytes| i64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))))
+        })
+        .collect::<Result<_>>()?;
+    for (partition, offset) in applied.iter().enumerate() {
+        if let Some(offset) = offset {
+            metrics.applied_offset(partition as i32).set(*offset);
+        }
+    }
+    tracing::info!(topic = %config.topics.raw, partitions, ?applied, "identity starting after its stored offsets");
+    let mut reader = OrderedReader::new(
+        consumer,
+        &config.topics.raw,
+        partitions,
+        &applied,
+        Duration::from_millis(config.identity.reorder_grace_ms),
+    )?;
+    let (producer, _) =
+        rapport_common::kafka::producer(&config.kafka, "rapport-identity", None, 100_000)?;
+
+    while !stop.load(Ordering::Relaxed) {
+        let batch = reader.next_batch(config.identity.max_batch, Duration::from_millis(100));
+        if batch.is_empty() {
+            continue;
+        }
+        let (mut staged, outputs) = resolve_batch(store.stage(FAMILY), &batch, &metrics)?;
+        produce_all(&producer, &runtime, &config.topics.customer, &outputs)?;
+        let mut last_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        for raw in &batch {
+            last_offsets.insert(
+                raw.partition,
+                raw.offset
+                    .max(*last_offsets.get(&raw.partition).unwrap_or(&-1)),
+            );
+        }
+        for (partition, offset) in &last_offsets {
+            staged.put(keys::offset(*partition), offset.to_be_bytes().to_vec());
+        }
+        staged.commit()?;
+        for (partition, offset) in &last_offsets {
+            metrics.applied_offset(*partition).set(*offset);
+        }
+        metrics.produced.increment(outputs.len() as u64);
+        metrics.batches.increment(1);
+        tracing::debug!(
+            events = batch.len(),
+            records = outputs.len(),
+            "identity batch committed"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(offset: i64, event_id: &str, customer: proto::CustomerIdentifiers) -> RawRecord {
+        let event = proto::Event {
+            event_id: event_id.into(),
+            r#type: "web.page_viewed".into(),
+            occurred_at_ms: 1,
+            received_at_ms: 10 + offset,
+            customer: Some(customer),
+            payload: Some(proto::event::Payload::WebPageViewed(proto::PageViewed {
+                url: "/".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        RawRecord {
+            partition: 0,
+            offset,
+            timestamp_ms: 10 + offset,
+            payload: event.encode_to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_batch_dedupes_resolves_and_merges_against_real_rocksdb() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &[FAMILY]).unwrap();
+        let metrics = IdentityMetrics::new(&Registry::default());
+        let anonymous = proto::CustomerIdentifiers {
+            anonymous_id: "anon-1".into(),
+            ..Default::default()
+        };
+        let registered = proto::CustomerIdentifiers {
+            customer_id: "c-1".into(),
+            anonymous_id: "anon-1".into(),
+            ..Default::default()
+        };
+        let batch = vec![
+            raw(0, "e1", anonymous.clone()),
+            raw(1, "e1", anonymous.clone()),
+            raw(2, "e2", registered),
+            RawRecord {
+                payload: vec![0xff, 0x01],
+                ..raw(3, "x", Default::default())
+            },
+        ];
+        let (staged, outputs) = resolve_batch(store.stage(FAMILY), &batch, &metrics).unwrap();
+        staged.commit().unwrap();
+        assert_eq!(metrics.duplicates.get(), 1);
+        assert_eq!(metrics.undecodable.get(), 1);
+        let bodies: Vec<(&str, &str)> = outputs
+            .iter()
+            .map(|record| {
+                let kind = match record.body {
+                    Some(Body::Event(_)) => "event",
+                    Some(Body::Merged(_)) => "merged",
+                    Some(Body::MergedAway(_)) => "merged_away",
+                    _ => "other",
+                };
+                (record.customer_id.as_str(), kind)
+            })
+            .collect();
+        let prospect = rapport_projections::identity::prospect_id(&Identifier::new(
+            rapport_projections::identity::IdentifierKind::AnonymousId,
+            "anon-1",
+        ));
+        assert_eq!(
+            bodies,
+            vec![
+                (prospect.as_str(), "event"),
+                (prospect.as_str(), "merged_away"),
+                ("c-1", "merged"),
+                ("c-1", "event")
+            ]
+        );
+        // Records of one raw event share its position and count up.
+        assert_eq!(
+            outputs[3].source,
+            Some(proto::SourcePosition {
+                raw_partition: 0,
+                raw_offset: 2,
+                index: 2
+            })
+        );
+        // The committed graph remembers the event ids across batches.
+        let (_, again) =
+            resolve_batch(store.stage(FAMILY), &[raw(4, "e2", anonymous)], &metrics).unwrap();
+        assert!(again.is_empty());
+    }
+}

@@ -1,0 +1,91 @@
+//! `rapport-identity`: resolves raw events to canonical customers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::Parser;
+use rapport_common::config::{CommonArgs, override_with};
+use rapport_common::metrics::Registry;
+use rapport_common::store::Store;
+use rapport_identity::{FAMILY, IdentityMetrics, run};
+
+/// The only writer of the identifier graph. Reads the raw topic in ingest
+/// order, drops repeated event ids, resolves every event to a canonical
+/// customer id and produces it, keyed by that id, to the customer topic.
+/// Serves /healthz and /metrics.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address for /healthz and /metrics. Default 127.0.0.1:8082.
+    #[arg(long, env = "RAPPORT_IDENTITY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of the graph's RocksDB database. Default data/identity.
+    #[arg(long, env = "RAPPORT_IDENTITY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Milliseconds a record waits for earlier records on idle partitions
+    /// before it is resolved. Default 200.
+    #[arg(long, env = "RAPPORT_IDENTITY_REORDER_GRACE_MS")]
+    reorder_grace_ms: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    rapport_common::init_logging(args.common.log_json);
+    let mut config = args.common.load()?;
+    override_with(&mut config.identity.listen, args.listen);
+    override_with(&mut config.identity.data_dir, args.data_dir);
+    override_with(&mut config.identity.reorder_grace_ms, args.reorder_grace_ms);
+    let store = Store::open(&config.identity.data_dir, &[FAMILY])?;
+    let registry = Registry::default();
+    let metrics = IdentityMetrics::new(&registry);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let worker = {
+        let (config, store, stop, runtime) = (
+            config.clone(),
+            store.clone(),
+            stop.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        std::thread::Builder::new()
+            .name("identity-resolve".into())
+            .spawn(move || run(&config, &store, stop, metrics, runtime))?
+    };
+
+    let app = Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    registry.render(),
+                )
+                    .into_response()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(config.identity.listen)
+        .await
+        .with_context(|| format!("binding {}", config.identity.listen))?;
+    tracing::info!(listen = %config.identity.listen, data_dir = %config.identity.data_dir.display(), "identity ready");
+
+    rapport_common::serve_beside_worker(listener, app, stop, worker)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("identity failed")?;
+    tracing::info!("identity stopped");
+    Ok(())
+}
