@@ -1,0 +1,398 @@
+//! The projector framework: folds customer-topic records into a projection's
+//! column family, one atomic `WriteBatch` per batch of records holding the
+//! state, the last applied offset of every partition and the source
+//! watermarks that let re-produced records be skipped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rapport_common::config::Config;
+use rapport_common::metrics::{Counter, Gauge, Registry};
+use rapport_common::store::{Staged, Store};
+use rapport_common::{Error, Result, keys};
+use rapport_projections::customer_view::{Effect, ProfileState};
+use rapport_proto::v1 as proto;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The column family of the unified customer view, version 1.
+pub const CUSTOMER_VIEW: &str = "customer_view.v1";
+
+/// A record as consumed: where it sits and its bytes.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+/// Where a projection stands: the last applied offset per partition and,
+/// per (partition, raw partition), the last applied source position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Positions {
+    pub offsets: BTreeMap<i32, i64>,
+    pub watermarks: BTreeMap<(i32, i32), (i64, u32)>,
+}
+
+fn decode_offset(bytes: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+fn encode_watermark(offset: i64, index: u32) -> Vec<u8> {
+    let mut bytes = offset.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&index.to_be_bytes());
+    bytes
+}
+
+fn decode_watermark(bytes: &[u8]) -> Option<(i64, u32)> {
+    Some((
+        decode_offset(bytes)?,
+        u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?),
+    ))
+}
+
+impl Positions {
+    /// Reads the stored positions of a projection.
+    pub fn load(store: &Store, family: &str) -> Result<Self> {
+        let mut positions = Positions::default();
+        for (key, value) in store.scan_prefix(family, &[keys::OFFSET], usize::MAX)? {
+            if let (Ok(partition), Some(offset)) =
+                (keys::decode_offset(&key), decode_offset(&value))
+            {
+                positions.offsets.insert(partition, offset);
+            }
+        }
+        for (key, value) in store.scan_prefix(family, &[keys::WATERMARK], usize::MAX)? {
+            if let (Ok(pair), Some(mark)) = (keys::decode_watermark(&key), decode_watermark(&value))
+            {
+                positions.watermarks.insert(pair, mark);
+            }
+        }
+        Ok(positions)
+    }
+}
+
+/// Counters of one projection.
+#[derive(Clone)]
+pub struct ApplyMetrics {
+    pub applied: Counter,
+    pub duplicates: Counter,
+    pub undecodable: Counter,
+    pub batches: Counter,
+    registry: Registry,
+    family: &'static str,
+}
+
+impl ApplyMetrics {
+    pub fn new(registry: &Registry, family: &'static str) -> Self {
+        let outcome = |name| {
+            registry.counter(
+                "rapport_projector_records_total",
+                "Customer-topic records by outcome.",
+                &[("projection", family), ("outcome", name)],
+            )
+        };
+        Self {
+            applied: outcome("applied"),
+            duplicates: outcome("duplicate"),
+            undecodable: outcome("undecodable"),
+            batches: registry.counter(
+                "rapport_projector_batches_total",
+                "Committed write batches.",
+                &[("projection", family)],
+            ),
+            registry: registry.clone(),
+            family,
+        }
+    }
+
+    fn applied_offset(&self, partition: i32) -> Gauge {
+        let partition = partition.to_string();
+        self.registry.gauge(
+            "rapport_projector_applied_offset",
+            "Last applied offset per partition.",
+            &[("projection", self.family), ("partition", &partition)],
+        )
+    }
+}
+
+/// Folds one record into the staged customer view.
+fn fold_customer_view(staged: &mut Staged<'_>, record: &proto::CustomerRecord) -> Result<()> {
+    let profile_key = keys::profile(&record.customer_id);
+    let mut state = match staged.get(&profile_key)? {
+        Some(bytes) => ProfileState::decode(&bytes)?,
+        None => ProfileState::default(),
+    };
+    for effect in state.apply(record) {
+        match effect {
+            Effect::Timeline(entry) => {
+                let key =
+                    keys::timeline(&record.customer_id, entry.occurred_at_ms, &entry.event_id);
+                staged.put(
+                    key,
+                    postcard::to_stdvec(&entry).expect("timeline entries serialise"),
+                );
+            }
+            Effect::IndexIdentifier(identifier) => staged.put(
+                keys::identifier(&identifier),
+                record.customer_id.as_bytes().to_vec(),
+            ),
+            Effect::ConflictRecorded(entry) => {
+                let key = keys::conflict(
+                    entry.received_at_ms,
+                    &entry.conflict.claimant,
+                    &entry.conflict.identifier,
+                );
+                staged.put(
+                    key,
+                    postcard::to_stdvec(&entry).expect("conflicts serialise"),
+                );
+            }
+        }
+    }
+    staged.put(profile_key, state.encode());
+    Ok(())
+}
+
+/// Applies a batch of consumed records and commits it with the positions.
+/// `positions` is updated only when the commit succeeded.
+pub fn apply_batch(
+    store: &Store,
+    family: &str,
+    records: &[Consumed],
+    positions: &mut Positions,
+    metrics: &ApplyMetrics,
+) -> Result<()> {
+    let mut staged = store.stage(family);
+    let mut next = positions.clone();
+    let (mut applied, mut duplicates, mut undecodable) = (0, 0, 0);
+    for consumed in records {
+        next.offsets.insert(consumed.partition, consumed.offset);
+        let record = match proto::CustomerRecord::decode(consumed.payload.as_slice()) {
+            Ok(record) if record.source.is_some() && !record.customer_id.is_empty() => record,
+            Ok(_) | Err(_) => {
+                undecodable += 1;
+                tracing::warn!(
+                    partition = consumed.partition,
+                    offset = consumed.offset,
+                    "skipping a customer record that does not decode"
+                );
+                continue;
+            }
+        };
+        let source = record.source.unwrap_or_default();
+        let mark_key = (consumed.partition, source.raw_partition);
+        let position = (source.raw_offset, source.index);
+        if next
+            .watermarks
+            .get(&mark_key)
+            .is_some_and(|last| position <= *last)
+        {
+            // Re-produced by identity after a crash: already applied.
+            duplicates += 1;
+            continue;
+        }
+        fold_customer_view(&mut staged, &record)?;
+        next.watermarks.insert(mark_key, position);
+        staged.put(
+            keys::watermark(mark_key.0, mark_key.1),
+            encode_watermark(position.0, position.1),
+        );
+        applied += 1;
+    }
+    for (partition, offset) in &next.offsets {
+        if positions.offsets.get(partition) != Some(offset) {
+            staged.put(keys::offset(*partition), offset.to_be_bytes().to_vec());
+        }
+    }
+    staged.commit()?;
+    for (partition, offset) in &next.offsets {
+        metrics.applied_offset(*partition).set(*offset);
+    }
+    *positions = next;
+    metrics.applied.increment(applied);
+    metrics.duplicates.increment(duplicates);
+    metrics.undecodable.increment(undecodable);
+    metrics.batches.increment(1);
+    Ok(())
+}
+
+/// Consumes the customer topic and applies it until `stop` is set. Blocking:
+/// run it on its own thread.
+pub fn run(
+    config: &Config,
+    store: &Store,
+    family: &str,
+    stop: Arc<AtomicBool>,
+    metrics: ApplyMetrics,
+) -> Result<()> {
+    let (consumer, _) =
+        rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-projector", false)?;
+    let topic = &config.topics.customer;
+    let count =
+        rapport_common::kafka::wait_for_partitions(&consumer, topic, Duration::from_secs(60))?;
+    let owned: Vec<i32> = if config.projector.partitions.is_empty() {
+        (0..count).collect()
+    } else {
+        config.projector.partitions.clone()
+    };
+    let mut positions = Positions::load(store, family)?;
+    for (partition, offset) in &positions.offsets {
+        metrics.applied_offset(*partition).set(*offset);
+    }
+    let mut assignment = TopicPartitionList::new();
+    for partition in &owned {
+        let start = positions
+            .offsets
+            .get(partition)
+            .map_or(Offset::Beginning, |offset| Offset::Offset(offset + 1));
+        assignment
+            .add_partition_offset(topic, *partition, start)
+            .map_err(|source| Error::Kafka {
+                context: format!("assigning {topic}/{partition}"),
+                source,
+            })?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|source| Error::Kafka {
+            context: format!("assigning {topic}"),
+            source,
+        })?;
+    tracing::info!(topic, projection = family, partitions = ?owned, offsets = ?positions.offsets, "projector starting after its stored offsets");
+
+    let max_batch = config.projector.max_batch.max(1);
+    while !stop.load(Ordering::Relaxed) {
+        let mut batch = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        while batch.len() < max_batch {
+            let wait = if batch.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            match consumer.poll(wait) {
+                Some(Ok(message)) => batch.push(Consumed {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                }),
+                Some(Err(error)) => {
+                    tracing::warn!(topic, %error, "consumer error; retrying");
+                    break;
+                }
+                None => break,
+            }
+        }
+        if !batch.is_empty() {
+            apply_batch(store, family, &batch, &mut positions, &metrics)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rapport_proto::v1::customer_record::Body;
+
+    fn record(customer_id: &str, raw_offset: i64, url: &str) -> Vec<u8> {
+        let event = proto::Event {
+            event_id: format!("e-{raw_offset}"),
+            r#type: "web.page_viewed".into(),
+            occurred_at_ms: raw_offset,
+            channel: "web".into(),
+            payload: Some(proto::event::Payload::WebPageViewed(proto::PageViewed {
+                url: url.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        proto::CustomerRecord {
+            customer_id: customer_id.into(),
+            source: Some(proto::SourcePosition {
+                raw_partition: 0,
+                raw_offset,
+                index: 0,
+            }),
+            received_at_ms: raw_offset,
+            body: Some(Body::Event(proto::EventResolved {
+                event: Some(event),
+                linked: vec![],
+            })),
+        }
+        .encode_to_vec()
+    }
+
+    fn views(store: &Store) -> u64 {
+        let state = ProfileState::decode(
+            &store
+                .get(CUSTOMER_VIEW, &keys::profile("c-1"))
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        state.event_counts["web.page_viewed"]
+    }
+
+    #[test]
+    fn re_produced_records_are_skipped_and_positions_survive_a_restart() {
+        let directory = tempfile::tempdir().unwrap();
+        let metrics = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
+        {
+            let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+            let mut positions = Positions::load(&store, CUSTOMER_VIEW).unwrap();
+            let first = vec![
+                Consumed {
+                    partition: 0,
+                    offset: 0,
+                    payload: record("c-1", 10, "/a"),
+                },
+                Consumed {
+                    partition: 0,
+                    offset: 1,
+                    payload: record("c-1", 11, "/b"),
+                },
+            ];
+            apply_batch(&store, CUSTOMER_VIEW, &first, &mut positions, &metrics).unwrap();
+            assert_eq!(views(&store), 2);
+        }
+        // A new process: positions come back from RocksDB, and identity's
+        // re-production of raw offset 11 (at a new customer offset) is skipped.
+        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+        let mut positions = Positions::load(&store, CUSTOMER_VIEW).unwrap();
+        assert_eq!(positions.offsets.get(&0), Some(&1));
+        let again = vec![
+            Consumed {
+                partition: 0,
+                offset: 2,
+                payload: record("c-1", 11, "/b"),
+            },
+            Consumed {
+                partition: 0,
+                offset: 3,
+                payload: record("c-1", 12, "/c"),
+            },
+            Consumed {
+                partition: 0,
+                offset: 4,
+                payload: vec![0xff, 0xff],
+            },
+        ];
+        apply_batch(&store, CUSTOMER_VIEW, &again, &mut positions, &metrics).unwrap();
+        assert_eq!(views(&store), 3);
+        assert_eq!(metrics.duplicates.get(), 1);
+        assert_eq!(metrics.undecodable.get(), 1);
+        assert_eq!(
+            Positions::load(&store, CUSTOMER_VIEW)
+                .unwrap()
+                .offsets
+                .get(&0),
+            Some(&4)
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! The query API over the projections.
+//!
+//! A person is read as the merge of their root profile and every profile
+//! absorbed into it (see `ProfileState::merge`), so a merge never has to move
+//! data between partitions.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rapport_common::http::{ApiError, FieldError};
+use rapport_common::metrics::Registry;
+use rapport_common::store::Store;
+use rapport_common::{Result, keys};
+use rapport_projections::customer_view::{
+    ConflictEntry, CustomerDocument, ProfileState, TimelineEntry,
+};
+use rapport_projections::identity::{Identifier, IdentifierKind};
+use rapport_projections::time::format_rfc3339;
+use serde::{Deserialize, Serialize};
+
+/// What the handlers share.
+pub struct QueryState {
+    pub store: Store,
+    pub family: String,
+    pub registry: Registry,
+}
+
+/// The query HTTP API.
+pub fn router(state: Arc<QueryState>) -> Router {
+    Router::new()
+        .route("/v1/customers", get(find_customer))
+        .route("/v1/customers/{customer_id}", get(get_customer))
+        .route("/v1/customers/{customer_id}/timeline", get(get_timeline))
+        .route("/v1/identity/conflicts", get(list_conflicts))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn load_profile(state: &QueryState, id: &str) -> Result<Option<ProfileState>> {
+    match state.store.get(&state.family, &keys::profile(id))? {
+        Some(bytes) => Ok(Some(ProfileState::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// One person: the root profile id and every profile that belongs to them.
+struct Person {
+    root: String,
+    members: Vec<(String, ProfileState)>,
+}
+
+/// Follows merges from `id` to the person it belongs to now, then gathers
+/// every profile absorbed into that person.
+fn person_of(state: &QueryState, id: &str) -> Result<Option<Person>> {
+    let Some(mut current) = load_profile(state, id)? else {
+        return Ok(None);
+    };
+    let mut root = id.to_owned();
+    let mut chain = vec![(root.clone(), current.clone())];
+    // Bounded: merge chains are short, and a cycle would be a bug.
+    for _ in 0..64 {
+        let Some(next) = current.merged_into.clone() else {
+            break;
+        };
+        root = next;
+        match load_profile(state, &root)? {
+            Some(profile) => {
+                current = profile;
+                chain.push((root.clone(), current.clone()));
+            }
+            // The survivor's partition has not caught up yet.
+            None => break,
+        }
+    }
+    let mut members = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut queue: VecDeque<(String, ProfileState)> = chain.into_iter().rev().collect();
+    while let Some((member_id, profile)) = queue.pop_front() {
+        if !seen.insert(member_id.clone()) {
+            continue;
+        }
+        for absorbed in &profile.absorbed {
+            if !seen.contains(absorbed)
+                && let Some(absorbed_profile) = load_profile(state, absorbed)?
+            {
+                queue.push_back((absorbed.clone(), absorbed_profile));
+            }
+        }
+        members.push((member_id, profile));
+    }
+    Ok(Some(Person { root, members }))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no customer {id}"))
+}
+
+fn document(person: &Person) -> CustomerDocument {
+    let mut merged = ProfileState::default();
+    for (_, profile) in &person.members {
+        merged.merge(profile);
+    }
+    let merged_ids = person
+        .members
+        .iter()
+        .map(|(id, _)| id.clone())
+        .filter(|id| *id != person.root)
+        .collect();
+    CustomerDocument::render(&person.root, &merged, merged_ids)
+}
+
+async fn get_customer(
+    State(state): State<Arc<QueryState>>,
+    Path(customer_id): Path<String>,
+) -> Result<Json<CustomerDocument>, ApiError> {
+    let person = person_of(&state, &customer_id)?.ok_or_else(|| not_found(&customer_id))?;
+    Ok(Json(document(&person)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupParams {
+    customer_id: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    anonymous_id: Option<String>,
+}
+
+/// Turns a query-string rejection into a 400 that says what is accepted.
+fn bad_query(rejection: QueryRejection, usage: &str) -> ApiError {
+    ApiError::Invalid {
+        message: format!("{}; {usage}", rejection.body_text()),
+        details: vec![],
+    }
+}
+
+async fn find_customer(
+    State(state): State<Arc<QueryState>>,
+    params: Result<Query<LookupParams>, QueryRejection>,
+) -> Result<Json<CustomerDocument>, ApiError> {
+    let usage = "give exactly one of customer_id=, email=, phone=, anonymous_id=";
+    let Query(params) = params.map_err(|rejection| bad_query(rejection, usage))?;
+    let given: Vec<(IdentifierKind, String)> = [
+        (IdentifierKind::CustomerId, params.customer_id),
+        (IdentifierKind::Email, params.email),
+        (IdentifierKind::Phone, params.phone),
+        (IdentifierKind::AnonymousId, params.anonymous_id),
+    ]
+    .into_iter()
+    .filter_map(|(kind, value)| value.map(|value| (kind, value)))
+    .collect();
+    let [(kind, raw)] = given.as_slice() else {
+        return Err(ApiError::Invalid {
+            message: usage.to_owned(),
+            details: vec![],
+        });
+    };
+    let Some(identifier) = Identifier::normalised(*kind, raw) else {
+        return Err(ApiError::Invalid {
+            message: "the identifier is empty".to_owned(),
+            details: vec![FieldError {
+                index: None,
+                field: kind.as_str().to_owned(),
+                message: "must not be empty".to_owned(),
+            }],
+        });
+    };
+    let owner = match state
+        .store
+        .get(&state.family, &keys::identifier(&identifier))?
+    {
+        Some(bytes) => String::from_utf8(bytes)
+            .map_err(|_| ApiError::Internal("corrupt identifier index".to_owned()))?,
+        None => return Err(ApiError::NotFound(format!("no customer with {identifier}"))),
+    };
+    let person = person_of(&state, &owner)?.ok_or_else(|| not_found(&owner))?;
+    Ok(Json(document(&person)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimelineParams {
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct TimelineItem {
+    occurred_at: String,
+    event_id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    channel: String,
+    summary: String,
+    /// The profile the event was recorded on (an absorbed one, or the customer).
+    profile_id: String,
+}
+
+#[derive(Debug, Serialize)]
+struct TimelinePage {
+    customer_id: String,
+    items: Vec<TimelineItem>,
+    /// Pass as `before=` to get the next, older page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<String>,
+}
+
+const DEFAULT_TIMELINE_LIMIT: usize = 50;
+const MAX_TIMELINE_LIMIT: usize = 500;
+
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (at, event_id) = cursor.split_once('_')?;
+    Some((at.parse().ok()?, event_id.to_owned()))
+}
+
+async fn get_timeline(
+    State(state): State<Arc<QueryState>>,
+    Path(customer_id): Path<String>,
+    params: Result<Query<TimelineParams>, QueryRejection>,
+) -> Result<Json<TimelinePage>, ApiError> {
+    let Query(params) =
+        params.map_err(|rejection| bad_query(rejection, "use limit= (1-500) and before="))?;
+    let limit = params.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT);
+    if limit == 0 || limit > MAX_TIMELINE_LIMIT {
+        return Err(ApiError::Invalid {
+            message: "bad limit".to_owned(),
+            details: vec![FieldError {
+                index: None,
+                field: "limit".to_owned(),
+                message: format!("must be between 1 and {MAX_TIMELINE_LIMIT}"),
+            }],
+        });
+    }
+    let cursor = match params.before.as_deref() {
+        None => None,
+        Some(text) => Some(parse_cursor(text).ok_or_else(|| ApiError::Invalid {
+            message: "bad cursor".to_owned(),
+            details: vec![FieldError {
+                index: None,
+                field: "before".to_owned(),
+                message: "must be a next_before value from an earlier page".to_owned(),
+            }],
+        })?),
+    };
+    let person = person_of(&state, &customer_id)?.ok_or_else(|| not_found(&customer_id))?;
+    // Newest first across every profile of the person: take up to `limit`
+    // (plus one, to know whether there is more) from each, then the newest
+    // `limit` of those.
+    let mut entries: Vec<(i64, String, String, TimelineEntry)> = Vec::new();
+    for (profile_id, _) in &person.members {
+        let prefix = keys::timeline_prefix(profile_id);
+        let bound = cursor
+            .as_ref()
+            .map(|(at, event_id)| keys::timeline(profile_id, *at, event_id));
+        for (key, value) in
+            state
+                .store
+                .scan_prefix_reverse(&state.family, &prefix, bound.as_deref(), limit + 1)?
+        {
+            let (_, at, event_id) = keys::decode_timeline(&key)
+                .map_err(|error| ApiError::Internal(error.to_string()))?;
+            let entry: TimelineEntry = postcard::from_bytes(&value)
+                .map_err(|error| ApiError::Internal(error.to_string()))?;
+            entries.push((at, event_id, profile_id.clone(), entry));
+        }
+    }
+    entries.sort_by(|left, right| (right.0, &right.1).cmp(&(left.0, &left.1)));
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let next_before = if more {
+        entries
+            .last()
+            .map(|(at, event_id, _, _)| format!("{at}_{event_id}"))
+    } else {
+        None
+    };
+    let items = entries
+        .into_iter()
+        .map(|(at, event_id, profile_id, entry)| TimelineItem {
+            occurred_at: format_rfc3339(at),
+            event_id,
+            event_type: entry.event_type,
+            channel: entry.channel,
+            summary: entry.summary,
+            profile_id,
+        })
+        .collect();
+    Ok(Json(TimelinePage {
+        customer_id: person.root,
+        items,
+        next_before,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConflictParams {
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct ConflictItem {
+    recorded_at: String,
+    identifier: String,
+    owner: String,
+    claimant: String,
+    cause_event_id: String,
+}
+
+async fn list_conflicts(
+    State(state): State<Arc<QueryState>>,
+    params: Result<Query<ConflictParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(params) = params.map_err(|rejection| bad_query(rejection, "use limit= (1-1000)"))?;
+    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let mut conflicts = Vec::new();
+    for (_, value) in
+        state
+            .store
+            .scan_prefix_reverse(&state.family, &[keys::CONFLICT], None, limit)?
+    {
+        let entry: ConflictEntry =
+            postcard::from_bytes(&value).map_err(|error| ApiError::Internal(error.to_string()))?;
+        conflicts.push(ConflictItem {
+            recorded_at: format_rfc3339(entry.received_at_ms),
+            identifier: entry.conflict.identifier.to_string(),
+            owner: entry.conflict.owner,
+            claimant: entry.conflict.claimant,
+            cause_event_id: entry.cause_event_id,
+        });
+    }
+    Ok(Json(serde_json::json!({ "conflicts": conflicts })))
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
+}
+
+async fn metrics(State(state): State<Arc<QueryState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.registry.render(),
+    )
+        .into_response()
+}
