@@ -75,6 +75,11 @@ impl ClientContext for HealthContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // End-of-partition arrives here too; it is an event, not a failure.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!(target: "librdkafka", reason, "end of partition");
+            return;
+        }
         self.health.failures.fetch_add(1, Ordering::Relaxed);
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.brokers_up.store(false, Ordering::Relaxed);
@@ -92,10 +97,7 @@ pub fn client_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
     config
         .set("bootstrap.servers", &kafka.brokers)
         .set("client.id", client_id)
-        .set("statistics.interval.ms", "1000")
-        // Java clients partition with murmur2; so do we, so that keys land on
-        // the same partitions whichever client produced them.
-        .set("partitioner", "murmur2_random");
+        .set("statistics.interval.ms", "1000");
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }
@@ -115,6 +117,9 @@ pub fn producer(
     let health = context.health.clone();
     let mut config = client_config(kafka, client_id);
     config
+        // Java clients partition with murmur2; so do we, so that keys land on
+        // the same partitions whichever client produced them.
+        .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
