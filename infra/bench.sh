@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make bench`: builds optimised binaries, starts a private broker with
+# in-memory storage and runs the benchmark driver against it. Prints
+# throughput and latency percentiles; never fails on a slow machine.
+#
+#   RAPPORT_BENCH_EVENTS (100000), RAPPORT_BENCH_CUSTOMERS (5000),
+#   RAPPORT_BENCH_CLIENTS (4), RAPPORT_BENCH_QUERIES per client (2000),
+#   RAPPORT_BENCH_PROFILE (release; "dev" reuses the test build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile="${RAPPORT_BENCH_PROFILE:-release}"
+if [ "$profile" = "release" ]; then
+    cargo build --release --workspace --bins
+    bin_dir="${CARGO_TARGET_DIR:-target}/release"
+else
+    cargo build --workspace --bins
+    bin_dir="${CARGO_TARGET_DIR:-target}/debug"
+fi
+
+run_dir="$(mktemp -d "${TMPDIR:-/tmp}/rapport-bench.XXXXXX")"
+port="$(infra/broker.sh free-port)"
+trap 'infra/broker.sh stop "$run_dir"; rm -rf "$run_dir"' EXIT
+infra/broker.sh start "$port" memory "$run_dir"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), profile $profile"
+RAPPORT_TEST_BROKERS="127.0.0.1:$port" RAPPORT_BIN_DIR="$bin_dir" "$bin_dir/rapport-bench"
