@@ -1,0 +1,651 @@
+//! A harness for end-to-end tests: the real service binaries, started as
+//! processes, against the real broker that `make test` starts.
+//!
+//! Every test gets its own topics (unique names) and data directories, so
+//! tests run in parallel against one broker without seeing each other.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rapport_common::config::KafkaConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// The broker `make test` started. Missing it is a failure, never a skip.
+pub fn brokers() -> String {
+    std::env::var("RAPPORT_TEST_BROKERS").unwrap_or_else(|_| {
+        panic!("RAPPORT_TEST_BROKERS is not set: end-to-end tests need the broker that `make test` starts; run them with `make test`")
+    })
+}
+
+/// Where cargo put the service binaries (next to the test executable's `deps/`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("RAPPORT_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Topic names unique to one test.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    pub raw: String,
+    pub customer: String,
+    pub deadletters: String,
+}
+
+impl Topics {
+    pub fn unique(label: &str) -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let suffix = &suffix[..12];
+        Self {
+            raw: format!("test.{label}.{suffix}.raw"),
+            customer: format!("test.{label}.{suffix}.customer"),
+            deadletters: format!("test.{label}.{suffix}.deadletters"),
+        }
+    }
+
+    /// Another customer topic for a second, independent identity pipeline
+    /// reading the same raw topic.
+    pub fn with_customer_topic(&self, label: &str) -> Self {
+        Self {
+            customer: format!("{}.{label}", self.customer),
+            ..self.clone()
+        }
+    }
+
+    pub fn create(&self, raw_partitions: i32, customer_partitions: i32) {
+        create_topics(&[
+            (&self.raw, raw_partitions),
+            (&self.customer, customer_partitions),
+            (&self.deadletters, 1),
+        ]);
+    }
+}
+
+fn kafka() -> KafkaConfig {
+    KafkaConfig {
+        brokers: brokers(),
+        properties: BTreeMap::new(),
+    }
+}
+
+pub fn create_topics(topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> =
+        rapport_common::kafka::client_config(&kafka(), "rapport-e2e")
+            .create()
+            .expect("admin client");
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = block_on(admin.create_topics(
+        new_topics.iter(),
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))
+    .expect("create topics");
+    for result in results {
+        if let Err((name, code)) = result {
+            panic!("could not create topic {name}: {code}");
+        }
+    }
+    // Wait until the metadata shows every partition.
+    let consumer: BaseConsumer = rapport_common::kafka::client_config(&kafka(), "rapport-e2e")
+        .create()
+        .expect("consumer");
+    wait_for("topics to appear", Duration::from_secs(30), || {
+        topics.iter().all(|(name, partitions)| {
+            consumer
+                .fetch_metadata(Some(name), Duration::from_secs(5))
+                .ok()
+                .and_then(|metadata| {
+                    metadata
+                        .topics()
+                        .first()
+                        .map(|topic| topic.partitions().len() as i32 == *partitions)
+                })
+                .unwrap_or(false)
+        })
+    });
+}
+
+/// Drives a future to completion on the current thread; rdkafka's admin and
+/// delivery futures complete from librdkafka's threads and need no runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after `patience`.
+pub fn wait_for(what: &str, patience: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {patience:?} waiting for {what}");
+}
+
+/// One service process.
+pub struct Service {
+    name: &'static str,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+    pub port: u16,
+}
+
+impl Service {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("service log");
+        let child = Command::new(bin_dir().join(self.name))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .env_remove("RAPPORT_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "starting {} from {}: {error}; build with `cargo build --bins`",
+                    self.name,
+                    bin_dir().display()
+                )
+            });
+        self.child = Some(child);
+        let url = format!("http://127.0.0.1:{}/healthz", self.port);
+        wait_for(
+            &format!("{} to answer /healthz", self.name),
+            Duration::from_secs(30),
+            || {
+                if let Some(child) = self.child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    panic!(
+                        "{} exited with {status}; log:\n{}",
+                        self.name,
+                        std::fs::read_to_string(&self.log).unwrap_or_default()
+                    );
+                }
+                http_agent().get(&url).call().is_ok()
+            },
+        );
+    }
+
+    /// kill -9: no chance to flush or commit anything.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(
+                        status.success(),
+                        "{} exited with {status} on SIGTERM; log:\n{}",
+                        self.name,
+                        std::fs::read_to_string(&self.log).unwrap_or_default()
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            panic!("{} did not stop within 30 s of SIGTERM", self.name);
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill_hard();
+        self.spawn();
+    }
+
+    pub fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        http_agent()
+            .get(&url)
+            .call()
+            .ok()
+            .and_then(|mut response| response.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+/// The sum of every series of a metric family in Prometheus text.
+pub fn metric_sum(text: &str, name: &str, label_filter: &str) -> i64 {
+    text.lines()
+        .filter(|line| {
+            !line.starts_with('#') && line.starts_with(name) && line.contains(label_filter)
+        })
+        .filter(|line| line[name.len()..].starts_with([' ', '{']))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
+}
+
+/// A whole pipeline: ingest, identity and projector on their own topics and
+/// data directories.
+pub struct Pipeline {
+    pub topics: Topics,
+    pub dir: tempfile::TempDir,
+    pub ingest: Option<Service>,
+    pub identity: Service,
+    pub projector: Service,
+}
+
+impl Pipeline {
+    /// Creates topics and starts all three services.
+    pub fn start(label: &str) -> Self {
+        let topics = Topics::unique(label);
+        topics.create(4, 4);
+        Self::start_on(topics, true)
+    }
+
+    /// Starts services over existing topics; without ingest when `with_ingest`
+    /// is false (a second pipeline reading another's raw topic).
+    pub fn start_on(topics: Topics, with_ingest: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("rapport.toml");
+        std::fs::write(
+            &config,
+            format!("[kafka]\nbrokers = \"{}\"\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\n", brokers(), topics.raw, topics.customer, topics.deadletters),
+        )
+        .expect("write config");
+        let config_arg = config.display().to_string();
+        let service = |name: &'static str, extra: Vec<String>, log: &str| {
+            let port = free_port();
+            let mut args = vec![
+                "--config".to_owned(),
+                config_arg.clone(),
+                "--listen".to_owned(),
+                format!("127.0.0.1:{port}"),
+            ];
+            args.extend(extra);
+            Service {
+                name,
+                args,
+                child: None,
+                log: dir.path().join(log),
+                port,
+            }
+        };
+        let data = |name: &str| dir.path().join(name).display().to_string();
+        let mut identity = service(
+            "rapport-identity",
+            vec![
+                "--data-dir".into(),
+                data("identity"),
+                "--reorder-grace-ms".into(),
+                "1000".into(),
+            ],
+            "identity.log",
+        );
+        let mut projector = service(
+            "rapport-projector",
+            vec!["--data-dir".into(), data("projector")],
+            "projector.log",
+        );
+        identity.spawn();
+        projector.spawn();
+        let ingest = with_ingest.then(|| {
+            let mut ingest = service("rapport-ingest", vec![], "ingest.log");
+            ingest.spawn();
+            ingest
+        });
+        Self {
+            topics,
+            dir,
+            ingest,
+            identity,
+            projector,
+        }
+    }
+
+    /// A second projector with an empty store over this pipeline's customer
+    /// topic (for rebuild measurements).
+    pub fn start_projector_only(other: &Pipeline) -> Service {
+        let config = other.dir.path().join("rapport.toml").display().to_string();
+        let port = free_port();
+        let data = other
+            .dir
+            .path()
+            .join("projector-rebuild")
+            .display()
+            .to_string();
+        let mut projector = Service {
+            name: "rapport-projector",
+            args: vec![
+                "--config".into(),
+                config,
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--data-dir".into(),
+                data,
+            ],
+            child: None,
+            log: other.dir.path().join("projector-rebuild.log"),
+            port,
+        };
+        projector.spawn();
+        projector
+    }
+
+    pub fn ingest_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}",
+            self.ingest
+                .as_ref()
+                .expect("this pipeline has no ingest")
+                .port
+        )
+    }
+
+    pub fn query_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.projector.port)
+    }
+
+    /// POSTs a JSON batch; returns the status and the JSON answer.
+    pub fn send(&self, events: &[Value]) -> (u16, Value) {
+        post_json(
+            &format!("{}/v1/events", self.ingest_url()),
+            &serde_json::json!({ "events": events }),
+        )
+    }
+
+    /// Sends and insists on 202.
+    pub fn send_ok(&self, events: &[Value]) {
+        let (status, answer) = self.send(events);
+        assert_eq!(status, 202, "ingest refused the batch: {answer}");
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        get_json(&format!("{}{path}", self.query_url()))
+    }
+
+    /// Waits until GET `path` answers 200 and `check` accepts the body.
+    pub fn wait_for_json(
+        &self,
+        path: &str,
+        patience: Duration,
+        mut check: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            let (status, body) = self.get(path);
+            if status == 200 && check(&body) {
+                return body;
+            }
+            last = body;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {path}; last answer: {last}\nidentity log:\n{}\nprojector log:\n{}",
+            self.log("identity.log"),
+            self.log("projector.log")
+        );
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Waits until identity has resolved the whole raw topic and the
+    /// projector has applied the whole customer topic.
+    pub fn wait_until_caught_up(&self, patience: Duration) {
+        let applied = |metrics: &str, name: &str, partition: i32| {
+            metric_sum(metrics, name, &format!("partition=\"{partition}\""))
+        };
+        let mut last = String::new();
+        let (mut raw_tail, mut customer_tail) = (
+            TopicTail::new(&self.topics.raw, false),
+            TopicTail::new(&self.topics.customer, false),
+        );
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            let raw_ends = raw_tail.ends();
+            let identity_metrics = self.identity.metrics();
+            let identity_at: BTreeMap<i32, i64> = raw_ends
+                .keys()
+                .map(|partition| {
+                    (
+                        *partition,
+                        applied(
+                            &identity_metrics,
+                            "rapport_identity_applied_offset",
+                            *partition,
+                        ),
+                    )
+                })
+                .collect();
+            let customer_ends = customer_tail.ends();
+            let projector_metrics = self.projector.metrics();
+            let projector_at: BTreeMap<i32, i64> = customer_ends
+                .keys()
+                .map(|partition| {
+                    (
+                        *partition,
+                        applied(
+                            &projector_metrics,
+                            "rapport_projector_applied_offset",
+                            *partition,
+                        ),
+                    )
+                })
+                .collect();
+            let done = |ends: &BTreeMap<i32, i64>, at: &BTreeMap<i32, i64>| {
+                ends.iter()
+                    .all(|(partition, end)| *end == 0 || at[partition] == end - 1)
+            };
+            if done(&raw_ends, &identity_at) && done(&customer_ends, &projector_at) {
+                return;
+            }
+            last = format!(
+                "raw ends {raw_ends:?}, identity at {identity_at:?}; customer ends {customer_ends:?}, projector at {projector_at:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "timed out after {patience:?} waiting for the pipeline to catch up: {last}\nidentity log:\n{}\nprojector log:\n{}",
+            self.log("identity.log"),
+            self.log("projector.log")
+        );
+    }
+}
+
+/// Reads a topic from the beginning to its end as fetches report it.
+///
+/// tansu 0.6's ListOffsets answers the base offset of a partition's last
+/// record batch + 1 instead of its end, so `fetch_watermarks` (and seeking to
+/// `Offset::End`) cannot be trusted there; the end is found by consuming
+/// until every partition reports end-of-partition. Kept open, a tracker only
+/// reads what was added since its last call.
+pub struct TopicTail {
+    consumer: BaseConsumer<rapport_common::kafka::HealthContext>,
+    topic: String,
+    next: BTreeMap<i32, i64>,
+    payloads: Vec<(i32, i64, Vec<u8>)>,
+    keep_payloads: bool,
+    /// Partitions whose end was reported after their last record.
+    at_end: std::collections::BTreeSet<i32>,
+}
+
+impl TopicTail {
+    pub fn new(topic: &str, keep_payloads: bool) -> Self {
+        let (consumer, _) =
+            rapport_common::kafka::assigning_consumer(&kafka(), "rapport-e2e", true)
+                .expect("consumer");
+        let partitions =
+            rapport_common::kafka::partition_count(&consumer, topic, Duration::from_secs(10))
+                .expect("partitions");
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .expect("assign");
+        }
+        consumer.assign(&assignment).expect("assign");
+        Self {
+            consumer,
+            topic: topic.to_owned(),
+            next: (0..partitions).map(|partition| (partition, 0)).collect(),
+            payloads: Vec::new(),
+            keep_payloads,
+            at_end: Default::default(),
+        }
+    }
+
+    /// The next offset of every partition (its end, once caught up).
+    pub fn ends(&mut self) -> BTreeMap<i32, i64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // One short poll even when every partition was at its end, to pick
+        // up what arrived since.
+        let mut first = true;
+        while first || self.at_end.len() < self.next.len() {
+            first = false;
+            assert!(
+                Instant::now() < deadline,
+                "could not reach the end of {}",
+                self.topic
+            );
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    self.at_end.remove(&message.partition());
+                    self.next.insert(message.partition(), message.offset() + 1);
+                    if self.keep_payloads {
+                        self.payloads.push((
+                            message.partition(),
+                            message.offset(),
+                            message.payload().unwrap_or_default().to_vec(),
+                        ));
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    self.at_end.insert(partition);
+                }
+                Some(Err(error)) => panic!("reading {}: {error}", self.topic),
+                None => {}
+            }
+        }
+        self.next.clone()
+    }
+}
+
+/// The end (next offset) of every partition of `topic`.
+pub fn high_watermarks(topic: &str) -> BTreeMap<i32, i64> {
+    TopicTail::new(topic, false).ends()
+}
+
+/// Every record payload of `topic`, from the beginning to the end, in
+/// partition and offset order.
+pub fn read_all(topic: &str) -> Vec<Vec<u8>> {
+    let mut tail = TopicTail::new(topic, true);
+    tail.ends();
+    tail.payloads
+        .sort_by_key(|(partition, offset, _)| (*partition, *offset));
+    tail.payloads
+        .into_iter()
+        .map(|(_, _, payload)| payload)
+        .collect()
+}
+
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let response = http_agent()
+        .post(url)
+        .header("content-type", "application/json")
+        .send(serde_json::to_vec(body).expect("json"));
+    read_response(response)
+}
+
+pub fn get_json(url: &str) -> (u16, Value) {
+    read_response(http_agent().get(url).call())
+}
+
+fn read_response(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+    match response {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+        Err(error) => panic!("HTTP request failed: {error}"),
+    }
+}
+
+/// A new event id.
+pub fn event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// An event in the ingest JSON shape.
+pub fn event(kind: &str, occurred_at: &str, customer: Value, data: Value) -> Value {
+    serde_json::json!({"event_id": event_id(), "type": kind, "occurred_at": occurred_at, "customer": customer, "data": data})
+}

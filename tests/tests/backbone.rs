@@ -1,0 +1,552 @@
+//! The event backbone end to end: HTTP → ingest → raw topic → identity →
+//! customer topic → projector → query API, on the real broker.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prost::Message as _;
+use rapport_e2e::{Pipeline, event, read_all};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn at(minute: u32) -> String {
+    format!("2026-11-01T10:{minute:02}:00Z")
+}
+
+#[test]
+fn events_of_every_type_appear_in_the_customer_view() {
+    let pipeline = Pipeline::start("every-type");
+    let who = json!({"customer_id": "c-every", "email": "Every@Example.com"});
+    let events = vec![
+        event(
+            "customer.registered",
+            &at(0),
+            who.clone(),
+            json!({"name": "Eve Ry", "city": "Hangzhou", "attributes": {"tier": "gold"}}),
+        ),
+        event(
+            "customer.updated",
+            &at(1),
+            who.clone(),
+            json!({"city": "Shanghai"}),
+        ),
+        event(
+            "identity.linked",
+            &at(2),
+            json!({"customer_id": "c-every", "anonymous_id": "anon-every"}),
+            json!({}),
+        ),
+        event(
+            "web.page_viewed",
+            &at(3),
+            json!({"anonymous_id": "anon-every"}),
+            json!({"url": "/tea", "duration_ms": 1200}),
+        ),
+        event(
+            "email.sent",
+            &at(4),
+            who.clone(),
+            json!({"message_id": "m-1", "campaign_id": "autumn"}),
+        ),
+        event(
+            "email.opened",
+            &at(5),
+            who.clone(),
+            json!({"message_id": "m-1"}),
+        ),
+        event(
+            "email.clicked",
+            &at(6),
+            who.clone(),
+            json!({"message_id": "m-1", "url": "/sale"}),
+        ),
+        event(
+            "email.bounced",
+            &at(7),
+            who.clone(),
+            json!({"message_id": "m-2"}),
+        ),
+        event(
+            "call.completed",
+            &at(8),
+            who.clone(),
+            json!({"direction": "inbound", "duration_s": 300, "outcome": "solved"}),
+        ),
+        event(
+            "order.placed",
+            &at(9),
+            who.clone(),
+            json!({"order_id": "o-1", "total_minor": 12900, "currency": "CNY", "items": [{"sku": "tea-1", "quantity": 2, "unit_price_minor": 6450}]}),
+        ),
+        event(
+            "order.placed",
+            &at(10),
+            who.clone(),
+            json!({"order_id": "o-2", "total_minor": 5000, "currency": "CNY"}),
+        ),
+        event(
+            "order.placed",
+            &at(11),
+            who.clone(),
+            json!({"order_id": "o-3", "total_minor": 999, "currency": "USD"}),
+        ),
+        event(
+            "order.cancelled",
+            &at(12),
+            who.clone(),
+            json!({"order_id": "o-2"}),
+        ),
+        event(
+            "order.refunded",
+            &at(13),
+            who.clone(),
+            json!({"order_id": "o-1", "amount_minor": 900}),
+        ),
+        event(
+            "ticket.opened",
+            &at(14),
+            who.clone(),
+            json!({"ticket_id": "t-1", "category": "complaint", "subject": "late"}),
+        ),
+        event(
+            "ticket.opened",
+            &at(15),
+            who.clone(),
+            json!({"ticket_id": "t-2", "category": "inquiry"}),
+        ),
+        event(
+            "ticket.resolved",
+            &at(16),
+            who.clone(),
+            json!({"ticket_id": "t-2"}),
+        ),
+        event(
+            "survey.answered",
+            &at(17),
+            who.clone(),
+            json!({"survey_id": "s-1", "nps": 9, "csat": 4}),
+        ),
+        event(
+            "survey.answered",
+            &at(18),
+            who.clone(),
+            json!({"survey_id": "s-2", "nps": 6, "csat": 5}),
+        ),
+        event(
+            "consent.changed",
+            &at(19),
+            who.clone(),
+            json!({"channel": "email", "granted": false}),
+        ),
+        event(
+            "points.redeemed",
+            &at(20),
+            who.clone(),
+            json!({"points": 150, "reason": "voucher"}),
+        ),
+    ];
+    pipeline.send_ok(&events);
+
+    let view = pipeline.wait_for_json("/v1/customers/c-every", PATIENCE, |view| {
+        view["event_counts"].as_object().map(|counts| {
+            counts
+                .values()
+                .map(|count| count.as_u64().unwrap())
+                .sum::<u64>()
+        }) == Some(events.len() as u64)
+    });
+    assert_eq!(view["profile"]["name"], "Eve Ry");
+    assert_eq!(view["profile"]["city"], "Shanghai", "the later update wins");
+    assert_eq!(view["attributes"]["tier"], "gold");
+    assert_eq!(view["orders"]["count"], 2);
+    assert_eq!(view["orders"]["cancelled"], 1);
+    assert_eq!(
+        view["orders"]["net_spend_minor"],
+        json!({"CNY": 12900 - 900, "USD": 999})
+    );
+    assert_eq!(view["orders"]["first_order_at"], "2026-11-01T10:09:00.000Z");
+    assert_eq!(view["orders"]["last_order_at"], "2026-11-01T10:11:00.000Z");
+    assert_eq!(
+        view["tickets"],
+        json!({"open": 1, "open_complaints": 1, "total": 2, "complaints": 1})
+    );
+    assert_eq!(view["last_nps"], 6);
+    assert_eq!(view["average_csat"], 4.5);
+    assert_eq!(view["consent"], json!({"email": false}));
+    assert_eq!(view["points_redeemed"], 150);
+    assert_eq!(view["channels"]["email"]["count"], 4);
+    assert_eq!(view["channels"]["phone"]["count"], 1);
+    assert_eq!(view["event_counts"]["order.placed"], 3);
+    assert_eq!(view["first_seen"], "2026-11-01T10:00:00.000Z");
+    assert_eq!(view["last_seen"], "2026-11-01T10:20:00.000Z");
+    assert_eq!(view["identifiers"]["email"], json!(["every@example.com"]));
+
+    let (status, timeline) = pipeline.get("/v1/customers/c-every/timeline?limit=5");
+    assert_eq!(status, 200);
+    assert_eq!(timeline["items"].as_array().unwrap().len(), 5);
+    assert_eq!(timeline["items"][0]["type"], "points.redeemed");
+    assert!(timeline["next_before"].is_string());
+}
+
+#[test]
+fn a_guest_a_visitor_and_a_registration_become_one_customer() {
+    let pipeline = Pipeline::start("guest-merge");
+    // A guest checkout by email, then browsing on a device, each a prospect.
+    pipeline.send_ok(&[event(
+        "order.placed",
+        &at(0),
+        json!({"email": "guest@example.com"}),
+        json!({"order_id": "g-1", "total_minor": 2500, "currency": "EUR"}),
+    )]);
+    pipeline.send_ok(&[
+        event(
+            "web.page_viewed",
+            &at(1),
+            json!({"anonymous_id": "device-42"}),
+            json!({"url": "/a"}),
+        ),
+        event(
+            "web.page_viewed",
+            &at(2),
+            json!({"anonymous_id": "device-42"}),
+            json!({"url": "/b"}),
+        ),
+    ]);
+    pipeline.wait_for_json("/v1/customers?anonymous_id=device-42", PATIENCE, |view| {
+        view["event_counts"]["web.page_viewed"] == 2
+    });
+    let guest = pipeline.wait_for_json("/v1/customers?email=guest@example.com", PATIENCE, |_| true);
+    assert!(
+        guest["customer_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("prospect-")
+    );
+
+    // Registration ties both to a known customer.
+    pipeline.send_ok(&[event(
+        "customer.registered",
+        &at(3),
+        json!({"customer_id": "c-guest", "email": " Guest@Example.com", "anonymous_id": "device-42"}),
+        json!({"name": "Gus"}),
+    )]);
+    let customer = pipeline.wait_for_json("/v1/customers/c-guest", PATIENCE, |view| {
+        view["merged_ids"]
+            .as_array()
+            .is_some_and(|ids| ids.len() == 2)
+    });
+    assert_eq!(customer["orders"]["count"], 1);
+    assert_eq!(customer["orders"]["net_spend_minor"]["EUR"], 2500);
+    assert_eq!(customer["event_counts"]["web.page_viewed"], 2);
+    assert_eq!(customer["event_counts"]["customer.registered"], 1);
+    assert_eq!(customer["known"], true);
+    for lookup in [
+        "/v1/customers?email=GUEST@example.com",
+        "/v1/customers?anonymous_id=device-42",
+        "/v1/customers?customer_id=c-guest",
+        &format!("/v1/customers/{}", guest["customer_id"].as_str().unwrap()),
+    ] {
+        let (status, found) = pipeline.get(lookup);
+        assert_eq!(status, 200, "{lookup}");
+        assert_eq!(found["customer_id"], "c-guest", "{lookup}");
+    }
+    let (_, timeline) = pipeline.get("/v1/customers/c-guest/timeline");
+    assert_eq!(
+        timeline["items"].as_array().unwrap().len(),
+        4,
+        "all history, from both prospects"
+    );
+
+    // Later events by the old identifiers land on the customer directly.
+    pipeline.send_ok(&[event(
+        "web.page_viewed",
+        &at(4),
+        json!({"anonymous_id": "device-42"}),
+        json!({"url": "/c"}),
+    )]);
+    pipeline.wait_for_json("/v1/customers/c-guest", PATIENCE, |view| {
+        view["event_counts"]["web.page_viewed"] == 3
+    });
+}
+
+#[test]
+fn two_known_customers_sharing_an_email_are_not_merged() {
+    let pipeline = Pipeline::start("conflict");
+    pipeline.send_ok(&[event(
+        "customer.registered",
+        &at(0),
+        json!({"customer_id": "c-first", "email": "family@example.com"}),
+        json!({"name": "First"}),
+    )]);
+    pipeline.wait_for_json("/v1/customers/c-first", PATIENCE, |_| true);
+    pipeline.send_ok(&[event(
+        "customer.registered",
+        &at(1),
+        json!({"customer_id": "c-second", "email": "family@example.com"}),
+        json!({"name": "Second"}),
+    )]);
+    let conflicts = pipeline.wait_for_json("/v1/identity/conflicts", PATIENCE, |body| {
+        !body["conflicts"].as_array().unwrap().is_empty()
+    });
+    assert_eq!(
+        conflicts["conflicts"][0]["identifier"],
+        "email:family@example.com"
+    );
+    assert_eq!(conflicts["conflicts"][0]["owner"], "c-first");
+    assert_eq!(conflicts["conflicts"][0]["claimant"], "c-second");
+
+    let second = pipeline.wait_for_json("/v1/customers/c-second", PATIENCE, |_| true);
+    assert_eq!(second["merged_ids"], json!([]));
+    assert_eq!(second["profile"]["name"], "Second");
+    let (_, first) = pipeline.get("/v1/customers/c-first");
+    assert_eq!(first["merged_ids"], json!([]));
+    assert_eq!(first["profile"]["name"], "First");
+    let (_, by_email) = pipeline.get("/v1/customers?email=family@example.com");
+    assert_eq!(
+        by_email["customer_id"], "c-first",
+        "the email stays with its first owner"
+    );
+}
+
+#[test]
+fn the_same_batch_sent_twice_counts_once() {
+    let pipeline = Pipeline::start("idempotent");
+    let batch: Vec<Value> = (0..50)
+        .map(|index| {
+            event(
+                "order.placed",
+                &at(index % 60),
+                json!({"customer_id": format!("c-twice-{}", index % 5)}),
+                json!({"order_id": format!("o-{index}"), "total_minor": 100, "currency": "USD"}),
+            )
+        })
+        .collect();
+    pipeline.send_ok(&batch);
+    pipeline.send_ok(&batch);
+    // A marker sent after both copies: once it is visible, both copies were processed.
+    pipeline.send_ok(&[event(
+        "web.page_viewed",
+        &at(59),
+        json!({"customer_id": "c-twice-0"}),
+        json!({"url": "/marker"}),
+    )]);
+    pipeline.wait_for_json("/v1/customers/c-twice-0", PATIENCE, |view| {
+        view["event_counts"]["web.page_viewed"] == 1
+    });
+    pipeline.wait_until_caught_up(PATIENCE);
+    for customer in 0..5 {
+        let (_, view) = pipeline.get(&format!("/v1/customers/c-twice-{customer}"));
+        assert_eq!(view["orders"]["count"], 10, "c-twice-{customer}");
+        assert_eq!(view["event_counts"]["order.placed"], 10);
+        assert_eq!(view["orders"]["net_spend_minor"]["USD"], 1000);
+    }
+    assert_eq!(
+        rapport_e2e::metric_sum(
+            &pipeline.identity.metrics(),
+            "rapport_identity_events_total",
+            "outcome=\"duplicate\""
+        ),
+        50
+    );
+}
+
+#[test]
+fn a_batch_with_one_bad_event_is_refused_whole() {
+    let pipeline = Pipeline::start("bad-batch");
+    let good = event(
+        "web.page_viewed",
+        &at(0),
+        json!({"customer_id": "c-never-1"}),
+        json!({"url": "/"}),
+    );
+    let bad = event(
+        "order.placed",
+        &at(1),
+        json!({"customer_id": "c-never-2"}),
+        json!({"order_id": "o-1", "total_minor": -5, "currency": "usd"}),
+    );
+    let also_good = event(
+        "email.sent",
+        &at(2),
+        json!({"email": "never@example.com"}),
+        json!({"message_id": "m-1"}),
+    );
+    let (status, answer) = pipeline.send(&[good.clone(), bad, also_good.clone()]);
+    assert_eq!(status, 400, "{answer}");
+    let details = answer["details"].as_array().unwrap();
+    assert!(
+        details.iter().all(|detail| detail["index"] == 1),
+        "{answer}"
+    );
+    let fields: Vec<&str> = details
+        .iter()
+        .map(|detail| detail["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"data.total_minor") && fields.contains(&"data.currency"),
+        "{answer}"
+    );
+
+    // A later good event is processed; the refused batch left nothing behind.
+    pipeline.send_ok(&[event(
+        "web.page_viewed",
+        &at(3),
+        json!({"customer_id": "c-after"}),
+        json!({"url": "/"}),
+    )]);
+    pipeline.wait_for_json("/v1/customers/c-after", PATIENCE, |_| true);
+    pipeline.wait_until_caught_up(PATIENCE);
+    for id in ["c-never-1", "c-never-2"] {
+        assert_eq!(pipeline.get(&format!("/v1/customers/{id}")).0, 404, "{id}");
+    }
+    assert_eq!(pipeline.get("/v1/customers?email=never@example.com").0, 404);
+    let refused: Vec<&str> = [&good, &also_good]
+        .iter()
+        .map(|event| event["event_id"].as_str().unwrap())
+        .collect();
+    let raw = read_all(&pipeline.topics.raw);
+    assert_eq!(
+        raw.len(),
+        1,
+        "only the later good event is on the raw topic"
+    );
+    for payload in raw {
+        let event = rapport_proto::v1::Event::decode(payload.as_slice()).unwrap();
+        assert!(!refused.contains(&event.event_id.as_str()));
+    }
+}
+
+/// A deterministic stream of storefront traffic touching merges, conflicts
+/// and every kind of fact, in batches.
+fn traffic(batches: usize, per_batch: usize) -> Vec<Vec<Value>> {
+    let mut all = Vec::new();
+    let mut counter = 0u64;
+    for _ in 0..batches {
+        let mut events = Vec::new();
+        for _ in 0..per_batch {
+            counter += 1;
+            let person = counter % 97;
+            let minute = (counter % 60) as u32;
+            let when = format!("2026-10-{:02}T09:{minute:02}:00Z", 1 + (counter / 60) % 28);
+            let event = match counter % 7 {
+                0 => event(
+                    "customer.registered",
+                    &when,
+                    json!({"customer_id": format!("c-{person}"), "email": format!("p{person}@example.com"), "anonymous_id": format!("dev-{person}")}),
+                    json!({"name": format!("Person {person}")}),
+                ),
+                1 | 2 => event(
+                    "web.page_viewed",
+                    &when,
+                    json!({"anonymous_id": format!("dev-{person}")}),
+                    json!({"url": format!("/p/{counter}")}),
+                ),
+                3 => event(
+                    "order.placed",
+                    &when,
+                    json!({"email": format!("p{person}@example.com")}),
+                    json!({"order_id": format!("o-{counter}"), "total_minor": 100 + counter % 900, "currency": "USD"}),
+                ),
+                4 => event(
+                    "email.opened",
+                    &when,
+                    json!({"email": format!("p{person}@example.com")}),
+                    json!({"message_id": format!("m-{counter}")}),
+                ),
+                5 => event(
+                    "survey.answered",
+                    &when,
+                    json!({"customer_id": format!("c-{person}")}),
+                    json!({"survey_id": format!("s-{counter}"), "nps": counter % 11, "csat": 1 + counter % 5}),
+                ),
+                _ => event(
+                    "ticket.opened",
+                    &when,
+                    json!({"phone": format!("+1 555 {:04}", person)}),
+                    json!({"ticket_id": format!("t-{counter}"), "category": "complaint"}),
+                ),
+            };
+            events.push(event);
+        }
+        all.push(events);
+    }
+    all
+}
+
+/// Reads every key and value of the customer view, except the consumed
+/// offsets (a crashed identity re-produces records, so topic offsets may
+/// differ while the state must not).
+fn projection_contents(dir: &std::path::Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let store =
+        rapport_common::store::Store::open(&dir.join("projector"), &["customer_view.v1"]).unwrap();
+    let mut contents = BTreeMap::new();
+    for tag in [b'P', b'T', b'I', b'C', b'W'] {
+        contents.extend(
+            store
+                .scan_prefix("customer_view.v1", &[tag], usize::MAX)
+                .unwrap(),
+        );
+    }
+    contents
+}
+
+#[test]
+fn kill_dash_nine_mid_stream_changes_nothing() {
+    // Pipeline A runs undisturbed; pipeline B reads the same raw topic into
+    // its own customer topic and is killed with SIGKILL again and again.
+    let mut steady = Pipeline::start("kill9");
+    let crash_topics = steady.topics.with_customer_topic("crashy");
+    rapport_e2e::create_topics(&[(&crash_topics.customer, 4)]);
+    let mut crashy = Pipeline::start_on(crash_topics, false);
+
+    let batches = traffic(60, 100);
+    for (index, batch) in batches.iter().enumerate() {
+        steady.send_ok(batch);
+        // SIGKILL while records are in flight: every fifth batch, alternating.
+        match index % 10 {
+            2 | 7 => crashy.projector.restart(),
+            4 | 9 => crashy.identity.restart(),
+            _ => {}
+        }
+    }
+    crashy.identity.restart();
+    crashy.projector.restart();
+    steady.wait_until_caught_up(Duration::from_secs(180));
+    crashy.wait_until_caught_up(Duration::from_secs(180));
+
+    // Same answers over HTTP…
+    for person in [0, 1, 13, 42, 96] {
+        let path = format!("/v1/customers/c-{person}");
+        assert_eq!(steady.get(&path), crashy.get(&path), "{path}");
+    }
+    let (_, sample) = steady.get("/v1/customers/c-13");
+    assert!(
+        sample["orders"]["count"].as_u64().unwrap() > 0,
+        "the stream reached the view: {sample}"
+    );
+    // …and byte-identical state.
+    steady.projector.stop();
+    crashy.projector.stop();
+    steady.identity.stop();
+    crashy.identity.stop();
+    let expected = projection_contents(steady.dir.path());
+    let actual = projection_contents(crashy.dir.path());
+    assert!(
+        expected.len() > 1000,
+        "the projection holds the stream ({} keys)",
+        expected.len()
+    );
+    let differing: Vec<String> = expected
+        .iter()
+        .filter(|(key, value)| actual.get(*key) != Some(*value))
+        .take(5)
+        .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
+        .collect();
+    assert!(
+        differing.is_empty() && expected.len() == actual.len(),
+        "projections differ, e.g. at {differing:?} ({} vs {} keys)",
+        expected.len(),
+        actual.len()
+    );
+}
