@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# `make bench`: builds optimised binaries, starts a private broker with
+# `make bench`: builds the binaries (the same optimised build as the tests), starts a private broker with
 # in-memory storage and runs the benchmark driver against it. Prints
 # throughput and latency percentiles; never fails on a slow machine.
 #
 #   RAPPORT_BENCH_EVENTS (100000), RAPPORT_BENCH_CUSTOMERS (5000),
 #   RAPPORT_BENCH_CLIENTS (4), RAPPORT_BENCH_QUERIES per client (2000),
-#   RAPPORT_BENCH_PROFILE (release; "dev" reuses the test build)
+#   RAPPORT_BENCH_PROFILE (dev: the optimised build the tests use; or release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-profile="${RAPPORT_BENCH_PROFILE:-release}"
+profile="${RAPPORT_BENCH_PROFILE:-dev}"
 if [ "$profile" = "release" ]; then
     cargo build --release --workspace --bins
     bin_dir="${CARGO_TARGET_DIR:-target}/release"

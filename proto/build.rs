@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "rapport/events/v1/events.proto",
         "rapport/events/v1/customer.proto",
+        "rapport/events/v1/deadletter.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

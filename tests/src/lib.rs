@@ -645,6 +645,13 @@ pub fn event_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Produces one record straight to a topic, bypassing ingest.
+pub fn produce_raw(topic: &str, key: &[u8], payload: &[u8]) {
+    let (producer, _) = rapport_common::kafka::producer(&kafka(), "rapport-e2e", Some(Duration::from_secs(30)), 1_000).expect("producer");
+    let record = rapport_common::kafka::Outgoing { topic: topic.to_owned(), key: key.to_vec(), payload: payload.to_vec(), timestamp_ms: Some(rapport_common::now_ms()) };
+    rapport_common::kafka::produce_all(&producer, &[record]).expect("produce");
+}
+
 /// An event in the ingest JSON shape.
 pub fn event(kind: &str, occurred_at: &str, customer: Value, data: Value) -> Value {
     serde_json::json!({"event_id": event_id(), "type": kind, "occurred_at": occurred_at, "customer": customer, "data": data})

@@ -67,6 +67,9 @@ pub struct IngestConfig {
     pub delivery_timeout_ms: u64,
     /// Events the producer may hold unacknowledged; past it requests get 503.
     pub max_queued_events: u32,
+    /// Requests handled at once; past it requests get 503, so memory stays
+    /// bounded (each may hold up to 1 MiB).
+    pub max_in_flight_requests: usize,
 }
 
 impl Default for IngestConfig {
@@ -75,6 +78,7 @@ impl Default for IngestConfig {
             listen: ([127, 0, 0, 1], 8080).into(),
             delivery_timeout_ms: 5_000,
             max_queued_events: 100_000,
+            max_in_flight_requests: 64,
         }
     }
 }

@@ -225,3 +225,109 @@ where
         }
     }
 }
+
+/// A record to produce.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Produces every record and waits until the broker acknowledged all of
+/// them. A full queue is waited out, never dropped. Blocking: call it from a
+/// worker thread, not from async code.
+pub fn produce_all(producer: &FutureProducer<HealthContext>, records: &[Outgoing]) -> Result<()> {
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in records {
+        let mut attempt = rdkafka::producer::FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.payload);
+        if let Some(timestamp) = record.timestamp_ms {
+            attempt = attempt.timestamp(timestamp);
+        }
+        loop {
+            match producer.send_result(attempt) {
+                Ok(delivery) => {
+                    deliveries.push((record.topic.as_str(), delivery));
+                    break;
+                }
+                Err((error, returned)) => {
+                    tracing::debug!(%error, "producer queue full, waiting");
+                    attempt = returned;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    for (topic, delivery) in deliveries {
+        match block_on(delivery) {
+            Ok(Ok(_)) => {}
+            Ok(Err((source, _))) => {
+                return Err(Error::Kafka {
+                    context: format!("producing to {topic}"),
+                    source,
+                });
+            }
+            Err(_) => return Err(Error::Config("the producer shut down".to_owned())),
+        }
+    }
+    Ok(())
+}
+
+/// Waits for a future on the current thread. rdkafka's delivery futures are
+/// completed by librdkafka's own threads, so no async runtime is needed.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A refused input record, wrapped for the dead-letter topic.
+pub struct Refused<'a> {
+    pub service: &'a str,
+    pub reason: String,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: &'a [u8],
+    pub payload: &'a [u8],
+    pub timestamp_ms: i64,
+}
+
+impl Refused<'_> {
+    /// The dead letter to produce, keyed by the refusing service.
+    pub fn into_outgoing(self, dead_letter_topic: &str) -> Outgoing {
+        use prost::Message as _;
+        let letter = rapport_proto::v1::DeadLetter {
+            service: self.service.to_owned(),
+            reason: self.reason,
+            source_topic: self.topic.to_owned(),
+            source_partition: self.partition,
+            source_offset: self.offset,
+            key: self.key.to_vec(),
+            payload: self.payload.to_vec(),
+            source_timestamp_ms: self.timestamp_ms,
+        };
+        Outgoing {
+            topic: dead_letter_topic.to_owned(),
+            key: self.service.as_bytes().to_vec(),
+            payload: letter.encode_to_vec(),
+            timestamp_ms: None,
+        }
+    }
+}

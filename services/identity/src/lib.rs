@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prost::Message as _;
-use rapport_common::config::Config;
-use rapport_common::kafka::HealthContext;
+use rapport_common::config::{Config, TopicNames};
+use rapport_common::kafka::{Outgoing, Refused, produce_all};
 use rapport_common::metrics::{Counter, Gauge, Registry};
 use rapport_common::store::{Staged, Store};
 use rapport_common::{Error, Result, keys};
@@ -27,12 +27,14 @@ use rapport_projections::identity::{
     identifiers_of, resolve,
 };
 use rapport_proto::v1::{self as proto, customer_record::Body};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::reader::{OrderedReader, RawRecord};
 
 /// The column family holding the graph, seen event ids and raw offsets.
 pub const FAMILY: &str = "identity.graph.v1";
+
+/// How the service names itself in dead letters.
+pub const SERVICE: &str = "identity";
 
 /// The graph as a batch in progress sees it: committed state plus the
 /// batch's own writes. Storage errors are kept and reported after resolving.
@@ -170,7 +172,7 @@ pub fn records_for(
 pub struct IdentityMetrics {
     pub resolved: Counter,
     pub duplicates: Counter,
-    pub undecodable: Counter,
+    pub dead_letters: Counter,
     pub merges: Counter,
     pub conflicts: Counter,
     pub produced: Counter,
@@ -191,7 +193,7 @@ impl IdentityMetrics {
         Self {
             resolved: outcome("resolved"),
             duplicates: outcome("duplicate"),
-            undecodable: outcome("undecodable"),
+            dead_letters: outcome("dead_letter"),
             merges: registry.counter(
                 "rapport_identity_merges_total",
                 "Profiles absorbed into another.",
@@ -228,32 +230,67 @@ impl IdentityMetrics {
     }
 }
 
+/// What one batch of raw records yields: customer records and dead letters.
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    pub records: Vec<proto::CustomerRecord>,
+    pub dead_letters: Vec<Outgoing>,
+}
+
+impl BatchOutput {
+    /// Everything to produce, customer records keyed by customer id.
+    fn outgoing(&self, topics: &TopicNames) -> Vec<Outgoing> {
+        let records = self.records.iter().map(|record| Outgoing {
+            topic: topics.customer.clone(),
+            key: record.customer_id.as_bytes().to_vec(),
+            payload: record.encode_to_vec(),
+            timestamp_ms: Some(record.received_at_ms),
+        });
+        records.chain(self.dead_letters.iter().cloned()).collect()
+    }
+}
+
 /// Resolves one batch of raw records into staged graph changes and the
-/// records to produce. Nothing is committed here.
+/// records to produce. Nothing is committed here. A record that cannot be
+/// resolved becomes a dead letter and the batch goes on.
 fn resolve_batch<'a>(
     staged: Staged<'a>,
     batch: &[RawRecord],
+    topics: &TopicNames,
     metrics: &IdentityMetrics,
-) -> Result<(Staged<'a>, Vec<proto::CustomerRecord>)> {
+) -> Result<(Staged<'a>, BatchOutput)> {
     let staged = RefCell::new(staged);
-    let mut outputs = Vec::new();
+    let mut output = BatchOutput::default();
     for raw in batch {
+        let refuse = |reason: String| {
+            metrics.dead_letters.increment(1);
+            tracing::warn!(partition = raw.partition, offset = raw.offset, %reason, "raw record sent to dead letters");
+            Refused {
+                service: SERVICE,
+                reason,
+                topic: &topics.raw,
+                partition: raw.partition,
+                offset: raw.offset,
+                key: &raw.key,
+                payload: &raw.payload,
+                timestamp_ms: raw.timestamp_ms,
+            }
+            .into_outgoing(&topics.deadletters)
+        };
         let event = match proto::Event::decode(raw.payload.as_slice()) {
             Ok(event) => event,
             Err(error) => {
-                metrics.undecodable.increment(1);
-                tracing::warn!(partition = raw.partition, offset = raw.offset, %error, "skipping a raw record that does not decode");
+                output.dead_letters.push(refuse(format!(
+                    "the raw record does not decode as rapport.events.v1.Event: {error}"
+                )));
                 continue;
             }
         };
         let identifiers = identifiers_of(&event.customer.clone().unwrap_or_default());
         if event.event_id.is_empty() || identifiers.is_empty() {
-            metrics.undecodable.increment(1);
-            tracing::warn!(
-                partition = raw.partition,
-                offset = raw.offset,
-                "skipping a raw event without event_id or identifiers"
-            );
+            output.dead_letters.push(refuse(
+                "the event has no event_id or no customer identifier".to_owned(),
+            ));
             continue;
         }
         let seen_key = keys::seen_event(&event.event_id);
@@ -285,53 +322,9 @@ fn resolve_batch<'a>(
             .conflicts
             .increment(resolution.conflicts.len() as u64);
         metrics.last_received_at_ms.set(event.received_at_ms);
-        outputs.extend(records_for(&resolution, event, raw));
+        output.records.extend(records_for(&resolution, event, raw));
     }
-    Ok((staged.into_inner(), outputs))
-}
-
-/// Produces records and waits until the broker acknowledged all of them.
-fn produce_all(
-    producer: &FutureProducer<HealthContext>,
-    runtime: &tokio::runtime::Handle,
-    topic: &str,
-    records: &[proto::CustomerRecord],
-) -> Result<()> {
-    let mut deliveries = Vec::with_capacity(records.len());
-    for record in records {
-        let payload = record.encode_to_vec();
-        let mut attempt = FutureRecord::to(topic)
-            .key(&record.customer_id)
-            .payload(&payload)
-            .timestamp(record.received_at_ms);
-        // The queue is bounded; when it is full, wait for room rather than drop.
-        loop {
-            match producer.send_result(attempt) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                Err((error, returned)) => {
-                    tracing::debug!(%error, "producer queue full, waiting");
-                    attempt = returned;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    for delivery in deliveries {
-        match runtime.block_on(delivery) {
-            Ok(Ok(_)) => {}
-            Ok(Err((source, _))) => {
-                return Err(Error::Kafka {
-                    context: format!("producing to {topic}"),
-                    source,
-                });
-            }
-            Err(_) => return Err(Error::Config("the producer shut down".to_owned())),
-        }
-    }
-    Ok(())
+    Ok((staged.into_inner(), output))
 }
 
 /// Runs the resolve loop until `stop` is set. Blocking: call it on its own thread.
@@ -340,7 +333,6 @@ pub fn run(
     store: &Store,
     stop: Arc<AtomicBool>,
     metrics: IdentityMetrics,
-    runtime: tokio::runtime::Handle,
 ) -> Result<()> {
     let (consumer, _) =
         rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-identity", true)?;
@@ -377,8 +369,9 @@ pub fn run(
         if batch.is_empty() {
             continue;
         }
-        let (mut staged, outputs) = resolve_batch(store.stage(FAMILY), &batch, &metrics)?;
-        produce_all(&producer, &runtime, &config.topics.customer, &outputs)?;
+        let (mut staged, output) =
+            resolve_batch(store.stage(FAMILY), &batch, &config.topics, &metrics)?;
+        produce_all(&producer, &output.outgoing(&config.topics))?;
         let mut last_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         for raw in &batch {
             last_offsets.insert(
@@ -394,11 +387,11 @@ pub fn run(
         for (partition, offset) in &last_offsets {
             metrics.applied_offset(*partition).set(*offset);
         }
-        metrics.produced.increment(outputs.len() as u64);
+        metrics.produced.increment(output.records.len() as u64);
         metrics.batches.increment(1);
         tracing::debug!(
             events = batch.len(),
-            records = outputs.len(),
+            records = output.records.len(),
             "identity batch committed"
         );
     }
@@ -426,6 +419,7 @@ mod tests {
             partition: 0,
             offset,
             timestamp_ms: 10 + offset,
+            key: b"k".to_vec(),
             payload: event.encode_to_vec(),
         }
     }
@@ -453,10 +447,27 @@ mod tests {
                 ..raw(3, "x", Default::default())
             },
         ];
-        let (staged, outputs) = resolve_batch(store.stage(FAMILY), &batch, &metrics).unwrap();
+        let topics = TopicNames::default();
+        let (staged, output) =
+            resolve_batch(store.stage(FAMILY), &batch, &topics, &metrics).unwrap();
+        let outputs = output.records;
         staged.commit().unwrap();
         assert_eq!(metrics.duplicates.get(), 1);
-        assert_eq!(metrics.undecodable.get(), 1);
+        assert_eq!(metrics.dead_letters.get(), 1);
+        let letter = proto::DeadLetter::decode(output.dead_letters[0].payload.as_slice()).unwrap();
+        assert_eq!(
+            (
+                letter.service.as_str(),
+                letter.source_offset,
+                letter.payload.as_slice()
+            ),
+            ("identity", 3, &[0xff, 0x01][..])
+        );
+        assert!(
+            letter.reason.contains("does not decode"),
+            "{}",
+            letter.reason
+        );
         let bodies: Vec<(&str, &str)> = outputs
             .iter()
             .map(|record| {
@@ -492,8 +503,13 @@ mod tests {
             })
         );
         // The committed graph remembers the event ids across batches.
-        let (_, again) =
-            resolve_batch(store.stage(FAMILY), &[raw(4, "e2", anonymous)], &metrics).unwrap();
-        assert!(again.is_empty());
+        let (_, again) = resolve_batch(
+            store.stage(FAMILY),
+            &[raw(4, "e2", anonymous)],
+            &topics,
+            &metrics,
+        )
+        .unwrap();
+        assert!(again.records.is_empty());
     }
 }

@@ -51,15 +51,10 @@ async fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
 
     let worker = {
-        let (config, store, stop, runtime) = (
-            config.clone(),
-            store.clone(),
-            stop.clone(),
-            tokio::runtime::Handle::current(),
-        );
+        let (config, store, stop) = (config.clone(), store.clone(), stop.clone());
         std::thread::Builder::new()
             .name("identity-resolve".into())
-            .spawn(move || run(&config, &store, stop, metrics, runtime))?
+            .spawn(move || run(&config, &store, stop, metrics))?
     };
 
     let app = Router::new()

@@ -23,6 +23,7 @@ pub struct RawRecord {
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: i64,
+    pub key: Vec<u8>,
     pub payload: Vec<u8>,
 }
 
@@ -139,6 +140,7 @@ impl OrderedReader {
                         partition,
                         offset: message.offset(),
                         timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+                        key: message.key().unwrap_or_default().to_vec(),
                         payload: message.payload().unwrap_or_default().to_vec(),
                     });
                 }
@@ -195,6 +197,7 @@ mod tests {
                     partition,
                     offset,
                     timestamp_ms,
+                    key: vec![],
                     payload: vec![],
                 })
                 .collect(),

@@ -119,10 +119,17 @@ pub struct Ingest<S> {
     registry: Registry,
     metrics: IngestMetrics,
     retry_after: Duration,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl<S: EventSink> Ingest<S> {
-    pub fn new(sink: S, source: impl Into<String>, registry: Registry) -> Self {
+    /// `max_in_flight` bounds the requests handled at once.
+    pub fn new(
+        sink: S,
+        source: impl Into<String>,
+        registry: Registry,
+        max_in_flight: usize,
+    ) -> Self {
         let metrics = IngestMetrics {
             accepted_events: registry.counter(
                 "rapport_ingest_events_accepted_total",
@@ -151,6 +158,7 @@ impl<S: EventSink> Ingest<S> {
             registry,
             metrics,
             retry_after: Duration::from_secs(1),
+            in_flight: tokio::sync::Semaphore::new(max_in_flight.max(1)),
         }
     }
 }
@@ -301,7 +309,13 @@ async fn post_events<S: EventSink>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = accept(&ingest, headers, body).await;
+    let result = match ingest.in_flight.try_acquire() {
+        Ok(_permit) => accept(&ingest, headers, body).await,
+        Err(_) => Err(ApiError::Unavailable {
+            message: "too many requests in flight; retry later".to_owned(),
+            retry_after_s: ingest.retry_after.as_secs(),
+        }),
+    };
     match &result {
         Ok(_) => ingest.metrics.accepted_requests.increment(1),
         Err(ApiError::Unavailable { .. }) => ingest.metrics.unavailable_requests.increment(1),
@@ -410,7 +424,7 @@ mod tests {
     }
 
     fn app(sink: Arc<RecordingSink>) -> Router {
-        router(Arc::new(Ingest::new(sink, "test", Registry::default())))
+        router(Arc::new(Ingest::new(sink, "test", Registry::default(), 8)))
     }
 
     fn event(id: u32) -> Value {

@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         sink,
         format!("ingest@{}", config.ingest.listen),
         Registry::default(),
+        config.ingest.max_in_flight_requests,
     ));
 
     let listener = tokio::net::TcpListener::bind(config.ingest.listen)

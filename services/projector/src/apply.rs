@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use rapport_common::config::Config;
+use rapport_common::config::{Config, TopicNames};
+use rapport_common::kafka::{Outgoing, Refused, produce_all};
 use rapport_common::metrics::{Counter, Gauge, Registry};
 use rapport_common::store::{Staged, Store};
 use rapport_common::{Error, Result, keys};
@@ -27,6 +28,8 @@ pub const CUSTOMER_VIEW: &str = "customer_view.v1";
 pub struct Consumed {
     pub partition: i32,
     pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Vec<u8>,
     pub payload: Vec<u8>,
 }
 
@@ -99,7 +102,7 @@ impl ApplyMetrics {
         Self {
             applied: outcome("applied"),
             duplicates: outcome("duplicate"),
-            undecodable: outcome("undecodable"),
+            undecodable: outcome("dead_letter"),
             batches: registry.counter(
                 "rapport_projector_batches_total",
                 "Committed write batches.",
@@ -160,26 +163,60 @@ fn fold_customer_view(staged: &mut Staged<'_>, record: &proto::CustomerRecord) -
 
 /// Applies a batch of consumed records and commits it with the positions.
 /// `positions` is updated only when the commit succeeded.
+/// Where refused records go: the customer topic they came from and the
+/// dead-letter topic, and how to publish dead letters (before the commit, so
+/// a crash can never skip a record without its dead letter).
+pub struct DeadLetters<'a> {
+    pub topics: &'a TopicNames,
+    pub publish: &'a mut dyn FnMut(&[Outgoing]) -> Result<()>,
+}
+
+/// How the service names itself in dead letters.
+pub const SERVICE: &str = "projector";
+
 pub fn apply_batch(
     store: &Store,
     family: &str,
     records: &[Consumed],
     positions: &mut Positions,
     metrics: &ApplyMetrics,
+    dead_letters: DeadLetters<'_>,
 ) -> Result<()> {
     let mut staged = store.stage(family);
     let mut next = positions.clone();
     let (mut applied, mut duplicates, mut undecodable) = (0, 0, 0);
+    let mut refused = Vec::new();
     for consumed in records {
         next.offsets.insert(consumed.partition, consumed.offset);
-        let record = match proto::CustomerRecord::decode(consumed.payload.as_slice()) {
-            Ok(record) if record.source.is_some() && !record.customer_id.is_empty() => record,
-            Ok(_) | Err(_) => {
+        let decoded = match proto::CustomerRecord::decode(consumed.payload.as_slice()) {
+            Ok(record) if record.source.is_none() => {
+                Err("the customer record has no source position".to_owned())
+            }
+            Ok(record) if record.customer_id.is_empty() => {
+                Err("the customer record has no customer id".to_owned())
+            }
+            Ok(record) => Ok(record),
+            Err(error) => Err(format!(
+                "the record does not decode as rapport.events.v1.CustomerRecord: {error}"
+            )),
+        };
+        let record = match decoded {
+            Ok(record) => record,
+            Err(reason) => {
                 undecodable += 1;
-                tracing::warn!(
-                    partition = consumed.partition,
-                    offset = consumed.offset,
-                    "skipping a customer record that does not decode"
+                tracing::warn!(partition = consumed.partition, offset = consumed.offset, %reason, "customer record sent to dead letters");
+                refused.push(
+                    Refused {
+                        service: SERVICE,
+                        reason,
+                        topic: &dead_letters.topics.customer,
+                        partition: consumed.partition,
+                        offset: consumed.offset,
+                        key: &consumed.key,
+                        payload: &consumed.payload,
+                        timestamp_ms: consumed.timestamp_ms,
+                    }
+                    .into_outgoing(&dead_letters.topics.deadletters),
                 );
                 continue;
             }
@@ -208,6 +245,9 @@ pub fn apply_batch(
         if positions.offsets.get(partition) != Some(offset) {
             staged.put(keys::offset(*partition), offset.to_be_bytes().to_vec());
         }
+    }
+    if !refused.is_empty() {
+        (dead_letters.publish)(&refused)?;
     }
     staged.commit()?;
     for (partition, offset) in &next.offsets {
@@ -265,6 +305,8 @@ pub fn run(
         })?;
     tracing::info!(topic, projection = family, partitions = ?owned, offsets = ?positions.offsets, "projector starting after its stored offsets");
 
+    let (producer, _) =
+        rapport_common::kafka::producer(&config.kafka, "rapport-projector", None, 10_000)?;
     let max_batch = config.projector.max_batch.max(1);
     while !stop.load(Ordering::Relaxed) {
         let mut batch = Vec::new();
@@ -279,6 +321,8 @@ pub fn run(
                 Some(Ok(message)) => batch.push(Consumed {
                     partition: message.partition(),
                     offset: message.offset(),
+                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+                    key: message.key().unwrap_or_default().to_vec(),
                     payload: message.payload().unwrap_or_default().to_vec(),
                 }),
                 Some(Err(error)) => {
@@ -289,7 +333,18 @@ pub fn run(
             }
         }
         if !batch.is_empty() {
-            apply_batch(store, family, &batch, &mut positions, &metrics)?;
+            let mut publish = |letters: &[Outgoing]| produce_all(&producer, letters);
+            apply_batch(
+                store,
+                family,
+                &batch,
+                &mut positions,
+                &metrics,
+                DeadLetters {
+                    topics: &config.topics,
+                    publish: &mut publish,
+                },
+            )?;
         }
     }
     Ok(())
@@ -343,6 +398,12 @@ mod tests {
     fn re_produced_records_are_skipped_and_positions_survive_a_restart() {
         let directory = tempfile::tempdir().unwrap();
         let metrics = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
+        let topics = TopicNames::default();
+        let mut letters: Vec<Outgoing> = Vec::new();
+        let mut publish = |batch: &[Outgoing]| {
+            letters.extend_from_slice(batch);
+            Ok(())
+        };
         {
             let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
             let mut positions = Positions::load(&store, CUSTOMER_VIEW).unwrap();
@@ -350,15 +411,30 @@ mod tests {
                 Consumed {
                     partition: 0,
                     offset: 0,
+                    timestamp_ms: 0,
+                    key: Vec::new(),
                     payload: record("c-1", 10, "/a"),
                 },
                 Consumed {
                     partition: 0,
                     offset: 1,
+                    timestamp_ms: 0,
+                    key: Vec::new(),
                     payload: record("c-1", 11, "/b"),
                 },
             ];
-            apply_batch(&store, CUSTOMER_VIEW, &first, &mut positions, &metrics).unwrap();
+            apply_batch(
+                &store,
+                CUSTOMER_VIEW,
+                &first,
+                &mut positions,
+                &metrics,
+                DeadLetters {
+                    topics: &topics,
+                    publish: &mut publish,
+                },
+            )
+            .unwrap();
             assert_eq!(views(&store), 2);
         }
         // A new process: positions come back from RocksDB, and identity's
@@ -370,23 +446,52 @@ mod tests {
             Consumed {
                 partition: 0,
                 offset: 2,
+                timestamp_ms: 0,
+                key: Vec::new(),
                 payload: record("c-1", 11, "/b"),
             },
             Consumed {
                 partition: 0,
                 offset: 3,
+                timestamp_ms: 0,
+                key: Vec::new(),
                 payload: record("c-1", 12, "/c"),
             },
             Consumed {
                 partition: 0,
                 offset: 4,
+                timestamp_ms: 0,
+                key: Vec::new(),
                 payload: vec![0xff, 0xff],
             },
         ];
-        apply_batch(&store, CUSTOMER_VIEW, &again, &mut positions, &metrics).unwrap();
+        apply_batch(
+            &store,
+            CUSTOMER_VIEW,
+            &again,
+            &mut positions,
+            &metrics,
+            DeadLetters {
+                topics: &topics,
+                publish: &mut publish,
+            },
+        )
+        .unwrap();
         assert_eq!(views(&store), 3);
         assert_eq!(metrics.duplicates.get(), 1);
         assert_eq!(metrics.undecodable.get(), 1);
+        // The poison record went to dead letters, whole, before the commit.
+        assert_eq!(letters.len(), 1);
+        let letter = proto::DeadLetter::decode(letters[0].payload.as_slice()).unwrap();
+        assert_eq!(
+            (
+                letter.service.as_str(),
+                letter.source_offset,
+                letter.payload.as_slice()
+            ),
+            ("projector", 4, &[0xff, 0xff][..])
+        );
+        assert_eq!(letters[0].topic, topics.deadletters);
         assert_eq!(
             Positions::load(&store, CUSTOMER_VIEW)
                 .unwrap()

@@ -17,8 +17,12 @@ mod tests {
     use serde_json::Value;
     use tower::ServiceExt;
 
-    use crate::apply::{ApplyMetrics, CUSTOMER_VIEW, Consumed, Positions, apply_batch};
+    use crate::apply::{
+        ApplyMetrics, CUSTOMER_VIEW, Consumed, DeadLetters, Positions, apply_batch,
+    };
     use crate::query::{QueryState, router};
+    use rapport_common::config::TopicNames;
+    use rapport_common::kafka::Outgoing;
 
     fn event_record(
         customer_id: &str,
@@ -145,11 +149,24 @@ mod tests {
             .map(|(offset, (partition, record))| Consumed {
                 partition: *partition,
                 offset: offset as i64,
+                timestamp_ms: 0,
+                key: Vec::new(),
                 payload: record.encode_to_vec(),
             })
             .collect();
         let mut positions = Positions::default();
-        apply_batch(&store, CUSTOMER_VIEW, &consumed, &mut positions, &metrics).unwrap();
+        apply_batch(
+            &store,
+            CUSTOMER_VIEW,
+            &consumed,
+            &mut positions,
+            &metrics,
+            DeadLetters {
+                topics: &TopicNames::default(),
+                publish: &mut |_: &[Outgoing]| panic!("no dead letters expected"),
+            },
+        )
+        .unwrap();
 
         let app = router(Arc::new(QueryState {
             store,
