@@ -647,8 +647,19 @@ pub fn event_id() -> String {
 
 /// Produces one record straight to a topic, bypassing ingest.
 pub fn produce_raw(topic: &str, key: &[u8], payload: &[u8]) {
-    let (producer, _) = rapport_common::kafka::producer(&kafka(), "rapport-e2e", Some(Duration::from_secs(30)), 1_000).expect("producer");
-    let record = rapport_common::kafka::Outgoing { topic: topic.to_owned(), key: key.to_vec(), payload: payload.to_vec(), timestamp_ms: Some(rapport_common::now_ms()) };
+    let (producer, _) = rapport_common::kafka::producer(
+        &kafka(),
+        "rapport-e2e",
+        Some(Duration::from_secs(30)),
+        1_000,
+    )
+    .expect("producer");
+    let record = rapport_common::kafka::Outgoing {
+        topic: topic.to_owned(),
+        key: key.to_vec(),
+        payload: payload.to_vec(),
+        timestamp_ms: Some(rapport_common::now_ms()),
+    };
     rapport_common::kafka::produce_all(&producer, &[record]).expect("produce");
 }
 

@@ -554,22 +554,47 @@ fn kill_dash_nine_mid_stream_changes_nothing() {
 #[test]
 fn a_poison_record_goes_to_dead_letters_and_the_stream_goes_on() {
     let pipeline = Pipeline::start("poison");
-    pipeline.send_ok(&[event("web.page_viewed", &at(0), json!({"customer_id": "c-before"}), json!({"url": "/"}))]);
+    pipeline.send_ok(&[event(
+        "web.page_viewed",
+        &at(0),
+        json!({"customer_id": "c-before"}),
+        json!({"url": "/"}),
+    )]);
     // Bytes that are no protobuf Event, straight onto the raw topic.
     let poison = b"\xff\xff not an event".to_vec();
     rapport_e2e::produce_raw(&pipeline.topics.raw, b"customer_id:c-poison", &poison);
-    pipeline.send_ok(&[event("web.page_viewed", &at(1), json!({"customer_id": "c-after"}), json!({"url": "/"}))]);
+    pipeline.send_ok(&[event(
+        "web.page_viewed",
+        &at(1),
+        json!({"customer_id": "c-after"}),
+        json!({"url": "/"}),
+    )]);
 
     pipeline.wait_for_json("/v1/customers/c-after", PATIENCE, |_| true);
     pipeline.wait_for_json("/v1/customers/c-before", PATIENCE, |_| true);
     pipeline.wait_until_caught_up(PATIENCE);
     let letters = read_all(&pipeline.topics.deadletters);
-    assert_eq!(letters.len(), 1, "exactly the poison record is a dead letter");
+    assert_eq!(
+        letters.len(),
+        1,
+        "exactly the poison record is a dead letter"
+    );
     let letter = rapport_proto::v1::DeadLetter::decode(letters[0].as_slice()).unwrap();
     assert_eq!(letter.service, "identity");
     assert_eq!(letter.source_topic, pipeline.topics.raw);
     assert_eq!(letter.payload, poison);
-    assert!(letter.reason.contains("does not decode"), "{}", letter.reason);
+    assert!(
+        letter.reason.contains("does not decode"),
+        "{}",
+        letter.reason
+    );
     let metrics = pipeline.identity.metrics();
-    assert_eq!(rapport_e2e::metric_sum(&metrics, "rapport_identity_events_total", "outcome=\"dead_letter\""), 1);
+    assert_eq!(
+        rapport_e2e::metric_sum(
+            &metrics,
+            "rapport_identity_events_total",
+            "outcome=\"dead_letter\""
+        ),
+        1
+    );
 }
