@@ -2,6 +2,7 @@
 //! the services feed records in and store what comes out, so the same records
 //! in the same order always give byte-identical state.
 
+pub mod analytics;
 pub mod customer_view;
 pub mod identity;
 pub mod time;
