@@ -128,27 +128,8 @@ pub fn create_topics(topics: &[(&str, i32)]) {
     });
 }
 
-/// Drives a future to completion on the current thread; rdkafka's admin and
-/// delivery futures complete from librdkafka's threads and need no runtime.
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    struct ThreadWaker(std::thread::Thread);
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        match future.as_mut().poll(&mut context) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park_timeout(Duration::from_millis(10)),
-        }
-    }
-}
+/// Waits for a future on this thread (rdkafka's futures need no runtime).
+pub use rapport_common::kafka::block_on;
 
 /// Polls `condition` until it holds, failing the test after `patience`.
 pub fn wait_for(what: &str, patience: Duration, mut condition: impl FnMut() -> bool) {
