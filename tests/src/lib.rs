@@ -366,6 +366,31 @@ impl Pipeline {
         projector
     }
 
+    /// Runs `rapportctl` against this pipeline's topics and services;
+    /// returns its standard output, failing the test if it fails.
+    pub fn rapportctl(&self, args: &[&str]) -> String {
+        let config = self.dir.path().join("rapport.toml");
+        let output = Command::new(bin_dir().join("rapportctl"))
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--query-url",
+                &self.query_url(),
+                "--identity-url",
+                &format!("http://127.0.0.1:{}", self.identity.port),
+            ])
+            .args(args)
+            .output()
+            .expect("run rapportctl");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "rapportctl {args:?} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
     pub fn ingest_url(&self) -> String {
         format!(
             "http://127.0.0.1:{}",
@@ -640,6 +665,7 @@ pub fn produce_raw(topic: &str, key: &[u8], payload: &[u8]) {
         key: key.to_vec(),
         payload: payload.to_vec(),
         timestamp_ms: Some(rapport_common::now_ms()),
+        headers: Vec::new(),
     };
     rapport_common::kafka::produce_all(&producer, &[record]).expect("produce");
 }

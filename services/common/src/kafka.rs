@@ -26,6 +26,10 @@ pub struct BrokerHealth {
     brokers_up: AtomicBool,
     statistics_seen: AtomicBool,
     failures: AtomicU64,
+    /// The end of each consumed partition as the last fetch reported it
+    /// (librdkafka's `hi_offset`). Fetch responses carry the true end even
+    /// where a broker's ListOffsets does not.
+    log_ends: std::sync::Mutex<std::collections::BTreeMap<(String, i32), i64>>,
 }
 
 impl BrokerHealth {
@@ -38,6 +42,15 @@ impl BrokerHealth {
     /// Global client errors seen since start.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The last reported end of every partition of `topic` this client fetches.
+    pub fn log_ends(&self, topic: &str) -> std::collections::BTreeMap<i32, i64> {
+        let ends = self.log_ends.lock().expect("log ends lock");
+        ends.iter()
+            .filter(|((name, _), _)| name == topic)
+            .map(|((_, partition), end)| (*partition, *end))
+            .collect()
     }
 }
 
@@ -72,6 +85,15 @@ impl ClientContext for HealthContext {
             .any(|broker| broker.state == "UP" && broker.nodeid >= 0);
         self.health.brokers_up.store(up, Ordering::Relaxed);
         self.health.statistics_seen.store(true, Ordering::Relaxed);
+        let mut ends = self.health.log_ends.lock().expect("log ends lock");
+        for (name, topic) in &statistics.topics {
+            for (partition, stats) in &topic.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" queue.
+                if *partition >= 0 && stats.hi_offset >= 0 {
+                    ends.insert((name.clone(), *partition), stats.hi_offset);
+                }
+            }
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -233,7 +255,12 @@ pub struct Outgoing {
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
     pub timestamp_ms: Option<i64>,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
+
+/// The header that marks a record re-submitted from the dead letters, with
+/// the dead letter's `partition:offset` as its value.
+pub const RETRY_HEADER: &str = "rapport-retry-of";
 
 /// Produces every record and waits until the broker acknowledged all of
 /// them. A full queue is waited out, never dropped. Blocking: call it from a
@@ -246,6 +273,16 @@ pub fn produce_all(producer: &FutureProducer<HealthContext>, records: &[Outgoing
             .payload(&record.payload);
         if let Some(timestamp) = record.timestamp_ms {
             attempt = attempt.timestamp(timestamp);
+        }
+        if !record.headers.is_empty() {
+            let mut headers = rdkafka::message::OwnedHeaders::new();
+            for (key, value) in &record.headers {
+                headers = headers.insert(rdkafka::message::Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            attempt = attempt.headers(headers);
         }
         loop {
             match producer.send_result(attempt) {
@@ -328,6 +365,75 @@ impl Refused<'_> {
             key: self.service.as_bytes().to_vec(),
             payload: letter.encode_to_vec(),
             timestamp_ms: None,
+            headers: Vec::new(),
         }
     }
+}
+
+/// A consumed record, owned.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads every record of `topic` from the beginning until each partition
+/// reports its end, in partition then offset order. For operator tools on
+/// small topics (dead letters), not for the data path.
+pub fn read_to_end(kafka: &KafkaConfig, topic: &str, patience: Duration) -> Result<Vec<Record>> {
+    use rdkafka::message::Message as _;
+    let (consumer, _) = assigning_consumer(kafka, "rapport-read", true)?;
+    let partitions = partition_count(&consumer, topic, Duration::from_secs(10))?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+            .map_err(|source| Error::Kafka {
+                context: format!("assigning {topic}/{partition}"),
+                source,
+            })?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|source| Error::Kafka {
+            context: format!("assigning {topic}"),
+            source,
+        })?;
+    let mut at_end = std::collections::BTreeSet::new();
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + patience;
+    while (at_end.len() as i32) < partitions {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Config(format!(
+                "could not read {topic} to its end within {patience:?}"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                at_end.remove(&message.partition());
+                records.push(Record {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+                    key: message.key().unwrap_or_default().to_vec(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Some(Err(source)) => {
+                return Err(Error::Kafka {
+                    context: format!("reading {topic}"),
+                    source,
+                });
+            }
+            None => {}
+        }
+    }
+    records.sort_by_key(|record| (record.partition, record.offset));
+    Ok(records)
 }

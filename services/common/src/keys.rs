@@ -17,6 +17,7 @@
 //! | `E` | event id (rest) | nothing: the event was seen (identity) |
 //! | `G` | profile id (rest) | identity graph node (identity) |
 //! | `X` | claimant (len), kind `u8`, value (rest) | nothing: conflict seen (identity) |
+//! | `R` | dead letter `partition:offset` (rest) | nothing: that retry was applied |
 
 use rapport_projections::identity::{Identifier, IdentifierKind};
 
@@ -29,6 +30,7 @@ pub const CONFLICT: u8 = b'C';
 pub const SEEN_EVENT: u8 = b'E';
 pub const GRAPH_NODE: u8 = b'G';
 pub const CONFLICT_SEEN: u8 = b'X';
+pub const RETRIED: u8 = b'R';
 
 /// Why a key could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -191,6 +193,12 @@ pub fn conflict_seen(identifier: &Identifier, claimant: &str) -> Vec<u8> {
     push_sized(&mut key, claimant);
     key.push(identifier.kind.tag());
     key.extend_from_slice(identifier.value.as_bytes());
+    key
+}
+
+pub fn retried(dead_letter: &str) -> Vec<u8> {
+    let mut key = vec![RETRIED];
+    key.extend_from_slice(dead_letter.as_bytes());
     key
 }
 

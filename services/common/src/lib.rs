@@ -6,6 +6,7 @@ pub mod http;
 pub mod kafka;
 pub mod keys;
 pub mod metrics;
+pub mod status;
 pub mod store;
 
 /// Errors of the shared plumbing. `Display` says what failed and where.

@@ -20,6 +20,7 @@ use prost::Message as _;
 use rapport_common::config::{Config, TopicNames};
 use rapport_common::kafka::{Outgoing, Refused, produce_all};
 use rapport_common::metrics::{Counter, Gauge, Registry};
+use rapport_common::status::WorkerStatus;
 use rapport_common::store::{Staged, Store};
 use rapport_common::{Error, Result, keys};
 use rapport_projections::identity::{
@@ -245,6 +246,7 @@ impl BatchOutput {
             key: record.customer_id.as_bytes().to_vec(),
             payload: record.encode_to_vec(),
             timestamp_ms: Some(record.received_at_ms),
+            headers: Vec::new(),
         });
         records.chain(self.dead_letters.iter().cloned()).collect()
     }
@@ -333,9 +335,11 @@ pub fn run(
     store: &Store,
     stop: Arc<AtomicBool>,
     metrics: IdentityMetrics,
+    status: Arc<WorkerStatus>,
 ) -> Result<()> {
-    let (consumer, _) =
+    let (consumer, health) =
         rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-identity", true)?;
+    status.attach_consumer(health);
     let partitions = rapport_common::kafka::wait_for_partitions(
         &consumer,
         &config.topics.raw,
@@ -348,11 +352,15 @@ pub fn run(
                 .map(|bytes| i64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))))
         })
         .collect::<Result<_>>()?;
-    for (partition, offset) in applied.iter().enumerate() {
-        if let Some(offset) = offset {
-            metrics.applied_offset(partition as i32).set(*offset);
-        }
+    let stored: BTreeMap<i32, i64> = applied
+        .iter()
+        .enumerate()
+        .filter_map(|(partition, offset)| offset.map(|offset| (partition as i32, offset)))
+        .collect();
+    for (partition, offset) in &stored {
+        metrics.applied_offset(*partition).set(*offset);
     }
+    status.record_batch(&stored, 0);
     tracing::info!(topic = %config.topics.raw, partitions, ?applied, "identity starting after its stored offsets");
     let mut reader = OrderedReader::new(
         consumer,
@@ -371,7 +379,8 @@ pub fn run(
         }
         let (mut staged, output) =
             resolve_batch(store.stage(FAMILY), &batch, &config.topics, &metrics)?;
-        produce_all(&producer, &output.outgoing(&config.topics))?;
+        produce_all(&producer, &output.outgoing(&config.topics))
+            .inspect_err(|error| status.record_error(&error.to_string()))?;
         let mut last_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         for raw in &batch {
             last_offsets.insert(
@@ -387,6 +396,7 @@ pub fn run(
         for (partition, offset) in &last_offsets {
             metrics.applied_offset(*partition).set(*offset);
         }
+        status.record_batch(&last_offsets, batch.len() as u64);
         metrics.produced.increment(output.records.len() as u64);
         metrics.batches.increment(1);
         tracing::debug!(

@@ -13,6 +13,7 @@ use axum::routing::get;
 use clap::Parser;
 use rapport_common::config::{CommonArgs, override_with};
 use rapport_common::metrics::Registry;
+use rapport_common::status::WorkerStatus;
 use rapport_common::store::Store;
 use rapport_identity::{FAMILY, IdentityMetrics, run};
 
@@ -50,14 +51,27 @@ async fn main() -> anyhow::Result<()> {
     let metrics = IdentityMetrics::new(&registry);
     let stop = Arc::new(AtomicBool::new(false));
 
+    let status = WorkerStatus::new(&config.topics.raw);
     let worker = {
-        let (config, store, stop) = (config.clone(), store.clone(), stop.clone());
+        let (config, store, stop, status) =
+            (config.clone(), store.clone(), stop.clone(), status.clone());
         std::thread::Builder::new()
             .name("identity-resolve".into())
-            .spawn(move || run(&config, &store, stop, metrics))?
+            .spawn(move || run(&config, &store, stop, metrics, status))?
+    };
+    let admin_status = {
+        let store = store.clone();
+        move || async move {
+            axum::Json(serde_json::json!({
+                "service": "identity",
+                "graph_bytes": store.size_on_disk(FAMILY),
+                "consumer": status.report(),
+            }))
+        }
     };
 
     let app = Router::new()
+        .route("/v1/admin/status", get(admin_status))
         .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),

@@ -12,6 +12,7 @@ use prost::Message as _;
 use rapport_common::config::{Config, TopicNames};
 use rapport_common::kafka::{Outgoing, Refused, produce_all};
 use rapport_common::metrics::{Counter, Gauge, Registry};
+use rapport_common::status::WorkerStatus;
 use rapport_common::store::{Staged, Store};
 use rapport_common::{Error, Result, keys};
 use rapport_projections::customer_view::{Effect, ProfileState};
@@ -31,6 +32,8 @@ pub struct Consumed {
     pub timestamp_ms: i64,
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
+    /// Set on a record re-submitted from the dead letters: which letter.
+    pub retry_of: Option<String>,
 }
 
 /// Where a projection stands: the last applied offset per partition and,
@@ -221,6 +224,20 @@ pub fn apply_batch(
                 continue;
             }
         };
+        if let Some(letter) = &consumed.retry_of {
+            // A retried dead letter sits behind later records of its raw
+            // partition, so the watermark would skip it; each letter is
+            // applied once instead.
+            let retried = keys::retried(letter);
+            if staged.get(&retried)?.is_some() {
+                duplicates += 1;
+            } else {
+                fold_customer_view(&mut staged, &record)?;
+                staged.put(retried, Vec::new());
+                applied += 1;
+            }
+            continue;
+        }
         let source = record.source.unwrap_or_default();
         let mark_key = (consumed.partition, source.raw_partition);
         let position = (source.raw_offset, source.index);
@@ -261,6 +278,17 @@ pub fn apply_batch(
     Ok(())
 }
 
+/// The dead letter a re-submitted record came from, if it is one.
+fn retry_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<String> {
+    use rdkafka::message::Headers as _;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|header| header.key == rapport_common::kafka::RETRY_HEADER)
+        .and_then(|header| header.value)
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
 /// Consumes the customer topic and applies it until `stop` is set. Blocking:
 /// run it on its own thread.
 pub fn run(
@@ -269,9 +297,11 @@ pub fn run(
     family: &str,
     stop: Arc<AtomicBool>,
     metrics: ApplyMetrics,
+    status: Arc<WorkerStatus>,
 ) -> Result<()> {
-    let (consumer, _) =
+    let (consumer, health) =
         rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-projector", false)?;
+    status.attach_consumer(health);
     let topic = &config.topics.customer;
     let count =
         rapport_common::kafka::wait_for_partitions(&consumer, topic, Duration::from_secs(60))?;
@@ -284,6 +314,7 @@ pub fn run(
     for (partition, offset) in &positions.offsets {
         metrics.applied_offset(*partition).set(*offset);
     }
+    status.record_batch(&positions.offsets, 0);
     let mut assignment = TopicPartitionList::new();
     for partition in &owned {
         let start = positions
@@ -324,9 +355,11 @@ pub fn run(
                     timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
                     key: message.key().unwrap_or_default().to_vec(),
                     payload: message.payload().unwrap_or_default().to_vec(),
+                    retry_of: retry_of(&message),
                 }),
                 Some(Err(error)) => {
                     tracing::warn!(topic, %error, "consumer error; retrying");
+                    status.record_error(&format!("consuming {topic}: {error}"));
                     break;
                 }
                 None => break,
@@ -344,7 +377,9 @@ pub fn run(
                     topics: &config.topics,
                     publish: &mut publish,
                 },
-            )?;
+            )
+            .inspect_err(|error| status.record_error(&error.to_string()))?;
+            status.record_batch(&positions.offsets, batch.len() as u64);
         }
     }
     Ok(())
@@ -413,6 +448,7 @@ mod tests {
                     offset: 0,
                     timestamp_ms: 0,
                     key: Vec::new(),
+                    retry_of: None,
                     payload: record("c-1", 10, "/a"),
                 },
                 Consumed {
@@ -420,6 +456,7 @@ mod tests {
                     offset: 1,
                     timestamp_ms: 0,
                     key: Vec::new(),
+                    retry_of: None,
                     payload: record("c-1", 11, "/b"),
                 },
             ];
@@ -448,6 +485,7 @@ mod tests {
                 offset: 2,
                 timestamp_ms: 0,
                 key: Vec::new(),
+                retry_of: None,
                 payload: record("c-1", 11, "/b"),
             },
             Consumed {
@@ -455,6 +493,7 @@ mod tests {
                 offset: 3,
                 timestamp_ms: 0,
                 key: Vec::new(),
+                retry_of: None,
                 payload: record("c-1", 12, "/c"),
             },
             Consumed {
@@ -462,6 +501,7 @@ mod tests {
                 offset: 4,
                 timestamp_ms: 0,
                 key: Vec::new(),
+                retry_of: None,
                 payload: vec![0xff, 0xff],
             },
         ];

@@ -151,6 +151,7 @@ mod tests {
                 offset: offset as i64,
                 timestamp_ms: 0,
                 key: Vec::new(),
+                retry_of: None,
                 payload: record.encode_to_vec(),
             })
             .collect();
@@ -172,6 +173,7 @@ mod tests {
             store,
             family: CUSTOMER_VIEW.into(),
             registry: Registry::default(),
+            status: rapport_common::status::WorkerStatus::new("customer"),
         }));
         let (status, customer) = get(&app, "/v1/customers/c-1").await;
         assert_eq!(status, StatusCode::OK);
@@ -209,6 +211,7 @@ mod tests {
             store,
             family: CUSTOMER_VIEW.into(),
             registry: Registry::default(),
+            status: rapport_common::status::WorkerStatus::new("customer"),
         }));
         let (status, body) = get(&app, "/v1/customers/nobody").await;
         assert_eq!(status, StatusCode::NOT_FOUND);

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use rapport_common::config::{CommonArgs, override_with};
 use rapport_common::metrics::Registry;
+use rapport_common::status::WorkerStatus;
 use rapport_common::store::Store;
 use rapport_projector::apply::{ApplyMetrics, CUSTOMER_VIEW, run};
 use rapport_projector::query::{QueryState, router};
@@ -51,15 +52,18 @@ async fn main() -> anyhow::Result<()> {
     let registry = Registry::default();
     let metrics = ApplyMetrics::new(&registry, CUSTOMER_VIEW);
     let stop = Arc::new(AtomicBool::new(false));
+    let status = WorkerStatus::new(&config.topics.customer);
     let worker = {
-        let (config, store, stop) = (config.clone(), store.clone(), stop.clone());
+        let (config, store, stop, status) =
+            (config.clone(), store.clone(), stop.clone(), status.clone());
         std::thread::Builder::new()
             .name("projector-apply".into())
-            .spawn(move || run(&config, &store, CUSTOMER_VIEW, stop, metrics))?
+            .spawn(move || run(&config, &store, CUSTOMER_VIEW, stop, metrics, status))?
     };
     let app = router(Arc::new(QueryState {
         store,
         family: CUSTOMER_VIEW.to_owned(),
+        status,
         registry,
     }));
     let listener = tokio::net::TcpListener::bind(config.projector.listen)

@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use rapport_common::http::{ApiError, FieldError};
 use rapport_common::metrics::Registry;
+use rapport_common::status::{ConsumerReport, WorkerStatus};
 use rapport_common::store::Store;
 use rapport_common::{Result, keys};
 use rapport_projections::customer_view::{
@@ -29,6 +30,8 @@ pub struct QueryState {
     pub store: Store,
     pub family: String,
     pub registry: Registry,
+    /// The applying worker's progress, for `/v1/admin/status`.
+    pub status: Arc<WorkerStatus>,
 }
 
 /// The query HTTP API.
@@ -38,6 +41,7 @@ pub fn router(state: Arc<QueryState>) -> Router {
         .route("/v1/customers/{customer_id}", get(get_customer))
         .route("/v1/customers/{customer_id}/timeline", get(get_timeline))
         .route("/v1/identity/conflicts", get(list_conflicts))
+        .route("/v1/admin/status", get(admin_status))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -337,6 +341,31 @@ async fn list_conflicts(
         });
     }
     Ok(Json(serde_json::json!({ "conflicts": conflicts })))
+}
+
+/// One projection version and where its worker stands.
+#[derive(Debug, Serialize)]
+struct ProjectionStatus {
+    projection: String,
+    version: String,
+    live: bool,
+    state_bytes: u64,
+    consumer: ConsumerReport,
+}
+
+async fn admin_status(State(state): State<Arc<QueryState>>) -> Json<serde_json::Value> {
+    let (projection, version) = state
+        .family
+        .rsplit_once('.')
+        .unwrap_or((state.family.as_str(), ""));
+    let live = ProjectionStatus {
+        projection: projection.to_owned(),
+        version: version.to_owned(),
+        live: true,
+        state_bytes: state.store.size_on_disk(&state.family),
+        consumer: state.status.report(),
+    };
+    Json(serde_json::json!({ "service": "projector", "projections": [live] }))
 }
 
 async fn healthz() -> Response {

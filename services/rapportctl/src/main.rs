@@ -13,21 +13,51 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
 
-/// Operate a Rapport deployment: create and inspect its topics.
+/// Operate a Rapport deployment: see where every service stands, inspect and
+/// re-submit dead letters, create and inspect topics.
 ///
-/// Every command talks the Kafka protocol to the brokers named by --brokers
-/// (or RAPPORT_BROKERS, or [kafka] brokers in --config), default 127.0.0.1:9092.
+/// Kafka commands talk to the brokers named by --brokers (or RAPPORT_BROKERS,
+/// or [kafka] brokers in --config), default 127.0.0.1:9092. `status` asks the
+/// services' admin endpoints.
 #[derive(Parser, Debug)]
 #[command(version, name = "rapportctl")]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    /// Base URL of the projector's query API (serves /v1/admin/status).
+    #[arg(
+        long,
+        env = "RAPPORT_QUERY_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    query_url: String,
+    /// Base URL of the identity service's admin endpoints.
+    #[arg(
+        long,
+        env = "RAPPORT_IDENTITY_URL",
+        default_value = "http://127.0.0.1:8082",
+        global = true
+    )]
+    identity_url: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Per service and projection: applied offset and log end per partition,
+    /// lag, events/s, state size on disk and the last error.
+    Status {
+        /// Print the raw JSON the services answered, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records the services refused, kept on the dead-letter topic.
+    Deadletters {
+        #[command(subcommand)]
+        action: DeadLettersAction,
+    },
     /// Create or describe the topics defined in infra/topics.toml.
     Topics {
         #[command(subcommand)]
@@ -53,6 +83,33 @@ enum TopicsAction {
     Describe {
         #[arg(long)]
         file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeadLettersAction {
+    /// One line per dead letter: its offset, the refusing service, where the
+    /// refused record sat and why.
+    List,
+    /// Everything about one dead letter, including the refused bytes.
+    Show {
+        /// The dead letter's offset (as `list` prints it).
+        offset: i64,
+    },
+    /// Re-submit dead letters to the topic they came from, in their original
+    /// order, after the cause was fixed. Each carries a header naming its
+    /// dead letter, so the projector applies it once however often it is
+    /// retried; identity drops events it already resolved by event id.
+    Retry {
+        /// Only letters refused by this service (identity or projector).
+        #[arg(long)]
+        service: Option<String>,
+        /// Only letters at or after this offset.
+        #[arg(long, default_value_t = 0)]
+        from: i64,
+        /// Show what would be re-submitted without sending anything.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -182,12 +239,226 @@ fn describe_topics(
     Ok(())
 }
 
+fn fetch_status(base: &str) -> anyhow::Result<serde_json::Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("{}/v1/admin/status", base.trim_end_matches('/'));
+    let mut response = agent
+        .get(&url)
+        .call()
+        .with_context(|| format!("asking {url}"))?;
+    response
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("reading the answer of {url}"))
+}
+
+fn print_consumer(name: &str, version: &str, live: &str, bytes: u64, consumer: &serde_json::Value) {
+    let rate = consumer["events_per_second"].as_f64().unwrap_or(0.0);
+    let text = |value: &serde_json::Value| {
+        value
+            .as_i64()
+            .map_or("-".to_owned(), |number| number.to_string())
+    };
+    for partition in consumer["partitions"].as_array().into_iter().flatten() {
+        println!(
+            "{name:<16} {version:<8} {live:<5} {:>9} {:>12} {:>12} {:>8} {rate:>10.0} {:>12}",
+            text(&partition["partition"]),
+            text(&partition["applied_offset"]),
+            text(&partition["log_end"]),
+            text(&partition["lag"]),
+            bytes
+        );
+    }
+    if let Some(error) = consumer["last_error"].as_str() {
+        println!("{name:<16} last error: {error}");
+    }
+}
+
+fn status(args: &Args, json: bool) -> anyhow::Result<()> {
+    let identity = fetch_status(&args.identity_url);
+    let projector = fetch_status(&args.query_url);
+    if json {
+        let answer = |result: &anyhow::Result<serde_json::Value>| match result {
+            Ok(value) => value.clone(),
+            Err(error) => serde_json::json!({ "error": format!("{error:#}") }),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"identity": answer(&identity), "projector": answer(&projector)})
+            )?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<8} {:<5} {:>9} {:>12} {:>12} {:>8} {:>10} {:>12}",
+        "name", "version", "live", "partition", "applied", "log end", "lag", "events/s", "bytes"
+    );
+    match &identity {
+        Ok(report) => print_consumer(
+            "identity",
+            "v1",
+            "yes",
+            report["graph_bytes"].as_u64().unwrap_or(0),
+            &report["consumer"],
+        ),
+        Err(error) => println!("identity: unreachable: {error:#}"),
+    }
+    match &projector {
+        Ok(report) => {
+            for projection in report["projections"].as_array().into_iter().flatten() {
+                print_consumer(
+                    projection["projection"].as_str().unwrap_or("?"),
+                    projection["version"].as_str().unwrap_or("?"),
+                    if projection["live"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    projection["state_bytes"].as_u64().unwrap_or(0),
+                    &projection["consumer"],
+                );
+            }
+        }
+        Err(error) => println!("projector: unreachable: {error:#}"),
+    }
+    if identity.is_err() || projector.is_err() {
+        bail!("some services did not answer");
+    }
+    Ok(())
+}
+
+fn dead_letters(
+    config: &rapport_common::config::Config,
+    action: DeadLettersAction,
+) -> anyhow::Result<()> {
+    use prost::Message as _;
+    let topic = &config.topics.deadletters;
+    let records =
+        rapport_common::kafka::read_to_end(&config.kafka, topic, Duration::from_secs(60))?;
+    let letters: Vec<(i64, rapport_proto::v1::DeadLetter)> = records
+        .iter()
+        .map(|record| {
+            Ok((
+                record.offset,
+                rapport_proto::v1::DeadLetter::decode(record.payload.as_slice())
+                    .with_context(|| format!("{topic}@{} is not a dead letter", record.offset))?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    match action {
+        DeadLettersAction::List => {
+            println!(
+                "{:>8}  {:<10}  {:<40}  reason",
+                "offset", "service", "refused record"
+            );
+            for (offset, letter) in &letters {
+                let source = format!(
+                    "{}/{}@{}",
+                    letter.source_topic, letter.source_partition, letter.source_offset
+                );
+                println!(
+                    "{offset:>8}  {:<10}  {source:<40}  {}",
+                    letter.service, letter.reason
+                );
+            }
+            println!("{} dead letters", letters.len());
+        }
+        DeadLettersAction::Show { offset } => {
+            let (_, letter) = letters
+                .iter()
+                .find(|(at, _)| *at == offset)
+                .with_context(|| format!("no dead letter at offset {offset} of {topic}"))?;
+            println!("service:   {}", letter.service);
+            println!("reason:    {}", letter.reason);
+            println!(
+                "source:    {}/{}@{}",
+                letter.source_topic, letter.source_partition, letter.source_offset
+            );
+            println!("timestamp: {}", letter.source_timestamp_ms);
+            println!("key:       {}", String::from_utf8_lossy(&letter.key));
+            println!("payload:   {} bytes", letter.payload.len());
+            for chunk in letter.payload.chunks(32) {
+                let hex: Vec<String> = chunk.iter().map(|byte| format!("{byte:02x}")).collect();
+                println!("  {}", hex.join(" "));
+            }
+        }
+        DeadLettersAction::Retry {
+            service,
+            from,
+            dry_run,
+        } => {
+            let chosen: Vec<&(i64, rapport_proto::v1::DeadLetter)> = letters
+                .iter()
+                .filter(|(offset, letter)| {
+                    *offset >= from
+                        && service
+                            .as_ref()
+                            .is_none_or(|wanted| *wanted == letter.service)
+                })
+                .collect();
+            let outgoing: Vec<rapport_common::kafka::Outgoing> = chosen
+                .iter()
+                .map(|(offset, letter)| rapport_common::kafka::Outgoing {
+                    topic: letter.source_topic.clone(),
+                    key: letter.key.clone(),
+                    payload: letter.payload.clone(),
+                    // A retry is received now; see the README on record times.
+                    timestamp_ms: Some(rapport_common::now_ms()),
+                    headers: vec![(
+                        rapport_common::kafka::RETRY_HEADER.to_owned(),
+                        format!("0:{offset}").into_bytes(),
+                    )],
+                })
+                .collect();
+            for ((offset, letter), record) in chosen.iter().zip(&outgoing) {
+                println!(
+                    "{} dead letter {offset} ({}) to {}",
+                    if dry_run {
+                        "would re-submit"
+                    } else {
+                        "re-submitting"
+                    },
+                    letter.service,
+                    record.topic
+                );
+            }
+            if !dry_run && !outgoing.is_empty() {
+                let (producer, _) = rapport_common::kafka::producer(
+                    &config.kafka,
+                    "rapportctl",
+                    Some(Duration::from_secs(30)),
+                    100_000,
+                )?;
+                rapport_common::kafka::produce_all(&producer, &outgoing)?;
+            }
+            println!(
+                "{} dead letters {}",
+                outgoing.len(),
+                if dry_run {
+                    "would be re-submitted"
+                } else {
+                    "re-submitted"
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     rapport_common::init_logging(args.common.log_json);
     let config = args.common.load()?;
     match args.command {
+        Command::Status { json } => tokio::task::block_in_place(|| status(&args, json)),
+        Command::Deadletters { action } => {
+            tokio::task::block_in_place(|| dead_letters(&config, action))
+        }
         Command::Topics {
             action:
                 TopicsAction::Create {

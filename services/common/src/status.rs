@@ -1,0 +1,151 @@
+//! What a consuming worker reports to operators: applied offsets against the
+//! log's end, lag, throughput and the last error. The worker thread writes,
+//! the `/v1/admin/status` handler reads.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::kafka::BrokerHealth;
+
+/// Shared between a worker and the status endpoint.
+pub struct WorkerStatus {
+    topic: String,
+    consumer: OnceLock<Arc<BrokerHealth>>,
+    applied: Mutex<BTreeMap<i32, i64>>,
+    processed_total: AtomicU64,
+    samples: Mutex<VecDeque<(Instant, u64)>>,
+    last_error: Mutex<Option<String>>,
+}
+
+/// One partition's position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    /// Last applied offset; absent before the first record.
+    pub applied_offset: Option<i64>,
+    /// The partition's end (next offset) as the last fetch reported it.
+    pub log_end: Option<i64>,
+    /// Records between the applied offset and the end.
+    pub lag: Option<i64>,
+}
+
+/// The report `/v1/admin/status` serves for one consumer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerReport {
+    pub topic: String,
+    pub partitions: Vec<PartitionStatus>,
+    pub total_lag: i64,
+    /// Records processed per second over the last ten seconds.
+    pub events_per_second: f64,
+    pub last_error: Option<String>,
+}
+
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+impl WorkerStatus {
+    pub fn new(topic: &str) -> Arc<Self> {
+        Arc::new(Self {
+            topic: topic.to_owned(),
+            consumer: OnceLock::new(),
+            applied: Mutex::new(BTreeMap::new()),
+            processed_total: AtomicU64::new(0),
+            samples: Mutex::new(VecDeque::new()),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// Gives the status access to the consumer's view of the log's end.
+    pub fn attach_consumer(&self, health: Arc<BrokerHealth>) {
+        let _ = self.consumer.set(health);
+    }
+
+    /// Records a committed batch: the offsets it reached and how many records it processed.
+    pub fn record_batch(&self, offsets: &BTreeMap<i32, i64>, processed: u64) {
+        self.applied.lock().expect("status lock").extend(
+            offsets
+                .iter()
+                .map(|(partition, offset)| (*partition, *offset)),
+        );
+        let total = self.processed_total.fetch_add(processed, Ordering::Relaxed) + processed;
+        let now = Instant::now();
+        let mut samples = self.samples.lock().expect("status lock");
+        samples.push_back((now, total));
+        while samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW)
+        {
+            samples.pop_front();
+        }
+    }
+
+    pub fn record_error(&self, error: &str) {
+        *self.last_error.lock().expect("status lock") = Some(error.to_owned());
+    }
+
+    pub fn report(&self) -> ConsumerReport {
+        let applied = self.applied.lock().expect("status lock").clone();
+        let ends = self
+            .consumer
+            .get()
+            .map(|health| health.log_ends(&self.topic))
+            .unwrap_or_default();
+        let partitions: std::collections::BTreeSet<i32> =
+            applied.keys().chain(ends.keys()).copied().collect();
+        let partitions: Vec<PartitionStatus> = partitions
+            .into_iter()
+            .map(|partition| {
+                let applied_offset = applied.get(&partition).copied();
+                let log_end = ends.get(&partition).copied();
+                let lag =
+                    log_end.map(|end| (end - applied_offset.map_or(0, |offset| offset + 1)).max(0));
+                PartitionStatus {
+                    partition,
+                    applied_offset,
+                    log_end,
+                    lag,
+                }
+            })
+            .collect();
+        let total_lag = partitions.iter().filter_map(|status| status.lag).sum();
+        let now = Instant::now();
+        let samples = self.samples.lock().expect("status lock");
+        let events_per_second = match (samples.front(), samples.back()) {
+            (Some((first_at, first)), Some((_, last)))
+                if now.duration_since(*first_at) > Duration::from_millis(500) =>
+            {
+                (last - first) as f64 / now.duration_since(*first_at).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        ConsumerReport {
+            topic: self.topic.clone(),
+            partitions,
+            total_lag,
+            events_per_second,
+            last_error: self.last_error.lock().expect("status lock").clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_what_is_left_after_the_applied_offset() {
+        let status = WorkerStatus::new("t");
+        status.record_batch(&BTreeMap::from([(0, 9), (1, 4)]), 15);
+        let report = status.report();
+        assert_eq!(report.partitions.len(), 2);
+        assert_eq!(report.partitions[0].applied_offset, Some(9));
+        // Without a consumer attached the end is unknown, and so is the lag.
+        assert_eq!(report.partitions[0].lag, None);
+        assert_eq!(report.total_lag, 0);
+        status.record_error("broker gone");
+        assert_eq!(status.report().last_error.as_deref(), Some("broker gone"));
+    }
+}
