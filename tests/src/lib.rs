@@ -366,6 +366,31 @@ impl Pipeline {
         projector
     }
 
+    /// Runs `rapportctl` and returns whether it succeeded and what it printed.
+    pub fn try_rapportctl(&self, args: &[&str]) -> (bool, String) {
+        let config = self.dir.path().join("rapport.toml");
+        let output = Command::new(bin_dir().join("rapportctl"))
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--query-url",
+                &self.query_url(),
+                "--identity-url",
+                &format!("http://127.0.0.1:{}", self.identity.port),
+            ])
+            .args(args)
+            .output()
+            .expect("run rapportctl");
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+
     /// Runs `rapportctl` against this pipeline's topics and services;
     /// returns its standard output, failing the test if it fails.
     pub fn rapportctl(&self, args: &[&str]) -> String {

@@ -159,3 +159,102 @@ fn a_retried_dead_letter_is_applied_once_in_order() {
         "retried twice, applied once: {view}"
     );
 }
+
+fn visits(customers: usize, per_customer: usize, minute: u32) -> Vec<Value> {
+    (0..customers * per_customer)
+        .map(|index| {
+            let who = json!({"customer_id": format!("c-{}", index % customers), "email": format!("p{}@example.com", index % customers)});
+            event("web.page_viewed", &format!("2026-11-01T10:{minute:02}:00Z"), who, json!({"url": format!("/p/{index}")}))
+        })
+        .collect()
+}
+
+#[test]
+fn a_rebuild_beside_the_live_version_is_identical_and_can_go_live() {
+    let pipeline = Pipeline::start("replay");
+    for batch in 0..5 {
+        pipeline.send_ok(&visits(50, 4, batch));
+    }
+    pipeline.wait_until_caught_up(PATIENCE);
+
+    let replayed = pipeline.rapportctl(&["replay", "customer_view", "--version", "r2"]);
+    assert!(replayed.contains("caught up"), "{replayed}");
+    let verified = pipeline.rapportctl(&["verify", "customer_view", "--other", "r2"]);
+    assert!(verified.contains("identical"), "{verified}");
+    assert_eq!(
+        pipeline.get("/v1/customers/c-7?version=r2"),
+        pipeline.get("/v1/customers/c-7")
+    );
+    assert_eq!(pipeline.get("/v1/customers/c-7?version=nope").0, 404);
+
+    // The rebuild keeps following the head beside the live version.
+    pipeline.send_ok(&visits(50, 1, 30));
+    pipeline.wait_for_json("/v1/customers/c-7?version=r2", PATIENCE, |view| {
+        view["event_counts"]["web.page_viewed"] == 21
+    });
+
+    let (refused, message) = pipeline.try_rapportctl(&["drop", "v1"]);
+    assert!(
+        !refused && message.contains("live"),
+        "the live version cannot be dropped: {message}"
+    );
+    pipeline.rapportctl(&["switch", "r2"]);
+    let (_, versions) = pipeline.get("/v1/admin/versions");
+    assert_eq!(versions["live"], "r2");
+    pipeline.rapportctl(&["drop", "v1"]);
+    let (_, versions) = pipeline.get("/v1/admin/versions");
+    assert_eq!(
+        versions["versions"].as_array().unwrap().len(),
+        1,
+        "{versions}"
+    );
+    let (status, view) = pipeline.get("/v1/customers/c-7");
+    assert_eq!(
+        (status, view["event_counts"]["web.page_viewed"].clone()),
+        (200, json!(21))
+    );
+}
+
+#[test]
+fn a_bounded_replay_holds_exactly_what_was_received_by_then() {
+    let pipeline = Pipeline::start("bounded");
+    // c-0..c-9 twice before the cut, c-0..c-19 once after it.
+    pipeline.send_ok(&visits(10, 2, 0));
+    pipeline.wait_until_caught_up(PATIENCE);
+    std::thread::sleep(Duration::from_millis(20));
+    let cut = rapport_projections::time::format_rfc3339(rapport_common::now_ms());
+    std::thread::sleep(Duration::from_millis(20));
+    pipeline.send_ok(&visits(20, 1, 1));
+    pipeline.wait_until_caught_up(PATIENCE);
+
+    let until = format!("time:{cut}");
+    let snapshot = pipeline.rapportctl(&[
+        "replay",
+        "customer_view",
+        "--version",
+        "snap",
+        "--until",
+        &until,
+    ]);
+    assert!(snapshot.contains("reached its end"), "{snapshot}");
+    for customer in 0..10 {
+        let (_, then) = pipeline.get(&format!("/v1/customers/c-{customer}?version=snap"));
+        assert_eq!(
+            then["event_counts"]["web.page_viewed"], 2,
+            "c-{customer} as of {cut}: {then}"
+        );
+        let (_, now) = pipeline.get(&format!("/v1/customers/c-{customer}"));
+        assert_eq!(now["event_counts"]["web.page_viewed"], 3);
+    }
+    for customer in 10..20 {
+        assert_eq!(
+            pipeline
+                .get(&format!("/v1/customers/c-{customer}?version=snap"))
+                .0,
+            404,
+            "c-{customer} arrived after {cut}"
+        );
+    }
+    let (refused, message) = pipeline.try_rapportctl(&["switch", "snap"]);
+    assert!(!refused && message.contains("bounded"), "{message}");
+}

@@ -6,7 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
+use rocksdb::{
+    ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode, MultiThreaded, Options,
+    WriteBatch,
+};
+
+/// Column families can be created and dropped while the database is shared
+/// (projection versions come and go at run time).
+type DB = DBWithThreadMode<MultiThreaded>;
 
 use crate::{Error, Result};
 
@@ -46,7 +53,7 @@ impl Store {
         Ok(Self { db: Arc::new(db) })
     }
 
-    fn family(&self, family: &str) -> Result<&rocksdb::ColumnFamily> {
+    fn family(&self, family: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
         self.db
             .cf_handle(family)
             .ok_or_else(|| Error::MissingColumnFamily(family.to_owned()))
@@ -54,7 +61,7 @@ impl Store {
 
     pub fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db
-            .get_cf(self.family(family)?, key)
+            .get_cf(&self.family(family)?, key)
             .map_err(|source| Error::Storage {
                 context: format!("reading {family}"),
                 source,
@@ -69,10 +76,10 @@ impl Store {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let iterator = self.db.iterator_cf(
-            self.family(family)?,
-            IteratorMode::From(prefix, Direction::Forward),
-        );
+        let handle = self.family(family)?;
+        let iterator = self
+            .db
+            .iterator_cf(&handle, IteratorMode::From(prefix, Direction::Forward));
         let mut entries = Vec::new();
         for item in iterator {
             let (key, value) = item.map_err(|source| Error::Storage {
@@ -114,7 +121,7 @@ impl Store {
             IteratorMode::From(&start, Direction::Reverse)
         };
         let mut entries = Vec::new();
-        for item in self.db.iterator_cf(self.family(family)?, mode) {
+        for item in self.db.iterator_cf(&self.family(family)?, mode) {
             let (key, value) = item.map_err(|source| Error::Storage {
                 context: format!("scanning {family}"),
                 source,
@@ -140,13 +147,60 @@ impl Store {
         }
     }
 
+    /// Creates a column family if it does not exist yet.
+    pub fn create_family(&self, family: &str) -> Result<()> {
+        if self.db.cf_handle(family).is_some() {
+            return Ok(());
+        }
+        self.db
+            .create_cf(family, &Options::default())
+            .map_err(|source| Error::Storage {
+                context: format!("creating {family}"),
+                source,
+            })
+    }
+
+    /// Drops a column family and everything in it.
+    pub fn drop_family(&self, family: &str) -> Result<()> {
+        self.db.drop_cf(family).map_err(|source| Error::Storage {
+            context: format!("dropping {family}"),
+            source,
+        })
+    }
+
+    /// Reads, from one consistent snapshot of the database, every entry of
+    /// each family whose key starts with one of `prefixes`, and hands them to
+    /// `visit` family by family in key order. Used to compare versions at
+    /// the same instant.
+    pub fn visit_snapshot(
+        &self,
+        families: &[&str],
+        prefixes: &[u8],
+        mut visit: impl FnMut(usize, &[u8], &[u8]),
+    ) -> Result<()> {
+        let snapshot = self.db.snapshot();
+        for (index, family) in families.iter().enumerate() {
+            let handle = self.family(family)?;
+            for item in snapshot.iterator_cf(&handle, IteratorMode::Start) {
+                let (key, value) = item.map_err(|source| Error::Storage {
+                    context: format!("reading {family}"),
+                    source,
+                })?;
+                if key.first().is_some_and(|tag| prefixes.contains(tag)) {
+                    visit(index, &key, &value);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Approximate bytes on disk of a column family.
     pub fn size_on_disk(&self, family: &str) -> u64 {
         self.family(family)
             .ok()
             .and_then(|handle| {
                 self.db
-                    .property_int_value_cf(handle, "rocksdb.total-sst-files-size")
+                    .property_int_value_cf(&handle, "rocksdb.total-sst-files-size")
                     .ok()
                     .flatten()
             })
@@ -188,8 +242,8 @@ impl Staged<'_> {
         let mut batch = WriteBatch::default();
         for (key, value) in self.writes {
             match value {
-                Some(value) => batch.put_cf(handle, key, value),
-                None => batch.delete_cf(handle, key),
+                Some(value) => batch.put_cf(&handle, key, value),
+                None => batch.delete_cf(&handle, key),
             }
         }
         self.store.db.write(batch).map_err(|source| Error::Storage {

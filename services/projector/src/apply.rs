@@ -13,6 +13,8 @@ use rapport_common::config::{Config, TopicNames};
 use rapport_common::kafka::{Outgoing, Refused, produce_all};
 use rapport_common::metrics::{Counter, Gauge, Registry};
 use rapport_common::status::WorkerStatus;
+
+use crate::versions::StartFrom;
 use rapport_common::store::{Staged, Store};
 use rapport_common::{Error, Result, keys};
 use rapport_projections::customer_view::{Effect, ProfileState};
@@ -90,11 +92,11 @@ pub struct ApplyMetrics {
     pub undecodable: Counter,
     pub batches: Counter,
     registry: Registry,
-    family: &'static str,
+    family: String,
 }
 
 impl ApplyMetrics {
-    pub fn new(registry: &Registry, family: &'static str) -> Self {
+    pub fn new(registry: &Registry, family: &str) -> Self {
         let outcome = |name| {
             registry.counter(
                 "rapport_projector_records_total",
@@ -112,7 +114,7 @@ impl ApplyMetrics {
                 &[("projection", family)],
             ),
             registry: registry.clone(),
-            family,
+            family: family.to_owned(),
         }
     }
 
@@ -121,7 +123,7 @@ impl ApplyMetrics {
         self.registry.gauge(
             "rapport_projector_applied_offset",
             "Last applied offset per partition.",
-            &[("projection", self.family), ("partition", &partition)],
+            &[("projection", &self.family), ("partition", &partition)],
         )
     }
 }
@@ -166,6 +168,14 @@ fn fold_customer_view(staged: &mut Staged<'_>, record: &proto::CustomerRecord) -
 
 /// Applies a batch of consumed records and commits it with the positions.
 /// `positions` is updated only when the commit succeeded.
+/// What part of the log a version holds.
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    pub from: StartFrom,
+    /// Stop at the first record received after this instant (per partition).
+    pub until_ms: Option<i64>,
+}
+
 /// Where refused records go: the customer topic they came from and the
 /// dead-letter topic, and how to publish dead letters (before the commit, so
 /// a crash can never skip a record without its dead letter).
@@ -183,6 +193,7 @@ pub fn apply_batch(
     records: &[Consumed],
     positions: &mut Positions,
     metrics: &ApplyMetrics,
+    not_before_ms: Option<i64>,
     dead_letters: DeadLetters<'_>,
 ) -> Result<()> {
     let mut staged = store.stage(family);
@@ -191,6 +202,10 @@ pub fn apply_batch(
     let mut refused = Vec::new();
     for consumed in records {
         next.offsets.insert(consumed.partition, consumed.offset);
+        if not_before_ms.is_some_and(|start| consumed.timestamp_ms < start) {
+            // A rebuild that starts at a time reads, but does not apply, what came before.
+            continue;
+        }
         let decoded = match proto::CustomerRecord::decode(consumed.payload.as_slice()) {
             Ok(record) if record.source.is_none() => {
                 Err("the customer record has no source position".to_owned())
@@ -298,9 +313,11 @@ pub fn run(
     stop: Arc<AtomicBool>,
     metrics: ApplyMetrics,
     status: Arc<WorkerStatus>,
+    bounds: &Bounds,
 ) -> Result<()> {
+    let bounded = bounds.until_ms.is_some();
     let (consumer, health) =
-        rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-projector", false)?;
+        rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-projector", bounded)?;
     status.attach_consumer(health);
     let topic = &config.topics.customer;
     let count =
@@ -317,10 +334,17 @@ pub fn run(
     status.record_batch(&positions.offsets, 0);
     let mut assignment = TopicPartitionList::new();
     for partition in &owned {
-        let start = positions
-            .offsets
-            .get(partition)
-            .map_or(Offset::Beginning, |offset| Offset::Offset(offset + 1));
+        let start = match (positions.offsets.get(partition), &bounds.from) {
+            (Some(offset), _) => Offset::Offset(offset + 1),
+            (
+                None,
+                StartFrom::Offset {
+                    partition: chosen,
+                    offset,
+                },
+            ) if chosen == partition => Offset::Offset(*offset),
+            (None, _) => Offset::Beginning,
+        };
         assignment
             .add_partition_offset(topic, *partition, start)
             .map_err(|source| Error::Kafka {
@@ -339,7 +363,26 @@ pub fn run(
     let (producer, _) =
         rapport_common::kafka::producer(&config.kafka, "rapport-projector", None, 10_000)?;
     let max_batch = config.projector.max_batch.max(1);
+    let not_before_ms = match bounds.from {
+        StartFrom::Time { at_ms } => Some(at_ms),
+        _ => None,
+    };
+    // Partitions a bounded version has finished: it saw a record received
+    // after `until`, or the end of the partition (`until` lies in the past,
+    // so nothing received by then can still arrive).
+    let mut done: std::collections::BTreeSet<i32> = std::collections::BTreeSet::new();
+    let finish = |partition: i32, done: &mut std::collections::BTreeSet<i32>| {
+        if done.insert(partition) {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(topic, partition);
+            let _ = consumer.pause(&list);
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
+        if bounded && owned.iter().all(|partition| done.contains(partition)) {
+            tracing::info!(projection = family, "bounded rebuild reached its end");
+            return Ok(());
+        }
         let mut batch = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(50);
         while batch.len() < max_batch {
@@ -349,6 +392,18 @@ pub fn run(
                 deadline.saturating_duration_since(Instant::now())
             };
             match consumer.poll(wait) {
+                Some(Ok(message))
+                    if bounds.until_ms.is_some_and(|until| {
+                        message.timestamp().to_millis().unwrap_or(0) > until
+                    }) =>
+                {
+                    finish(message.partition(), &mut done);
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    if bounded {
+                        finish(partition, &mut done);
+                    }
+                }
                 Some(Ok(message)) => batch.push(Consumed {
                     partition: message.partition(),
                     offset: message.offset(),
@@ -373,6 +428,7 @@ pub fn run(
                 &batch,
                 &mut positions,
                 &metrics,
+                not_before_ms,
                 DeadLetters {
                     topics: &config.topics,
                     publish: &mut publish,
@@ -466,6 +522,7 @@ mod tests {
                 &first,
                 &mut positions,
                 &metrics,
+                None,
                 DeadLetters {
                     topics: &topics,
                     publish: &mut publish,
@@ -511,6 +568,7 @@ mod tests {
             &again,
             &mut positions,
             &metrics,
+            None,
             DeadLetters {
                 topics: &topics,
                 publish: &mut publish,

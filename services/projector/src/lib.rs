@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod query;
+pub mod versions;
 
 #[cfg(test)]
 mod tests {
@@ -162,6 +163,7 @@ mod tests {
             &consumed,
             &mut positions,
             &metrics,
+            None,
             DeadLetters {
                 topics: &TopicNames::default(),
                 publish: &mut |_: &[Outgoing]| panic!("no dead letters expected"),
@@ -170,10 +172,8 @@ mod tests {
         .unwrap();
 
         let app = router(Arc::new(QueryState {
-            store,
-            family: CUSTOMER_VIEW.into(),
+            versions: crate::versions::Versions::serving(store, "v1"),
             registry: Registry::default(),
-            status: rapport_common::status::WorkerStatus::new("customer"),
         }));
         let (status, customer) = get(&app, "/v1/customers/c-1").await;
         assert_eq!(status, StatusCode::OK);
@@ -208,10 +208,8 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
         let app = router(Arc::new(QueryState {
-            store,
-            family: CUSTOMER_VIEW.into(),
+            versions: crate::versions::Versions::serving(store, "v1"),
             registry: Registry::default(),
-            status: rapport_common::status::WorkerStatus::new("customer"),
         }));
         let (status, body) = get(&app, "/v1/customers/nobody").await;
         assert_eq!(status, StatusCode::NOT_FOUND);

@@ -4,16 +4,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 use clap::Parser;
 use rapport_common::config::{CommonArgs, override_with};
 use rapport_common::metrics::Registry;
-use rapport_common::status::WorkerStatus;
 use rapport_common::store::Store;
-use rapport_projector::apply::{ApplyMetrics, CUSTOMER_VIEW, run};
 use rapport_projector::query::{QueryState, router};
+use rapport_projector::versions::{META, Versions};
 
 /// Folds the customer topic into RocksDB projections (the unified customer
 /// view) and serves the query API: /v1/customers, /v1/customers/{id},
@@ -48,33 +46,39 @@ async fn main() -> anyhow::Result<()> {
     override_with(&mut config.projector.data_dir, args.data_dir);
     override_with(&mut config.projector.partitions, args.partitions);
     override_with(&mut config.projector.max_batch, args.max_batch);
-    let store = Store::open(&config.projector.data_dir, &[CUSTOMER_VIEW])?;
+    let store = Store::open(&config.projector.data_dir, &[META])?;
     let registry = Registry::default();
-    let metrics = ApplyMetrics::new(&registry, CUSTOMER_VIEW);
-    let stop = Arc::new(AtomicBool::new(false));
-    let status = WorkerStatus::new(&config.topics.customer);
-    let worker = {
-        let (config, store, stop, status) =
-            (config.clone(), store.clone(), stop.clone(), status.clone());
-        std::thread::Builder::new()
-            .name("projector-apply".into())
-            .spawn(move || run(&config, &store, CUSTOMER_VIEW, stop, metrics, status))?
-    };
+    let versions = Versions::start(config.clone(), store, registry.clone())?;
     let app = router(Arc::new(QueryState {
-        store,
-        family: CUSTOMER_VIEW.to_owned(),
-        status,
+        versions: versions.clone(),
         registry,
     }));
     let listener = tokio::net::TcpListener::bind(config.projector.listen)
         .await
         .with_context(|| format!("binding {}", config.projector.listen))?;
-    tracing::info!(listen = %config.projector.listen, data_dir = %config.projector.data_dir.display(), "projector and query API ready");
+    tracing::info!(listen = %config.projector.listen, data_dir = %config.projector.data_dir.display(), live = %versions.live(), "projector and query API ready");
 
-    rapport_common::serve_beside_worker(listener, app, stop, worker)
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("projector failed")?;
+    // A version's worker only stops on its own when it failed (or when a
+    // bounded rebuild reached its end, which is not a failure).
+    let failed = {
+        let versions = versions.clone();
+        async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if let Some(error) = versions.failure() {
+                    return error;
+                }
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        served = axum::serve(listener, app).with_graceful_shutdown(rapport_common::shutdown_signal()) => served.map_err(anyhow::Error::from),
+        error = failed => Err(anyhow::anyhow!(error)),
+    };
+    tracing::info!("stopping after the current batches");
+    let stopping = versions.clone();
+    tokio::task::spawn_blocking(move || stopping.stop_all()).await?;
+    outcome.context("projector failed")?;
     tracing::info!("projector stopped");
     Ok(())
 }

@@ -15,8 +15,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use rapport_common::http::{ApiError, FieldError};
 use rapport_common::metrics::Registry;
-use rapport_common::status::{ConsumerReport, WorkerStatus};
 use rapport_common::store::Store;
+
+use crate::versions::Versions;
 use rapport_common::{Result, keys};
 use rapport_projections::customer_view::{
     ConflictEntry, CustomerDocument, ProfileState, TimelineEntry,
@@ -27,11 +28,27 @@ use serde::{Deserialize, Serialize};
 
 /// What the handlers share.
 pub struct QueryState {
-    pub store: Store,
-    pub family: String,
+    pub versions: Arc<Versions>,
     pub registry: Registry,
-    /// The applying worker's progress, for `/v1/admin/status`.
-    pub status: Arc<WorkerStatus>,
+}
+
+/// The projection version one request reads.
+struct View<'a> {
+    store: &'a Store,
+    family: String,
+}
+
+impl QueryState {
+    fn view(&self, version: Option<&str>) -> Result<View<'_>, ApiError> {
+        let family = self
+            .versions
+            .family_for(version)
+            .map_err(ApiError::NotFound)?;
+        Ok(View {
+            store: self.versions.store(),
+            family,
+        })
+    }
 }
 
 /// The query HTTP API.
@@ -42,12 +59,23 @@ pub fn router(state: Arc<QueryState>) -> Router {
         .route("/v1/customers/{customer_id}/timeline", get(get_timeline))
         .route("/v1/identity/conflicts", get(list_conflicts))
         .route("/v1/admin/status", get(admin_status))
+        .route("/v1/admin/replays", axum::routing::post(create_replay))
+        .route("/v1/admin/versions", get(list_versions))
+        .route(
+            "/v1/admin/versions/{version}/switch",
+            axum::routing::post(switch_version),
+        )
+        .route(
+            "/v1/admin/versions/{version}",
+            axum::routing::delete(drop_version),
+        )
+        .route("/v1/admin/verify", get(verify))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
 
-fn load_profile(state: &QueryState, id: &str) -> Result<Option<ProfileState>> {
+fn load_profile(state: &View<'_>, id: &str) -> Result<Option<ProfileState>> {
     match state.store.get(&state.family, &keys::profile(id))? {
         Some(bytes) => Ok(Some(ProfileState::decode(&bytes)?)),
         None => Ok(None),
@@ -62,7 +90,7 @@ struct Person {
 
 /// Follows merges from `id` to the person it belongs to now, then gathers
 /// every profile absorbed into that person.
-fn person_of(state: &QueryState, id: &str) -> Result<Option<Person>> {
+fn person_of(state: &View<'_>, id: &str) -> Result<Option<Person>> {
     let Some(mut current) = load_profile(state, id)? else {
         return Ok(None);
     };
@@ -123,7 +151,10 @@ fn document(person: &Person) -> CustomerDocument {
 async fn get_customer(
     State(state): State<Arc<QueryState>>,
     Path(customer_id): Path<String>,
+    params: Result<Query<VersionParams>, QueryRejection>,
 ) -> Result<Json<CustomerDocument>, ApiError> {
+    let Query(params) = params.map_err(|rejection| bad_query(rejection, "use version="))?;
+    let state = state.view(params.version.as_deref())?;
     let person = person_of(&state, &customer_id)?.ok_or_else(|| not_found(&customer_id))?;
     Ok(Json(document(&person)))
 }
@@ -131,6 +162,7 @@ async fn get_customer(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LookupParams {
+    version: Option<String>,
     customer_id: Option<String>,
     email: Option<String>,
     phone: Option<String>,
@@ -150,7 +182,9 @@ async fn find_customer(
     params: Result<Query<LookupParams>, QueryRejection>,
 ) -> Result<Json<CustomerDocument>, ApiError> {
     let usage = "give exactly one of customer_id=, email=, phone=, anonymous_id=";
-    let Query(params) = params.map_err(|rejection| bad_query(rejection, usage))?;
+    let Query(mut params) = params.map_err(|rejection| bad_query(rejection, usage))?;
+    let version = params.version.take();
+    let state = state.view(version.as_deref())?;
     let given: Vec<(IdentifierKind, String)> = [
         (IdentifierKind::CustomerId, params.customer_id),
         (IdentifierKind::Email, params.email),
@@ -191,6 +225,7 @@ async fn find_customer(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TimelineParams {
+    version: Option<String>,
     limit: Option<usize>,
     before: Option<String>,
 }
@@ -229,8 +264,9 @@ async fn get_timeline(
     Path(customer_id): Path<String>,
     params: Result<Query<TimelineParams>, QueryRejection>,
 ) -> Result<Json<TimelinePage>, ApiError> {
-    let Query(params) =
-        params.map_err(|rejection| bad_query(rejection, "use limit= (1-500) and before="))?;
+    let Query(params) = params
+        .map_err(|rejection| bad_query(rejection, "use limit= (1-500), before= and version="))?;
+    let state = state.view(params.version.as_deref())?;
     let limit = params.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT);
     if limit == 0 || limit > MAX_TIMELINE_LIMIT {
         return Err(ApiError::Invalid {
@@ -306,7 +342,15 @@ async fn get_timeline(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConflictParams {
+    version: Option<String>,
     limit: Option<usize>,
+}
+
+/// `?version=` names a projection version; without it the live one is read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionParams {
+    version: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -322,7 +366,9 @@ async fn list_conflicts(
     State(state): State<Arc<QueryState>>,
     params: Result<Query<ConflictParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(params) = params.map_err(|rejection| bad_query(rejection, "use limit= (1-1000)"))?;
+    let Query(params) =
+        params.map_err(|rejection| bad_query(rejection, "use limit= (1-1000) and version="))?;
+    let state = state.view(params.version.as_deref())?;
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     let mut conflicts = Vec::new();
     for (_, value) in
@@ -343,29 +389,8 @@ async fn list_conflicts(
     Ok(Json(serde_json::json!({ "conflicts": conflicts })))
 }
 
-/// One projection version and where its worker stands.
-#[derive(Debug, Serialize)]
-struct ProjectionStatus {
-    projection: String,
-    version: String,
-    live: bool,
-    state_bytes: u64,
-    consumer: ConsumerReport,
-}
-
 async fn admin_status(State(state): State<Arc<QueryState>>) -> Json<serde_json::Value> {
-    let (projection, version) = state
-        .family
-        .rsplit_once('.')
-        .unwrap_or((state.family.as_str(), ""));
-    let live = ProjectionStatus {
-        projection: projection.to_owned(),
-        version: version.to_owned(),
-        live: true,
-        state_bytes: state.store.size_on_disk(&state.family),
-        consumer: state.status.report(),
-    };
-    Json(serde_json::json!({ "service": "projector", "projections": [live] }))
+    Json(serde_json::json!({ "service": "projector", "projections": state.versions.reports() }))
 }
 
 async fn healthz() -> Response {
@@ -378,4 +403,192 @@ async fn metrics(State(state): State<Arc<QueryState>>) -> Response {
         state.registry.render(),
     )
         .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    /// Only `customer_view` today.
+    projection: String,
+    version: Option<String>,
+    /// `beginning` (default), `offset:P:O` or `time:RFC3339`.
+    from: Option<String>,
+    /// `time:RFC3339`: a bounded snapshot of what ingest received by then.
+    until: Option<String>,
+}
+
+fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid {
+        message: format!("bad {field}"),
+        details: vec![FieldError {
+            index: None,
+            field: field.to_owned(),
+            message: message.into(),
+        }],
+    }
+}
+
+async fn create_replay(
+    State(state): State<Arc<QueryState>>,
+    request: Result<Json<ReplayRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(request) = request.map_err(|rejection| ApiError::Invalid {
+        message: rejection.body_text(),
+        details: vec![],
+    })?;
+    if request.projection != crate::versions::PROJECTION {
+        return Err(invalid_field(
+            "projection",
+            format!("must be {}", crate::versions::PROJECTION),
+        ));
+    }
+    let from = crate::versions::StartFrom::parse(request.from.as_deref().unwrap_or("beginning"))
+        .map_err(|message| invalid_field("from", message))?;
+    let until_ms = match request.until.as_deref() {
+        None => None,
+        Some(text) => {
+            let time = text
+                .strip_prefix("time:")
+                .ok_or_else(|| invalid_field("until", "must be time:RFC3339"))?;
+            Some(
+                rapport_projections::time::parse_rfc3339(time)
+                    .map_err(|error| invalid_field("until", error.to_string()))?,
+            )
+        }
+    };
+    let versions = state.versions.clone();
+    let spec =
+        tokio::task::spawn_blocking(move || versions.create(request.version, from, until_ms))
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))?
+            .map_err(|message| invalid_field("version", message))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "version": spec.version, "family": spec.family() })),
+    ))
+}
+
+async fn list_versions(State(state): State<Arc<QueryState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "live": state.versions.live(), "versions": state.versions.reports() }))
+}
+
+async fn switch_version(
+    State(state): State<Arc<QueryState>>,
+    Path(version): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .versions
+        .switch(&version)
+        .map_err(|message| invalid_field("version", message))?;
+    Ok(Json(serde_json::json!({ "live": version })))
+}
+
+async fn drop_version(
+    State(state): State<Arc<QueryState>>,
+    Path(version): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let versions = state.versions.clone();
+    let name = version.clone();
+    tokio::task::spawn_blocking(move || versions.drop_version(&name))
+        .await
+        .map_err(|error| ApiError::Internal(error.to_string()))?
+        .map_err(|message| invalid_field("version", message))?;
+    Ok(Json(serde_json::json!({ "dropped": version })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyParams {
+    /// The two versions to compare; default the live one and `other`.
+    live: Option<String>,
+    other: String,
+}
+
+/// 64-bit FNV-1a: a stable, dependency-free digest for comparing states.
+fn fnv1a(hash: &mut u64, bytes: &[u8]) {
+    for byte in bytes {
+        *hash ^= u64::from(*byte);
+        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+/// Compares two versions from one snapshot: their consumed offsets, a
+/// checksum of their state (profiles, timelines, index, conflicts and source
+/// watermarks) and the first keys that differ.
+async fn verify(
+    State(state): State<Arc<QueryState>>,
+    params: Result<Query<VerifyParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(params) =
+        params.map_err(|rejection| bad_query(rejection, "use other= and optionally live="))?;
+    let left_version = params.live.unwrap_or_else(|| state.versions.live());
+    let left = state
+        .versions
+        .family_for(Some(&left_version))
+        .map_err(ApiError::NotFound)?;
+    let right = state
+        .versions
+        .family_for(Some(&params.other))
+        .map_err(ApiError::NotFound)?;
+    let versions = state.versions.clone();
+    let report =
+        tokio::task::spawn_blocking(move || -> rapport_common::Result<serde_json::Value> {
+            let mut entries: [std::collections::BTreeMap<Vec<u8>, u64>; 2] = Default::default();
+            let mut offsets: [std::collections::BTreeMap<Vec<u8>, Vec<u8>>; 2] = Default::default();
+            let state_tags = [
+                keys::PROFILE,
+                keys::TIMELINE,
+                keys::IDENTIFIER,
+                keys::CONFLICT,
+                keys::WATERMARK,
+                keys::RETRIED,
+                keys::OFFSET,
+            ];
+            versions.store().visit_snapshot(
+                &[&left, &right],
+                &state_tags,
+                |index, key, value| {
+                    if key[0] == keys::OFFSET {
+                        offsets[index].insert(key.to_vec(), value.to_vec());
+                    } else {
+                        let mut hash = 0xcbf2_9ce4_8422_2325;
+                        fnv1a(&mut hash, value);
+                        entries[index].insert(key.to_vec(), hash);
+                    }
+                },
+            )?;
+            let checksum = |map: &std::collections::BTreeMap<Vec<u8>, u64>| {
+                let mut hash = 0xcbf2_9ce4_8422_2325;
+                for (key, value) in map {
+                    fnv1a(&mut hash, &(key.len() as u64).to_be_bytes());
+                    fnv1a(&mut hash, key);
+                    fnv1a(&mut hash, &value.to_be_bytes());
+                }
+                format!("{hash:016x}")
+            };
+            let differing: Vec<String> = entries[0]
+                .iter()
+                .filter(|(key, value)| entries[1].get(*key) != Some(*value))
+                .map(|(key, _)| key)
+                .chain(
+                    entries[1]
+                        .keys()
+                        .filter(|key| !entries[0].contains_key(*key)),
+                )
+                .take(10)
+                .map(|key| String::from_utf8_lossy(key).into_owned())
+                .collect();
+            let same_offsets = offsets[0] == offsets[1];
+            Ok(serde_json::json!({
+                "versions": [left, right],
+                "same_offsets": same_offsets,
+                "keys": [entries[0].len(), entries[1].len()],
+                "checksums": [checksum(&entries[0]), checksum(&entries[1])],
+                "identical": same_offsets && differing.is_empty(),
+                "first_differences": differing,
+            }))
+        })
+        .await
+        .map_err(|error| ApiError::Internal(error.to_string()))??;
+    Ok(Json(report))
 }

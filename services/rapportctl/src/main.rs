@@ -53,6 +53,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a projection into a new version from the customer topic while
+    /// the live version keeps serving. Shows progress until the rebuild has
+    /// caught up with the head (or, with --until, reached its end).
+    Replay {
+        /// The projection to rebuild: customer_view.
+        projection: String,
+        /// Name of the new version; default the next free vN.
+        #[arg(long)]
+        version: Option<String>,
+        /// Where to start: beginning, offset:PARTITION:OFFSET or time:RFC3339
+        /// (records received earlier are read but not applied).
+        #[arg(long, default_value = "beginning")]
+        from: String,
+        /// A bounded snapshot: only records ingest received at or before
+        /// time:RFC3339. Query it with ?version=; it never follows the head.
+        #[arg(long)]
+        until: Option<String>,
+        /// Make the new version live once it has caught up.
+        #[arg(long)]
+        switch: bool,
+        /// Start the rebuild and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Make a version live: queries without ?version= read it from now on.
+    Switch { version: String },
+    /// Stop a version's worker and delete its state (not the live version).
+    Drop { version: String },
+    /// Compare the live version with another at the same offsets: checksums
+    /// of their state and the first keys that differ. Fails if they differ.
+    Verify {
+        /// The projection: customer_view.
+        projection: String,
+        /// The version to compare with the live one.
+        #[arg(long)]
+        other: String,
+        /// How long to wait for both versions to reach the same offsets.
+        #[arg(long, default_value_t = 120)]
+        patience_s: u64,
+    },
     /// Records the services refused, kept on the dead-letter topic.
     Deadletters {
         #[command(subcommand)]
@@ -253,6 +293,187 @@ fn fetch_status(base: &str) -> anyhow::Result<serde_json::Value> {
         .body_mut()
         .read_json()
         .with_context(|| format!("reading the answer of {url}"))
+}
+
+fn admin(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let mut response = match (method, body) {
+        ("POST", Some(body)) => agent.post(&url).send_json(&body),
+        ("POST", None) => agent.post(&url).send_empty(),
+        ("DELETE", _) => agent.delete(&url).call(),
+        _ => agent.get(&url).call(),
+    }
+    .with_context(|| format!("asking {url}"))?;
+    let status = response.status().as_u16();
+    let answer: serde_json::Value = response
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if status >= 400 {
+        let details = answer["details"]
+            .as_array()
+            .map(|details| {
+                details
+                    .iter()
+                    .filter_map(|detail| detail["message"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        bail!(
+            "{url} answered {status}: {} {details}",
+            answer["error"].as_str().unwrap_or("")
+        );
+    }
+    Ok(answer)
+}
+
+/// Draws one progress line on a terminal (and nothing elsewhere).
+fn progress(line: &str) {
+    use std::io::{IsTerminal as _, Write as _};
+    let mut stderr = std::io::stderr();
+    if stderr.is_terminal() {
+        let _ = write!(stderr, "\r\x1b[2K{line}");
+        let _ = stderr.flush();
+    }
+}
+
+fn replay(
+    args: &Args,
+    projection: &str,
+    version: Option<String>,
+    from: &str,
+    until: Option<String>,
+    switch: bool,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({"projection": projection, "version": version, "from": from, "until": until});
+    let created = admin(&args.query_url, "POST", "/v1/admin/replays", Some(body))?;
+    let version = created["version"]
+        .as_str()
+        .context("the projector did not name the version")?
+        .to_owned();
+    println!("rebuilding {projection} into version {version}");
+    if no_wait {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let listing = admin(&args.query_url, "GET", "/v1/admin/versions", None)?;
+        let report = listing["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|report| report["version"] == version.as_str())
+            .cloned()
+            .context("the version disappeared")?;
+        let consumer = &report["consumer"];
+        if let Some(error) = consumer["last_error"].as_str() {
+            progress("");
+            bail!("the rebuild failed: {error}");
+        }
+        let applied: i64 = consumer["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|partition| {
+                partition["applied_offset"]
+                    .as_i64()
+                    .map_or(0, |offset| offset + 1)
+            })
+            .sum();
+        let lag = consumer["total_lag"].as_i64().unwrap_or(0);
+        let rate = consumer["events_per_second"].as_f64().unwrap_or(0.0);
+        let eta = if rate > 0.0 {
+            format!("{:.0} s", lag as f64 / rate)
+        } else {
+            "-".to_owned()
+        };
+        let done = if report["until"].is_string() {
+            report["finished"] == true
+        } else {
+            lag == 0
+                && consumer["partitions"].as_array().is_some_and(|partitions| {
+                    partitions
+                        .iter()
+                        .all(|partition| partition["log_end"].is_i64())
+                })
+        };
+        progress(&format!(
+            "{version}: {applied} records applied, {lag} behind, {rate:.0} events/s, ETA {eta}"
+        ));
+        if done {
+            progress("");
+            println!(
+                "version {version} {} after {:.1} s ({applied} records)",
+                if report["until"].is_string() {
+                    "reached its end"
+                } else {
+                    "caught up"
+                },
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+    }
+    if switch {
+        admin(
+            &args.query_url,
+            "POST",
+            &format!("/v1/admin/versions/{version}/switch"),
+            None,
+        )?;
+        println!("version {version} is live");
+    }
+    Ok(())
+}
+
+fn verify(args: &Args, other: &str, patience: Duration) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let report = admin(
+            &args.query_url,
+            "GET",
+            &format!("/v1/admin/verify?other={other}"),
+            None,
+        )?;
+        if report["same_offsets"] == true {
+            println!(
+                "{} vs {}: {} vs {} keys, checksums {} vs {}",
+                report["versions"][0],
+                report["versions"][1],
+                report["keys"][0],
+                report["keys"][1],
+                report["checksums"][0],
+                report["checksums"][1]
+            );
+            if report["identical"] == true {
+                println!("identical");
+                return Ok(());
+            }
+            for key in report["first_differences"].as_array().into_iter().flatten() {
+                println!("differs at {}", key.as_str().unwrap_or(""));
+            }
+            bail!("the versions differ");
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the versions did not reach the same offsets within {patience:?}; is traffic still flowing?"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn print_consumer(name: &str, version: &str, live: &str, bytes: u64, consumer: &serde_json::Value) {
@@ -456,6 +677,49 @@ async fn main() -> anyhow::Result<()> {
     let config = args.common.load()?;
     match args.command {
         Command::Status { json } => tokio::task::block_in_place(|| status(&args, json)),
+        Command::Replay {
+            ref projection,
+            ref version,
+            ref from,
+            ref until,
+            switch,
+            no_wait,
+        } => tokio::task::block_in_place(|| {
+            replay(
+                &args,
+                projection,
+                version.clone(),
+                from,
+                until.clone(),
+                switch,
+                no_wait,
+            )
+        }),
+        Command::Switch { ref version } => tokio::task::block_in_place(|| {
+            admin(
+                &args.query_url,
+                "POST",
+                &format!("/v1/admin/versions/{version}/switch"),
+                None,
+            )?;
+            println!("version {version} is live");
+            Ok(())
+        }),
+        Command::Drop { ref version } => tokio::task::block_in_place(|| {
+            admin(
+                &args.query_url,
+                "DELETE",
+                &format!("/v1/admin/versions/{version}"),
+                None,
+            )?;
+            println!("version {version} dropped");
+            Ok(())
+        }),
+        Command::Verify {
+            ref other,
+            patience_s,
+            ..
+        } => tokio::task::block_in_place(|| verify(&args, other, Duration::from_secs(patience_s))),
         Command::Deadletters { action } => {
             tokio::task::block_in_place(|| dead_letters(&config, action))
         }

@@ -1,0 +1,422 @@
+//! Versions of a projection. Each version is its own column family with its
+//! own worker, positions and offsets; "live" is only a pointer, so a rebuild
+//! runs beside the live version and a switch is one write.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use rapport_common::config::Config;
+use rapport_common::metrics::Registry;
+use rapport_common::status::WorkerStatus;
+use rapport_common::store::Store;
+use rapport_common::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{ApplyMetrics, Bounds, run};
+
+/// Where version specs and the live pointer are kept.
+pub const META: &str = "projector.meta";
+const LIVE_KEY: &[u8] = b"L";
+const SPEC_TAG: u8 = b'V';
+
+/// The projection the projector serves; versions are `customer_view.<name>`.
+pub const PROJECTION: &str = "customer_view";
+/// The version every new installation starts with.
+pub const FIRST_VERSION: &str = "v1";
+
+/// Where a rebuild starts reading the customer topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartFrom {
+    Beginning,
+    Offset {
+        partition: i32,
+        offset: i64,
+    },
+    /// Records received before this instant are read but not applied.
+    Time {
+        at_ms: i64,
+    },
+}
+
+impl StartFrom {
+    /// Parses `beginning`, `offset:PARTITION:OFFSET` or `time:RFC3339`.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        if text == "beginning" {
+            return Ok(Self::Beginning);
+        }
+        if let Some(rest) = text.strip_prefix("offset:") {
+            let (partition, offset) = rest
+                .split_once(':')
+                .ok_or("offset: needs PARTITION:OFFSET")?;
+            let partition = partition
+                .parse()
+                .map_err(|_| format!("bad partition {partition}"))?;
+            let offset = offset.parse().map_err(|_| format!("bad offset {offset}"))?;
+            return Ok(Self::Offset { partition, offset });
+        }
+        if let Some(rest) = text.strip_prefix("time:") {
+            let at_ms = rapport_projections::time::parse_rfc3339(rest)
+                .map_err(|error| error.to_string())?;
+            return Ok(Self::Time { at_ms });
+        }
+        Err(format!(
+            "{text} is not beginning, offset:P:O or time:RFC3339"
+        ))
+    }
+}
+
+/// What a version is built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSpec {
+    pub version: String,
+    pub from: StartFrom,
+    /// A bounded snapshot: only records ingest received at or before this
+    /// instant; the version stops there and never follows the head.
+    pub until_ms: Option<i64>,
+}
+
+impl VersionSpec {
+    pub fn family(&self) -> String {
+        family_of(&self.version)
+    }
+}
+
+pub fn family_of(version: &str) -> String {
+    format!("{PROJECTION}.{version}")
+}
+
+struct Worker {
+    spec: VersionSpec,
+    stop: Arc<AtomicBool>,
+    status: Arc<WorkerStatus>,
+    finished: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// Runs one worker per version and keeps the live pointer.
+pub struct Versions {
+    config: Config,
+    store: Store,
+    registry: Registry,
+    workers: Mutex<BTreeMap<String, Worker>>,
+    live: RwLock<String>,
+}
+
+/// One version as `/v1/admin/status` and `/v1/admin/versions` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionReport {
+    pub projection: String,
+    pub version: String,
+    pub live: bool,
+    pub from: StartFrom,
+    pub until: Option<String>,
+    /// A bounded version that reached its end, or a worker that stopped.
+    pub finished: bool,
+    pub state_bytes: u64,
+    pub consumer: rapport_common::status::ConsumerReport,
+}
+
+fn spec_key(version: &str) -> Vec<u8> {
+    let mut key = vec![SPEC_TAG];
+    key.extend_from_slice(version.as_bytes());
+    key
+}
+
+fn valid_name(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 64
+        && version
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+impl Versions {
+    /// Loads the versions from the store (creating the first one on a new
+    /// installation) and starts a worker for each.
+    pub fn start(config: Config, store: Store, registry: Registry) -> Result<Arc<Self>> {
+        store.create_family(META)?;
+        let mut specs = Vec::new();
+        for (_, value) in store.scan_prefix(META, &[SPEC_TAG], usize::MAX)? {
+            specs.push(
+                postcard::from_bytes::<VersionSpec>(&value)
+                    .map_err(|error| Error::State(error.into()))?,
+            );
+        }
+        if specs.is_empty() {
+            let first = VersionSpec {
+                version: FIRST_VERSION.to_owned(),
+                from: StartFrom::Beginning,
+                until_ms: None,
+            };
+            let mut staged = store.stage(META);
+            staged.put(
+                spec_key(FIRST_VERSION),
+                postcard::to_stdvec(&first).expect("specs serialise"),
+            );
+            staged.put(LIVE_KEY.to_vec(), FIRST_VERSION.as_bytes().to_vec());
+            staged.commit()?;
+            specs.push(first);
+        }
+        let live = match store.get(META, LIVE_KEY)? {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            None => FIRST_VERSION.to_owned(),
+        };
+        let versions = Arc::new(Self {
+            config,
+            store,
+            registry,
+            workers: Mutex::new(BTreeMap::new()),
+            live: RwLock::new(live),
+        });
+        for spec in specs {
+            versions.spawn(spec)?;
+        }
+        Ok(versions)
+    }
+
+    fn spawn(&self, spec: VersionSpec) -> Result<()> {
+        let family = spec.family();
+        self.store.create_family(&family)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let finished = Arc::new(AtomicBool::new(false));
+        let status = WorkerStatus::new(&self.config.topics.customer);
+        let family_name: &'static str = Box::leak(family.clone().into_boxed_str());
+        let metrics = ApplyMetrics::new(&self.registry, family_name);
+        let bounds = Bounds {
+            from: spec.from.clone(),
+            until_ms: spec.until_ms,
+        };
+        let thread = {
+            let (config, store, stop, status, finished) = (
+                self.config.clone(),
+                self.store.clone(),
+                stop.clone(),
+                status.clone(),
+                finished.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("apply-{}", spec.version))
+                .spawn(move || {
+                    let outcome = run(
+                        &config,
+                        &store,
+                        &family,
+                        stop,
+                        metrics,
+                        status.clone(),
+                        &bounds,
+                    );
+                    if let Err(error) = &outcome {
+                        tracing::error!(projection = %family, %error, "projection worker stopped");
+                        status.record_error(&error.to_string());
+                    }
+                    finished.store(true, Ordering::Relaxed);
+                    outcome
+                })
+                .map_err(|source| Error::Io {
+                    context: "starting a projection worker".into(),
+                    source,
+                })?
+        };
+        self.workers.lock().expect("versions lock").insert(
+            spec.version.clone(),
+            Worker {
+                spec,
+                stop,
+                status,
+                finished,
+                thread: Some(thread),
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts building a new version beside the live one.
+    pub fn create(
+        &self,
+        version: Option<String>,
+        from: StartFrom,
+        until_ms: Option<i64>,
+    ) -> std::result::Result<VersionSpec, String> {
+        let version = match version {
+            Some(name) => name,
+            None => {
+                let taken = self.workers.lock().expect("versions lock").len();
+                (taken + 1..)
+                    .map(|number| format!("v{number}"))
+                    .find(|name| {
+                        !self
+                            .workers
+                            .lock()
+                            .expect("versions lock")
+                            .contains_key(name)
+                    })
+                    .expect("a free name")
+            }
+        };
+        if !valid_name(&version) {
+            return Err(format!(
+                "version name {version:?} must be 1-64 letters, digits, - or _"
+            ));
+        }
+        if self
+            .workers
+            .lock()
+            .expect("versions lock")
+            .contains_key(&version)
+        {
+            return Err(format!("version {version} already exists; drop it first"));
+        }
+        if let Some(until) = until_ms
+            && until > rapport_common::now_ms()
+        {
+            return Err("until must not lie in the future: a bounded snapshot ends at a time already received".to_owned());
+        }
+        let spec = VersionSpec {
+            version,
+            from,
+            until_ms,
+        };
+        let mut staged = self.store.stage(META);
+        staged.put(
+            spec_key(&spec.version),
+            postcard::to_stdvec(&spec).expect("specs serialise"),
+        );
+        staged.commit().map_err(|error| error.to_string())?;
+        self.spawn(spec.clone())
+            .map_err(|error| error.to_string())?;
+        tracing::info!(version = %spec.version, from = ?spec.from, until_ms = ?spec.until_ms, "rebuild started");
+        Ok(spec)
+    }
+
+    /// Makes `version` the one queries read by default.
+    pub fn switch(&self, version: &str) -> std::result::Result<(), String> {
+        let workers = self.workers.lock().expect("versions lock");
+        let worker = workers
+            .get(version)
+            .ok_or_else(|| format!("no version {version}"))?;
+        if worker.spec.until_ms.is_some() {
+            return Err(format!(
+                "version {version} is a bounded snapshot; it can be queried with ?version= but not made live"
+            ));
+        }
+        let mut staged = self.store.stage(META);
+        staged.put(LIVE_KEY.to_vec(), version.as_bytes().to_vec());
+        staged.commit().map_err(|error| error.to_string())?;
+        *self.live.write().expect("live lock") = version.to_owned();
+        tracing::info!(version, "switched the live version");
+        Ok(())
+    }
+
+    /// Stops a version's worker and deletes its state. The live version
+    /// cannot be dropped.
+    pub fn drop_version(&self, version: &str) -> std::result::Result<(), String> {
+        if *self.live.read().expect("live lock") == version {
+            return Err(format!(
+                "version {version} is live; switch to another version first"
+            ));
+        }
+        let mut worker = self
+            .workers
+            .lock()
+            .expect("versions lock")
+            .remove(version)
+            .ok_or_else(|| format!("no version {version}"))?;
+        worker.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = worker.thread.take() {
+            let _ = thread.join();
+        }
+        let mut staged = self.store.stage(META);
+        staged.delete(spec_key(version));
+        staged.commit().map_err(|error| error.to_string())?;
+        self.store
+            .drop_family(&worker.spec.family())
+            .map_err(|error| error.to_string())?;
+        tracing::info!(version, "dropped a version");
+        Ok(())
+    }
+
+    pub fn live(&self) -> String {
+        self.live.read().expect("live lock").clone()
+    }
+
+    /// The column family a query reads: the named version, or the live one.
+    pub fn family_for(&self, version: Option<&str>) -> std::result::Result<String, String> {
+        match version {
+            None => Ok(family_of(&self.live())),
+            Some(name)
+                if self
+                    .workers
+                    .lock()
+                    .expect("versions lock")
+                    .contains_key(name) =>
+            {
+                Ok(family_of(name))
+            }
+            Some(name) => Err(format!("no version {name}")),
+        }
+    }
+
+    pub fn reports(&self) -> Vec<VersionReport> {
+        let live = self.live();
+        let workers = self.workers.lock().expect("versions lock");
+        workers
+            .values()
+            .map(|worker| VersionReport {
+                projection: PROJECTION.to_owned(),
+                version: worker.spec.version.clone(),
+                live: worker.spec.version == live,
+                from: worker.spec.from.clone(),
+                until: worker
+                    .spec
+                    .until_ms
+                    .map(rapport_projections::time::format_rfc3339),
+                finished: worker.finished.load(Ordering::Relaxed),
+                state_bytes: self.store.size_on_disk(&worker.spec.family()),
+                consumer: worker.status.report(),
+            })
+            .collect()
+    }
+
+    /// A worker that stopped with an error, if any (it ends the process).
+    pub fn failure(&self) -> Option<String> {
+        let workers = self.workers.lock().expect("versions lock");
+        workers.values().find_map(|worker| {
+            worker.status.report().last_error.filter(|_| {
+                worker.finished.load(Ordering::Relaxed) && worker.spec.until_ms.is_none()
+            })
+        })
+    }
+
+    /// Asks every worker to stop after its current batch and waits for them.
+    pub fn stop_all(&self) {
+        let mut workers = self.workers.lock().expect("versions lock");
+        for worker in workers.values() {
+            worker.stop.store(true, Ordering::Relaxed);
+        }
+        for worker in workers.values_mut() {
+            if let Some(thread) = worker.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Versions that serve `version` from an existing store, without
+    /// workers: for tests of the query API.
+    #[cfg(test)]
+    pub(crate) fn serving(store: Store, version: &str) -> Arc<Self> {
+        Arc::new(Self {
+            config: Config::default(),
+            store,
+            registry: Registry::default(),
+            workers: Mutex::new(BTreeMap::new()),
+            live: RwLock::new(version.to_owned()),
+        })
+    }
+}
