@@ -166,8 +166,6 @@ fn fold_customer_view(staged: &mut Staged<'_>, record: &proto::CustomerRecord) -
     Ok(())
 }
 
-/// Applies a batch of consumed records and commits it with the positions.
-/// `positions` is updated only when the commit succeeded.
 /// What part of the log a version holds.
 #[derive(Debug, Clone)]
 pub struct Bounds {
@@ -187,6 +185,9 @@ pub struct DeadLetters<'a> {
 /// How the service names itself in dead letters.
 pub const SERVICE: &str = "projector";
 
+/// Applies a batch of consumed records and commits it with the positions.
+/// Records received before `not_before_ms` only advance the offsets.
+/// `positions` is updated only when the commit succeeded.
 pub fn apply_batch(
     store: &Store,
     family: &str,
