@@ -695,6 +695,41 @@ pub fn produce_raw(topic: &str, key: &[u8], payload: &[u8]) {
     rapport_common::kafka::produce_all(&producer, &[record]).expect("produce");
 }
 
+/// Every key and value of the live customer view in the projector store at
+/// `dir`, except the consumed offsets: a crashed identity re-produces
+/// records, so topic offsets may differ while the state must not.
+pub fn projection_contents(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let family = "customer_view.v1";
+    let store =
+        rapport_common::store::Store::open(dir, &[family]).expect("open the projector store");
+    let mut contents = BTreeMap::new();
+    for tag in [b'P', b'T', b'I', b'C', b'W', b'R'] {
+        contents.extend(store.scan_prefix(family, &[tag], usize::MAX).expect("scan"));
+    }
+    contents
+}
+
+/// Asserts two projection contents are byte-identical, naming a few differences.
+pub fn assert_same_contents(
+    expected: &BTreeMap<Vec<u8>, Vec<u8>>,
+    actual: &BTreeMap<Vec<u8>, Vec<u8>>,
+) {
+    let differing: Vec<String> = expected
+        .iter()
+        .filter(|(key, value)| actual.get(*key) != Some(*value))
+        .map(|(key, _)| key)
+        .chain(actual.keys().filter(|key| !expected.contains_key(*key)))
+        .take(5)
+        .map(|key| String::from_utf8_lossy(key).into_owned())
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "projections differ ({} vs {} keys), e.g. at {differing:?}",
+        expected.len(),
+        actual.len()
+    );
+}
+
 /// An event in the ingest JSON shape.
 pub fn event(kind: &str, occurred_at: &str, customer: Value, data: Value) -> Value {
     serde_json::json!({"event_id": event_id(), "type": kind, "occurred_at": occurred_at, "customer": customer, "data": data})

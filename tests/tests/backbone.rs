@@ -1,7 +1,6 @@
 //! The event backbone end to end: HTTP → ingest → raw topic → identity →
 //! customer topic → projector → query API, on the real broker.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prost::Message as _;
@@ -474,23 +473,6 @@ fn traffic(batches: usize, per_batch: usize) -> Vec<Vec<Value>> {
     all
 }
 
-/// Reads every key and value of the customer view, except the consumed
-/// offsets (a crashed identity re-produces records, so topic offsets may
-/// differ while the state must not).
-fn projection_contents(dir: &std::path::Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let store =
-        rapport_common::store::Store::open(&dir.join("projector"), &["customer_view.v1"]).unwrap();
-    let mut contents = BTreeMap::new();
-    for tag in [b'P', b'T', b'I', b'C', b'W'] {
-        contents.extend(
-            store
-                .scan_prefix("customer_view.v1", &[tag], usize::MAX)
-                .unwrap(),
-        );
-    }
-    contents
-}
-
 #[test]
 fn kill_dash_nine_mid_stream_changes_nothing() {
     // Pipeline A runs undisturbed; pipeline B reads the same raw topic into
@@ -530,25 +512,14 @@ fn kill_dash_nine_mid_stream_changes_nothing() {
     crashy.projector.stop();
     steady.identity.stop();
     crashy.identity.stop();
-    let expected = projection_contents(steady.dir.path());
-    let actual = projection_contents(crashy.dir.path());
+    let expected = rapport_e2e::projection_contents(&steady.dir.path().join("projector"));
+    let actual = rapport_e2e::projection_contents(&crashy.dir.path().join("projector"));
     assert!(
         expected.len() > 1000,
         "the projection holds the stream ({} keys)",
         expected.len()
     );
-    let differing: Vec<String> = expected
-        .iter()
-        .filter(|(key, value)| actual.get(*key) != Some(*value))
-        .take(5)
-        .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
-        .collect();
-    assert!(
-        differing.is_empty() && expected.len() == actual.len(),
-        "projections differ, e.g. at {differing:?} ({} vs {} keys)",
-        expected.len(),
-        actual.len()
-    );
+    rapport_e2e::assert_same_contents(&expected, &actual);
 }
 
 #[test]

@@ -59,6 +59,9 @@ fn releasable(buffers: &[PartitionBuffer], now_ms: i64, grace_ms: i64) -> Option
 
 pub struct OrderedReader {
     consumer: BaseConsumer<HealthContext>,
+    /// Per partition, the first offset to deliver; a rewound fetch returns
+    /// earlier records too (see `kafka::fetch_start`).
+    first_wanted: Vec<i64>,
     topic: String,
     buffers: Vec<PartitionBuffer>,
     grace_ms: i64,
@@ -80,7 +83,7 @@ impl OrderedReader {
         let mut assignment = TopicPartitionList::new();
         for partition in 0..partitions {
             let start = match applied.get(partition as usize).copied().flatten() {
-                Some(offset) => Offset::Offset(offset + 1),
+                Some(offset) => rapport_common::kafka::fetch_start(offset + 1),
                 None => Offset::Beginning,
             };
             assignment
@@ -98,6 +101,10 @@ impl OrderedReader {
             })?;
         Ok(Self {
             consumer,
+            first_wanted: applied
+                .iter()
+                .map(|offset| offset.map_or(0, |offset| offset + 1))
+                .collect(),
             topic: topic.to_owned(),
             buffers: (0..partitions)
                 .map(|_| PartitionBuffer::default())
@@ -130,6 +137,11 @@ impl OrderedReader {
             };
             timeout = Duration::ZERO;
             match result {
+                Ok(message)
+                    if self
+                        .first_wanted
+                        .get(message.partition() as usize)
+                        .is_some_and(|first| message.offset() < *first) => {}
                 Ok(message) => {
                     let partition = message.partition();
                     let Some(buffer) = self.buffers.get_mut(partition as usize) else {

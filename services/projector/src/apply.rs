@@ -333,21 +333,28 @@ pub fn run(
         metrics.applied_offset(*partition).set(*offset);
     }
     status.record_batch(&positions.offsets, 0);
+    // The first offset each partition must deliver; earlier records a
+    // rewound fetch returns are dropped (see `kafka::fetch_start`).
+    let mut first_wanted: BTreeMap<i32, i64> = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
     for partition in &owned {
         let start = match (positions.offsets.get(partition), &bounds.from) {
-            (Some(offset), _) => Offset::Offset(offset + 1),
+            (Some(offset), _) => Some(offset + 1),
             (
                 None,
                 StartFrom::Offset {
                     partition: chosen,
                     offset,
                 },
-            ) if chosen == partition => Offset::Offset(*offset),
-            (None, _) => Offset::Beginning,
+            ) if chosen == partition => Some(*offset),
+            (None, _) => None,
         };
+        if let Some(next) = start {
+            first_wanted.insert(*partition, next);
+        }
+        let fetch_from = start.map_or(Offset::Beginning, rapport_common::kafka::fetch_start);
         assignment
-            .add_partition_offset(topic, *partition, start)
+            .add_partition_offset(topic, *partition, fetch_from)
             .map_err(|source| Error::Kafka {
                 context: format!("assigning {topic}/{partition}"),
                 source,
@@ -400,6 +407,10 @@ pub fn run(
                 {
                     finish(message.partition(), &mut done);
                 }
+                Some(Ok(message))
+                    if first_wanted
+                        .get(&message.partition())
+                        .is_some_and(|first| message.offset() < *first) => {}
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
                     if bounded {
                         finish(partition, &mut done);
