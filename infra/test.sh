@@ -23,4 +23,7 @@ trap cleanup EXIT
 cargo build --workspace --bins --tests
 infra/broker.sh start "$port" memory "$run_dir"
 export RAPPORT_TEST_BROKERS="127.0.0.1:$port"
+# Outage tests start and stop brokers of their own.
+RAPPORT_TANSU="$(infra/tools.sh | tail -n 1)"
+export RAPPORT_TANSU
 cargo test --workspace -- --test-threads "${RAPPORT_TEST_THREADS:-4}"

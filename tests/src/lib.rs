@@ -18,11 +18,118 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-/// The broker `make test` started. Missing it is a failure, never a skip.
+thread_local! {
+    /// A test that runs its own broker points this thread's harness at it.
+    static PRIVATE_BROKERS: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The broker `make test` started (or this test's private one). Missing it
+/// is a failure, never a skip.
 pub fn brokers() -> String {
+    if let Some(private) = PRIVATE_BROKERS.with(|cell| cell.borrow().clone()) {
+        return private;
+    }
     std::env::var("RAPPORT_TEST_BROKERS").unwrap_or_else(|_| {
         panic!("RAPPORT_TEST_BROKERS is not set: end-to-end tests need the broker that `make test` starts; run them with `make test`")
     })
+}
+
+/// A tansu broker of one test's own, with SQLite storage so that it keeps
+/// its log across a stop and start (for outage tests).
+pub struct PrivateBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    /// Starts the broker and points this thread's harness at it.
+    pub fn start() -> Self {
+        let mut broker = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            child: None,
+        };
+        broker.resume();
+        let address = format!("127.0.0.1:{}", broker.port);
+        PRIVATE_BROKERS.with(|cell| *cell.borrow_mut() = Some(address));
+        broker
+    }
+
+    fn tansu() -> PathBuf {
+        if let Ok(path) = std::env::var("RAPPORT_TANSU") {
+            return path.into();
+        }
+        let home = std::env::var("HOME").expect("HOME");
+        PathBuf::from(home).join(".cache/rapport/tools/bin/tansu")
+    }
+
+    /// Starts (again) on the same port and storage.
+    pub fn resume(&mut self) {
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))
+            .expect("broker log");
+        // tansu 0.6 wants a relative sqlite path, so run it inside its directory.
+        let child = Command::new(Self::tansu())
+            .current_dir(self.dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .env_remove("STORAGE_ENGINE")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "starting tansu from {}: {error}; `make test` installs it",
+                    Self::tansu().display()
+                )
+            });
+        self.child = Some(child);
+        wait_for(
+            "the private broker to listen",
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        );
+    }
+
+    /// Stops the broker cleanly (SIGTERM), as an operator would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        PRIVATE_BROKERS.with(|cell| *cell.borrow_mut() = None);
+    }
 }
 
 /// Where cargo put the service binaries (next to the test executable's `deps/`).

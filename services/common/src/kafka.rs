@@ -39,6 +39,11 @@ impl BrokerHealth {
         !self.statistics_seen.load(Ordering::Relaxed) || self.brokers_up.load(Ordering::Relaxed)
     }
 
+    /// Records that a request to the cluster just succeeded.
+    pub fn mark_up(&self) {
+        self.brokers_up.store(true, Ordering::Relaxed);
+    }
+
     /// Global client errors seen since start.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
@@ -112,6 +117,35 @@ impl ClientContext for HealthContext {
 }
 
 impl ConsumerContext for HealthContext {}
+
+/// Keeps a producer's view of the cluster fresh while it is down: a client
+/// that refuses work while the brokers are unreachable would otherwise
+/// never reconnect (librdkafka connects on demand), so once a second this
+/// asks for metadata, which reconnects, and marks the brokers up when it
+/// succeeds. Runs on its own thread for the life of the process.
+pub fn watch_reconnection(producer: &FutureProducer<HealthContext>, health: Arc<BrokerHealth>) {
+    use rdkafka::producer::Producer as _;
+    let client = producer.clone();
+    let spawned = std::thread::Builder::new()
+        .name("broker-probe".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                if !health.is_up()
+                    && client
+                        .client()
+                        .fetch_metadata(None, Duration::from_secs(1))
+                        .is_ok()
+                {
+                    tracing::info!("the brokers are reachable again");
+                    health.mark_up();
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "could not start the broker probe");
+    }
+}
 
 /// The base configuration: brokers, then the operator's extra properties.
 pub fn client_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {

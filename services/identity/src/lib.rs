@@ -369,7 +369,7 @@ pub fn run(
         &applied,
         Duration::from_millis(config.identity.reorder_grace_ms),
     )?;
-    let (producer, _) =
+    let (mut producer, _) =
         rapport_common::kafka::producer(&config.kafka, "rapport-identity", None, 100_000)?;
 
     while !stop.load(Ordering::Relaxed) {
@@ -379,8 +379,23 @@ pub fn run(
         }
         let (mut staged, output) =
             resolve_batch(store.stage(FAMILY), &batch, &config.topics, &metrics)?;
-        produce_all(&producer, &output.outgoing(&config.topics))
-            .inspect_err(|error| status.record_error(&error.to_string()))?;
+        // Nothing of this batch is committed until the broker has it all, so
+        // a failed produce is retried whole with a fresh producer (an
+        // idempotent producer can fail for good, e.g. when a restarted
+        // broker forgot its sequence numbers); consumers skip what was
+        // already delivered by its source position.
+        let outgoing = output.outgoing(&config.topics);
+        while let Err(error) = produce_all(&producer, &outgoing) {
+            tracing::warn!(%error, "producing the batch failed; retrying with a new producer");
+            status.record_error(&error.to_string());
+            if stop.load(Ordering::Relaxed) {
+                return Err(error);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            producer =
+                rapport_common::kafka::producer(&config.kafka, "rapport-identity", None, 100_000)?
+                    .0;
+        }
         let mut last_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         for raw in &batch {
             last_offsets.insert(

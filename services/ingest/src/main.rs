@@ -47,9 +47,10 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let sink = KafkaSink {
         producer: producer.clone(),
-        health,
+        health: health.clone(),
         topic: config.topics.raw.clone(),
     };
+    rapport_common::kafka::watch_reconnection(&producer, health);
     let ingest = Arc::new(Ingest::new(
         sink,
         format!("ingest@{}", config.ingest.listen),
