@@ -473,12 +473,10 @@ impl Pipeline {
         projector
     }
 
-    /// Runs `rapportctl` and returns whether it succeeded and what it printed.
-    pub fn try_rapportctl(&self, args: &[&str]) -> (bool, String) {
-        let config = self.dir.path().join("rapport.toml");
-        let output = Command::new(bin_dir().join("rapportctl"))
+    fn run_rapportctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin_dir().join("rapportctl"))
             .arg("--config")
-            .arg(&config)
+            .arg(self.dir.path().join("rapport.toml"))
             .args([
                 "--query-url",
                 &self.query_url(),
@@ -487,7 +485,12 @@ impl Pipeline {
             ])
             .args(args)
             .output()
-            .expect("run rapportctl");
+            .expect("run rapportctl")
+    }
+
+    /// Runs `rapportctl` and returns whether it succeeded and what it printed.
+    pub fn try_rapportctl(&self, args: &[&str]) -> (bool, String) {
+        let output = self.run_rapportctl(args);
         (
             output.status.success(),
             format!(
@@ -501,19 +504,7 @@ impl Pipeline {
     /// Runs `rapportctl` against this pipeline's topics and services;
     /// returns its standard output, failing the test if it fails.
     pub fn rapportctl(&self, args: &[&str]) -> String {
-        let config = self.dir.path().join("rapport.toml");
-        let output = Command::new(bin_dir().join("rapportctl"))
-            .arg("--config")
-            .arg(&config)
-            .args([
-                "--query-url",
-                &self.query_url(),
-                "--identity-url",
-                &format!("http://127.0.0.1:{}", self.identity.port),
-            ])
-            .args(args)
-            .output()
-            .expect("run rapportctl");
+        let output = self.run_rapportctl(args);
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),

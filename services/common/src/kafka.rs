@@ -420,6 +420,27 @@ impl Refused<'_> {
     }
 }
 
+/// Assigns `topic`'s partitions to `consumer`, each at its start offset.
+pub fn assign<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    starts: &[(i32, rdkafka::Offset)],
+) -> Result<()> {
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for (partition, start) in starts {
+        assignment
+            .add_partition_offset(topic, *partition, *start)
+            .map_err(|source| Error::Kafka {
+                context: format!("assigning {topic}/{partition}"),
+                source,
+            })?;
+    }
+    consumer.assign(&assignment).map_err(|source| Error::Kafka {
+        context: format!("assigning {topic}"),
+        source,
+    })
+}
+
 /// A consumed record, owned.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -437,21 +458,10 @@ pub fn read_to_end(kafka: &KafkaConfig, topic: &str, patience: Duration) -> Resu
     use rdkafka::message::Message as _;
     let (consumer, _) = assigning_consumer(kafka, "rapport-read", true)?;
     let partitions = partition_count(&consumer, topic, Duration::from_secs(10))?;
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    for partition in 0..partitions {
-        assignment
-            .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
-            .map_err(|source| Error::Kafka {
-                context: format!("assigning {topic}/{partition}"),
-                source,
-            })?;
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(|source| Error::Kafka {
-            context: format!("assigning {topic}"),
-            source,
-        })?;
+    let starts: Vec<(i32, rdkafka::Offset)> = (0..partitions)
+        .map(|partition| (partition, rdkafka::Offset::Beginning))
+        .collect();
+    assign(&consumer, topic, &starts)?;
     let mut at_end = std::collections::BTreeSet::new();
     let mut records = Vec::new();
     let deadline = std::time::Instant::now() + patience;

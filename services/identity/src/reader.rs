@@ -80,25 +80,15 @@ impl OrderedReader {
         applied: &[Option<i64>],
         grace: Duration,
     ) -> rapport_common::Result<Self> {
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions {
-            let start = match applied.get(partition as usize).copied().flatten() {
-                Some(offset) => rapport_common::kafka::fetch_start(offset + 1),
-                None => Offset::Beginning,
-            };
-            assignment
-                .add_partition_offset(topic, partition, start)
-                .map_err(|source| rapport_common::Error::Kafka {
-                    context: format!("assigning {topic}/{partition}"),
-                    source,
-                })?;
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(|source| rapport_common::Error::Kafka {
-                context: format!("assigning {topic}"),
-                source,
-            })?;
+        let starts: Vec<(i32, Offset)> = (0..partitions)
+            .map(
+                |partition| match applied.get(partition as usize).copied().flatten() {
+                    Some(offset) => (partition, rapport_common::kafka::fetch_start(offset + 1)),
+                    None => (partition, Offset::Beginning),
+                },
+            )
+            .collect();
+        rapport_common::kafka::assign(&consumer, topic, &starts)?;
         Ok(Self {
             consumer,
             first_wanted: applied

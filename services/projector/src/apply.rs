@@ -16,7 +16,7 @@ use rapport_common::status::WorkerStatus;
 
 use crate::versions::StartFrom;
 use rapport_common::store::{Staged, Store};
-use rapport_common::{Error, Result, keys};
+use rapport_common::{Result, keys};
 use rapport_projections::customer_view::{Effect, ProfileState};
 use rapport_proto::v1 as proto;
 use rdkafka::consumer::Consumer;
@@ -336,7 +336,7 @@ pub fn run(
     // The first offset each partition must deliver; earlier records a
     // rewound fetch returns are dropped (see `kafka::fetch_start`).
     let mut first_wanted: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
+    let mut starts = Vec::new();
     for partition in &owned {
         let start = match (positions.offsets.get(partition), &bounds.from) {
             (Some(offset), _) => Some(offset + 1),
@@ -352,20 +352,12 @@ pub fn run(
         if let Some(next) = start {
             first_wanted.insert(*partition, next);
         }
-        let fetch_from = start.map_or(Offset::Beginning, rapport_common::kafka::fetch_start);
-        assignment
-            .add_partition_offset(topic, *partition, fetch_from)
-            .map_err(|source| Error::Kafka {
-                context: format!("assigning {topic}/{partition}"),
-                source,
-            })?;
+        starts.push((
+            *partition,
+            start.map_or(Offset::Beginning, rapport_common::kafka::fetch_start),
+        ));
     }
-    consumer
-        .assign(&assignment)
-        .map_err(|source| Error::Kafka {
-            context: format!("assigning {topic}"),
-            source,
-        })?;
+    rapport_common::kafka::assign(&consumer, topic, &starts)?;
     tracing::info!(topic, projection = family, partitions = ?owned, offsets = ?positions.offsets, "projector starting after its stored offsets");
 
     let (producer, _) =
