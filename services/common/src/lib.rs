@@ -49,8 +49,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Starts structured logging: text by default, JSON lines with `json`.
 /// `RUST_LOG` filters as usual (default `info`).
 pub fn init_logging(json: bool) {
+    init_logging_filtered(json, "info");
+}
+
+/// Like [`init_logging`] with another default filter, for tools whose
+/// output is for people (`rapportctl` hides librdkafka's retry chatter).
+pub fn init_logging_filtered(json: bool, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -400,15 +400,22 @@ fn replay(
         } else {
             "-".to_owned()
         };
+        // Caught up: every partition's end is known, and every non-empty
+        // partition has been applied to its last record.
+        let caught_up = consumer["partitions"].as_array().is_some_and(|partitions| {
+            !partitions.is_empty()
+                && partitions
+                    .iter()
+                    .all(|partition| match partition["log_end"].as_i64() {
+                        Some(0) => true,
+                        Some(end) => partition["applied_offset"].as_i64() == Some(end - 1),
+                        None => false,
+                    })
+        });
         let done = if report["until"].is_string() {
             report["finished"] == true
         } else {
-            lag == 0
-                && consumer["partitions"].as_array().is_some_and(|partitions| {
-                    partitions
-                        .iter()
-                        .all(|partition| partition["log_end"].is_i64())
-                })
+            caught_up
         };
         progress(&format!(
             "{version}: {applied} records applied, {lag} behind, {rate:.0} events/s, ETA {eta}"
@@ -673,7 +680,7 @@ fn dead_letters(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    rapport_common::init_logging(args.common.log_json);
+    rapport_common::init_logging_filtered(args.common.log_json, "warn,librdkafka=off");
     let config = args.common.load()?;
     match args.command {
         Command::Status { json } => tokio::task::block_in_place(|| status(&args, json)),
