@@ -184,8 +184,27 @@ pub fn producer(
     delivery_timeout: Option<Duration>,
     max_queued: u32,
 ) -> Result<(FutureProducer<HealthContext>, Arc<BrokerHealth>)> {
-    let context = HealthContext::default();
-    let health = context.health.clone();
+    let health = Arc::new(BrokerHealth::default());
+    let producer = producer_reporting_to(
+        kafka,
+        client_id,
+        delivery_timeout,
+        max_queued,
+        health.clone(),
+    )?;
+    Ok((producer, health))
+}
+
+/// Like [`producer`], reporting to an existing [`BrokerHealth`] (to replace
+/// a producer without losing what is known about the cluster).
+pub fn producer_reporting_to(
+    kafka: &KafkaConfig,
+    client_id: &str,
+    delivery_timeout: Option<Duration>,
+    max_queued: u32,
+    health: Arc<BrokerHealth>,
+) -> Result<FutureProducer<HealthContext>> {
+    let context = HealthContext { health };
     let mut config = client_config(kafka, client_id);
     config
         // Java clients partition with murmur2; so do we, so that keys land on
@@ -206,13 +225,12 @@ pub fn producer(
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }
-    let producer = config
+    config
         .create_with_context(context)
         .map_err(|source| Error::Kafka {
             context: "creating a producer".into(),
             source,
-        })?;
-    Ok((producer, health))
+        })
 }
 
 /// A consumer for manual partition assignment. Offsets are never committed to

@@ -46,27 +46,57 @@ pub trait EventSink: Send + Sync + 'static {
 
 /// Produces to the raw topic with the idempotent producer.
 pub struct KafkaSink {
-    pub producer: FutureProducer<HealthContext>,
-    pub health: Arc<BrokerHealth>,
-    pub topic: String,
+    producer: std::sync::RwLock<FutureProducer<HealthContext>>,
+    health: Arc<BrokerHealth>,
+    topic: String,
+    /// Makes a new producer sharing `health`, for when the current one failed for good.
+    renew: Box<dyn Fn() -> rapport_common::Result<FutureProducer<HealthContext>> + Send + Sync>,
 }
 
-impl EventSink for KafkaSink {
-    async fn publish(&self, events: Vec<proto::Event>) -> Result<(), PublishError> {
-        if !self.health.is_up() {
-            return Err(PublishError::Unavailable(
-                "the broker is unreachable".to_owned(),
-            ));
+impl KafkaSink {
+    pub fn new(
+        producer: FutureProducer<HealthContext>,
+        health: Arc<BrokerHealth>,
+        topic: String,
+        renew: Box<dyn Fn() -> rapport_common::Result<FutureProducer<HealthContext>> + Send + Sync>,
+    ) -> Self {
+        Self {
+            producer: std::sync::RwLock::new(producer),
+            health,
+            topic,
+            renew,
         }
+    }
+
+    /// An idempotent producer can fail for good (say, a restarted broker
+    /// forgot its sequence numbers); then every later send fails too. Swap
+    /// in a new one so that the next request can succeed.
+    fn renew_if_fatal(&self, producer: &FutureProducer<HealthContext>) {
+        use rdkafka::producer::Producer as _;
+        let Some((code, reason)) = producer.client().fatal_error() else {
+            return;
+        };
+        tracing::error!(%code, reason, "the producer failed for good; making a new one");
+        match (self.renew)() {
+            Ok(fresh) => *self.producer.write().expect("producer lock") = fresh,
+            Err(error) => tracing::error!(%error, "could not make a new producer"),
+        }
+    }
+
+    async fn send_all(
+        &self,
+        producer: &FutureProducer<HealthContext>,
+        events: &[proto::Event],
+    ) -> Result<(), PublishError> {
         let mut deliveries = Vec::with_capacity(events.len());
-        for event in &events {
+        for event in events {
             let key = partition_key(event);
             let payload = event.encode_to_vec();
             let record = FutureRecord::to(&self.topic)
                 .key(&key)
                 .payload(&payload)
                 .timestamp(event.received_at_ms);
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     return Err(PublishError::Unavailable(
@@ -98,6 +128,22 @@ impl EventSink for KafkaSink {
             }
         }
         Ok(())
+    }
+}
+
+impl EventSink for KafkaSink {
+    async fn publish(&self, events: Vec<proto::Event>) -> Result<(), PublishError> {
+        if !self.health.is_up() {
+            return Err(PublishError::Unavailable(
+                "the broker is unreachable".to_owned(),
+            ));
+        }
+        let producer = self.producer.read().expect("producer lock").clone();
+        let outcome = self.send_all(&producer, &events).await;
+        if outcome.is_err() {
+            self.renew_if_fatal(&producer);
+        }
+        outcome
     }
 
     fn is_ready(&self) -> bool {

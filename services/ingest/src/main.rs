@@ -45,10 +45,27 @@ async fn main() -> anyhow::Result<()> {
         Some(delivery_timeout),
         config.ingest.max_queued_events,
     )?;
-    let sink = KafkaSink {
-        producer: producer.clone(),
-        health: health.clone(),
-        topic: config.topics.raw.clone(),
+    let sink = {
+        let (kafka, shared_health, max_queued) = (
+            config.kafka.clone(),
+            health.clone(),
+            config.ingest.max_queued_events,
+        );
+        let renew = move || {
+            rapport_common::kafka::producer_reporting_to(
+                &kafka,
+                "rapport-ingest",
+                Some(delivery_timeout),
+                max_queued,
+                shared_health.clone(),
+            )
+        };
+        KafkaSink::new(
+            producer.clone(),
+            health.clone(),
+            config.topics.raw.clone(),
+            Box::new(renew),
+        )
     };
     rapport_common::kafka::watch_reconnection(&producer, health);
     let ingest = Arc::new(Ingest::new(
