@@ -338,6 +338,16 @@ impl Service {
         self.spawn();
     }
 
+    /// The most resident memory the process has used, from /proc (Linux).
+    pub fn peak_memory_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     pub fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.port);
         http_agent()

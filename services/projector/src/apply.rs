@@ -129,11 +129,25 @@ impl ApplyMetrics {
 }
 
 /// Folds one record into the staged customer view.
-fn fold_customer_view(staged: &mut Staged<'_>, record: &proto::CustomerRecord) -> Result<()> {
-    let profile_key = keys::profile(&record.customer_id);
-    let mut state = match staged.get(&profile_key)? {
-        Some(bytes) => ProfileState::decode(&bytes)?,
-        None => ProfileState::default(),
+/// Profiles a batch has touched, decoded once and encoded once at the end:
+/// a busy profile folds many records per batch, and decoding and encoding
+/// its whole state for each of them dominated the cost of a rebuild.
+type TouchedProfiles = std::collections::HashMap<String, ProfileState>;
+
+fn fold_customer_view(
+    staged: &mut Staged<'_>,
+    profiles: &mut TouchedProfiles,
+    record: &proto::CustomerRecord,
+) -> Result<()> {
+    let state = match profiles.entry(record.customer_id.clone()) {
+        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            let loaded = match staged.get(&keys::profile(&record.customer_id))? {
+                Some(bytes) => ProfileState::decode(&bytes)?,
+                None => ProfileState::default(),
+            };
+            entry.insert(loaded)
+        }
     };
     for effect in state.apply(record) {
         match effect {
@@ -162,7 +176,6 @@ fn fold_customer_view(staged: &mut Staged<'_>, record: &proto::CustomerRecord) -
             }
         }
     }
-    staged.put(profile_key, state.encode());
     Ok(())
 }
 
@@ -201,6 +214,7 @@ pub fn apply_batch(
     let mut next = positions.clone();
     let (mut applied, mut duplicates, mut undecodable) = (0, 0, 0);
     let mut refused = Vec::new();
+    let mut profiles = TouchedProfiles::new();
     for consumed in records {
         next.offsets.insert(consumed.partition, consumed.offset);
         if not_before_ms.is_some_and(|start| consumed.timestamp_ms < start) {
@@ -248,7 +262,7 @@ pub fn apply_batch(
             if staged.get(&retried)?.is_some() {
                 duplicates += 1;
             } else {
-                fold_customer_view(&mut staged, &record)?;
+                fold_customer_view(&mut staged, &mut profiles, &record)?;
                 staged.put(retried, Vec::new());
                 applied += 1;
             }
@@ -266,7 +280,7 @@ pub fn apply_batch(
             duplicates += 1;
             continue;
         }
-        fold_customer_view(&mut staged, &record)?;
+        fold_customer_view(&mut staged, &mut profiles, &record)?;
         next.watermarks.insert(mark_key, position);
         staged.put(
             keys::watermark(mark_key.0, mark_key.1),
@@ -278,6 +292,9 @@ pub fn apply_batch(
         if positions.offsets.get(partition) != Some(offset) {
             staged.put(keys::offset(*partition), offset.to_be_bytes().to_vec());
         }
+    }
+    for (customer_id, state) in &profiles {
+        staged.put(keys::profile(customer_id), state.encode());
     }
     if !refused.is_empty() {
         (dead_letters.publish)(&refused)?;

@@ -149,6 +149,46 @@ fn main() {
     let projector_elapsed = started.elapsed();
     let projector_rate = customer_records as f64 / projector_elapsed.as_secs_f64();
 
+    // 2b. A rebuild beside the live version through rapportctl, against a
+    // plain rdkafka consumer reading the same topic: the rebuild should be
+    // limited by how fast the broker serves records, not by the fold.
+    let started = Instant::now();
+    let mut consumed = 0u64;
+    {
+        let (consumer, _) =
+            rapport_common::kafka::assigning_consumer(&kafka, "rapport-bench-read", true)
+                .expect("consumer");
+        let partitions = rapport_common::kafka::partition_count(
+            &consumer,
+            &pipeline.topics.customer,
+            Duration::from_secs(10),
+        )
+        .expect("partitions");
+        let starts: Vec<_> = (0..partitions)
+            .map(|partition| (partition, rdkafka::Offset::Beginning))
+            .collect();
+        rapport_common::kafka::assign(&consumer, &pipeline.topics.customer, &starts)
+            .expect("assign");
+        let mut at_end = std::collections::BTreeSet::new();
+        while (at_end.len() as i32) < partitions {
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(_)) => consumed += 1,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    at_end.insert(partition);
+                }
+                _ => {}
+            }
+        }
+    }
+    let read_elapsed = started.elapsed();
+    let read_rate = consumed as f64 / read_elapsed.as_secs_f64();
+    let started = Instant::now();
+    let replayed = pipeline.rapportctl(&["replay", "customer_view", "--version", "bench"]);
+    let replay_elapsed = started.elapsed();
+    assert!(replayed.contains("caught up"), "{replayed}");
+    let replay_rate = customer_records as f64 / replay_elapsed.as_secs_f64();
+    let peak_kib = pipeline.projector.peak_memory_kib().unwrap_or(0);
+
     // 3. Query latency under load: ingest keeps sending while clients read.
     let stop = Arc::new(AtomicBool::new(false));
     let background = {
@@ -219,6 +259,19 @@ fn main() {
     println!(
         "| projector, customer topic into RocksDB from empty | {projector_rate:.0} records/s ({customer_records} in {:.1} s) |",
         projector_elapsed.as_secs_f64()
+    );
+    println!(
+        "| plain rdkafka consumer reading the customer topic | {read_rate:.0} records/s ({consumed} in {:.1} s) |",
+        read_elapsed.as_secs_f64()
+    );
+    println!(
+        "| `rapportctl replay` beside the live version, to caught up | {replay_rate:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
+        replay_elapsed.as_secs_f64(),
+        replay_rate / read_rate
+    );
+    println!(
+        "| projector peak resident memory (live + rebuild) | {} MiB |",
+        peak_kib / 1024
     );
     println!(
         "| GET /v1/customers/{{id}}, {clients} clients, ingest running | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests |",
