@@ -104,22 +104,29 @@ impl PrivateBroker {
 
     /// Stops the broker cleanly (SIGTERM), as an operator would.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if let Some(mut child) = self.child.take()
+            && terminate(&mut child, Duration::from_secs(20)).is_none()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// Sends SIGTERM and waits up to `patience` for the exit status.
+fn terminate(child: &mut Child, patience: Duration) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 impl Drop for PrivateBroker {
@@ -311,25 +318,19 @@ impl Service {
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(status)) = child.try_wait() {
-                    assert!(
-                        status.success(),
-                        "{} exited with {status} on SIGTERM; log:\n{}",
-                        self.name,
-                        std::fs::read_to_string(&self.log).unwrap_or_default()
-                    );
-                    return;
+            let log = || std::fs::read_to_string(&self.log).unwrap_or_default();
+            match terminate(&mut child, Duration::from_secs(30)) {
+                Some(status) => assert!(
+                    status.success(),
+                    "{} exited with {status} on SIGTERM; log:\n{}",
+                    self.name,
+                    log()
+                ),
+                None => {
+                    let _ = child.kill();
+                    panic!("{} did not stop within 30 s of SIGTERM", self.name);
                 }
-                std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = child.kill();
-            panic!("{} did not stop within 30 s of SIGTERM", self.name);
         }
     }
 

@@ -68,8 +68,7 @@ impl Store {
             })
     }
 
-    /// Entries whose key starts with `prefix`, in key order, optionally
-    /// starting at `from` (inclusive) or walking backwards from `before`.
+    /// Up to `limit` entries whose key starts with `prefix`, in key order.
     pub fn scan_prefix(
         &self,
         family: &str,

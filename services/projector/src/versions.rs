@@ -182,8 +182,7 @@ impl Versions {
         let stop = Arc::new(AtomicBool::new(false));
         let finished = Arc::new(AtomicBool::new(false));
         let status = WorkerStatus::new(&self.config.topics.customer);
-        let family_name: &'static str = Box::leak(family.clone().into_boxed_str());
-        let metrics = ApplyMetrics::new(&self.registry, family_name);
+        let metrics = ApplyMetrics::new(&self.registry, &family);
         let bounds = Bounds {
             from: spec.from.clone(),
             until_ms: spec.until_ms,
@@ -240,34 +239,23 @@ impl Versions {
         from: StartFrom,
         until_ms: Option<i64>,
     ) -> std::result::Result<VersionSpec, String> {
-        let version = match version {
-            Some(name) => name,
-            None => {
-                let taken = self.workers.lock().expect("versions lock").len();
-                (taken + 1..)
+        let version = {
+            let workers = self.workers.lock().expect("versions lock");
+            let version = version.unwrap_or_else(|| {
+                (1..)
                     .map(|number| format!("v{number}"))
-                    .find(|name| {
-                        !self
-                            .workers
-                            .lock()
-                            .expect("versions lock")
-                            .contains_key(name)
-                    })
+                    .find(|name| !workers.contains_key(name))
                     .expect("a free name")
+            });
+            if workers.contains_key(&version) {
+                return Err(format!("version {version} already exists; drop it first"));
             }
+            version
         };
         if !valid_name(&version) {
             return Err(format!(
                 "version name {version:?} must be 1-64 letters, digits, - or _"
             ));
-        }
-        if self
-            .workers
-            .lock()
-            .expect("versions lock")
-            .contains_key(&version)
-        {
-            return Err(format!("version {version} already exists; drop it first"));
         }
         if let Some(until) = until_ms
             && until > rapport_common::now_ms()

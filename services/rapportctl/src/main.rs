@@ -435,14 +435,19 @@ fn replay(
         }
     }
     if switch {
-        admin(
-            &args.query_url,
-            "POST",
-            &format!("/v1/admin/versions/{version}/switch"),
-            None,
-        )?;
-        println!("version {version} is live");
+        switch_live(args, &version)?;
     }
+    Ok(())
+}
+
+fn switch_live(args: &Args, version: &str) -> anyhow::Result<()> {
+    admin(
+        &args.query_url,
+        "POST",
+        &format!("/v1/admin/versions/{version}/switch"),
+        None,
+    )?;
+    println!("version {version} is live");
     Ok(())
 }
 
@@ -702,16 +707,9 @@ async fn main() -> anyhow::Result<()> {
                 no_wait,
             )
         }),
-        Command::Switch { ref version } => tokio::task::block_in_place(|| {
-            admin(
-                &args.query_url,
-                "POST",
-                &format!("/v1/admin/versions/{version}/switch"),
-                None,
-            )?;
-            println!("version {version} is live");
-            Ok(())
-        }),
+        Command::Switch { ref version } => {
+            tokio::task::block_in_place(|| switch_live(&args, version))
+        }
         Command::Drop { ref version } => tokio::task::block_in_place(|| {
             admin(
                 &args.query_url,
