@@ -179,6 +179,35 @@ fn fold_customer_view(
     Ok(())
 }
 
+/// Profiles changed by committed batches, for views derived in memory from a
+/// projection (the analytics scoreboard). Nothing accumulates until someone
+/// [`subscribe`](Changes::subscribe)s, so a version nobody scores costs nothing.
+#[derive(Clone, Default)]
+pub struct Changes(Arc<std::sync::Mutex<Option<std::collections::HashSet<String>>>>);
+
+impl Changes {
+    /// Starts collecting changed profile ids (from now on).
+    pub fn subscribe(&self) {
+        let mut pending = self.0.lock().expect("changes lock");
+        pending.get_or_insert_with(Default::default);
+    }
+
+    /// Profile ids changed since the last call; empty before `subscribe`.
+    pub fn take(&self) -> Vec<String> {
+        let mut pending = self.0.lock().expect("changes lock");
+        pending
+            .as_mut()
+            .map(|ids| ids.drain().collect())
+            .unwrap_or_default()
+    }
+
+    fn record(&self, profiles: Vec<String>) {
+        if let Some(pending) = self.0.lock().expect("changes lock").as_mut() {
+            pending.extend(profiles);
+        }
+    }
+}
+
 /// What part of the log a version holds.
 #[derive(Debug, Clone)]
 pub struct Bounds {
@@ -200,7 +229,8 @@ pub const SERVICE: &str = "projector";
 
 /// Applies a batch of consumed records and commits it with the positions.
 /// Records received before `not_before_ms` only advance the offsets.
-/// `positions` is updated only when the commit succeeded.
+/// `positions` is updated only when the commit succeeded. Returns the ids of
+/// the profiles the batch changed.
 pub fn apply_batch(
     store: &Store,
     family: &str,
@@ -209,7 +239,7 @@ pub fn apply_batch(
     metrics: &ApplyMetrics,
     not_before_ms: Option<i64>,
     dead_letters: DeadLetters<'_>,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let mut staged = store.stage(family);
     let mut next = positions.clone();
     let (mut applied, mut duplicates, mut undecodable) = (0, 0, 0);
@@ -308,7 +338,7 @@ pub fn apply_batch(
     metrics.duplicates.increment(duplicates);
     metrics.undecodable.increment(undecodable);
     metrics.batches.increment(1);
-    Ok(())
+    Ok(profiles.into_keys().collect())
 }
 
 /// The dead letter a re-submitted record came from, if it is one.
@@ -322,17 +352,29 @@ fn retry_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<String> {
         .map(|value| String::from_utf8_lossy(value).into_owned())
 }
 
-/// Consumes the customer topic and applies it until `stop` is set. Blocking:
-/// run it on its own thread.
+/// How a worker is steered and observed from outside its thread.
+pub struct WorkerLinks {
+    /// Set to stop after the current batch.
+    pub stop: Arc<AtomicBool>,
+    pub status: Arc<WorkerStatus>,
+    pub changes: Changes,
+}
+
+/// Consumes the customer topic and applies it until `links.stop` is set.
+/// Blocking: run it on its own thread.
 pub fn run(
     config: &Config,
     store: &Store,
     family: &str,
-    stop: Arc<AtomicBool>,
     metrics: ApplyMetrics,
-    status: Arc<WorkerStatus>,
     bounds: &Bounds,
+    links: &WorkerLinks,
 ) -> Result<()> {
+    let WorkerLinks {
+        stop,
+        status,
+        changes,
+    } = links;
     let bounded = bounds.until_ms.is_some();
     let (consumer, health) =
         rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-projector", bounded)?;
@@ -443,7 +485,7 @@ pub fn run(
         }
         if !batch.is_empty() {
             let mut publish = |letters: &[Outgoing]| produce_all(&producer, letters);
-            apply_batch(
+            let changed = apply_batch(
                 store,
                 family,
                 &batch,
@@ -456,6 +498,7 @@ pub fn run(
                 },
             )
             .inspect_err(|error| status.record_error(&error.to_string()))?;
+            changes.record(changed);
             status.record_batch(&positions.offsets, batch.len() as u64);
         }
     }

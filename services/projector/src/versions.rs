@@ -14,7 +14,7 @@ use rapport_common::store::Store;
 use rapport_common::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{ApplyMetrics, Bounds, run};
+use crate::apply::{ApplyMetrics, Bounds, Changes, WorkerLinks, run};
 
 /// Where version specs and the live pointer are kept.
 pub const META: &str = "projector.meta";
@@ -92,6 +92,8 @@ struct Worker {
     stop: Arc<AtomicBool>,
     status: Arc<WorkerStatus>,
     finished: Arc<AtomicBool>,
+    /// Profiles its batches changed, for the analytics scoreboard.
+    changes: Changes,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
@@ -187,7 +189,9 @@ impl Versions {
             from: spec.from.clone(),
             until_ms: spec.until_ms,
         };
+        let changes = Changes::default();
         let thread = {
+            let changes = changes.clone();
             let (config, store, stop, status, finished) = (
                 self.config.clone(),
                 self.store.clone(),
@@ -198,15 +202,12 @@ impl Versions {
             std::thread::Builder::new()
                 .name(format!("apply-{}", spec.version))
                 .spawn(move || {
-                    let outcome = run(
-                        &config,
-                        &store,
-                        &family,
+                    let links = WorkerLinks {
                         stop,
-                        metrics,
-                        status.clone(),
-                        &bounds,
-                    );
+                        status: status.clone(),
+                        changes,
+                    };
+                    let outcome = run(&config, &store, &family, metrics, &bounds, &links);
                     if let Err(error) = &outcome {
                         tracing::error!(projection = %family, %error, "projection worker stopped");
                         status.record_error(&error.to_string());
@@ -226,6 +227,7 @@ impl Versions {
                 stop,
                 status,
                 finished,
+                changes,
                 thread: Some(thread),
             },
         );
@@ -345,6 +347,13 @@ impl Versions {
             }
             Some(name) => Err(format!("no version {name}")),
         }
+    }
+
+    /// The change feed of a version's worker; `None` for a version without
+    /// a worker here.
+    pub fn changes_of(&self, version: &str) -> Option<Changes> {
+        let workers = self.workers.lock().expect("versions lock");
+        workers.get(version).map(|worker| worker.changes.clone())
     }
 
     pub fn reports(&self) -> Vec<VersionReport> {
