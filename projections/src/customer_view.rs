@@ -123,6 +123,35 @@ pub struct ProfileState {
     /// Set when this profile was absorbed; reads follow it.
     pub merged_into: Option<String>,
     pub conflicts: BTreeSet<(Identifier, String)>,
+    /// Refunds by the id of their event, with their time, so that scores at
+    /// an earlier `as_of` do not see later refunds. Stored after the
+    /// format-1 fields (see [`ProfileState::encode`]).
+    #[serde(skip)]
+    pub refunds: BTreeMap<String, RefundFact>,
+    /// Points redemptions by the id of their event.
+    #[serde(skip)]
+    pub redemptions: BTreeMap<String, RedemptionFact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundFact {
+    pub order_id: String,
+    pub at_ms: i64,
+    pub amount_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedemptionFact {
+    pub at_ms: i64,
+    pub points: i64,
+    pub reason: String,
+}
+
+/// The facts format 2 added, written after the format-1 state.
+#[derive(Serialize, Deserialize)]
+struct Format2Facts {
+    refunds: BTreeMap<String, RefundFact>,
+    redemptions: BTreeMap<String, RedemptionFact>,
 }
 
 /// Something the fold wants stored outside the profile's own state.
@@ -252,6 +281,14 @@ impl ProfileState {
                     .entry(refund.order_id.clone())
                     .or_default()
                     .refunded_minor += refund.amount_minor;
+                self.refunds.insert(
+                    event.event_id.clone(),
+                    RefundFact {
+                        order_id: refund.order_id.clone(),
+                        at_ms: at,
+                        amount_minor: refund.amount_minor,
+                    },
+                );
             }
             Some(Payload::TicketOpened(ticket)) => {
                 let facts = self.tickets.entry(ticket.ticket_id.clone()).or_default();
@@ -283,7 +320,17 @@ impl ProfileState {
                 self.consent
                     .extend(slot.map(|kept| (consent.channel.clone(), kept)));
             }
-            Some(Payload::PointsRedeemed(redeemed)) => self.points_redeemed += redeemed.points,
+            Some(Payload::PointsRedeemed(redeemed)) => {
+                self.points_redeemed += redeemed.points;
+                self.redemptions.insert(
+                    event.event_id.clone(),
+                    RedemptionFact {
+                        at_ms: at,
+                        points: redeemed.points,
+                        reason: redeemed.reason.clone(),
+                    },
+                );
+            }
             Some(
                 Payload::IdentityLinked(_)
                 | Payload::WebPageViewed(_)
@@ -347,25 +394,47 @@ impl ProfileState {
         self.points_redeemed += other.points_redeemed;
         self.absorbed.extend(other.absorbed.iter().cloned());
         self.conflicts.extend(other.conflicts.iter().cloned());
+        // An event is folded into one profile only, so the keys never clash.
+        for (id, refund) in &other.refunds {
+            self.refunds.insert(id.clone(), refund.clone());
+        }
+        for (id, redemption) in &other.redemptions {
+            self.redemptions.insert(id.clone(), redemption.clone());
+        }
     }
 
-    /// Serialises the state; a leading version byte lets the format change.
+    /// Serialises the state. A leading byte names the format: format 2 is
+    /// the format-1 state followed by the facts added since, so format-1
+    /// state written by an older release still decodes (without refund
+    /// times and redemptions, which only a rebuild can recover).
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = vec![STATE_FORMAT];
         bytes.extend(postcard::to_stdvec(self).expect("profile state always serialises"));
+        let added = Format2Facts {
+            refunds: self.refunds.clone(),
+            redemptions: self.redemptions.clone(),
+        };
+        bytes.extend(postcard::to_stdvec(&added).expect("profile state always serialises"));
         bytes
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::Error> {
         match bytes.split_first() {
-            Some((&STATE_FORMAT, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((&1, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((&STATE_FORMAT, rest)) => {
+                let (mut state, rest): (Self, _) = postcard::take_from_bytes(rest)?;
+                let added: Format2Facts = postcard::from_bytes(rest)?;
+                state.refunds = added.refunds;
+                state.redemptions = added.redemptions;
+                Ok(state)
+            }
             Some((version, _)) => Err(crate::Error::UnknownFormat(*version)),
             None => Err(crate::Error::UnknownFormat(0)),
         }
     }
 }
 
-const STATE_FORMAT: u8 = 1;
+const STATE_FORMAT: u8 = 2;
 
 /// The compact line the timeline shows for an event.
 pub fn timeline_entry(event: &Event) -> TimelineEntry {
@@ -782,8 +851,53 @@ mod tests {
     fn state_round_trips_through_its_encoding() {
         let mut state = ProfileState::default();
         state.apply(&placed("e1", 1_000, "o-1", 1_000));
+        state.apply(&record(
+            "e2",
+            2_000,
+            event::Payload::OrderRefunded(OrderRefunded {
+                order_id: "o-1".into(),
+                amount_minor: 400,
+            }),
+            "order.refunded",
+        ));
+        state.apply(&record(
+            "e3",
+            3_000,
+            event::Payload::PointsRedeemed(rapport_proto::v1::PointsRedeemed {
+                points: 7,
+                reason: "voucher".into(),
+            }),
+            "points.redeemed",
+        ));
+        assert_eq!(state.refunds["e2"].at_ms, 2_000);
+        assert_eq!(state.redemptions["e3"].points, 7);
         assert_eq!(ProfileState::decode(&state.encode()).unwrap(), state);
         assert!(ProfileState::decode(&[9, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn format_one_state_still_decodes_without_the_added_facts() {
+        // Given state as release 1 wrote it: format byte 1, then the fields
+        // format 2 still starts with
+        let mut state = ProfileState::default();
+        state.apply(&placed("e1", 1_000, "o-1", 1_000));
+        state.apply(&record(
+            "e2",
+            2_000,
+            event::Payload::OrderRefunded(OrderRefunded {
+                order_id: "o-1".into(),
+                amount_minor: 400,
+            }),
+            "order.refunded",
+        ));
+        let mut format_one = vec![1];
+        format_one.extend(postcard::to_stdvec(&state).unwrap());
+        // When it is read today
+        let decoded = ProfileState::decode(&format_one).unwrap();
+        // Then every format-1 fact is there and the refund time is not
+        assert_eq!(decoded.orders, state.orders);
+        assert!(decoded.refunds.is_empty());
+        assert_ne!(decoded, state);
     }
 
     fn arbitrary_record() -> impl Strategy<Value = CustomerRecord> {

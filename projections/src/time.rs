@@ -141,9 +141,61 @@ pub fn utc_day(epoch_ms: i64) -> i64 {
     epoch_ms.div_euclid(86_400_000)
 }
 
+/// Formats a UTC day as `YYYY-MM-DD`.
+pub fn format_day(day: i64) -> String {
+    let (year, month, day) = civil_from_days(day);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Why an `as_of` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be a date such as 2026-03-01 or an RFC 3339 instant such as 2026-03-01T12:00:00Z")]
+pub struct DayError;
+
+/// Parses an `as_of`: a date `YYYY-MM-DD`, or an RFC 3339 instant truncated
+/// to its UTC day. Returns the day.
+pub fn parse_day(text: &str) -> Result<i64, DayError> {
+    if text.len() == 10 {
+        let bytes = text.as_bytes();
+        let digits = |range: std::ops::Range<usize>| {
+            let part = &text[range];
+            part.bytes()
+                .all(|byte| byte.is_ascii_digit())
+                .then(|| part.parse::<i64>().ok())
+                .flatten()
+        };
+        if bytes[4] != b'-' || bytes[7] != b'-' {
+            return Err(DayError);
+        }
+        let (Some(year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10))
+        else {
+            return Err(DayError);
+        };
+        if !(1..=12).contains(&month)
+            || day < 1
+            || day > i64::from(days_in_month(year, month as u32))
+        {
+            return Err(DayError);
+        }
+        return Ok(days_from_civil(year, month as u32, day as u32));
+    }
+    parse_rfc3339(text).map(utc_day).map_err(|_| DayError)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn as_of_is_a_date_or_an_instant_cut_to_its_utc_day() {
+        let day = parse_day("2026-03-01").unwrap();
+        assert_eq!(format_day(day), "2026-03-01");
+        assert_eq!(parse_day("2026-03-01T23:59:59Z"), Ok(day));
+        assert_eq!(parse_day("2026-03-02T01:00:00+02:00"), Ok(day));
+        for bad in ["2026-02-30", "2026-13-01", "26-03-01", "yesterday", ""] {
+            assert_eq!(parse_day(bad), Err(DayError), "{bad}");
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

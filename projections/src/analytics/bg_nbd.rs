@@ -131,6 +131,65 @@ impl BgNbdParameters {
     /// which stays finite as a → 1 (where the paper's form divides 0 by 0)
     /// and as a+b+x−1 → 0. C·S is summed term by term below.
     fn expected_purchases_if_alive(&self, repeats: f64, age_weeks: f64, horizon_weeks: f64) -> f64 {
+        if self.a > CONCENTRATED_BETA && self.b > CONCENTRATED_BETA {
+            return self.expected_purchases_if_alive_by_quadrature(
+                repeats,
+                age_weeks,
+                horizon_weeks,
+            );
+        }
+        self.expected_purchases_if_alive_by_series(repeats, age_weeks, horizon_weeks)
+    }
+
+    /// The same expectation as an integral over the drop-out probability.
+    /// Alive after x repeats, p ~ Beta(a, b+x) and λ ~ Gamma(r+x, α+T);
+    /// an alive customer makes (1 − e^(−λpt))/p purchases in t on average,
+    /// and E_λ[e^(−λpt)] = ((α+T)/(α+T+pt))^(r+x). So
+    ///   E = ∫ (1 − ((α+T)/(α+T+pt))^(r+x)) / p · Beta(p; a, b+x) dp.
+    /// Used when a and b are both large: Beta is then narrow (so ±12
+    /// standard deviations with Simpson's rule are exact to many digits),
+    /// while the series' terms would grow like e^(ab/(a+b)) and overflow.
+    fn expected_purchases_if_alive_by_quadrature(
+        &self,
+        repeats: f64,
+        age_weeks: f64,
+        horizon_weeks: f64,
+    ) -> f64 {
+        let BgNbdParameters { r, alpha, a, b } = *self;
+        let (shape_a, shape_b) = (a, b + repeats);
+        let total = shape_a + shape_b;
+        let mean = shape_a / total;
+        let spread = (shape_a * shape_b / (total * total * (total + 1.0))).sqrt();
+        let low = (mean - 12.0 * spread).max(f64::MIN_POSITIVE);
+        let high = (mean + 12.0 * spread).min(1.0);
+        let log_density = |p: f64| (shape_a - 1.0) * p.ln() + (shape_b - 1.0) * (-p).ln_1p();
+        let expected_given = |p: f64| {
+            -(-(r + repeats) * (p * horizon_weeks / (alpha + age_weeks)).ln_1p()).exp_m1() / p
+        };
+        let peak = log_density(mean);
+        let step = (high - low) / QUADRATURE_INTERVALS as f64;
+        let (mut weighted, mut weights) = (0.0, 0.0);
+        for index in 0..=QUADRATURE_INTERVALS {
+            let simpson = match index {
+                0 => 1.0,
+                _ if index == QUADRATURE_INTERVALS => 1.0,
+                _ if index % 2 == 1 => 4.0,
+                _ => 2.0,
+            };
+            let p = low + step * index as f64;
+            let weight = simpson * (log_density(p) - peak).exp();
+            weighted += weight * expected_given(p);
+            weights += weight;
+        }
+        weighted / weights
+    }
+
+    fn expected_purchases_if_alive_by_series(
+        &self,
+        repeats: f64,
+        age_weeks: f64,
+        horizon_weeks: f64,
+    ) -> f64 {
         let BgNbdParameters { r, alpha, a, b } = *self;
         let epsilon = a - 1.0;
         let c = a + b + repeats - 1.0;
@@ -163,6 +222,11 @@ impl BgNbdParameters {
 /// The series converges geometrically with ratio z < 1; this bounds the work
 /// when z is within 1e-5 of 1 (horizons vastly longer than anyone's history).
 const MAX_SERIES_TERMS: usize = 1_000_000;
+/// Above this, for both a and b, expected purchases are integrated instead
+/// of summed (see `expected_purchases_if_alive_by_quadrature`).
+const CONCENTRATED_BETA: f64 = 30.0;
+/// Even, for Simpson's rule.
+const QUADRATURE_INTERVALS: usize = 400;
 const SERIES_TOLERANCE: f64 = 1e-17;
 
 fn logistic(log_odds: f64) -> f64 {
@@ -302,6 +366,41 @@ pub fn fit_bg_nbd(customers: &[RepeatSummary], cohort: Option<Cohort>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quadrature_and_series_agree_and_quadrature_survives_a_narrow_beta() {
+        // Given parameters where both evaluations work
+        let moderate = BgNbdParameters {
+            r: 0.8,
+            alpha: 5.0,
+            a: 31.0,
+            b: 45.0,
+        };
+        for (repeats, age, horizon) in [(0.0, 10.0, 13.0), (3.0, 40.0, 13.0), (12.0, 80.0, 52.0)] {
+            let series = moderate.expected_purchases_if_alive_by_series(repeats, age, horizon);
+            let integral =
+                moderate.expected_purchases_if_alive_by_quadrature(repeats, age, horizon);
+            assert!(
+                (series - integral).abs() <= 1e-7 * series.abs(),
+                "x={repeats}: series {series} vs integral {integral}"
+            );
+        }
+        // When a and b run to millions (a fit on tiny data does that)
+        let narrow = BgNbdParameters {
+            r: 1.45,
+            alpha: 8.8,
+            a: 1.95e6,
+            b: 2.78e6,
+        };
+        let expected = narrow.expected_purchases_if_alive(3.0, 30.0, 90.0 / 7.0);
+        // Then the answer is finite and near the point-mass limit p = a/(a+b)
+        let p = 1.95 / (1.95 + 2.78);
+        let limit = (1.0 - (38.8_f64 / (38.8 + p * 90.0 / 7.0)).powf(4.45)) / p;
+        assert!(
+            (expected - limit).abs() < 1e-4 * limit,
+            "{expected} vs {limit}"
+        );
+    }
     use crate::analytics::occasions::{PurchaseOccasion, repeat_summary};
     use crate::analytics::simulation::SplitMix64;
 

@@ -20,6 +20,16 @@ pub enum LifecycleStage {
 }
 
 impl LifecycleStage {
+    pub const ALL: [LifecycleStage; 7] = [
+        LifecycleStage::Prospect,
+        LifecycleStage::FirstTime,
+        LifecycleStage::Repeat,
+        LifecycleStage::Loyal,
+        LifecycleStage::AtRisk,
+        LifecycleStage::Churned,
+        LifecycleStage::WonBack,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             LifecycleStage::Prospect => "prospect",

@@ -25,6 +25,7 @@ mod numerics;
 pub mod occasions;
 mod order_statistics;
 pub mod rfm;
+pub mod scoring;
 #[cfg(test)]
 mod simulation;
 pub mod value_tier;

@@ -140,6 +140,37 @@ pub enum RfmSegment {
 }
 
 impl RfmSegment {
+    pub const ALL: [RfmSegment; 11] = [
+        RfmSegment::Champions,
+        RfmSegment::LoyalCustomers,
+        RfmSegment::PotentialLoyalists,
+        RfmSegment::NewCustomers,
+        RfmSegment::Promising,
+        RfmSegment::NeedAttention,
+        RfmSegment::AboutToSleep,
+        RfmSegment::AtRisk,
+        RfmSegment::CantLoseThem,
+        RfmSegment::Hibernating,
+        RfmSegment::Lost,
+    ];
+
+    /// The name in URLs and JSON, e.g. `cant_lose_them`.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            RfmSegment::Champions => "champions",
+            RfmSegment::LoyalCustomers => "loyal_customers",
+            RfmSegment::PotentialLoyalists => "potential_loyalists",
+            RfmSegment::NewCustomers => "new_customers",
+            RfmSegment::Promising => "promising",
+            RfmSegment::NeedAttention => "need_attention",
+            RfmSegment::AboutToSleep => "about_to_sleep",
+            RfmSegment::AtRisk => "at_risk",
+            RfmSegment::CantLoseThem => "cant_lose_them",
+            RfmSegment::Hibernating => "hibernating",
+            RfmSegment::Lost => "lost",
+        }
+    }
+
     /// The name as marketers know it.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -24,6 +24,13 @@ pub enum ValueTier {
 }
 
 impl ValueTier {
+    pub const ALL: [ValueTier; 4] = [
+        ValueTier::High,
+        ValueTier::Potential,
+        ValueTier::Secondary,
+        ValueTier::Low,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             ValueTier::High => "high",
@@ -100,9 +107,98 @@ pub fn value_tiers(customers: &[ValueInput], config: &ValueTierConfig) -> Vec<Va
         .collect()
 }
 
+/// The tier boundaries of a population, so that one customer can be placed
+/// without ranking everyone again. A customer tying with a boundary value
+/// is inside it; with distinct values this agrees with [`value_tiers`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ValueCutoffs {
+    /// The lowest CLV in the top `high_top_fraction`.
+    pub high_min_clv: Option<f64>,
+    /// The lowest expected purchases in the top `potential_top_purchases_fraction`.
+    pub potential_min_purchases: Option<f64>,
+    /// The highest CLV in the bottom `low_bottom_fraction`.
+    pub low_max_clv: Option<f64>,
+}
+
+impl ValueCutoffs {
+    pub fn from_population(customers: &[ValueInput], config: &ValueTierConfig) -> Self {
+        let population = customers.len();
+        let descending = |key: fn(&ValueInput) -> f64| -> Vec<f64> {
+            let mut values: Vec<f64> = customers.iter().map(key).collect();
+            values.sort_by(|left, right| right.total_cmp(left));
+            values
+        };
+        let by_clv = descending(|customer| customer.clv);
+        let by_purchases = descending(|customer| customer.expected_purchases);
+        let nth = |values: &[f64], count: usize| count.checked_sub(1).map(|last| values[last]);
+        let low_count = share_count(config.low_bottom_fraction, population);
+        ValueCutoffs {
+            high_min_clv: nth(&by_clv, share_count(config.high_top_fraction, population)),
+            potential_min_purchases: nth(
+                &by_purchases,
+                share_count(config.potential_top_purchases_fraction, population),
+            ),
+            low_max_clv: (low_count > 0).then(|| by_clv[population - low_count]),
+        }
+    }
+
+    /// The tier of one customer, by the rules of [`value_tiers`].
+    pub fn tier(&self, customer: &ValueInput, config: &ValueTierConfig) -> ValueTier {
+        if self
+            .high_min_clv
+            .is_some_and(|cutoff| customer.clv >= cutoff)
+        {
+            ValueTier::High
+        } else if customer.p_alive >= config.potential_min_p_alive
+            && self
+                .potential_min_purchases
+                .is_some_and(|cutoff| customer.expected_purchases >= cutoff)
+        {
+            ValueTier::Potential
+        } else if customer.p_alive < config.low_p_alive_below
+            && self
+                .low_max_clv
+                .is_some_and(|cutoff| customer.clv <= cutoff)
+        {
+            ValueTier::Low
+        } else {
+            ValueTier::Secondary
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cutoffs_agree_with_the_ranking_when_values_are_distinct() {
+        let config = ValueTierConfig::default();
+        // Given 50 customers with distinct CLVs, purchases and a spread of P(alive)
+        let customers: Vec<ValueInput> = (0..50)
+            .map(|index| {
+                input(
+                    &format!("c{index:02}"),
+                    f64::from((index * 37) % 50) * 10.0,
+                    f64::from((index * 13) % 10) / 10.0,
+                    f64::from((index * 29) % 50) / 7.0,
+                )
+            })
+            .collect();
+        let ranked = value_tiers(&customers, &config);
+        let cutoffs = ValueCutoffs::from_population(&customers, &config);
+        for (customer, tier) in customers.iter().zip(ranked) {
+            assert_eq!(
+                cutoffs.tier(customer, &config),
+                tier,
+                "{}",
+                customer.customer_id
+            );
+        }
+        // And an empty population puts everyone in `secondary`
+        let empty = ValueCutoffs::from_population(&[], &config);
+        assert_eq!(empty.tier(&customers[0], &config), ValueTier::Secondary);
+    }
 
     fn input(id: &str, clv: f64, p_alive: f64, expected_purchases: f64) -> ValueInput {
         ValueInput {

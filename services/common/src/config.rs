@@ -20,6 +20,9 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub identity: IdentityConfig,
     pub projector: ProjectorConfig,
+    /// Thresholds of the customer analytics (RFM, churn, CLV, lifecycle,
+    /// value tiers, loyalty); see the README.
+    pub analytics: rapport_projections::analytics::config::AnalyticsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +182,10 @@ impl CommonArgs {
                 "kafka.brokers must name at least one broker".to_owned(),
             ));
         }
+        config
+            .analytics
+            .validate()
+            .map_err(|error| Error::Config(error.to_string()))?;
         Ok(config)
     }
 }

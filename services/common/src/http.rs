@@ -27,6 +27,9 @@ pub enum ApiError {
     NotFound(String),
     /// 413.
     TooLarge(String),
+    /// 422: the request is well-formed but cannot be answered from the data
+    /// (e.g. too few customers to fit a model).
+    Unprocessable(String),
     /// 415.
     UnsupportedMediaType(String),
     /// 503 with `Retry-After`.
@@ -53,6 +56,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message.as_str(), &[][..]),
             ApiError::TooLarge(message) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, message.as_str(), &[][..])
+            }
+            ApiError::Unprocessable(message) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, message.as_str(), &[][..])
             }
             ApiError::UnsupportedMediaType(message) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

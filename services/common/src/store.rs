@@ -93,6 +93,31 @@ impl Store {
         Ok(entries)
     }
 
+    /// Hands every entry whose key starts with `prefix` to `visit`, in key
+    /// order, without collecting them: for scans too big to hold at once.
+    pub fn visit_prefix(
+        &self,
+        family: &str,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let handle = self.family(family)?;
+        let iterator = self
+            .db
+            .iterator_cf(&handle, IteratorMode::From(prefix, Direction::Forward));
+        for item in iterator {
+            let (key, value) = item.map_err(|source| Error::Storage {
+                context: format!("scanning {family}"),
+                source,
+            })?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            visit(&key, &value)?;
+        }
+        Ok(())
+    }
+
     /// Entries under `prefix` with keys strictly below `before` (or all when
     /// `None`), newest-key first.
     pub fn scan_prefix_reverse(

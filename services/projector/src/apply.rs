@@ -201,6 +201,17 @@ impl Changes {
             .unwrap_or_default()
     }
 
+    /// Whether anything changed since the last [`take`](Changes::take).
+    pub fn pending(&self) -> bool {
+        let pending = self.0.lock().expect("changes lock");
+        pending.as_ref().is_some_and(|ids| !ids.is_empty())
+    }
+
+    /// Whether both are the same feed (of the same worker).
+    pub fn same_feed(&self, other: &Changes) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     fn record(&self, profiles: Vec<String>) {
         if let Some(pending) = self.0.lock().expect("changes lock").as_mut() {
             pending.extend(profiles);

@@ -3,6 +3,8 @@
 
 pub mod apply;
 pub mod query;
+pub mod scores;
+mod scores_http;
 pub mod versions;
 
 #[cfg(test)]
@@ -171,10 +173,11 @@ mod tests {
         )
         .unwrap();
 
-        let app = router(Arc::new(QueryState {
-            versions: crate::versions::Versions::serving(store, "v1"),
-            registry: Registry::default(),
-        }));
+        let app = router(Arc::new(QueryState::new(
+            crate::versions::Versions::serving(store, "v1"),
+            Registry::default(),
+            Default::default(),
+        )));
         let (status, customer) = get(&app, "/v1/customers/c-1").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(customer["event_counts"]["web.page_viewed"], 3);
@@ -207,10 +210,11 @@ mod tests {
     async fn unknown_customers_and_bad_lookups_are_explained() {
         let directory = tempfile::tempdir().unwrap();
         let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
-        let app = router(Arc::new(QueryState {
-            versions: crate::versions::Versions::serving(store, "v1"),
-            registry: Registry::default(),
-        }));
+        let app = router(Arc::new(QueryState::new(
+            crate::versions::Versions::serving(store, "v1"),
+            Registry::default(),
+            Default::default(),
+        )));
         let (status, body) = get(&app, "/v1/customers/nobody").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body["error"].as_str().unwrap().contains("nobody"));
@@ -220,5 +224,184 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = get(&app, "/v1/customers/x/timeline?limit=0").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    /// Thirty customers with purchase histories, applied through the real
+    /// fold into RocksDB, then analysed over the router.
+    #[tokio::test]
+    async fn scores_models_and_segments_are_served_for_an_as_of() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+        let metrics = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
+        const DAY_MS: i64 = 86_400_000;
+        let mut records = Vec::new();
+        for customer in 0..30_i64 {
+            let id = format!("c-{customer:02}");
+            // Spend varies within each customer, as Gamma-Gamma expects.
+            let spread = [0, 1_500 * (customer % 3), -700, 900 * (customer % 5)];
+            for purchase in 0..(1 + customer % 4) {
+                let day = 100 + customer * 3 + purchase * (20 + customer % 7);
+                let offset = records.len() as i64;
+                let mut record = event_record(
+                    &id,
+                    offset,
+                    proto::event::Payload::OrderPlaced(proto::OrderPlaced {
+                        order_id: format!("o-{customer}-{purchase}"),
+                        total_minor: 2_000 + 1_000 * customer + spread[purchase as usize],
+                        currency: "USD".into(),
+                        items: vec![],
+                    }),
+                    "order.placed",
+                    &[
+                        ("customer_id", id.as_str()),
+                        ("email", &format!("{id}@example.com")),
+                    ],
+                );
+                if let Some(RecordBody::Event(resolved)) = record.body.as_mut() {
+                    resolved.event.as_mut().unwrap().occurred_at_ms = day * DAY_MS;
+                }
+                records.push(record);
+            }
+        }
+        let consumed: Vec<Consumed> = records
+            .iter()
+            .enumerate()
+            .map(|(offset, record)| Consumed {
+                partition: 0,
+                offset: offset as i64,
+                timestamp_ms: 0,
+                key: Vec::new(),
+                retry_of: None,
+                payload: record.encode_to_vec(),
+            })
+            .collect();
+        apply_batch(
+            &store,
+            CUSTOMER_VIEW,
+            &consumed,
+            &mut Positions::default(),
+            &metrics,
+            None,
+            DeadLetters {
+                topics: &TopicNames::default(),
+                publish: &mut |_: &[Outgoing]| panic!("no dead letters expected"),
+            },
+        )
+        .unwrap();
+        let app = router(Arc::new(QueryState::new(
+            crate::versions::Versions::serving(store, "v1"),
+            Registry::default(),
+            Default::default(),
+        )));
+        let as_of = "1970-10-01";
+
+        // The biggest repeat buyer (c-27: 4 occasions) at as_of
+        let (status, scores) = get(&app, &format!("/v1/customers/c-27/scores?as_of={as_of}")).await;
+        assert_eq!(status, StatusCode::OK, "{scores}");
+        assert_eq!(scores["customer_id"], "c-27");
+        assert_eq!(scores["as_of"], as_of);
+        assert_eq!(scores["rfm"]["frequency"], 4);
+        // 29 000 each, with c-27's spread of 0, 0, −700 and +1 800
+        assert_eq!(scores["rfm"]["monetary_minor"], 4 * 29_000 - 700 + 1_800);
+        assert_eq!(scores["rfm"]["m"], 5);
+        assert!(scores["churn"]["p_alive"].as_f64().is_some());
+        assert!(scores["clv"]["expected_value_minor"].as_f64().is_some());
+        assert_eq!(scores["loyalty"]["tier"], "Silver");
+        assert_eq!(scores["loyalty"]["points"], 290 + 290 + 283 + 308);
+        // …and before their first order they had no scores at all
+        let (_, before) = get(&app, "/v1/customers/c-27/scores?as_of=1970-01-05").await;
+        assert!(before["rfm"].is_null() && before["lifecycle"].is_null());
+
+        let (status, model) = get(&app, &format!("/v1/models/bgnbd?as_of={as_of}")).await;
+        assert_eq!(status, StatusCode::OK, "{model}");
+        assert_eq!(model["customers"], 30);
+        assert_eq!(model["time_unit"], "weeks");
+        assert!(model["r"].as_f64().unwrap() > 0.0);
+        let (status, model) = get(
+            &app,
+            &format!(
+                "/v1/models/gamma-gamma?as_of={as_of}&cohort_from=1970-04-11&cohort_to=1970-06-01"
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{model}");
+        assert!(model["customers"].as_u64().unwrap() < 30);
+        assert_eq!(model["cohort_from"], "1970-04-11");
+
+        let (status, segments) = get(&app, &format!("/v1/segments?as_of={as_of}")).await;
+        assert_eq!(status, StatusCode::OK, "{segments}");
+        assert_eq!(segments["customers"], 30);
+        let total = |kind: &str| -> u64 {
+            segments[kind]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|count| count.as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(total("lifecycle"), 30);
+        assert_eq!(total("loyalty"), 30);
+        assert_eq!(total("rfm"), 30);
+        assert_eq!(segments["rfm"].as_object().unwrap().len(), 11);
+
+        // The members of the largest loyalty tier, as JSON pages and as CSV
+        let (tier, count) = segments["loyalty"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .max_by_key(|(_, count)| count.as_u64().unwrap())
+            .map(|(tier, count)| (tier.clone(), count.as_u64().unwrap()))
+            .unwrap();
+        let path = format!("/v1/segments/loyalty/{tier}/customers?as_of={as_of}");
+        let (status, page) = get(&app, &format!("{path}&limit=2")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            page["customers"].as_array().unwrap().len(),
+            2.min(count as usize)
+        );
+        let response = app
+            .clone()
+            .oneshot(
+                Request::get(format!("{path}&format=csv"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/csv; charset=utf-8"
+        );
+        let csv = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let csv = String::from_utf8(csv.to_vec()).unwrap();
+        assert_eq!(csv.lines().count() as u64, count + 1, "{csv}");
+        assert!(csv.lines().nth(1).unwrap().contains("@example.com"));
+
+        for (bad, expected) in [
+            (
+                "/v1/customers/c-01/scores?as_of=1970-02-30",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/v1/customers/nobody/scores", StatusCode::NOT_FOUND),
+            (
+                "/v1/models/bgnbd?cohort_from=1970-01-01",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/v1/models/bgnbd?as_of=1970-01-01",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            ("/v1/segments/colour/red/customers", StatusCode::NOT_FOUND),
+            ("/v1/segments/rfm/nope/customers", StatusCode::NOT_FOUND),
+            (
+                "/v1/segments/rfm/champions/customers?format=xml",
+                StatusCode::BAD_REQUEST,
+            ),
+        ] {
+            let (status, body) = get(&app, bad).await;
+            assert_eq!(status, expected, "{bad}: {body}");
+        }
     }
 }

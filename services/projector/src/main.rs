@@ -49,10 +49,11 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open(&config.projector.data_dir, &[META])?;
     let registry = Registry::default();
     let versions = Versions::start(config.clone(), store, registry.clone())?;
-    let app = router(Arc::new(QueryState {
-        versions: versions.clone(),
+    let app = router(Arc::new(QueryState::new(
+        versions.clone(),
         registry,
-    }));
+        config.analytics.clone(),
+    )));
     let listener = tokio::net::TcpListener::bind(config.projector.listen)
         .await
         .with_context(|| format!("binding {}", config.projector.listen))?;

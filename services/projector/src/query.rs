@@ -19,6 +19,7 @@ use rapport_common::store::Store;
 
 use crate::versions::Versions;
 use rapport_common::{Result, keys};
+use rapport_projections::analytics::config::AnalyticsConfig;
 use rapport_projections::customer_view::{
     ConflictEntry, CustomerDocument, ProfileState, TimelineEntry,
 };
@@ -30,16 +31,30 @@ use serde::{Deserialize, Serialize};
 pub struct QueryState {
     pub versions: Arc<Versions>,
     pub registry: Registry,
-}
-
-/// The projection version one request reads.
-struct View<'a> {
-    store: &'a Store,
-    family: String,
+    pub scores: crate::scores::Scoreboard,
 }
 
 impl QueryState {
-    fn view(&self, version: Option<&str>) -> Result<View<'_>, ApiError> {
+    pub fn new(versions: Arc<Versions>, registry: Registry, config: AnalyticsConfig) -> Self {
+        let scores = crate::scores::Scoreboard::new(config, &registry);
+        QueryState {
+            versions,
+            registry,
+            scores,
+        }
+    }
+}
+
+/// The projection version one request reads.
+pub(crate) struct View<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) family: String,
+    /// The version's name (the live one when the request named none).
+    pub(crate) version: String,
+}
+
+impl QueryState {
+    pub(crate) fn view(&self, version: Option<&str>) -> Result<View<'_>, ApiError> {
         let family = self
             .versions
             .family_for(version)
@@ -47,6 +62,7 @@ impl QueryState {
         Ok(View {
             store: self.versions.store(),
             family,
+            version: version.map_or_else(|| self.versions.live(), str::to_owned),
         })
     }
 }
@@ -57,6 +73,20 @@ pub fn router(state: Arc<QueryState>) -> Router {
         .route("/v1/customers", get(find_customer))
         .route("/v1/customers/{customer_id}", get(get_customer))
         .route("/v1/customers/{customer_id}/timeline", get(get_timeline))
+        .route(
+            "/v1/customers/{customer_id}/scores",
+            get(crate::scores_http::customer_scores),
+        )
+        .route("/v1/models/bgnbd", get(crate::scores_http::bg_nbd_model))
+        .route(
+            "/v1/models/gamma-gamma",
+            get(crate::scores_http::gamma_gamma_model),
+        )
+        .route("/v1/segments", get(crate::scores_http::segment_counts))
+        .route(
+            "/v1/segments/{kind}/{name}/customers",
+            get(crate::scores_http::segment_members),
+        )
         .route("/v1/identity/conflicts", get(list_conflicts))
         .route("/v1/admin/status", get(admin_status))
         .route("/v1/admin/replays", axum::routing::post(create_replay))
@@ -83,14 +113,14 @@ fn load_profile(state: &View<'_>, id: &str) -> Result<Option<ProfileState>> {
 }
 
 /// One person: the root profile id and every profile that belongs to them.
-struct Person {
-    root: String,
-    members: Vec<(String, ProfileState)>,
+pub(crate) struct Person {
+    pub(crate) root: String,
+    pub(crate) members: Vec<(String, ProfileState)>,
 }
 
 /// Follows merges from `id` to the person it belongs to now, then gathers
 /// every profile absorbed into that person.
-fn person_of(state: &View<'_>, id: &str) -> Result<Option<Person>> {
+pub(crate) fn person_of(state: &View<'_>, id: &str) -> Result<Option<Person>> {
     let Some(mut current) = load_profile(state, id)? else {
         return Ok(None);
     };
@@ -130,7 +160,7 @@ fn person_of(state: &View<'_>, id: &str) -> Result<Option<Person>> {
     Ok(Some(Person { root, members }))
 }
 
-fn not_found(id: &str) -> ApiError {
+pub(crate) fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no customer {id}"))
 }
 
@@ -170,7 +200,7 @@ struct LookupParams {
 }
 
 /// Turns a query-string rejection into a 400 that says what is accepted.
-fn bad_query(rejection: QueryRejection, usage: &str) -> ApiError {
+pub(crate) fn bad_query(rejection: QueryRejection, usage: &str) -> ApiError {
     ApiError::Invalid {
         message: format!("{}; {usage}", rejection.body_text()),
         details: vec![],
@@ -417,7 +447,7 @@ struct ReplayRequest {
     until: Option<String>,
 }
 
-fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::Invalid {
         message: format!("bad {field}"),
         details: vec![FieldError {

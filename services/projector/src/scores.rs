@@ -1,0 +1,562 @@
+//! The analytics scoreboard: RFM, churn, CLV, lifecycle, value tiers and
+//! loyalty as live projections of the customer view.
+//!
+//! The customer view already holds every fact the models need (orders with
+//! the times of their cancellations and refunds, redemptions), so the
+//! analytics are derived from it rather than folded a second time:
+//!
+//! * a [`Board`] per projection version keeps each person's
+//!   [`CustomerFacts`], built by one scan of the version's profiles and then
+//!   kept current from the profiles each applied batch changed
+//!   ([`crate::apply::Changes`]);
+//! * per `as_of` it keeps a [`Snapshot`]: the exact RFM population (updated
+//!   one person at a time, so a person's scores reflect their latest event at
+//!   once), the fitted models and everyone's segment labels. Models are
+//!   refitted once the people changed since the fit exceed
+//!   [`REFIT_AFTER_SHARE`] of the population (at least
+//!   [`REFIT_AFTER_AT_LEAST`]); until then changed people are re-labelled
+//!   against the current fit.
+//!
+//! Everything is a function of the stored facts and `as_of`; only the
+//! default `as_of` (today, UTC) reads the clock, in the request handler.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use rapport_common::metrics::{Gauge, Registry};
+use rapport_common::{Result, keys};
+use rapport_projections::analytics::bg_nbd::{BgNbdFit, Cohort, fit_bg_nbd};
+use rapport_projections::analytics::config::AnalyticsConfig;
+use rapport_projections::analytics::gamma_gamma::{GammaGammaFit, fit_gamma_gamma};
+use rapport_projections::analytics::lifecycle::LifecycleStage;
+use rapport_projections::analytics::occasions::RepeatSummary;
+use rapport_projections::analytics::rfm::{RfmPopulation, RfmSegment};
+use rapport_projections::analytics::scoring::{
+    CustomerFacts, CustomerScores, PopulationModels, inputs, score,
+};
+use rapport_projections::analytics::value_tier::ValueTier;
+use rapport_projections::customer_view::ProfileState;
+
+use crate::apply::Changes;
+use crate::query::{View, person_of};
+
+/// Models are refitted once this share of the population changed since the fit…
+pub const REFIT_AFTER_SHARE: f64 = 0.01;
+/// …or this many people, whichever is more.
+pub const REFIT_AFTER_AT_LEAST: usize = 100;
+/// How many `as_of` snapshots (and model fits) a board keeps.
+const KEPT_SNAPSHOTS: usize = 4;
+const KEPT_FITS: usize = 16;
+
+/// The segment labels of one person at one `as_of`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labels {
+    pub rfm: Option<RfmSegment>,
+    pub lifecycle: Option<LifecycleStage>,
+    pub value_tier: Option<ValueTier>,
+    pub loyalty: String,
+}
+
+impl Labels {
+    fn of(scores: &CustomerScores) -> Self {
+        Labels {
+            rfm: scores.rfm.as_ref().map(|rfm| rfm.segment),
+            lifecycle: scores.lifecycle,
+            value_tier: scores.value_tier,
+            loyalty: scores.loyalty.tier.clone(),
+        }
+    }
+
+    /// The label of `kind` (`rfm`, `lifecycle`, `value_tier`, `loyalty`).
+    pub fn get(&self, kind: SegmentKind) -> Option<&str> {
+        match kind {
+            SegmentKind::Rfm => self.rfm.map(|segment| segment.slug()),
+            SegmentKind::Lifecycle => self.lifecycle.map(|stage| stage.as_str()),
+            SegmentKind::ValueTier => self.value_tier.map(|tier| tier.as_str()),
+            SegmentKind::Loyalty => Some(&self.loyalty),
+        }
+    }
+}
+
+/// The segmentations `/v1/segments` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentKind {
+    Rfm,
+    Lifecycle,
+    ValueTier,
+    Loyalty,
+}
+
+impl SegmentKind {
+    pub const ALL: [SegmentKind; 4] = [
+        SegmentKind::Rfm,
+        SegmentKind::Lifecycle,
+        SegmentKind::ValueTier,
+        SegmentKind::Loyalty,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SegmentKind::Rfm => "rfm",
+            SegmentKind::Lifecycle => "lifecycle",
+            SegmentKind::ValueTier => "value_tier",
+            SegmentKind::Loyalty => "loyalty",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// Every name of this kind, so counts show empty segments too.
+    pub fn names(&self, config: &AnalyticsConfig) -> Vec<String> {
+        match self {
+            SegmentKind::Rfm => RfmSegment::ALL.iter().map(|s| s.slug().into()).collect(),
+            SegmentKind::Lifecycle => LifecycleStage::ALL
+                .iter()
+                .map(|s| s.as_str().into())
+                .collect(),
+            SegmentKind::ValueTier => ValueTier::ALL.iter().map(|s| s.as_str().into()).collect(),
+            SegmentKind::Loyalty => config
+                .loyalty
+                .tiers
+                .iter()
+                .map(|tier| tier.name.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Everyone scored at one `as_of`.
+pub struct Snapshot {
+    pub as_of: i64,
+    pub rfm: RfmPopulation,
+    pub models: Arc<PopulationModels>,
+    pub labels: HashMap<String, Labels>,
+    changed_since_fit: usize,
+    population_at_fit: usize,
+}
+
+impl Snapshot {
+    fn build(
+        persons: &HashMap<String, CustomerFacts>,
+        as_of: i64,
+        config: &AnalyticsConfig,
+    ) -> Self {
+        let mut rfm = RfmPopulation::new();
+        let mut summaries: Vec<RepeatSummary> = Vec::new();
+        for (id, facts) in persons {
+            let inputs = inputs(facts, as_of, config);
+            if inputs.rfm.is_some() {
+                rfm.upsert(id, inputs.rfm);
+            }
+            summaries.extend(inputs.summary);
+        }
+        let models = Arc::new(PopulationModels::fit(&summaries, as_of, config));
+        let labels = persons
+            .iter()
+            .filter(|(_, facts)| facts.known_at(as_of))
+            .map(|(id, facts)| {
+                let scores = score(facts, as_of, &rfm, &models, config);
+                (id.clone(), Labels::of(&scores))
+            })
+            .collect();
+        Snapshot {
+            as_of,
+            rfm,
+            models,
+            labels,
+            changed_since_fit: 0,
+            population_at_fit: persons.len(),
+        }
+    }
+
+    fn update(&mut self, id: &str, facts: Option<&CustomerFacts>, config: &AnalyticsConfig) {
+        self.changed_since_fit += 1;
+        let Some(facts) = facts.filter(|facts| facts.known_at(self.as_of)) else {
+            self.rfm.upsert(id, None);
+            self.labels.remove(id);
+            return;
+        };
+        let inputs = inputs(facts, self.as_of, config);
+        self.rfm.upsert(id, inputs.rfm);
+        let scores = score(facts, self.as_of, &self.rfm, &self.models, config);
+        self.labels.insert(id.to_owned(), Labels::of(&scores));
+    }
+
+    fn stale(&self) -> bool {
+        let allowed = ((self.population_at_fit as f64 * REFIT_AFTER_SHARE) as usize)
+            .max(REFIT_AFTER_AT_LEAST);
+        self.changed_since_fit > allowed
+    }
+
+    /// People per name of `kind`, every name listed.
+    pub fn counts(&self, kind: SegmentKind, config: &AnalyticsConfig) -> BTreeMap<String, u64> {
+        let mut counts: BTreeMap<String, u64> = kind
+            .names(config)
+            .into_iter()
+            .map(|name| (name, 0))
+            .collect();
+        for labels in self.labels.values() {
+            if let Some(name) = labels.get(kind) {
+                *counts.entry(name.to_owned()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Members of one segment after `cursor` (a person id), by id.
+    pub fn members(
+        &self,
+        kind: SegmentKind,
+        name: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> (Vec<String>, bool) {
+        let mut ids: Vec<&String> = self
+            .labels
+            .iter()
+            .filter(|(id, labels)| {
+                labels.get(kind) == Some(name) && cursor.is_none_or(|after| id.as_str() > after)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        let more = ids.len() > limit;
+        (ids.into_iter().take(limit).cloned().collect(), more)
+    }
+}
+
+/// A model fit asked for over HTTP, with the cohort it was fitted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FitKey {
+    pub as_of: i64,
+    pub cohort: Option<(i64, i64)>,
+}
+
+/// Both models for one [`FitKey`].
+#[derive(Debug, Clone)]
+pub struct Fits {
+    pub bg_nbd: std::result::Result<BgNbdFit, String>,
+    pub gamma_gamma: std::result::Result<GammaGammaFit, String>,
+    changed_since_fit: usize,
+    population_at_fit: usize,
+}
+
+/// The analytics of one projection version.
+pub struct Board {
+    /// The feed this board follows; a version dropped and created again
+    /// under the same name gets a new feed, and so a new board.
+    changes: Option<Changes>,
+    persons: HashMap<String, CustomerFacts>,
+    /// Absorbed profile → the person it belongs to.
+    root_of: HashMap<String, String>,
+    snapshots: VecDeque<Snapshot>,
+    fits: VecDeque<(FitKey, Fits)>,
+}
+
+fn facts_of(members: &[(String, ProfileState)]) -> CustomerFacts {
+    let mut merged = ProfileState::default();
+    for (_, profile) in members {
+        merged.merge(profile);
+    }
+    CustomerFacts::from_profile(&merged)
+}
+
+impl Board {
+    /// Scans every profile of the version once. Subscribes to the change
+    /// feed first, so nothing applied during the scan is missed.
+    fn build(view: &View<'_>, changes: Option<Changes>) -> Result<Self> {
+        if let Some(changes) = &changes {
+            changes.subscribe();
+        }
+        let mut board = Board {
+            changes,
+            persons: HashMap::new(),
+            root_of: HashMap::new(),
+            snapshots: VecDeque::new(),
+            fits: VecDeque::new(),
+        };
+        // Profiles in a merge are gathered afterwards, person by person.
+        let mut in_merges = Vec::new();
+        view.store
+            .visit_prefix(&view.family, &[keys::PROFILE], |key, value| {
+                let Ok(id) = keys::decode_profile(key) else {
+                    tracing::warn!(key = ?key, "skipping a malformed profile key");
+                    return Ok(());
+                };
+                let state = ProfileState::decode(value)?;
+                if state.merged_into.is_some() || !state.absorbed.is_empty() {
+                    in_merges.push(id);
+                } else {
+                    board
+                        .persons
+                        .insert(id, CustomerFacts::from_profile(&state));
+                }
+                Ok(())
+            })?;
+        for id in in_merges {
+            board.refresh_person(view, &id)?;
+        }
+        Ok(board)
+    }
+
+    /// Re-reads the person `id` belongs to and updates every snapshot.
+    fn refresh_person(&mut self, view: &View<'_>, id: &str) -> Result<Vec<String>> {
+        let start = self.root_of.get(id).map_or(id, String::as_str).to_owned();
+        let Some(person) = person_of(view, &start)? else {
+            return Ok(Vec::new());
+        };
+        let mut touched = vec![person.root.clone()];
+        for (member, _) in &person.members {
+            if *member != person.root {
+                self.root_of.insert(member.clone(), person.root.clone());
+                if self.persons.remove(member).is_some() {
+                    touched.push(member.clone());
+                }
+            }
+        }
+        self.root_of.remove(&person.root);
+        self.persons
+            .insert(person.root.clone(), facts_of(&person.members));
+        Ok(touched)
+    }
+
+    /// Takes in every profile changed since the last call.
+    fn catch_up(&mut self, view: &View<'_>, config: &AnalyticsConfig) -> Result<usize> {
+        let Some(changes) = &self.changes else {
+            return Ok(0);
+        };
+        let changed = changes.take();
+        let mut touched = Vec::new();
+        for id in &changed {
+            touched.extend(self.refresh_person(view, id)?);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for snapshot in &mut self.snapshots {
+            for id in &touched {
+                snapshot.update(id, self.persons.get(id), config);
+            }
+        }
+        self.snapshots.retain(|snapshot| !snapshot.stale());
+        for (_, fits) in &mut self.fits {
+            fits.changed_since_fit += touched.len();
+        }
+        self.fits.retain(|(_, fits)| {
+            let allowed = ((fits.population_at_fit as f64 * REFIT_AFTER_SHARE) as usize)
+                .max(REFIT_AFTER_AT_LEAST);
+            fits.changed_since_fit <= allowed
+        });
+        Ok(changed.len())
+    }
+
+    fn snapshot(&mut self, as_of: i64, config: &AnalyticsConfig) -> &Snapshot {
+        let position = match self
+            .snapshots
+            .iter()
+            .position(|snapshot| snapshot.as_of == as_of)
+        {
+            Some(position) => position,
+            None => {
+                let started = Instant::now();
+                let snapshot = Snapshot::build(&self.persons, as_of, config);
+                tracing::info!(
+                    as_of = %rapport_projections::time::format_day(as_of),
+                    persons = self.persons.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "scored every customer"
+                );
+                if self.snapshots.len() >= KEPT_SNAPSHOTS {
+                    self.snapshots.pop_front();
+                }
+                self.snapshots.push_back(snapshot);
+                self.snapshots.len() - 1
+            }
+        };
+        &self.snapshots[position]
+    }
+
+    fn fits(&mut self, key: FitKey, config: &AnalyticsConfig) -> Fits {
+        if let Some((_, fits)) = self.fits.iter().find(|(cached, _)| *cached == key) {
+            return fits.clone();
+        }
+        let in_cohort = |summary: &RepeatSummary| {
+            key.cohort
+                .is_none_or(|(from, to)| (from..=to).contains(&summary.first_occasion_day))
+        };
+        let summaries: Vec<RepeatSummary> = self
+            .persons
+            .values()
+            .filter_map(|facts| inputs(facts, key.as_of, config).summary)
+            .filter(in_cohort)
+            .collect();
+        let started = Instant::now();
+        let fits = Fits {
+            bg_nbd: fit_bg_nbd(&summaries, None::<Cohort>).map_err(|error| error.to_string()),
+            gamma_gamma: fit_gamma_gamma(&summaries).map_err(|error| error.to_string()),
+            changed_since_fit: 0,
+            population_at_fit: self.persons.len(),
+        };
+        tracing::info!(
+            as_of = %rapport_projections::time::format_day(key.as_of),
+            cohort = ?key.cohort,
+            customers = summaries.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "fitted BG/NBD and Gamma-Gamma"
+        );
+        if self.fits.len() >= KEPT_FITS {
+            self.fits.pop_front();
+        }
+        self.fits.push_back((key, fits.clone()));
+        fits
+    }
+}
+
+/// The scoreboards of every version, built on first use.
+pub struct Scoreboard {
+    pub config: AnalyticsConfig,
+    boards: Mutex<HashMap<String, Arc<RwLock<Board>>>>,
+    persons: Gauge,
+    build_milliseconds: Gauge,
+}
+
+impl Scoreboard {
+    pub fn new(config: AnalyticsConfig, registry: &Registry) -> Self {
+        Scoreboard {
+            config,
+            boards: Mutex::new(HashMap::new()),
+            persons: registry.gauge(
+                "rapport_scores_persons",
+                "People the live scoreboard knows.",
+                &[],
+            ),
+            build_milliseconds: registry.gauge(
+                "rapport_scores_build_milliseconds",
+                "How long the last scan of a version's profiles took.",
+                &[],
+            ),
+        }
+    }
+
+    /// The board of `version`, caught up with every applied batch.
+    fn board(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+    ) -> Result<Arc<RwLock<Board>>> {
+        let existing = self
+            .boards
+            .lock()
+            .expect("boards lock")
+            .get(version)
+            .cloned()
+            .filter(|board| {
+                let board = board.read().expect("board lock");
+                match (&board.changes, &changes) {
+                    (Some(mine), Some(current)) => mine.same_feed(current),
+                    (None, None) => true,
+                    _ => false,
+                }
+            });
+        let board = match existing {
+            Some(board) => board,
+            None => {
+                let started = Instant::now();
+                let board = Arc::new(RwLock::new(Board::build(view, changes)?));
+                let elapsed = started.elapsed().as_millis() as i64;
+                self.build_milliseconds.set(elapsed);
+                self.persons
+                    .set(board.read().expect("board lock").persons.len() as i64);
+                tracing::info!(version, elapsed_ms = elapsed, "built the scoreboard");
+                self.boards
+                    .lock()
+                    .expect("boards lock")
+                    .insert(version.to_owned(), board.clone());
+                board
+            }
+        };
+        let pending = board
+            .read()
+            .expect("board lock")
+            .changes
+            .as_ref()
+            .is_some_and(Changes::pending);
+        if pending {
+            let mut writable = board.write().expect("board lock");
+            writable.catch_up(view, &self.config)?;
+            self.persons.set(writable.persons.len() as i64);
+        }
+        Ok(board)
+    }
+
+    /// Runs `read` on the snapshot of `as_of`, building it if needed.
+    pub(crate) fn with_snapshot<T>(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        as_of: i64,
+        read: impl FnOnce(&Snapshot, &AnalyticsConfig) -> T,
+    ) -> Result<T> {
+        let board = self.board(view, version, changes)?;
+        {
+            let shared = board.read().expect("board lock");
+            if let Some(snapshot) = shared.snapshots.iter().find(|kept| kept.as_of == as_of) {
+                return Ok(read(snapshot, &self.config));
+            }
+        }
+        let mut board = board.write().expect("board lock");
+        let snapshot = board.snapshot(as_of, &self.config);
+        Ok(read(snapshot, &self.config))
+    }
+
+    /// Scores one person (read fresh from the store) at `as_of`.
+    pub(crate) fn score_person(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        members: &[(String, ProfileState)],
+        as_of: i64,
+    ) -> Result<CustomerScores> {
+        let facts = facts_of(members);
+        self.with_snapshot(view, version, changes, as_of, |snapshot, config| {
+            score(&facts, as_of, &snapshot.rfm, &snapshot.models, config)
+        })
+    }
+
+    /// The model fits for `key`, cached until the population moved on.
+    pub(crate) fn fits(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        key: FitKey,
+    ) -> Result<Fits> {
+        let board = self.board(view, version, changes)?;
+        let mut board = board.write().expect("board lock");
+        Ok(board.fits(key, &self.config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_kinds_round_trip_and_list_every_name() {
+        let config = AnalyticsConfig::default();
+        for kind in SegmentKind::ALL {
+            assert_eq!(SegmentKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(SegmentKind::parse("colour"), None);
+        assert_eq!(SegmentKind::Rfm.names(&config).len(), 11);
+        assert_eq!(
+            SegmentKind::Loyalty.names(&config),
+            ["Bronze", "Silver", "Gold", "Diamond"]
+        );
+    }
+}

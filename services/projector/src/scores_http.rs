@@ -1,0 +1,395 @@
+//! HTTP handlers of the analytics: `/v1/customers/{id}/scores`,
+//! `/v1/models/{bgnbd,gamma-gamma}` and `/v1/segments…`. Scoring scans and
+//! model fits are CPU work, so each request runs on the blocking pool.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use rapport_common::http::ApiError;
+use rapport_projections::analytics::scoring::CustomerScores;
+use rapport_projections::customer_view::ProfileState;
+use rapport_projections::identity::IdentifierKind;
+use rapport_projections::time::{format_day, parse_day, utc_day};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::query::{QueryState, View, bad_query, invalid_field, not_found, person_of};
+use crate::scores::{FitKey, SegmentKind};
+
+/// Today (UTC), the default `as_of`. Reading the clock is fine here: this
+/// is a request, not a fold.
+fn today() -> i64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64);
+    utc_day(now_ms)
+}
+
+fn as_of_day(text: Option<&str>) -> Result<i64, ApiError> {
+    match text {
+        None => Ok(today()),
+        Some(text) => parse_day(text).map_err(|error| invalid_field("as_of", error.to_string())),
+    }
+}
+
+/// Runs `work` with a view of the requested version on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    state: Arc<QueryState>,
+    version: Option<String>,
+    work: impl FnOnce(&QueryState, &View<'_>) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let view = state.view(version.as_deref())?;
+        work(&state, &view)
+    })
+    .await
+    .map_err(|error| ApiError::Internal(error.to_string()))?
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScoreParams {
+    as_of: Option<String>,
+    version: Option<String>,
+}
+
+pub(crate) async fn customer_scores(
+    State(state): State<Arc<QueryState>>,
+    Path(customer_id): Path<String>,
+    params: Result<Query<ScoreParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|rejection| {
+        bad_query(rejection, "use as_of=YYYY-MM-DD (or RFC 3339) and version=")
+    })?;
+    let as_of = as_of_day(params.as_of.as_deref())?;
+    let scores: (String, CustomerScores) = blocking(state, params.version, move |state, view| {
+        let person = person_of(view, &customer_id)?.ok_or_else(|| not_found(&customer_id))?;
+        let changes = state.versions.changes_of(&view.version);
+        let scores =
+            state
+                .scores
+                .score_person(view, &view.version, changes, &person.members, as_of)?;
+        Ok((person.root, scores))
+    })
+    .await?;
+    let (customer_id, scores) = scores;
+    let mut body =
+        serde_json::to_value(&scores).map_err(|error| ApiError::Internal(error.to_string()))?;
+    body["customer_id"] = json!(customer_id);
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelParams {
+    as_of: Option<String>,
+    cohort_from: Option<String>,
+    cohort_to: Option<String>,
+    version: Option<String>,
+}
+
+fn fit_key(params: &ModelParams) -> Result<FitKey, ApiError> {
+    let as_of = as_of_day(params.as_of.as_deref())?;
+    let cohort = match (&params.cohort_from, &params.cohort_to) {
+        (None, None) => None,
+        (Some(from), Some(to)) => {
+            let from =
+                parse_day(from).map_err(|error| invalid_field("cohort_from", error.to_string()))?;
+            let to =
+                parse_day(to).map_err(|error| invalid_field("cohort_to", error.to_string()))?;
+            if to < from {
+                return Err(invalid_field("cohort_to", "must not be before cohort_from"));
+            }
+            Some((from, to))
+        }
+        _ => {
+            return Err(invalid_field(
+                "cohort_from",
+                "give both cohort_from and cohort_to, or neither",
+            ));
+        }
+    };
+    Ok(FitKey { as_of, cohort })
+}
+
+fn describe(key: &FitKey) -> Value {
+    json!({
+        "as_of": format_day(key.as_of),
+        "cohort_from": key.cohort.map(|(from, _)| format_day(from)),
+        "cohort_to": key.cohort.map(|(_, to)| format_day(to)),
+    })
+}
+
+async fn model(
+    state: Arc<QueryState>,
+    params: Result<Query<ModelParams>, QueryRejection>,
+    render: fn(&crate::scores::Fits) -> Result<Value, String>,
+) -> Result<Json<Value>, ApiError> {
+    let usage = "use as_of=, cohort_from= and cohort_to= (dates), version=";
+    let Query(params) = params.map_err(|rejection| bad_query(rejection, usage))?;
+    let key = fit_key(&params)?;
+    let fits = blocking(state, params.version, move |state, view| {
+        let changes = state.versions.changes_of(&view.version);
+        Ok(state.scores.fits(view, &view.version, changes, key)?)
+    })
+    .await?;
+    let mut body = render(&fits).map_err(ApiError::Unprocessable)?;
+    for (field, value) in describe(&key).as_object().into_iter().flatten() {
+        body[field] = value.clone();
+    }
+    Ok(Json(body))
+}
+
+pub(crate) async fn bg_nbd_model(
+    State(state): State<Arc<QueryState>>,
+    params: Result<Query<ModelParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    model(state, params, |fits| {
+        let fit = fits.bg_nbd.as_ref().map_err(Clone::clone)?;
+        Ok(json!({
+            "r": fit.parameters.r,
+            "alpha": fit.parameters.alpha,
+            "a": fit.parameters.a,
+            "b": fit.parameters.b,
+            "log_likelihood": fit.log_likelihood,
+            "customers": fit.customers,
+            "time_unit": "weeks",
+        }))
+    })
+    .await
+}
+
+pub(crate) async fn gamma_gamma_model(
+    State(state): State<Arc<QueryState>>,
+    params: Result<Query<ModelParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    model(state, params, |fits| {
+        let fit = fits.gamma_gamma.as_ref().map_err(Clone::clone)?;
+        Ok(json!({
+            "p": fit.parameters.p,
+            "q": fit.parameters.q,
+            "gamma": fit.parameters.gamma,
+            "log_likelihood": fit.log_likelihood,
+            "customers": fit.customers,
+        }))
+    })
+    .await
+}
+
+pub(crate) async fn segment_counts(
+    State(state): State<Arc<QueryState>>,
+    params: Result<Query<ScoreParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|rejection| {
+        bad_query(rejection, "use as_of=YYYY-MM-DD (or RFC 3339) and version=")
+    })?;
+    let as_of = as_of_day(params.as_of.as_deref())?;
+    let body = blocking(state, params.version, move |state, view| {
+        let changes = state.versions.changes_of(&view.version);
+        Ok(state
+            .scores
+            .with_snapshot(view, &view.version, changes, as_of, |snapshot, config| {
+                let mut body = json!({
+                    "as_of": format_day(as_of),
+                    "customers": snapshot.labels.len(),
+                    "models": {
+                        "bg_nbd": snapshot.models.bg_nbd.as_ref().map(|fit| json!({"customers": fit.customers})).unwrap_or_else(|reason| json!({"not_fitted": reason})),
+                        "gamma_gamma": snapshot.models.gamma_gamma.as_ref().map(|fit| json!({"customers": fit.customers})).unwrap_or_else(|reason| json!({"not_fitted": reason})),
+                    },
+                });
+                for kind in SegmentKind::ALL {
+                    body[kind.as_str()] = json!(snapshot.counts(kind, config));
+                }
+                body
+            })?)
+    })
+    .await?;
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MemberParams {
+    as_of: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    format: Option<String>,
+    version: Option<String>,
+}
+
+const DEFAULT_MEMBER_LIMIT: usize = 100;
+const MAX_MEMBER_LIMIT: usize = 10_000;
+
+/// What a mailing list needs of one member.
+struct Contact {
+    customer_id: String,
+    email: Option<String>,
+    phone: Option<String>,
+    name: Option<String>,
+    /// The latest email consent, if one was ever given or withdrawn.
+    email_consent: Option<bool>,
+}
+
+fn contact(view: &View<'_>, id: &str) -> Result<Contact, ApiError> {
+    let person = person_of(view, id)?.ok_or_else(|| not_found(id))?;
+    let mut merged = ProfileState::default();
+    for (_, profile) in &person.members {
+        merged.merge(profile);
+    }
+    let fields = &merged.fields;
+    // The profile's own field when the storefront sent one, else the
+    // identifier the person was seen with.
+    let identified = |kind: IdentifierKind| {
+        merged
+            .identifiers
+            .iter()
+            .find(|identifier| identifier.kind == kind)
+            .map(|identifier| identifier.value.clone())
+    };
+    Ok(Contact {
+        customer_id: person.root,
+        email: (fields.email.as_ref().map(|stamped| stamped.value.clone()))
+            .or_else(|| identified(IdentifierKind::Email)),
+        phone: (fields.phone.as_ref().map(|stamped| stamped.value.clone()))
+            .or_else(|| identified(IdentifierKind::Phone)),
+        name: fields.name.as_ref().map(|stamped| stamped.value.clone()),
+        email_consent: merged.consent.get("email").map(|stamped| stamped.value),
+    })
+}
+
+/// One CSV field, quoted when it has to be (RFC 4180).
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+pub(crate) async fn segment_members(
+    State(state): State<Arc<QueryState>>,
+    Path((kind, name)): Path<(String, String)>,
+    params: Result<Query<MemberParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|rejection| {
+        bad_query(
+            rejection,
+            "use as_of=, limit=, cursor=, format=json|csv and version=",
+        )
+    })?;
+    let as_of = as_of_day(params.as_of.as_deref())?;
+    let Some(kind) = SegmentKind::parse(&kind) else {
+        return Err(ApiError::NotFound(format!(
+            "no segmentation {kind}; there are rfm, lifecycle, value_tier and loyalty"
+        )));
+    };
+    let csv = match params.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(invalid_field(
+                "format",
+                format!("{other} is not json or csv"),
+            ));
+        }
+    };
+    let limit = match params.limit {
+        Some(0) => return Err(invalid_field("limit", "must be at least 1")),
+        Some(limit) if !csv && limit > MAX_MEMBER_LIMIT => {
+            return Err(invalid_field(
+                "limit",
+                format!("must be at most {MAX_MEMBER_LIMIT}; use format=csv for a whole segment"),
+            ));
+        }
+        Some(limit) => limit,
+        None if csv => usize::MAX,
+        None => DEFAULT_MEMBER_LIMIT,
+    };
+    let cursor = params.cursor.clone();
+    let (members, more) = blocking(state, params.version, move |state, view| {
+        let changes = state.versions.changes_of(&view.version);
+        let config = &state.scores.config;
+        if !kind.names(config).contains(&name) {
+            return Err(ApiError::NotFound(format!(
+                "no {} segment {name}; there are {}",
+                kind.as_str(),
+                kind.names(config).join(", ")
+            )));
+        }
+        let (ids, more) =
+            state
+                .scores
+                .with_snapshot(view, &view.version, changes, as_of, |snapshot, _| {
+                    snapshot.members(kind, &name, cursor.as_deref(), limit)
+                })?;
+        let contacts = ids
+            .iter()
+            .map(|id| contact(view, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((contacts, more))
+    })
+    .await?;
+    let next_cursor = more
+        .then(|| members.last().map(|member| member.customer_id.clone()))
+        .flatten();
+    if csv {
+        let mut body = String::from("customer_id,email,phone,name,email_consent\n");
+        for member in &members {
+            let consent = member
+                .email_consent
+                .map_or("", |granted| if granted { "true" } else { "false" });
+            body.push_str(&format!(
+                "{},{},{},{},{consent}\n",
+                csv_field(&member.customer_id),
+                csv_field(member.email.as_deref().unwrap_or("")),
+                csv_field(member.phone.as_deref().unwrap_or("")),
+                csv_field(member.name.as_deref().unwrap_or("")),
+            ));
+        }
+        let mut response =
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();
+        if let Some(cursor) = next_cursor
+            && let Ok(value) = cursor.parse()
+        {
+            response.headers_mut().insert("x-next-cursor", value);
+        }
+        return Ok(response);
+    }
+    let customers: Vec<Value> = members
+        .iter()
+        .map(|member| {
+            json!({
+                "customer_id": member.customer_id,
+                "email": member.email,
+                "phone": member.phone,
+                "name": member.name,
+                "email_consent": member.email_consent,
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "as_of": format_day(as_of),
+        "kind": kind.as_str(),
+        "customers": customers,
+    });
+    if let Some(cursor) = next_cursor {
+        body["next_cursor"] = json!(cursor);
+    }
+    Ok(Json(body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("Doe, Jane"), "\"Doe, Jane\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}
