@@ -195,6 +195,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_states_the_defaults() {
+        let example = include_str!("../../../infra/rapport.example.toml");
+        let config = Config::parse(example).expect("the example parses");
+        let defaults = Config::default();
+        assert_eq!(config.analytics, defaults.analytics);
+        assert_eq!(config.projector.max_batch, defaults.projector.max_batch);
+        assert_eq!(config.topics.customer, defaults.topics.customer);
+        config.analytics.validate().expect("the defaults are valid");
+        // A broken threshold is refused with its key named
+        let broken = example.replace("p_alive_below = 0.5", "p_alive_below = 1.5");
+        let error = Config::parse(&broken)
+            .unwrap()
+            .analytics
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("churn.p_alive_below"), "{error}");
+    }
+
+    #[test]
     fn defaults_match_the_readme() {
         let config = Config::default();
         assert_eq!(config.kafka.brokers, "127.0.0.1:9092");
