@@ -77,6 +77,10 @@ Rapport is running. Try:
   curl -s 'http://$QUERY_LISTEN/v1/customers?email=user42@example.com'
   curl -s 'http://$QUERY_LISTEN/v1/customers/c-00042/timeline?limit=10'
   curl -s http://$QUERY_LISTEN/v1/identity/conflicts
+  curl -s http://$QUERY_LISTEN/v1/customers/c-00042/scores | python3 -m json.tool
+  curl -s http://$QUERY_LISTEN/v1/segments | python3 -m json.tool
+  curl -s http://$QUERY_LISTEN/v1/models/bgnbd
+  curl -s 'http://$QUERY_LISTEN/v1/segments/rfm/champions/customers?format=csv' | head
   curl -s http://$QUERY_LISTEN/metrics | grep rapport_
   curl -s -XPOST http://$INGEST_LISTEN/v1/events -H 'content-type: application/json' -d @infra/example-batch.json
 

@@ -49,16 +49,21 @@ pub(crate) struct Minimum {
     pub(crate) value: f64,
 }
 
-const MAX_ITERATIONS_PER_RUN: usize = 4_000;
-const MAX_RESTARTS: usize = 6;
+const MAX_ITERATIONS_PER_RUN: usize = 2_000;
+/// Every start first gets this many iterations; only the best goes on.
+const SCOUTING_ITERATIONS: usize = 300;
+const MAX_RESTARTS: usize = 3;
 const VALUE_TOLERANCE: f64 = 1e-11;
 const POINT_TOLERANCE: f64 = 1e-8;
 
-/// Minimises `objective` from each start in turn and keeps the best result
-/// (the earliest start wins exact ties). Each run is restarted from its own
-/// answer until that stops helping, because Nelder–Mead can stall on a
-/// collapsed simplex well short of the optimum. Non-finite objective values
-/// count as +∞, so the objective may refuse a region by returning NaN or ∞.
+/// Minimises `objective` from several starts: each start is scouted with a
+/// short run, and the best scouted point (the earliest start wins exact
+/// ties) is then run to convergence, restarted from its own answer until
+/// that stops helping, because Nelder–Mead can stall on a collapsed simplex
+/// well short of the optimum. Scouting keeps the cost of several starts
+/// near that of one: on a flat likelihood ridge every full run would use
+/// its whole iteration budget. Non-finite objective values count as +∞, so
+/// the objective may refuse a region by returning NaN or ∞.
 pub(crate) fn minimise_from_starts(
     objective: &dyn Fn(&[f64]) -> f64,
     starts: &[Vec<f64>],
@@ -76,31 +81,38 @@ pub(crate) fn minimise_from_starts(
         if !guarded(start).is_finite() {
             continue;
         }
-        let mut current = nelder_mead(&guarded, start, 0.5);
-        for _ in 0..MAX_RESTARTS {
-            let restarted = nelder_mead(&guarded, &current.point, 0.1);
-            let improvement = current.value - restarted.value;
-            if restarted.value < current.value {
-                current = restarted;
-            }
-            if improvement <= VALUE_TOLERANCE * (1.0 + current.value.abs()) {
-                break;
-            }
-        }
+        let scouted = nelder_mead(&guarded, start, 0.5, SCOUTING_ITERATIONS);
         if best
             .as_ref()
-            .is_none_or(|incumbent| current.value < incumbent.value)
+            .is_none_or(|incumbent| scouted.value < incumbent.value)
         {
-            best = Some(current);
+            best = Some(scouted);
         }
     }
+    let mut current = best?;
+    for _ in 0..=MAX_RESTARTS {
+        let restarted = nelder_mead(&guarded, &current.point, 0.1, MAX_ITERATIONS_PER_RUN);
+        let improvement = current.value - restarted.value;
+        if restarted.value < current.value {
+            current = restarted;
+        }
+        if improvement <= VALUE_TOLERANCE * (1.0 + current.value.abs()) {
+            break;
+        }
+    }
+    let best = Some(current);
     best.filter(|minimum| minimum.value.is_finite())
 }
 
 /// One Nelder–Mead run with the standard coefficients (reflection 1,
 /// expansion 2, contraction ½, shrink ½) from an axis-aligned simplex of edge
 /// `step` around `start`.
-fn nelder_mead(objective: &dyn Fn(&[f64]) -> f64, start: &[f64], step: f64) -> Minimum {
+fn nelder_mead(
+    objective: &dyn Fn(&[f64]) -> f64,
+    start: &[f64],
+    step: f64,
+    max_iterations: usize,
+) -> Minimum {
     let dimensions = start.len();
     let mut simplex: Vec<Vec<f64>> = vec![start.to_vec()];
     for axis in 0..dimensions {
@@ -110,7 +122,7 @@ fn nelder_mead(objective: &dyn Fn(&[f64]) -> f64, start: &[f64], step: f64) -> M
     }
     let mut values: Vec<f64> = simplex.iter().map(|vertex| objective(vertex)).collect();
 
-    for _ in 0..MAX_ITERATIONS_PER_RUN {
+    for _ in 0..max_iterations {
         // A stable sort on the values keeps equal vertices in a fixed order.
         let mut order: Vec<usize> = (0..=dimensions).collect();
         order.sort_by(|left, right| values[*left].total_cmp(&values[*right]));

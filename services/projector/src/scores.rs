@@ -14,13 +14,13 @@
 //!   once), the fitted models and everyone's segment labels. Models are
 //!   refitted once the people changed since the fit exceed
 //!   [`REFIT_AFTER_SHARE`] of the population (at least
-//!   [`REFIT_AFTER_AT_LEAST`]); until then changed people are re-labelled
-//!   against the current fit.
+//!   [`REFIT_AFTER_AT_LEAST`]), on a background thread; until the new fit
+//!   is in place changed people are re-labelled against the current one.
 //!
 //! Everything is a function of the stored facts and `as_of`; only the
 //! default `as_of` (today, UTC) reads the clock, in the request handler.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -253,6 +253,9 @@ pub struct Board {
     /// Absorbed profile → the person it belongs to.
     root_of: HashMap<String, String>,
     snapshots: VecDeque<Snapshot>,
+    /// Snapshots being refitted in the background, with the people changed
+    /// since the refit took its copy of everyone.
+    refitting: HashMap<i64, HashSet<String>>,
     fits: VecDeque<(FitKey, Fits)>,
 }
 
@@ -276,6 +279,7 @@ impl Board {
             persons: HashMap::new(),
             root_of: HashMap::new(),
             snapshots: VecDeque::new(),
+            refitting: HashMap::new(),
             fits: VecDeque::new(),
         };
         // Profiles in a merge are gathered afterwards, person by person.
@@ -323,10 +327,12 @@ impl Board {
         Ok(touched)
     }
 
-    /// Takes in every profile changed since the last call.
-    fn catch_up(&mut self, view: &View<'_>, config: &AnalyticsConfig) -> Result<usize> {
+    /// Takes in every profile changed since the last call. Returns the
+    /// `as_of`s whose models are now due for a refit, already marked as
+    /// being refitted.
+    fn catch_up(&mut self, view: &View<'_>, config: &AnalyticsConfig) -> Result<Vec<i64>> {
         let Some(changes) = &self.changes else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let changed = changes.take();
         let mut touched = Vec::new();
@@ -340,7 +346,18 @@ impl Board {
                 snapshot.update(id, self.persons.get(id), config);
             }
         }
-        self.snapshots.retain(|snapshot| !snapshot.stale());
+        for pending in self.refitting.values_mut() {
+            pending.extend(touched.iter().cloned());
+        }
+        let mut due = Vec::new();
+        for snapshot in &self.snapshots {
+            if snapshot.stale() && !self.refitting.contains_key(&snapshot.as_of) {
+                due.push(snapshot.as_of);
+            }
+        }
+        for as_of in &due {
+            self.refitting.insert(*as_of, HashSet::new());
+        }
         for (_, fits) in &mut self.fits {
             fits.changed_since_fit += touched.len();
         }
@@ -349,7 +366,25 @@ impl Board {
                 .max(REFIT_AFTER_AT_LEAST);
             fits.changed_since_fit <= allowed
         });
-        Ok(changed.len())
+        Ok(due)
+    }
+
+    /// Puts a snapshot refitted from a copy of everyone in place of the old
+    /// one, after re-scoring the people who changed since the copy.
+    fn install(&mut self, mut snapshot: Snapshot, config: &AnalyticsConfig) {
+        let changed = self.refitting.remove(&snapshot.as_of).unwrap_or_default();
+        for id in &changed {
+            snapshot.update(id, self.persons.get(id), config);
+        }
+        snapshot.changed_since_fit = changed.len();
+        // A snapshot pushed out meanwhile by other dates is no longer wanted.
+        if let Some(kept) = self
+            .snapshots
+            .iter_mut()
+            .find(|kept| kept.as_of == snapshot.as_of)
+        {
+            *kept = snapshot;
+        }
     }
 
     fn snapshot(&mut self, as_of: i64, config: &AnalyticsConfig) -> &Snapshot {
@@ -485,11 +520,43 @@ impl Scoreboard {
             .as_ref()
             .is_some_and(Changes::pending);
         if pending {
-            let mut writable = board.write().expect("board lock");
-            writable.catch_up(view, &self.config)?;
-            self.persons.set(writable.persons.len() as i64);
+            let due = {
+                let mut writable = board.write().expect("board lock");
+                let due = writable.catch_up(view, &self.config)?;
+                self.persons.set(writable.persons.len() as i64);
+                due
+            };
+            for as_of in due {
+                self.refit_in_background(board.clone(), as_of);
+            }
         }
         Ok(board)
+    }
+
+    /// Refits the snapshot of `as_of` on its own thread; requests go on
+    /// being answered from the current one meanwhile.
+    fn refit_in_background(&self, board: Arc<RwLock<Board>>, as_of: i64) {
+        let config = self.config.clone();
+        let spawned = std::thread::Builder::new()
+            .name("scores-refit".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let persons = board.read().expect("board lock").persons.clone();
+                let snapshot = Snapshot::build(&persons, as_of, &config);
+                drop(persons);
+                board
+                    .write()
+                    .expect("board lock")
+                    .install(snapshot, &config);
+                tracing::info!(
+                    as_of = %rapport_projections::time::format_day(as_of),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "refitted the models and re-scored everyone"
+                );
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "could not start a refit; the current models stay");
+        }
     }
 
     /// Runs `read` on the snapshot of `as_of`, building it if needed.
