@@ -5,7 +5,8 @@
 #                (RAPPORT_DEMO=0 to skip), stay in the foreground until Ctrl-C
 #   make test    start a private broker on a free port, run every test
 #                (unit, router, end-to-end), stop the broker
-#   make bench   throughput and latency figures for this machine
+#   make bench   throughput and latency figures for this machine (the log,
+#                then the analytics for RAPPORT_SCORES_CUSTOMERS=1000000)
 #   make lint    rustfmt and clippy, warnings are errors
 #
 # Build artefacts are reused between runs; set CARGO_TARGET_DIR to share them
@@ -30,6 +31,7 @@ test: tools
 
 bench: tools
 	infra/bench.sh
+	$(CARGO) run --quiet -p rapport-e2e --bin rapport-scores-bench
 
 lint:
 	$(CARGO) fmt --all --check

@@ -747,9 +747,14 @@ pub fn read_all(topic: &str) -> Vec<Vec<u8>> {
 }
 
 pub fn http_agent() -> ureq::Agent {
+    http_agent_with_timeout(Duration::from_secs(30))
+}
+
+/// An agent for requests that may take long (benchmarks of full re-scores).
+pub fn http_agent_with_timeout(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_global(Some(timeout))
         .build()
         .into()
 }

@@ -49,10 +49,10 @@ pub(crate) struct Minimum {
     pub(crate) value: f64,
 }
 
-const MAX_ITERATIONS_PER_RUN: usize = 2_000;
+const MAX_ITERATIONS_PER_RUN: usize = 1_000;
 /// Every start first gets this many iterations; only the best goes on.
 const SCOUTING_ITERATIONS: usize = 300;
-const MAX_RESTARTS: usize = 3;
+const MAX_RESTARTS: usize = 2;
 const VALUE_TOLERANCE: f64 = 1e-11;
 const POINT_TOLERANCE: f64 = 1e-8;
 

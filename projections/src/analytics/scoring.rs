@@ -192,8 +192,20 @@ impl PopulationModels {
     /// Fits every model over the summaries of all customers with an occasion
     /// by `as_of`.
     pub fn fit(summaries: &[RepeatSummary], as_of: i64, config: &AnalyticsConfig) -> Self {
-        let bg_nbd = fit_bg_nbd(summaries, None).map_err(|error| error.to_string());
-        let gamma_gamma = fit_gamma_gamma(summaries).map_err(|error| error.to_string());
+        Self::fit_on_sample(summaries, summaries, as_of, config)
+    }
+
+    /// Fits BG/NBD and Gamma-Gamma on `sample` (a representative part of a
+    /// large population), and everything population-wide (the one-time-buyer
+    /// horizon, the value-tier cutoffs) on all of `summaries`.
+    pub fn fit_on_sample(
+        summaries: &[RepeatSummary],
+        sample: &[RepeatSummary],
+        as_of: i64,
+        config: &AnalyticsConfig,
+    ) -> Self {
+        let bg_nbd = fit_bg_nbd(sample, None).map_err(|error| error.to_string());
+        let gamma_gamma = fit_gamma_gamma(sample).map_err(|error| error.to_string());
         let one_time_buyer_horizon_days =
             second_occasion_gap_percentile(summaries, config.churn.one_time_buyer_percentile);
         let values: Vec<ValueInput> = summaries

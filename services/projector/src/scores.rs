@@ -45,6 +45,10 @@ use crate::query::{View, person_of};
 pub const REFIT_AFTER_SHARE: f64 = 0.01;
 /// …or this many people, whichever is more.
 pub const REFIT_AFTER_AT_LEAST: usize = 100;
+/// BG/NBD and Gamma-Gamma are fitted on at most this many buyers, chosen by
+/// a hash of their id (so the same people every time): four parameters are
+/// pinned down long before that, and the fit's cost grows with the sample.
+pub const MAX_FIT_SAMPLE: usize = 10_000;
 /// How many `as_of` snapshots (and model fits) a board keeps.
 const KEPT_SNAPSHOTS: usize = 4;
 const KEPT_FITS: usize = 16;
@@ -145,15 +149,20 @@ impl Snapshot {
         config: &AnalyticsConfig,
     ) -> Self {
         let mut rfm = RfmPopulation::new();
-        let mut summaries: Vec<RepeatSummary> = Vec::new();
+        let mut summaries: Vec<(&str, RepeatSummary)> = Vec::new();
         for (id, facts) in persons {
             let inputs = inputs(facts, as_of, config);
             if inputs.rfm.is_some() {
                 rfm.upsert(id, inputs.rfm);
             }
-            summaries.extend(inputs.summary);
+            summaries.extend(inputs.summary.map(|summary| (id.as_str(), summary)));
         }
-        let models = Arc::new(PopulationModels::fit(&summaries, as_of, config));
+        let sample = fit_sample(&mut summaries);
+        let everyone: Vec<RepeatSummary> =
+            summaries.into_iter().map(|(_, summary)| summary).collect();
+        let models = Arc::new(PopulationModels::fit_on_sample(
+            &everyone, &sample, as_of, config,
+        ));
         let labels = persons
             .iter()
             .filter(|(_, facts)| facts.known_at(as_of))
@@ -238,6 +247,9 @@ pub struct FitKey {
 /// Both models for one [`FitKey`].
 #[derive(Debug, Clone)]
 pub struct Fits {
+    /// Buyers by `as_of` (in the cohort); the fits use at most
+    /// [`MAX_FIT_SAMPLE`] of them.
+    pub buyers: usize,
     pub bg_nbd: std::result::Result<BgNbdFit, String>,
     pub gamma_gamma: std::result::Result<GammaGammaFit, String>,
     changed_since_fit: usize,
@@ -257,6 +269,25 @@ pub struct Board {
     /// since the refit took its copy of everyone.
     refitting: HashMap<i64, HashSet<String>>,
     fits: VecDeque<(FitKey, Fits)>,
+}
+
+/// 64-bit FNV-1a, stable across processes (unlike the std hasher).
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The buyers the models are fitted on: everyone up to [`MAX_FIT_SAMPLE`],
+/// else those with the lowest hashes of their ids. In a fixed order, so the
+/// fit does not depend on how a hash map happened to iterate.
+fn fit_sample(summaries: &mut [(&str, RepeatSummary)]) -> Vec<RepeatSummary> {
+    summaries.sort_unstable_by_key(|(id, _)| (stable_hash(id), *id));
+    summaries
+        .iter()
+        .take(MAX_FIT_SAMPLE)
+        .map(|(_, summary)| summary.clone())
+        .collect()
 }
 
 fn facts_of(members: &[(String, ProfileState)]) -> CustomerFacts {
@@ -421,14 +452,20 @@ impl Board {
             key.cohort
                 .is_none_or(|(from, to)| (from..=to).contains(&summary.first_occasion_day))
         };
-        let summaries: Vec<RepeatSummary> = self
+        let mut summaries: Vec<(&str, RepeatSummary)> = self
             .persons
-            .values()
-            .filter_map(|facts| inputs(facts, key.as_of, config).summary)
-            .filter(in_cohort)
+            .iter()
+            .filter_map(|(id, facts)| {
+                let summary = inputs(facts, key.as_of, config).summary?;
+                Some((id.as_str(), summary))
+            })
+            .filter(|(_, summary)| in_cohort(summary))
             .collect();
+        let customers = summaries.len();
+        let summaries = fit_sample(&mut summaries);
         let started = Instant::now();
         let fits = Fits {
+            buyers: customers,
             bg_nbd: fit_bg_nbd(&summaries, None::<Cohort>).map_err(|error| error.to_string()),
             gamma_gamma: fit_gamma_gamma(&summaries).map_err(|error| error.to_string()),
             changed_since_fit: 0,
@@ -437,7 +474,8 @@ impl Board {
         tracing::info!(
             as_of = %rapport_projections::time::format_day(key.as_of),
             cohort = ?key.cohort,
-            customers = summaries.len(),
+            customers,
+            sample = summaries.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "fitted BG/NBD and Gamma-Gamma"
         );

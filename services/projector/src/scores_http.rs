@@ -157,6 +157,7 @@ pub(crate) async fn bg_nbd_model(
             "b": fit.parameters.b,
             "log_likelihood": fit.log_likelihood,
             "customers": fit.customers,
+            "buyers": fits.buyers,
             "time_unit": "weeks",
         }))
     })
@@ -175,6 +176,7 @@ pub(crate) async fn gamma_gamma_model(
             "gamma": fit.parameters.gamma,
             "log_likelihood": fit.log_likelihood,
             "customers": fit.customers,
+            "buyers": fits.buyers,
         }))
     })
     .await

@@ -405,9 +405,8 @@ impl Versions {
     }
 
     /// Versions that serve `version` from an existing store, without
-    /// workers: for tests of the query API.
-    #[cfg(test)]
-    pub(crate) fn serving(store: Store, version: &str) -> Arc<Self> {
+    /// workers: for tests and benchmarks of the query API.
+    pub fn serving(store: Store, version: &str) -> Arc<Self> {
         Arc::new(Self {
             config: Config::default(),
             store,

@@ -1,0 +1,271 @@
+//! `make bench`, analytics part: scores for many customers.
+//!
+//! Folds a synthetic purchase history for `RAPPORT_SCORES_CUSTOMERS`
+//! (default 1 000 000) customers into a real RocksDB store with the
+//! projector's own fold, serves the query API from this process on a local
+//! port, and measures over HTTP: the first scan of every profile, a fit of
+//! BG/NBD and Gamma-Gamma, a full re-score of everyone for a new `as_of`, and the
+//! latency of `GET /v1/customers/{id}/scores` under load from several
+//! clients, with the process's peak resident memory. No broker: this times
+//! the analytics, not the log.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rapport_common::config::TopicNames;
+use rapport_common::kafka::Outgoing;
+use rapport_common::metrics::Registry;
+use rapport_common::store::Store;
+use rapport_projector::apply::{ApplyMetrics, Consumed, DeadLetters, Positions, apply_batch};
+use rapport_projector::query::{QueryState, router};
+use rapport_projector::versions::{FIRST_VERSION, Versions, family_of};
+use rapport_proto::v1::{self as proto, customer_record::Body};
+
+const DAY_MS: i64 = 86_400_000;
+/// 2026-11-01, the `as_of` of the measurements.
+const AS_OF_DAY: i64 = 20_758;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// SplitMix64: a small, seedable generator for synthetic data.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+fn order_record(customer: u64, sequence: u64, day: i64, total_minor: i64) -> proto::CustomerRecord {
+    let id = format!("c-{customer:07}");
+    proto::CustomerRecord {
+        customer_id: id.clone(),
+        source: Some(proto::SourcePosition {
+            raw_partition: 0,
+            raw_offset: sequence as i64,
+            index: 0,
+        }),
+        received_at_ms: day * DAY_MS,
+        body: Some(Body::Event(proto::EventResolved {
+            event: Some(proto::Event {
+                event_id: format!("e-{sequence}"),
+                r#type: "order.placed".into(),
+                occurred_at_ms: day * DAY_MS + 12 * 3_600_000,
+                channel: "web".into(),
+                payload: Some(proto::event::Payload::OrderPlaced(proto::OrderPlaced {
+                    order_id: format!("o-{sequence}"),
+                    total_minor,
+                    currency: "USD".into(),
+                    items: vec![],
+                })),
+                ..Default::default()
+            }),
+            linked: vec![proto::Identifier {
+                kind: "customer_id".into(),
+                value: id,
+            }],
+        })),
+    }
+}
+
+/// Writes every customer's orders through the projector's fold.
+fn populate(store: &Store, customers: u64) -> u64 {
+    let family = family_of(FIRST_VERSION);
+    let metrics = ApplyMetrics::new(&Registry::default(), &family);
+    let mut positions = Positions::default();
+    let mut random = Random(42);
+    let mut batch = Vec::new();
+    let mut sequence = 0_u64;
+    let flush = |batch: &mut Vec<Consumed>, positions: &mut Positions| {
+        apply_batch(
+            store,
+            &family,
+            batch,
+            positions,
+            &metrics,
+            None,
+            DeadLetters {
+                topics: &TopicNames::default(),
+                publish: &mut |_: &[Outgoing]| Ok(()),
+            },
+        )
+        .expect("the fold applies the synthetic history");
+        batch.clear();
+    };
+    for customer in 0..customers {
+        // Acquired over two years; each buys at their own rate, some stop.
+        let first = AS_OF_DAY - 730 + random.below(700) as i64;
+        let gap = 5 + random.below(120) as i64;
+        let purchases = 1 + random.below(8);
+        let mut day = first;
+        for _ in 0..purchases {
+            if day > AS_OF_DAY {
+                break;
+            }
+            let total = 1_500 + random.below(30_000) as i64;
+            let record = order_record(customer, sequence, day, total);
+            batch.push(Consumed {
+                partition: 0,
+                offset: sequence as i64,
+                timestamp_ms: day * DAY_MS,
+                key: Vec::new(),
+                retry_of: None,
+                payload: record.encode_to_vec(),
+            });
+            sequence += 1;
+            day += 1 + random.below(2 * gap as u64) as i64;
+            if random.below(10) == 0 {
+                break;
+            }
+        }
+        if batch.len() >= 5_000 {
+            flush(&mut batch, &mut positions);
+        }
+    }
+    if !batch.is_empty() {
+        flush(&mut batch, &mut positions);
+    }
+    sequence
+}
+
+fn peak_memory_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn timed_get(agent: &ureq::Agent, url: &str) -> (Duration, u16) {
+    let started = Instant::now();
+    let status = match agent.get(url).call() {
+        Ok(mut response) => {
+            let _ = response.body_mut().read_to_string();
+            response.status().as_u16()
+        }
+        Err(error) => panic!("GET {url}: {error}"),
+    };
+    (started.elapsed(), status)
+}
+
+fn percentile(sorted: &[Duration], share: f64) -> Duration {
+    let rank = ((share * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn main() {
+    let customers = env_number("RAPPORT_SCORES_CUSTOMERS", 1_000_000);
+    let requests = env_number("RAPPORT_SCORES_REQUESTS", 20_000);
+    let clients = env_number("RAPPORT_SCORES_CLIENTS", 4);
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(directory.path(), &[&family_of(FIRST_VERSION)]).expect("RocksDB opens");
+
+    let started = Instant::now();
+    let orders = populate(&store, customers);
+    let populate_s = started.elapsed().as_secs_f64();
+    println!(
+        "[scores-bench] {customers} customers, {orders} orders folded into RocksDB in {populate_s:.1} s"
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("a local port");
+    let address = listener.local_addr().expect("an address");
+    let app = router(Arc::new(QueryState::new(
+        Versions::serving(store, FIRST_VERSION),
+        Registry::default(),
+        Default::default(),
+    )));
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{address}");
+    let agent = rapport_e2e::http_agent_with_timeout(Duration::from_secs(3_600));
+    let as_of = rapport_projections::time::format_day(AS_OF_DAY);
+
+    let (first, status) = timed_get(&agent, &format!("{base}/v1/segments?as_of={as_of}"));
+    assert_eq!(status, 200, "segments answer");
+    let (fit, status) = timed_get(&agent, &format!("{base}/v1/models/bgnbd?as_of={as_of}"));
+    assert_eq!(status, 200, "the BG/NBD model fits");
+    let next_day = rapport_projections::time::format_day(AS_OF_DAY + 1);
+    let (rescore, status) = timed_get(&agent, &format!("{base}/v1/segments?as_of={next_day}"));
+    assert_eq!(status, 200, "segments answer");
+
+    let started = Instant::now();
+    let latencies: Vec<Duration> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..clients)
+            .map(|client| {
+                let (base, as_of, agent) = (&base, &as_of, &agent);
+                scope.spawn(move || {
+                    let mut random = Random(client + 1);
+                    (0..requests / clients)
+                        .map(|_| {
+                            let customer = random.below(customers);
+                            let url =
+                                format!("{base}/v1/customers/c-{customer:07}/scores?as_of={as_of}");
+                            let (elapsed, status) = timed_get(agent, &url);
+                            assert!(status == 200 || status == 404, "scores answer: {status}");
+                            elapsed
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("a client"))
+            .collect()
+    });
+    let wall = started.elapsed();
+    let mut sorted = latencies;
+    sorted.sort_unstable();
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    println!(
+        "[scores-bench] first request (scan every profile, fit, score everyone): {:.1} s",
+        first.as_secs_f64()
+    );
+    println!(
+        "[scores-bench] BG/NBD + Gamma-Gamma fit over every buyer: {:.1} s",
+        fit.as_secs_f64()
+    );
+    println!(
+        "[scores-bench] full re-score for a new as_of (fit + score everyone): {:.1} s",
+        rescore.as_secs_f64()
+    );
+    println!(
+        "[scores-bench] GET /v1/customers/{{id}}/scores, {clients} clients, {} requests: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        sorted.len(),
+        sorted.len() as f64 / wall.as_secs_f64(),
+        ms(percentile(&sorted, 0.5)),
+        ms(percentile(&sorted, 0.99)),
+        ms(*sorted.last().expect("requests were made")),
+    );
+    println!(
+        "[scores-bench] peak resident memory of this process: {:.0} MiB",
+        peak_memory_mib()
+    );
+}
