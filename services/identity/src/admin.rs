@@ -215,5 +215,13 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = call(
+            &app,
+            Request::delete("/v1/admin/versions/v1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "the live graph stays: {body}");
     }
 }

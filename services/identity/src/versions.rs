@@ -385,6 +385,11 @@ impl Versions {
     /// Stops a version's worker and deletes its graph, baseline and topic.
     pub fn drop_version(&self, version: &str) -> Result<serde_json::Value, VersionError> {
         let _lifecycle = self.lifecycle.lock().expect("lifecycle lock");
+        if version == LIVE_VERSION {
+            return Err(VersionError::Exists(format!(
+                "{LIVE_VERSION} is the live graph; it cannot be dropped"
+            )));
+        }
         let mut worker = self
             .workers
             .lock()
