@@ -146,7 +146,7 @@ fn checksum_lines(output: &str) -> Vec<String> {
 
 #[test]
 fn a_reidentified_graph_and_customer_topic_equal_the_live_ones_while_traffic_goes_on() {
-    let pipeline = Pipeline::start("reidentify");
+    let mut pipeline = Pipeline::start("reidentify");
     for number in 0..4 {
         pipeline.send_ok(&round(number));
     }
@@ -265,7 +265,16 @@ fn a_reidentified_graph_and_customer_topic_equal_the_live_ones_while_traffic_goe
         "live traffic went on past the bounds during the run"
     );
 
-    // Comparing again gives the same checksums.
+    // The version, its baseline and its state survive a crash of identity,
+    // and comparing again gives the same checksums.
+    pipeline.identity.restart();
+    let table = pipeline.rapportctl(&["status"]);
+    assert!(
+        table
+            .lines()
+            .any(|line| line.contains("identity") && line.contains("r2")),
+        "{table}"
+    );
     let again = pipeline.rapportctl(&["reidentify", "--compare", "r2"]);
     assert_eq!(checksum_lines(&again), first_checksums, "{again}");
 
