@@ -535,6 +535,10 @@ impl Pipeline {
         )
     }
 
+    pub fn identity_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.identity.port)
+    }
+
     pub fn query_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.projector.port)
     }

@@ -25,6 +25,9 @@ pub enum ApiError {
     },
     /// 404.
     NotFound(String),
+    /// 409: the request clashes with what exists (a name already taken, a
+    /// job not finished yet).
+    Conflict(String),
     /// 413.
     TooLarge(String),
     /// 422: the request is well-formed but cannot be answered from the data
@@ -54,6 +57,7 @@ impl IntoResponse for ApiError {
                 details.as_slice(),
             ),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message.as_str(), &[][..]),
+            ApiError::Conflict(message) => (StatusCode::CONFLICT, message.as_str(), &[][..]),
             ApiError::TooLarge(message) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, message.as_str(), &[][..])
             }

@@ -18,6 +18,7 @@
 //! | `G` | profile id (rest) | identity graph node (identity) |
 //! | `X` | claimant (len), kind `u8`, value (rest) | nothing: conflict seen (identity) |
 //! | `R` | dead letter `partition:offset` (rest) | nothing: that retry was applied |
+//! | `V` | version name (rest) | a graph version's spec (identity) |
 
 use rapport_projections::identity::{Identifier, IdentifierKind};
 
@@ -31,6 +32,7 @@ pub const SEEN_EVENT: u8 = b'E';
 pub const GRAPH_NODE: u8 = b'G';
 pub const CONFLICT_SEEN: u8 = b'X';
 pub const RETRIED: u8 = b'R';
+pub const VERSION_SPEC: u8 = b'V';
 
 /// Why a key could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -182,10 +184,18 @@ pub fn seen_event(event_id: &str) -> Vec<u8> {
     key
 }
 
+pub fn decode_seen_event(key: &[u8]) -> Result<String, MalformedKey> {
+    Reader::new(key, SEEN_EVENT)?.rest_text()
+}
+
 pub fn graph_node(profile_id: &str) -> Vec<u8> {
     let mut key = vec![GRAPH_NODE];
     key.extend_from_slice(profile_id.as_bytes());
     key
+}
+
+pub fn decode_graph_node(key: &[u8]) -> Result<String, MalformedKey> {
+    Reader::new(key, GRAPH_NODE)?.rest_text()
 }
 
 pub fn conflict_seen(identifier: &Identifier, claimant: &str) -> Vec<u8> {
@@ -194,6 +204,24 @@ pub fn conflict_seen(identifier: &Identifier, claimant: &str) -> Vec<u8> {
     key.push(identifier.kind.tag());
     key.extend_from_slice(identifier.value.as_bytes());
     key
+}
+
+/// The claimant and the identifier of a recorded conflict.
+pub fn decode_conflict_seen(key: &[u8]) -> Result<(String, Identifier), MalformedKey> {
+    let mut reader = Reader::new(key, CONFLICT_SEEN)?;
+    let claimant = reader.sized_text()?;
+    let kind = reader.kind()?;
+    Ok((claimant, Identifier::new(kind, reader.rest_text()?)))
+}
+
+pub fn version_spec(version: &str) -> Vec<u8> {
+    let mut key = vec![VERSION_SPEC];
+    key.extend_from_slice(version.as_bytes());
+    key
+}
+
+pub fn decode_version_spec(key: &[u8]) -> Result<String, MalformedKey> {
+    Reader::new(key, VERSION_SPEC)?.rest_text()
 }
 
 pub fn retried(dead_letter: &str) -> Vec<u8> {
@@ -219,7 +247,17 @@ mod tests {
         assert_eq!(decode_identifier(&identifier(&email)), Ok(email.clone()));
         assert_eq!(
             decode_conflict(&conflict(99, "c-2", &email)),
-            Ok((99, "c-2".to_owned(), email))
+            Ok((99, "c-2".to_owned(), email.clone()))
+        );
+        assert_eq!(decode_seen_event(&seen_event("e-1")), Ok("e-1".to_owned()));
+        assert_eq!(decode_graph_node(&graph_node("c-1")), Ok("c-1".to_owned()));
+        assert_eq!(
+            decode_conflict_seen(&conflict_seen(&email, "c-3")),
+            Ok(("c-3".to_owned(), email))
+        );
+        assert_eq!(
+            decode_version_spec(&version_spec("r2")),
+            Ok("r2".to_owned())
         );
     }
 

@@ -8,7 +8,10 @@
 //! acknowledged every record they produced; after a crash the same records
 //! may be produced again and consumers skip them by their source position.
 
+pub mod admin;
+pub mod compare;
 pub mod reader;
+pub mod versions;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -239,8 +242,9 @@ pub struct BatchOutput {
 }
 
 impl BatchOutput {
-    /// Everything to produce, customer records keyed by customer id.
-    fn outgoing(&self, topics: &TopicNames) -> Vec<Outgoing> {
+    /// Everything to produce, customer records keyed by customer id, and
+    /// the dead letters when `with_dead_letters`.
+    fn outgoing(&self, topics: &TopicNames, with_dead_letters: bool) -> Vec<Outgoing> {
         let records = self.records.iter().map(|record| Outgoing {
             topic: topics.customer.clone(),
             key: record.customer_id.as_bytes().to_vec(),
@@ -248,7 +252,12 @@ impl BatchOutput {
             timestamp_ms: Some(record.received_at_ms),
             headers: Vec::new(),
         });
-        records.chain(self.dead_letters.iter().cloned()).collect()
+        let letters = self
+            .dead_letters
+            .iter()
+            .filter(|_| with_dead_letters)
+            .cloned();
+        records.chain(letters).collect()
     }
 }
 
@@ -329,7 +338,57 @@ fn resolve_batch<'a>(
     Ok((staged.into_inner(), output))
 }
 
-/// Runs the resolve loop until `stop` is set. Blocking: call it on its own thread.
+/// What one resolver worker reads and writes: the live one, or a
+/// re-identification into a new version (see [`versions`]).
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    /// The column family of its graph, seen event ids and raw offsets.
+    pub family: String,
+    /// Raw topic in, customer topic (or its new version) out.
+    pub topics: TopicNames,
+    /// Per raw partition the last offset to read; `None` follows the head.
+    pub bounds: Option<Vec<Option<i64>>>,
+    /// Whether refused records go to the dead-letter topic. A
+    /// re-identification only counts them: the live resolver sent them.
+    pub dead_letters: bool,
+    /// Kafka client id.
+    pub client_id: String,
+}
+
+impl Resolver {
+    /// The live resolver: its graph in [`FAMILY`], following the head.
+    pub fn live(config: &Config) -> Self {
+        Self {
+            family: FAMILY.to_owned(),
+            topics: config.topics.clone(),
+            bounds: None,
+            dead_letters: true,
+            client_id: "rapport-identity".to_owned(),
+        }
+    }
+}
+
+/// Why a resolver stopped without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `stop` was set.
+    Asked,
+    /// A bounded resolver resolved every record up to its bounds.
+    ReachedBounds,
+}
+
+/// The last committed raw offset of each partition in `family`.
+pub fn committed_offsets(store: &Store, family: &str, partitions: i32) -> Result<Vec<Option<i64>>> {
+    (0..partitions)
+        .map(|partition| {
+            Ok(store
+                .get(family, &keys::offset(partition))?
+                .map(|bytes| i64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))))
+        })
+        .collect()
+}
+
+/// Runs the live resolve loop until `stop` is set. Blocking: call it on its own thread.
 pub fn run(
     config: &Config,
     store: &Store,
@@ -337,21 +396,37 @@ pub fn run(
     metrics: IdentityMetrics,
     status: Arc<WorkerStatus>,
 ) -> Result<()> {
+    run_resolver(
+        &Resolver::live(config),
+        config,
+        store,
+        &stop,
+        &metrics,
+        &status,
+    )
+    .map(|_| ())
+}
+
+/// Runs one resolver until `stop` is set or, when bounded, until it reached
+/// its bounds. Blocking: call it on its own thread.
+pub fn run_resolver(
+    resolver: &Resolver,
+    config: &Config,
+    store: &Store,
+    stop: &AtomicBool,
+    metrics: &IdentityMetrics,
+    status: &WorkerStatus,
+) -> Result<Stopped> {
+    let topics = &resolver.topics;
     let (consumer, health) =
-        rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-identity", true)?;
+        rapport_common::kafka::assigning_consumer(&config.kafka, &resolver.client_id, true)?;
     status.attach_consumer(health);
     let partitions = rapport_common::kafka::wait_for_partitions(
         &consumer,
-        &config.topics.raw,
+        &topics.raw,
         Duration::from_secs(60),
     )?;
-    let applied: Vec<Option<i64>> = (0..partitions)
-        .map(|partition| {
-            Ok(store
-                .get(FAMILY, &keys::offset(partition))?
-                .map(|bytes| i64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))))
-        })
-        .collect::<Result<_>>()?;
+    let applied = committed_offsets(store, &resolver.family, partitions)?;
     let stored: BTreeMap<i32, i64> = applied
         .iter()
         .enumerate()
@@ -361,30 +436,35 @@ pub fn run(
         metrics.applied_offset(*partition).set(*offset);
     }
     status.record_batch(&stored, 0);
-    tracing::info!(topic = %config.topics.raw, partitions, ?applied, "identity starting after its stored offsets");
+    tracing::info!(topic = %topics.raw, family = %resolver.family, partitions, ?applied, bounds = ?resolver.bounds, "resolver starting after its stored offsets");
     let mut reader = OrderedReader::new(
         consumer,
-        &config.topics.raw,
+        &topics.raw,
         partitions,
         &applied,
         Duration::from_millis(config.identity.reorder_grace_ms),
+        resolver.bounds.as_deref(),
     )?;
     let (mut producer, _) =
-        rapport_common::kafka::producer(&config.kafka, "rapport-identity", None, 100_000)?;
+        rapport_common::kafka::producer(&config.kafka, &resolver.client_id, None, 100_000)?;
 
     while !stop.load(Ordering::Relaxed) {
+        if resolver.bounds.is_some() && reader.finished() {
+            tracing::info!(family = %resolver.family, "resolver reached its bounds");
+            return Ok(Stopped::ReachedBounds);
+        }
         let batch = reader.next_batch(config.identity.max_batch, Duration::from_millis(100));
         if batch.is_empty() {
             continue;
         }
         let (mut staged, output) =
-            resolve_batch(store.stage(FAMILY), &batch, &config.topics, &metrics)?;
+            resolve_batch(store.stage(&resolver.family), &batch, topics, metrics)?;
         // Nothing of this batch is committed until the broker has it all, so
         // a failed produce is retried whole with a fresh producer (an
         // idempotent producer can fail for good, e.g. when a restarted
         // broker forgot its sequence numbers); consumers skip what was
         // already delivered by its source position.
-        let outgoing = output.outgoing(&config.topics);
+        let outgoing = output.outgoing(topics, resolver.dead_letters);
         while let Err(error) = produce_all(&producer, &outgoing) {
             tracing::warn!(%error, "producing the batch failed; retrying with a new producer");
             status.record_error(&error.to_string());
@@ -393,7 +473,7 @@ pub fn run(
             }
             std::thread::sleep(Duration::from_secs(1));
             producer =
-                rapport_common::kafka::producer(&config.kafka, "rapport-identity", None, 100_000)?
+                rapport_common::kafka::producer(&config.kafka, &resolver.client_id, None, 100_000)?
                     .0;
         }
         let mut last_offsets: BTreeMap<i32, i64> = BTreeMap::new();
@@ -420,7 +500,7 @@ pub fn run(
             "identity batch committed"
         );
     }
-    Ok(())
+    Ok(Stopped::Asked)
 }
 
 #[cfg(test)]

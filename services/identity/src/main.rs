@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
-use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -15,21 +14,25 @@ use rapport_common::config::{CommonArgs, override_with};
 use rapport_common::metrics::Registry;
 use rapport_common::status::WorkerStatus;
 use rapport_common::store::Store;
+use rapport_identity::admin::{AdminState, router};
+use rapport_identity::versions::{Versions, baselines_dir};
 use rapport_identity::{FAMILY, IdentityMetrics, run};
 
 /// The only writer of the identifier graph. Reads the raw topic in ingest
 /// order, drops repeated event ids, resolves every event to a canonical
 /// customer id and produces it, keyed by that id, to the customer topic.
-/// Serves /healthz and /metrics.
+/// Serves /healthz, /metrics and the admin endpoints under /v1/admin/
+/// (status, and re-identification into graph versions).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Address for /healthz and /metrics. Default 127.0.0.1:8082.
+    /// Address for /healthz, /metrics and /v1/admin/. Default 127.0.0.1:8082.
     #[arg(long, env = "RAPPORT_IDENTITY_LISTEN")]
     listen: Option<SocketAddr>,
     /// Directory of the graph's RocksDB database. Default data/identity.
+    /// Baselines of graph versions go beside it, in <DIR>.baselines.
     #[arg(long, env = "RAPPORT_IDENTITY_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Milliseconds a record waits for earlier records on idle partitions
@@ -52,6 +55,11 @@ async fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
 
     let status = WorkerStatus::new(&config.topics.raw);
+    let versions = Versions::start(
+        config.clone(),
+        store.clone(),
+        baselines_dir(&config.identity.data_dir),
+    )?;
     let worker = {
         let (config, store, stop, status) =
             (config.clone(), store.clone(), stop.clone(), status.clone());
@@ -59,40 +67,33 @@ async fn main() -> anyhow::Result<()> {
             .name("identity-resolve".into())
             .spawn(move || run(&config, &store, stop, metrics, status))?
     };
-    let admin_status = {
-        let store = store.clone();
-        move || async move {
-            axum::Json(serde_json::json!({
-                "service": "identity",
-                "graph_bytes": store.size_on_disk(FAMILY),
-                "consumer": status.report(),
-            }))
-        }
-    };
-
-    let app = Router::new()
-        .route("/v1/admin/status", get(admin_status))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
-            "/metrics",
-            get(move || async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    registry.render(),
-                )
-                    .into_response()
-            }),
-        );
+    let app = router(Arc::new(AdminState {
+        versions: versions.clone(),
+        store: store.clone(),
+        status,
+    }))
+    .route(
+        "/healthz",
+        get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+    )
+    .route(
+        "/metrics",
+        get(move || async move {
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                registry.render(),
+            )
+                .into_response()
+        }),
+    );
     let listener = tokio::net::TcpListener::bind(config.identity.listen)
         .await
         .with_context(|| format!("binding {}", config.identity.listen))?;
     tracing::info!(listen = %config.identity.listen, data_dir = %config.identity.data_dir.display(), "identity ready");
 
-    rapport_common::serve_beside_worker(listener, app, stop, worker)
-        .await
+    let served = rapport_common::serve_beside_worker(listener, app, stop, worker).await;
+    tokio::task::spawn_blocking(move || versions.stop_all()).await?;
+    served
         .map_err(anyhow::Error::msg)
         .context("identity failed")?;
     tracing::info!("identity stopped");

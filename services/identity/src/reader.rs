@@ -7,6 +7,12 @@
 //! period, so anything appended later carries a later timestamp. The same log
 //! therefore always yields the same order, live or replayed, which makes the
 //! identifier graph reproducible (`rapportctl reidentify` relies on it).
+//!
+//! A bounded reader (a re-identification) knows the last offset it may read
+//! on each partition. It never waits on the grace period: a partition short
+//! of its bound always has an earlier record still to come, and a partition
+//! at its bound has ended. Its order is therefore the sorted order of exactly
+//! the records within the bounds, whatever the timing of the fetches.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -40,6 +46,17 @@ struct PartitionBuffer {
     /// we buffered: nothing more was there at that moment.
     at_end: bool,
     paused: bool,
+    /// The last offset this reader may deliver, for a bounded reader.
+    bound: Option<i64>,
+    /// Bounded partitions only: every record up to the bound was buffered
+    /// (or there is none to read), so nothing will be added.
+    ended: bool,
+}
+
+impl PartitionBuffer {
+    fn bounded(&self) -> bool {
+        self.bound.is_some() || self.ended
+    }
 }
 
 /// The decision of the ordering rule, as pure logic (tested below).
@@ -52,10 +69,15 @@ fn releasable(buffers: &[PartitionBuffer], now_ms: i64, grace_ms: i64) -> Option
     let others_settled = buffers.iter().enumerate().all(|(index, buffer)| {
         index == chosen
             || !buffer.queue.is_empty()
-            || (buffer.at_end && head.timestamp_ms <= now_ms - grace_ms)
+            || buffer.ended
+            || (!buffer.bounded() && buffer.at_end && head.timestamp_ms <= now_ms - grace_ms)
     });
     others_settled.then_some(chosen)
 }
+
+/// Where each partition of a bounded reader stops: the last offset to read,
+/// or `None` for a partition of which nothing is to be read.
+pub type Bounds = [Option<i64>];
 
 pub struct OrderedReader {
     consumer: BaseConsumer<HealthContext>,
@@ -72,35 +94,62 @@ const RESUME_BELOW: usize = 5_000;
 
 impl OrderedReader {
     /// Assigns all `partitions` of `topic`, each starting after its entry in
-    /// `applied` (or at the beginning).
+    /// `applied` (or at the beginning). With `bounds`, each partition stops
+    /// after its bound (see [`Bounds`]) and the grace period is not used.
     pub fn new(
         consumer: BaseConsumer<HealthContext>,
         topic: &str,
         partitions: i32,
         applied: &[Option<i64>],
         grace: Duration,
+        bounds: Option<&Bounds>,
     ) -> rapport_common::Result<Self> {
-        let starts: Vec<(i32, Offset)> = (0..partitions)
-            .map(
-                |partition| match applied.get(partition as usize).copied().flatten() {
-                    Some(offset) => (partition, rapport_common::kafka::fetch_start(offset + 1)),
-                    None => (partition, Offset::Beginning),
-                },
-            )
+        let applied_of = |partition: i32| applied.get(partition as usize).copied().flatten();
+        let buffers: Vec<PartitionBuffer> = (0..partitions)
+            .map(|partition| match bounds {
+                None => PartitionBuffer::default(),
+                Some(bounds) => {
+                    let bound = bounds.get(partition as usize).copied().flatten();
+                    let ended = match (bound, applied_of(partition)) {
+                        (None, _) => true,
+                        (Some(bound), Some(applied)) => applied >= bound,
+                        (Some(_), None) => false,
+                    };
+                    PartitionBuffer {
+                        bound,
+                        ended,
+                        ..PartitionBuffer::default()
+                    }
+                }
+            })
             .collect();
-        rapport_common::kafka::assign(&consumer, topic, &starts)?;
+        // Partitions with nothing left to read are not fetched at all.
+        let starts: Vec<(i32, Offset)> = (0..partitions)
+            .filter(|partition| !buffers[*partition as usize].ended)
+            .map(|partition| match applied_of(partition) {
+                Some(offset) => (partition, rapport_common::kafka::fetch_start(offset + 1)),
+                None => (partition, Offset::Beginning),
+            })
+            .collect();
+        if !starts.is_empty() {
+            rapport_common::kafka::assign(&consumer, topic, &starts)?;
+        }
         Ok(Self {
             consumer,
-            first_wanted: applied
-                .iter()
-                .map(|offset| offset.map_or(0, |offset| offset + 1))
+            first_wanted: (0..partitions)
+                .map(|partition| applied_of(partition).map_or(0, |offset| offset + 1))
                 .collect(),
             topic: topic.to_owned(),
-            buffers: (0..partitions)
-                .map(|_| PartitionBuffer::default())
-                .collect(),
+            buffers,
             grace_ms: grace.as_millis() as i64,
         })
+    }
+
+    /// A bounded reader that delivered every record up to its bounds.
+    pub fn finished(&self) -> bool {
+        self.buffers
+            .iter()
+            .all(|buffer| buffer.ended && buffer.queue.is_empty())
     }
 
     /// Waits up to `wait` for records, buffers what is available, and returns
@@ -137,14 +186,24 @@ impl OrderedReader {
                     let Some(buffer) = self.buffers.get_mut(partition as usize) else {
                         continue;
                     };
+                    if buffer.ended {
+                        continue;
+                    }
                     buffer.at_end = false;
-                    buffer.queue.push_back(RawRecord {
-                        partition,
-                        offset: message.offset(),
-                        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
-                        key: message.key().unwrap_or_default().to_vec(),
-                        payload: message.payload().unwrap_or_default().to_vec(),
-                    });
+                    let offset = message.offset();
+                    if buffer.bound.is_none_or(|bound| offset <= bound) {
+                        buffer.queue.push_back(RawRecord {
+                            partition,
+                            offset,
+                            timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+                            key: message.key().unwrap_or_default().to_vec(),
+                            payload: message.payload().unwrap_or_default().to_vec(),
+                        });
+                    }
+                    if buffer.bound.is_some_and(|bound| offset >= bound) {
+                        buffer.ended = true;
+                        self.stop_fetching(partition);
+                    }
                 }
                 Err(KafkaError::PartitionEOF(partition)) => {
                     if let Some(buffer) = self.buffers.get_mut(partition as usize) {
@@ -158,10 +217,29 @@ impl OrderedReader {
         }
     }
 
+    /// A bounded partition reached its bound: fetch nothing more of it.
+    fn stop_fetching(&mut self, partition: i32) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, partition);
+        match self.consumer.pause(&list) {
+            Ok(()) => {
+                if let Some(buffer) = self.buffers.get_mut(partition as usize) {
+                    buffer.paused = true;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(topic = %self.topic, partition, %error, "could not pause a partition at its bound")
+            }
+        }
+    }
+
     /// Stops fetching partitions far ahead of the others, so waiting for a
     /// slow partition never buffers without bound.
     fn apply_backpressure(&mut self) {
         for (partition, buffer) in self.buffers.iter_mut().enumerate() {
+            if buffer.ended {
+                continue;
+            }
             let change = if !buffer.paused && buffer.queue.len() > PAUSE_ABOVE {
                 Some(true)
             } else if buffer.paused && buffer.queue.len() < RESUME_BELOW {
@@ -204,8 +282,14 @@ mod tests {
                 })
                 .collect(),
             at_end,
-            paused: false,
+            ..PartitionBuffer::default()
         }
+    }
+
+    fn bounded(mut buffer: PartitionBuffer, bound: i64, ended: bool) -> PartitionBuffer {
+        buffer.bound = Some(bound);
+        buffer.ended = ended;
+        buffer
     }
 
     #[test]
@@ -231,5 +315,109 @@ mod tests {
     fn ties_break_by_partition_then_offset() {
         let buffers = vec![buffer(&[(5, 7)], 0, false), buffer(&[(5, 3)], 1, false)];
         assert_eq!(releasable(&buffers, 0, 0), Some(0));
+    }
+
+    #[test]
+    fn a_bounded_reader_waits_for_a_partition_short_of_its_bound_whatever_the_time() {
+        // Partition 1 is idle and at the log's end as far as the fetch knows,
+        // but its bound says a record is still to come: no grace applies.
+        let buffers = vec![
+            buffer(&[(1_000, 0)], 0, false),
+            bounded(buffer(&[], 1, true), 5, false),
+        ];
+        assert_eq!(releasable(&buffers, i64::MAX, 0), None);
+    }
+
+    #[test]
+    fn a_partition_at_its_bound_holds_nothing_back() {
+        let buffers = vec![
+            bounded(buffer(&[(1_000, 0)], 0, false), 0, true),
+            bounded(buffer(&[], 1, false), 5, true),
+        ];
+        // No grace period to wait out, even at the record's own instant.
+        assert_eq!(releasable(&buffers, 1_000, 200), Some(0));
+    }
+
+    /// Whatever the order in which records of the bounded partitions arrive,
+    /// the reader releases exactly the records within the bounds, merged by
+    /// (timestamp, partition, offset) of each partition's next record.
+    #[test]
+    fn bounded_release_order_is_the_sorted_order_for_every_arrival_order() {
+        // The timestamps of each partition's records by offset; bounds:
+        // p0 up to offset 2, p1 up to 1, nothing of p2.
+        let log: [&[i64]; 3] = [&[10, 30, 30, 5], &[30, 20, 1], &[0]];
+        let bounds = [Some(2), Some(1), None];
+        // The reference: every record within the bounds at hand, merged by
+        // always taking the smallest head (offsets stay in order within a
+        // partition even where timestamps do not).
+        let mut heads: Vec<VecDeque<(i64, i32, i64)>> = log
+            .iter()
+            .enumerate()
+            .map(|(partition, records)| {
+                records
+                    .iter()
+                    .enumerate()
+                    .filter(|(offset, _)| {
+                        bounds[partition].is_some_and(|bound| *offset as i64 <= bound)
+                    })
+                    .map(|(offset, timestamp)| (*timestamp, partition as i32, offset as i64))
+                    .collect()
+            })
+            .collect();
+        let mut expected = Vec::new();
+        while let Some(smallest) = heads
+            .iter_mut()
+            .filter(|queue| !queue.is_empty())
+            .min_by_key(|queue| queue[0])
+        {
+            expected.extend(smallest.pop_front());
+        }
+        assert_eq!(expected.len(), 5);
+        // Arrival schedules: which partition delivers its next record at each step.
+        let schedules: [&[usize]; 4] = [
+            &[0, 0, 0, 0, 1, 1, 1],
+            &[1, 1, 1, 0, 0, 0, 0],
+            &[0, 1, 0, 1, 0, 1, 0],
+            &[1, 0, 0, 1, 1, 0, 0],
+        ];
+        for schedule in schedules {
+            let mut buffers: Vec<PartitionBuffer> = (0..3)
+                .map(|partition| PartitionBuffer {
+                    bound: bounds[partition],
+                    ended: bounds[partition].is_none(),
+                    ..PartitionBuffer::default()
+                })
+                .collect();
+            let mut next = [0usize; 3];
+            let mut released = Vec::new();
+            for &partition in schedule {
+                let buffer = &mut buffers[partition];
+                if buffer.ended {
+                    continue;
+                }
+                let offset = next[partition];
+                next[partition] += 1;
+                if offset as i64 <= buffer.bound.unwrap() {
+                    buffer.queue.push_back(RawRecord {
+                        partition: partition as i32,
+                        offset: offset as i64,
+                        timestamp_ms: log[partition][offset],
+                        key: vec![],
+                        payload: vec![],
+                    });
+                }
+                buffer.ended = offset as i64 >= buffer.bound.unwrap();
+                while let Some(index) = releasable(&buffers, 0, 1_000_000) {
+                    let record = buffers[index].queue.pop_front().unwrap();
+                    released.push(record.order_key());
+                }
+            }
+            assert_eq!(released, expected, "arrival schedule {schedule:?}");
+            assert!(
+                buffers
+                    .iter()
+                    .all(|buffer| buffer.ended && buffer.queue.is_empty())
+            );
+        }
     }
 }

@@ -13,8 +13,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
 
-/// Operate a Rapport deployment: see where every service stands, inspect and
-/// re-submit dead letters, create and inspect topics.
+/// Operate a Rapport deployment: see where every service stands, rebuild
+/// projections and the identifier graph beside the live ones and compare
+/// them, inspect and re-submit dead letters, create and inspect topics.
 ///
 /// Kafka commands talk to the brokers named by --brokers (or RAPPORT_BROKERS,
 /// or [kafka] brokers in --config), default 127.0.0.1:9092. `status` asks the
@@ -32,9 +33,11 @@ struct Args {
         global = true
     )]
     query_url: String,
-    /// Base URL of the identity service's admin endpoints.
+    /// Base URL of the identity service's admin endpoints (serves
+    /// /v1/admin/status and the re-identification endpoints).
     #[arg(
         long,
+        visible_alias = "identity",
         env = "RAPPORT_IDENTITY_URL",
         default_value = "http://127.0.0.1:8082",
         global = true
@@ -91,6 +94,40 @@ enum Command {
         other: String,
         /// How long to wait for both versions to reach the same offsets.
         #[arg(long, default_value_t = 120)]
+        patience_s: u64,
+    },
+    /// Re-run identity resolution from the raw topic into a new version of
+    /// the identifier graph and of the customer topic, beside the live ones,
+    /// then compare the new graph with the live one.
+    ///
+    /// The new version reads exactly the raw records the live graph had
+    /// resolved when it started (the live committed offsets, frozen with a
+    /// checkpoint of the live graph), in the same order, so the comparison is
+    /// exact while live traffic goes on. Its records go to
+    /// <customer topic>.<NAME>, created with the customer topic's partitions.
+    /// Shows progress until the version finished, then prints both
+    /// checksums and "equal", or "different" with the first differing keys
+    /// and a non-zero exit code.
+    Reidentify {
+        /// Name of the new version: 1-64 letters, digits, - or _, not v1
+        /// (the live graph). Default: the next free vN.
+        #[arg(long, value_name = "NAME")]
+        version: Option<String>,
+        /// Start the re-identification and return at once, without waiting
+        /// or comparing (compare later with --compare NAME).
+        #[arg(long)]
+        no_wait: bool,
+        /// Start nothing: wait until the existing version NAME finished and
+        /// compare its graph with the live one.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["version", "no_wait", "drop"])]
+        compare: Option<String>,
+        /// Start nothing: stop the version NAME and delete its graph, its
+        /// baseline and its customer topic.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["version", "no_wait"])]
+        drop: Option<String>,
+        /// How long to wait for the version to finish before giving up
+        /// (the version keeps running; compare it later with --compare).
+        #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
         patience_s: u64,
     },
     /// Records the services refused, kept on the dead-letter topic.
@@ -488,6 +525,178 @@ fn verify(args: &Args, other: &str, patience: Duration) -> anyhow::Result<()> {
     }
 }
 
+/// What `reidentify` does.
+enum Reidentify {
+    Start {
+        version: Option<String>,
+        no_wait: bool,
+    },
+    Compare(String),
+    Drop(String),
+}
+
+fn reidentify(args: &Args, action: Reidentify, patience: Duration) -> anyhow::Result<()> {
+    let version = match action {
+        Reidentify::Drop(version) => {
+            let answer = admin(
+                &args.identity_url,
+                "DELETE",
+                &format!("/v1/admin/versions/{version}"),
+                None,
+            )?;
+            println!(
+                "graph version {version} dropped{}",
+                if answer["topic_deleted"] == true {
+                    format!(
+                        ", topic {} deleted",
+                        answer["topic"].as_str().unwrap_or("?")
+                    )
+                } else {
+                    format!(
+                        "; topic {} could not be deleted (see the identity log)",
+                        answer["topic"].as_str().unwrap_or("?")
+                    )
+                }
+            );
+            return Ok(());
+        }
+        Reidentify::Compare(version) => version,
+        Reidentify::Start { version, no_wait } => {
+            let created = admin(
+                &args.identity_url,
+                "POST",
+                "/v1/admin/reidentify",
+                Some(serde_json::json!({ "version": version })),
+            )?;
+            let version = created["version"]
+                .as_str()
+                .context("identity did not name the version")?
+                .to_owned();
+            let bounds: Vec<String> = created["partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|partition| {
+                    format!(
+                        "{}:{}",
+                        partition["partition"],
+                        partition["bound"]
+                            .as_i64()
+                            .map_or("-".to_owned(), |bound| bound.to_string())
+                    )
+                })
+                .collect();
+            println!(
+                "re-identifying into version {version}: graph {}, topic {}",
+                created["family"].as_str().unwrap_or("?"),
+                created["topic"].as_str().unwrap_or("?")
+            );
+            println!(
+                "bounded by the live graph's raw offsets {} ({} raw records)",
+                bounds.join(" "),
+                created["raw_records_total"]
+            );
+            if no_wait {
+                return Ok(());
+            }
+            version
+        }
+    };
+    wait_for_version(args, &version, patience)?;
+    let report = admin(
+        &args.identity_url,
+        "GET",
+        &format!("/v1/admin/versions/{version}/compare"),
+        None,
+    )?;
+    let side = |name: &str, summary: &serde_json::Value| {
+        println!(
+            "{name:<12} {:>10} keys  checksum {}  offsets {}",
+            summary["keys"],
+            summary["checksum"].as_str().unwrap_or("?"),
+            summary["offsets"]
+        );
+    };
+    side("live (v1)", &report["live"]);
+    side(&version, &report["version"]);
+    if report["equal"] == true {
+        println!("equal");
+        return Ok(());
+    }
+    println!("different");
+    for difference in report["first_differences"].as_array().into_iter().flatten() {
+        println!(
+            "differs at {} ({})",
+            difference["key"].as_str().unwrap_or("?"),
+            difference["difference"].as_str().unwrap_or("?")
+        );
+    }
+    bail!("the re-identified graph {version} differs from the live graph")
+}
+
+/// Shows progress until the version resolved every raw record up to its bounds.
+fn wait_for_version(args: &Args, version: &str, patience: Duration) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let report = admin(
+            &args.identity_url,
+            "GET",
+            &format!("/v1/admin/versions/{version}"),
+            None,
+        )?;
+        let read = report["raw_records_read"].as_i64().unwrap_or(0);
+        let total = report["raw_records_total"].as_i64().unwrap_or(0);
+        match report["state"].as_str() {
+            Some("finished") => {
+                progress("");
+                println!(
+                    "version {version} resolved {total} raw records in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            Some("running") => {}
+            other => {
+                progress("");
+                bail!(
+                    "version {version} is {}: {}",
+                    other.unwrap_or("unknown"),
+                    report["consumer"]["last_error"]
+                        .as_str()
+                        .unwrap_or("see the identity log")
+                );
+            }
+        }
+        if started.elapsed() > patience {
+            progress("");
+            bail!(
+                "version {version} did not finish within {patience:?} ({read} of {total} raw records); it keeps running, compare it later with --compare {version}"
+            );
+        }
+        let rate = report["consumer"]["events_per_second"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let eta = if rate > 0.0 {
+            format!("{:.0} s", (total - read) as f64 / rate)
+        } else {
+            "-".to_owned()
+        };
+        let done = if total > 0 {
+            read as f64 / total as f64
+        } else {
+            1.0
+        };
+        let filled = (done * 30.0).round() as usize;
+        progress(&format!(
+            "{version}: [{}{}] {:>3.0}% {read}/{total} raw records, {rate:.0} events/s, ETA {eta}",
+            "#".repeat(filled),
+            "-".repeat(30 - filled.min(30)),
+            done * 100.0
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn print_consumer(name: &str, version: &str, live: &str, bytes: u64, consumer: &serde_json::Value) {
     let rate = consumer["events_per_second"].as_f64().unwrap_or(0.0);
     let text = |value: &serde_json::Value| {
@@ -539,6 +748,17 @@ fn status(args: &Args, json: bool) -> anyhow::Result<()> {
             &report["consumer"],
         ),
         Err(error) => println!("identity: unreachable: {error:#}"),
+    }
+    if let Ok(report) = &identity {
+        for version in report["versions"].as_array().into_iter().flatten() {
+            print_consumer(
+                "identity",
+                version["version"].as_str().unwrap_or("?"),
+                "no",
+                version["graph_bytes"].as_u64().unwrap_or(0),
+                &version["consumer"],
+            );
+        }
     }
     match &projector {
         Ok(report) => {
@@ -725,6 +945,25 @@ async fn main() -> anyhow::Result<()> {
             patience_s,
             ..
         } => tokio::task::block_in_place(|| verify(&args, other, Duration::from_secs(patience_s))),
+        Command::Reidentify {
+            ref version,
+            no_wait,
+            ref compare,
+            ref drop,
+            patience_s,
+        } => {
+            let action = match (compare.clone(), drop.clone()) {
+                (Some(version), _) => Reidentify::Compare(version),
+                (_, Some(version)) => Reidentify::Drop(version),
+                (None, None) => Reidentify::Start {
+                    version: version.clone(),
+                    no_wait,
+                },
+            };
+            tokio::task::block_in_place(|| {
+                reidentify(&args, action, Duration::from_secs(patience_s))
+            })
+        }
         Command::Deadletters { action } => {
             tokio::task::block_in_place(|| dead_letters(&config, action))
         }

@@ -1,0 +1,227 @@
+//! The identity service's admin endpoints: status, and re-identification
+//! into graph versions (start, progress, compare, drop).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rapport_common::http::ApiError;
+use rapport_common::status::WorkerStatus;
+use rapport_common::store::Store;
+use serde::Deserialize;
+
+use crate::FAMILY;
+use crate::versions::{LIVE_VERSION, VersionError, Versions};
+
+/// What the handlers share.
+pub struct AdminState {
+    pub versions: Arc<Versions>,
+    pub store: Store,
+    /// The live resolver's status.
+    pub status: Arc<WorkerStatus>,
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/v1/admin/status", get(status))
+        .route("/v1/admin/reidentify", post(reidentify))
+        .route("/v1/admin/versions", get(list_versions))
+        .route(
+            "/v1/admin/versions/{version}",
+            get(one_version).delete(drop_version),
+        )
+        .route("/v1/admin/versions/{version}/compare", get(compare_version))
+        .with_state(state)
+}
+
+async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "service": "identity",
+        "graph_bytes": state.store.size_on_disk(FAMILY),
+        "consumer": state.status.report(),
+        "versions": state.versions.reports(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReidentifyRequest {
+    /// Name of the new version; default the next free vN.
+    version: Option<String>,
+}
+
+/// Runs blocking version work (RocksDB, broker admin calls) off the runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, VersionError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ApiError::Internal(error.to_string()))?
+        .map_err(ApiError::from)
+}
+
+async fn reidentify(
+    State(state): State<Arc<AdminState>>,
+    request: Result<Json<ReidentifyRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(request) = request.map_err(|rejection| ApiError::Invalid {
+        message: format!("{}; send {{\"version\": \"NAME\"}}", rejection.body_text()),
+        details: vec![],
+    })?;
+    let versions = state.versions.clone();
+    let report = blocking(move || versions.create(request.version)).await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!(report))))
+}
+
+async fn list_versions(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"live": LIVE_VERSION, "versions": state.versions.reports()}))
+}
+
+async fn one_version(
+    State(state): State<Arc<AdminState>>,
+    Path(version): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::json!(state.versions.report(&version)?)))
+}
+
+async fn drop_version(
+    State(state): State<Arc<AdminState>>,
+    Path(version): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let versions = state.versions.clone();
+    Ok(Json(
+        blocking(move || versions.drop_version(&version)).await?,
+    ))
+}
+
+/// The live graph as the version's baseline froze it against the version:
+/// entry counts, checksums, offsets and the first differing keys.
+async fn compare_version(
+    State(state): State<Arc<AdminState>>,
+    Path(version): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let versions = state.versions.clone();
+    let name = version.clone();
+    let comparison = blocking(move || versions.compare(&name)).await?;
+    let only_in_version = format!("only in {version}");
+    let differences: Vec<serde_json::Value> = comparison
+        .first_differences
+        .iter()
+        .map(|difference| {
+            let what = match difference.difference {
+                "only in left" => "only in the live graph",
+                "only in right" => only_in_version.as_str(),
+                other => other,
+            };
+            serde_json::json!({"key": difference.key, "difference": what})
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "versions": [LIVE_VERSION, version],
+        "equal": comparison.equal,
+        "live": comparison.left,
+        "version": comparison.right,
+        "first_differences": differences,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use rapport_common::config::Config;
+    use tower::ServiceExt as _;
+
+    fn app(directory: &std::path::Path) -> Router {
+        let store = Store::open(&directory.join("identity"), &[FAMILY]).unwrap();
+        let mut config = Config::default();
+        // Nothing listens here: the refusals below must come before any broker call.
+        config.kafka.brokers = "127.0.0.1:1".to_owned();
+        let versions =
+            Versions::start(config, store.clone(), directory.join("identity.baselines")).unwrap();
+        router(Arc::new(AdminState {
+            versions,
+            store,
+            status: WorkerStatus::new("raw"),
+        }))
+    }
+
+    async fn call(app: &Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn post(body: &str) -> Request<Body> {
+        Request::post("/v1/admin/reidentify")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_with_the_rule_broken_and_create_nothing() {
+        let directory = tempfile::tempdir().unwrap();
+        let app = app(directory.path());
+        let (status, body) = call(&app, post(r#"{"version": "no spaces"}"#)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["details"][0]["field"], "version");
+        assert!(
+            body["details"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("letters, digits"),
+            "{body}"
+        );
+        let (status, body) = call(&app, post(r#"{"version": "v1"}"#)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("live"), "{body}");
+        let (status, body) = call(&app, post(r#"{"versoin": "r2"}"#)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("versoin"),
+            "{body}"
+        );
+
+        let (status, body) = call(
+            &app,
+            Request::get("/v1/admin/versions")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["versions"], serde_json::json!([]), "nothing created");
+        assert!(!directory.path().join("identity.baselines").exists());
+        for uri in ["/v1/admin/versions/r9", "/v1/admin/versions/r9/compare"] {
+            let (status, _) = call(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        }
+        let (status, _) = call(
+            &app,
+            Request::delete("/v1/admin/versions/r9")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = call(
+            &app,
+            Request::delete("/v1/admin/versions/v1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "the live graph stays: {body}");
+    }
+}
