@@ -728,6 +728,14 @@ mod tests {
         record(id, at, payload, "order.placed")
     }
 
+    fn refund(id: &str, at: i64, order: &str, amount_minor: i64) -> CustomerRecord {
+        let payload = event::Payload::OrderRefunded(OrderRefunded {
+            order_id: order.into(),
+            amount_minor,
+        });
+        record(id, at, payload, "order.refunded")
+    }
+
     fn document(state: &ProfileState) -> CustomerDocument {
         CustomerDocument::render("c-1", state, vec![])
     }
@@ -831,15 +839,7 @@ mod tests {
         let mut guest = ProfileState::default();
         guest.apply(&placed("e1", 1_000, "o-1", 1_000));
         let mut member = ProfileState::default();
-        member.apply(&record(
-            "e2",
-            2_000,
-            event::Payload::OrderRefunded(OrderRefunded {
-                order_id: "o-1".into(),
-                amount_minor: 400,
-            }),
-            "order.refunded",
-        ));
+        member.apply(&refund("e2", 2_000, "o-1", 400));
         member.merge(&guest);
         assert_eq!(
             document(&member).orders.net_spend_minor.get("CNY"),
@@ -851,15 +851,7 @@ mod tests {
     fn state_round_trips_through_its_encoding() {
         let mut state = ProfileState::default();
         state.apply(&placed("e1", 1_000, "o-1", 1_000));
-        state.apply(&record(
-            "e2",
-            2_000,
-            event::Payload::OrderRefunded(OrderRefunded {
-                order_id: "o-1".into(),
-                amount_minor: 400,
-            }),
-            "order.refunded",
-        ));
+        state.apply(&refund("e2", 2_000, "o-1", 400));
         state.apply(&record(
             "e3",
             3_000,
@@ -881,15 +873,7 @@ mod tests {
         // format 2 still starts with
         let mut state = ProfileState::default();
         state.apply(&placed("e1", 1_000, "o-1", 1_000));
-        state.apply(&record(
-            "e2",
-            2_000,
-            event::Payload::OrderRefunded(OrderRefunded {
-                order_id: "o-1".into(),
-                amount_minor: 400,
-            }),
-            "order.refunded",
-        ));
+        state.apply(&refund("e2", 2_000, "o-1", 400));
         let mut format_one = vec![1];
         format_one.extend(postcard::to_stdvec(&state).unwrap());
         // When it is read today

@@ -85,13 +85,49 @@ mod tests {
         )
     }
 
+    /// Folds `records` (partition, record) into a fresh RocksDB store with
+    /// the real fold and serves the query API over it. Keep the directory.
+    fn serve(records: &[(i32, proto::CustomerRecord)]) -> (tempfile::TempDir, axum::Router) {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+        let metrics = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
+        let consumed: Vec<Consumed> = records
+            .iter()
+            .enumerate()
+            .map(|(offset, (partition, record))| Consumed {
+                partition: *partition,
+                offset: offset as i64,
+                timestamp_ms: 0,
+                key: Vec::new(),
+                retry_of: None,
+                payload: record.encode_to_vec(),
+            })
+            .collect();
+        apply_batch(
+            &store,
+            CUSTOMER_VIEW,
+            &consumed,
+            &mut Positions::default(),
+            &metrics,
+            None,
+            DeadLetters {
+                topics: &TopicNames::default(),
+                publish: &mut |_: &[Outgoing]| panic!("no dead letters expected"),
+            },
+        )
+        .unwrap();
+        let app = router(Arc::new(QueryState::new(
+            crate::versions::Versions::serving(store, "v1"),
+            Registry::default(),
+            Default::default(),
+        )));
+        (directory, app)
+    }
+
     /// A prospect on partition 1 is absorbed by c-1 on partition 0; reads of
     /// either id, and lookups by the prospect's identifier, answer one person.
     #[tokio::test]
     async fn a_merged_person_is_read_across_partitions() {
-        let directory = tempfile::tempdir().unwrap();
-        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
-        let metrics = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
         let merged_away = proto::CustomerRecord {
             customer_id: "prospect-1".into(),
             source: Some(proto::SourcePosition {
@@ -146,38 +182,8 @@ mod tests {
                 ),
             ),
         ];
-        let consumed: Vec<Consumed> = records
-            .iter()
-            .enumerate()
-            .map(|(offset, (partition, record))| Consumed {
-                partition: *partition,
-                offset: offset as i64,
-                timestamp_ms: 0,
-                key: Vec::new(),
-                retry_of: None,
-                payload: record.encode_to_vec(),
-            })
-            .collect();
-        let mut positions = Positions::default();
-        apply_batch(
-            &store,
-            CUSTOMER_VIEW,
-            &consumed,
-            &mut positions,
-            &metrics,
-            None,
-            DeadLetters {
-                topics: &TopicNames::default(),
-                publish: &mut |_: &[Outgoing]| panic!("no dead letters expected"),
-            },
-        )
-        .unwrap();
+        let (_directory, app) = serve(&records);
 
-        let app = router(Arc::new(QueryState::new(
-            crate::versions::Versions::serving(store, "v1"),
-            Registry::default(),
-            Default::default(),
-        )));
         let (status, customer) = get(&app, "/v1/customers/c-1").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(customer["event_counts"]["web.page_viewed"], 3);
@@ -230,9 +236,6 @@ mod tests {
     /// fold into RocksDB, then analysed over the router.
     #[tokio::test]
     async fn scores_models_and_segments_are_served_for_an_as_of() {
-        let directory = tempfile::tempdir().unwrap();
-        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
-        let metrics = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
         const DAY_MS: i64 = 86_400_000;
         let mut records = Vec::new();
         for customer in 0..30_i64 {
@@ -260,39 +263,10 @@ mod tests {
                 if let Some(RecordBody::Event(resolved)) = record.body.as_mut() {
                     resolved.event.as_mut().unwrap().occurred_at_ms = day * DAY_MS;
                 }
-                records.push(record);
+                records.push((0, record));
             }
         }
-        let consumed: Vec<Consumed> = records
-            .iter()
-            .enumerate()
-            .map(|(offset, record)| Consumed {
-                partition: 0,
-                offset: offset as i64,
-                timestamp_ms: 0,
-                key: Vec::new(),
-                retry_of: None,
-                payload: record.encode_to_vec(),
-            })
-            .collect();
-        apply_batch(
-            &store,
-            CUSTOMER_VIEW,
-            &consumed,
-            &mut Positions::default(),
-            &metrics,
-            None,
-            DeadLetters {
-                topics: &TopicNames::default(),
-                publish: &mut |_: &[Outgoing]| panic!("no dead letters expected"),
-            },
-        )
-        .unwrap();
-        let app = router(Arc::new(QueryState::new(
-            crate::versions::Versions::serving(store, "v1"),
-            Registry::default(),
-            Default::default(),
-        )));
+        let (_directory, app) = serve(&records);
         let as_of = "1970-10-01";
 
         // The biggest repeat buyer (c-27: 4 occasions) at as_of
