@@ -249,10 +249,13 @@ fn a_guest_a_visitor_and_a_registration_become_one_customer() {
         "/v1/customers?customer_id=c-guest",
         &format!("/v1/customers/{}", guest["customer_id"].as_str().unwrap()),
     ] {
-        let found = pipeline.wait_for_json(lookup, PATIENCE, |found| {
-            found["customer_id"] == "c-guest"
-        });
-        assert_eq!(found["merged_ids"].as_array().map(Vec::len), Some(2), "{lookup}");
+        let found =
+            pipeline.wait_for_json(lookup, PATIENCE, |found| found["customer_id"] == "c-guest");
+        assert_eq!(
+            found["merged_ids"].as_array().map(Vec::len),
+            Some(2),
+            "{lookup}"
+        );
     }
     let (_, timeline) = pipeline.get("/v1/customers/c-guest/timeline");
     assert_eq!(
