@@ -334,6 +334,11 @@ impl Service {
         }
     }
 
+    /// Adds command-line arguments for the next (re)start.
+    pub fn add_args(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    }
+
     pub fn restart(&mut self) {
         self.kill_hard();
         self.spawn();
