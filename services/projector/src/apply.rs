@@ -644,10 +644,10 @@ pub fn run(
         }
     };
     // Two stages: this thread polls and folds batch n+1 while a scoped
-    // thread commits batch n (and frees its decoded profiles). Batch n+1
-    // reads through batch n's writes, so it sees exactly what a sequential
-    // fold would, and batches still commit one at a time, in order, each
-    // with its own offsets and watermarks: a crash loses at most the
+    // thread encodes and commits batch n. Batch n+1 reads through batch
+    // n's writes and profiles, so it sees exactly what a sequential fold
+    // would, and batches still commit one at a time, in order, each with
+    // its own offsets and watermarks: a crash loses at most the
     // uncommitted tail, as before.
     std::thread::scope(|scope| -> Result<()> {
         let mut in_flight: Option<InFlight<'_, '_>> = None;
