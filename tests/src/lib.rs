@@ -334,6 +334,11 @@ impl Service {
         }
     }
 
+    /// Adds command-line arguments for the next (re)start.
+    pub fn add_args(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    }
+
     pub fn restart(&mut self) {
         self.kill_hard();
         self.spawn();
@@ -347,6 +352,28 @@ impl Service {
             .lines()
             .find_map(|line| line.strip_prefix("VmHWM:"))
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// CPU time (user + system, every thread, including ended ones) the
+    /// process has used so far, from /proc (Linux).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields, in USER_HZ ticks (100 per second on Linux).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
+    /// Resets the peak that [`peak_memory_kib`](Self::peak_memory_kib)
+    /// reports to the current resident memory (Linux `clear_refs`), so that
+    /// the next reading covers only what follows.
+    pub fn reset_peak_memory(&self) {
+        if let Some(child) = self.child.as_ref() {
+            let _ = std::fs::write(format!("/proc/{}/clear_refs", child.id()), "5");
+        }
     }
 
     pub fn metrics(&self) -> String {

@@ -104,19 +104,71 @@ fn a_projector_killed_at_twenty_random_instants_ends_identical() {
     assert_same_contents(&expected, &actual);
 }
 
+/// Records a version has committed, from the stored offsets the projector
+/// reports (they survive restarts, unlike the record counters).
+fn committed_records(projector: &rapport_e2e::Service, family: &str) -> i64 {
+    let metrics = projector.metrics();
+    let label = format!("projection=\"{family}\"");
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("rapport_projector_applied_offset{") && line.contains(&label)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<i64>().ok())
+        .map(|offset| offset + 1)
+        .sum()
+}
+
 #[test]
-fn a_rebuild_interrupted_by_sigkill_still_equals_the_live_version() {
+fn a_rebuild_killed_at_twenty_random_instants_still_equals_the_live_version() {
     let seed = rapport_common::now_ms() as u64 | 1;
     println!("random seed {seed}");
     let mut random = Random(seed);
     let mut pipeline = Pipeline::start("crash-replay");
-    for batch in stream(60_000) {
+    for batch in stream(80_000) {
         pipeline.send_ok(&batch);
     }
     pipeline.wait_until_caught_up(PATIENCE);
+    let total: i64 = rapport_e2e::high_watermarks(&pipeline.topics.customer)
+        .values()
+        .sum();
+    // Small batches: more commits for the kills to fall between, and a
+    // rebuild slow enough that all twenty land before it catches up.
+    pipeline.projector.add_args(&["--max-batch", "1000"]);
+    pipeline.projector.restart();
     pipeline.rapportctl(&["replay", "customer_view", "--version", "r2", "--no-wait"]);
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(100 + random.below(400)));
+    let kills = 20;
+    // Kills stay clear of the end by more than a batch and the polling lag,
+    // so that each one interrupts the rebuild and none comes after it.
+    let last_target = total - (total / 10).max(5_000);
+    let mut floor = 0;
+    for kill in 0..kills {
+        // A random point in what is left, spread so that all twenty fall
+        // inside the rebuild; the projector dies wherever it is then
+        // (polling, folding, or committing a batch).
+        let reached = committed_records(&pipeline.projector, "customer_view.r2").max(floor);
+        let left = (last_target - reached).max(1) as u64;
+        let spread = (2 * left / (kills - kill + 1) as u64).max(1);
+        let target = reached + 1 + random.below(spread).min(left - 1) as i64;
+        // Polled tightly: a batch is a few milliseconds of work.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let at = loop {
+            let at = committed_records(&pipeline.projector, "customer_view.r2");
+            if at >= target {
+                break at;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rebuild stopped at {at}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        println!("kill {kill}: SIGKILL with {at} of {total} records committed");
+        floor = at;
+        assert!(
+            at < total,
+            "kill {kill} came after the rebuild had finished"
+        );
         pipeline.projector.restart();
     }
     let verified = pipeline.rapportctl(&[

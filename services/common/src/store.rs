@@ -225,6 +225,22 @@ impl Store {
             store: self,
             family,
             writes: BTreeMap::new(),
+            behind: None,
+        }
+    }
+
+    /// Starts a batch of writes to `family` that follows `earlier`, a sealed
+    /// batch that may still be committing on another thread: reads see
+    /// `earlier`'s writes as if it had committed. `earlier` must commit
+    /// before this batch does.
+    pub fn stage_after<'a>(&'a self, family: &'a str, earlier: &Sealed<'a>) -> Staged<'a> {
+        debug_assert_eq!(
+            family, earlier.family,
+            "a batch follows one of its own family"
+        );
+        Staged {
+            behind: Some(earlier.writes.clone()),
+            ..self.stage(family)
         }
     }
 
@@ -294,12 +310,18 @@ impl Store {
 pub struct Staged<'a> {
     store: &'a Store,
     family: &'a str,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: Writes,
+    /// The writes of the sealed batch this one follows, if it may not have
+    /// committed yet.
+    behind: Option<Arc<Writes>>,
 }
 
-impl Staged<'_> {
+type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+impl<'a> Staged<'a> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.writes.get(key) {
+        let earlier = || self.behind.as_ref().and_then(|writes| writes.get(key));
+        match self.writes.get(key).or_else(earlier) {
             Some(staged) => Ok(staged.clone()),
             None => self.store.get(self.family, key),
         }
@@ -319,9 +341,57 @@ impl Staged<'_> {
 
     /// Writes everything staged atomically (and durably, via the WAL).
     pub fn commit(self) -> Result<()> {
+        self.seal().commit()
+    }
+
+    /// Freezes the batch so that it can be committed on another thread
+    /// while the next batch is staged after it ([`Store::stage_after`]).
+    pub fn seal(self) -> Sealed<'a> {
+        Sealed {
+            store: self.store,
+            family: self.family,
+            writes: Arc::new(self.writes),
+        }
+    }
+}
+
+/// A staged batch that takes no more writes: it can be committed (once) on
+/// one thread while later batches read through it on another.
+#[derive(Clone)]
+pub struct Sealed<'a> {
+    store: &'a Store,
+    family: &'a str,
+    writes: Arc<Writes>,
+}
+
+impl Sealed<'_> {
+    /// Writes the batch atomically (and durably, via the WAL).
+    pub fn commit(&self) -> Result<()> {
+        self.commit_with(&[])
+    }
+
+    /// Writes the batch and `more` (which wins over a staged write of the
+    /// same key) atomically, in one `WriteBatch`. For values that are
+    /// expensive to produce and never read back by later batches through
+    /// this one, so that they can be produced on the committing thread.
+    pub fn commit_with(&self, more: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         let handle = self.store.family(self.family)?;
-        let mut batch = WriteBatch::default();
-        for (key, value) in self.writes {
+        // Sized up front: growing a batch of many megabytes copies it again and again.
+        let staged = self
+            .writes
+            .iter()
+            .map(|(key, value)| (key, value.as_deref()));
+        let extra = more
+            .iter()
+            .map(|(key, value)| (key, Some(value.as_slice())));
+        let bytes = staged
+            .clone()
+            .chain(extra.clone())
+            .fold(0, |total, (key, value)| {
+                total + key.len() + value.map_or(0, <[u8]>::len) + 16
+            });
+        let mut batch = WriteBatch::with_capacity_bytes(bytes);
+        for (key, value) in staged.chain(extra) {
             match value {
                 Some(value) => batch.put_cf(&handle, key, value),
                 None => batch.delete_cf(&handle, key),
@@ -387,6 +457,32 @@ mod tests {
         let from_b: Vec<_> = store.entries_from("view", b"b").unwrap().collect();
         assert_eq!(from_b.len(), 1);
         assert!(!frozen.has_family("nope"));
+    }
+
+    #[test]
+    fn a_batch_staged_after_a_sealed_one_reads_its_writes_before_it_commits() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &["view"]).unwrap();
+        let mut first = store.stage("view");
+        first.put(b"a".to_vec(), b"1".to_vec());
+        first.put(b"b".to_vec(), b"1".to_vec());
+        let first = first.seal();
+        let mut second = store.stage_after("view", &first);
+        assert_eq!(second.get(b"a").unwrap(), Some(b"1".to_vec()));
+        second.put(b"a".to_vec(), b"2".to_vec());
+        second.delete(b"b".to_vec());
+        assert_eq!(second.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(second.get(b"b").unwrap(), None, "its own delete wins");
+        assert_eq!(
+            store.get("view", b"a").unwrap(),
+            None,
+            "nothing committed yet"
+        );
+        first.commit().unwrap();
+        assert_eq!(store.get("view", b"b").unwrap(), Some(b"1".to_vec()));
+        second.commit().unwrap();
+        assert_eq!(store.get("view", b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.get("view", b"b").unwrap(), None);
     }
 
     #[test]

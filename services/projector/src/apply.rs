@@ -15,7 +15,7 @@ use rapport_common::metrics::{Counter, Gauge, Registry};
 use rapport_common::status::WorkerStatus;
 
 use crate::versions::StartFrom;
-use rapport_common::store::{Staged, Store};
+use rapport_common::store::{Sealed, Staged, Store};
 use rapport_common::{Result, keys};
 use rapport_projections::customer_view::{Effect, ProfileState};
 use rapport_proto::v1 as proto;
@@ -128,27 +128,34 @@ impl ApplyMetrics {
     }
 }
 
-/// Folds one record into the staged customer view.
 /// Profiles a batch has touched, decoded once and encoded once at the end:
 /// a busy profile folds many records per batch, and decoding and encoding
 /// its whole state for each of them dominated the cost of a rebuild.
 type TouchedProfiles = std::collections::HashMap<String, ProfileState>;
 
+/// Folds one record into the staged customer view.
 fn fold_customer_view(
     staged: &mut Staged<'_>,
     profiles: &mut TouchedProfiles,
+    earlier: Option<&TouchedProfiles>,
     record: &proto::CustomerRecord,
 ) -> Result<()> {
-    let state = match profiles.entry(record.customer_id.clone()) {
-        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-        std::collections::hash_map::Entry::Vacant(entry) => {
-            let loaded = match staged.get(&keys::profile(&record.customer_id))? {
+    // Looked up before inserting, so that the id is copied once per batch
+    // and not once per record.
+    if !profiles.contains_key(&record.customer_id) {
+        // The previous batch's profiles may not be encoded or committed yet.
+        let loaded = match earlier.and_then(|earlier| earlier.get(&record.customer_id)) {
+            Some(state) => state.clone(),
+            None => match staged.get(&keys::profile(&record.customer_id))? {
                 Some(bytes) => ProfileState::decode(&bytes)?,
                 None => ProfileState::default(),
-            };
-            entry.insert(loaded)
-        }
-    };
+            },
+        };
+        profiles.insert(record.customer_id.clone(), loaded);
+    }
+    let state = profiles
+        .get_mut(&record.customer_id)
+        .expect("the profile was just loaded");
     for effect in state.apply(record) {
         match effect {
             Effect::Timeline(entry) => {
@@ -238,31 +245,183 @@ pub struct DeadLetters<'a> {
 /// How the service names itself in dead letters.
 pub const SERVICE: &str = "projector";
 
-/// Applies a batch of consumed records and commits it with the positions.
-/// Records received before `not_before_ms` only advance the offsets.
-/// `positions` is updated only when the commit succeeded. Returns the ids of
-/// the profiles the batch changed.
-pub fn apply_batch(
-    store: &Store,
-    family: &str,
-    records: &[Consumed],
-    positions: &mut Positions,
-    metrics: &ApplyMetrics,
+/// A record to apply, borrowed from the consumer's buffers or from a
+/// [`Consumed`]: copying every payload cost more than decoding some of them.
+struct Incoming<'a> {
+    partition: i32,
+    offset: i64,
+    timestamp_ms: i64,
+    key: &'a [u8],
+    payload: &'a [u8],
+    retry_of: Option<String>,
+}
+
+impl<'a> From<&'a Consumed> for Incoming<'a> {
+    fn from(consumed: &'a Consumed) -> Self {
+        Self {
+            partition: consumed.partition,
+            offset: consumed.offset,
+            timestamp_ms: consumed.timestamp_ms,
+            key: &consumed.key,
+            payload: &consumed.payload,
+            retry_of: consumed.retry_of.clone(),
+        }
+    }
+}
+
+impl<'a> From<&'a rdkafka::message::BorrowedMessage<'_>> for Incoming<'a> {
+    fn from(message: &'a rdkafka::message::BorrowedMessage<'_>) -> Self {
+        Self {
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+            key: message.key().unwrap_or_default(),
+            payload: message.payload().unwrap_or_default(),
+            retry_of: retry_of(message),
+        }
+    }
+}
+
+/// Records of a batch by outcome.
+#[derive(Debug, Clone, Copy, Default)]
+struct Outcomes {
+    applied: u64,
+    duplicates: u64,
+    undecodable: u64,
+}
+
+/// A batch folded into sealed writes and decoded profiles, not committed
+/// yet. The profiles are encoded by whoever commits, and shared with the
+/// folding of the next batch until then.
+struct Folded<'a> {
+    sealed: Sealed<'a>,
+    profiles: Arc<TouchedProfiles>,
+    next: Positions,
+    outcomes: Outcomes,
+    refused: Vec<Outgoing>,
+}
+
+/// A batch that is on disk.
+struct Committed {
+    next: Positions,
+    outcomes: Outcomes,
+    changed: Vec<String>,
+}
+
+impl Folded<'_> {
+    /// Encodes the profiles and commits them with the rest of the batch.
+    fn write(&self) -> Result<()> {
+        let mut encoded: Vec<(Vec<u8>, Vec<u8>)> = self
+            .profiles
+            .iter()
+            .map(|(customer_id, state)| (keys::profile(customer_id), state.encode()))
+            .collect();
+        // In key order, as RocksDB inserts them fastest.
+        encoded.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+        self.sealed.commit_with(&encoded)
+    }
+
+    fn commit(self) -> Result<Committed> {
+        self.write()?;
+        let profiles = Arc::into_inner(self.profiles).expect("nothing else holds the profiles");
+        Ok(Committed {
+            next: self.next,
+            outcomes: self.outcomes,
+            changed: profiles.into_keys().collect(),
+        })
+    }
+}
+
+/// A batch being committed on a thread of its own, while the next batch is
+/// folded on top of it (reading `sealed` and `profiles`).
+struct InFlight<'scope, 'a> {
+    sealed: Sealed<'a>,
+    profiles: Arc<TouchedProfiles>,
+    records: usize,
+    /// Hands the batch back once written, so that the folding thread, which
+    /// allocated its profiles, also frees them: freeing them on the commit
+    /// thread contended with the folding thread for the allocator and cost
+    /// more than it saved.
+    thread: std::thread::ScopedJoinHandle<'scope, (Result<()>, Folded<'a>)>,
+}
+
+impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
+    fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        folded: Folded<'a>,
+        family: &str,
+        records: usize,
+    ) -> Result<Self> {
+        let (sealed, profiles) = (folded.sealed.clone(), folded.profiles.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!(
+                "commit-{}",
+                family.rsplit('.').next().unwrap_or(family)
+            ))
+            .spawn_scoped(scope, move || (folded.write(), folded))
+            .map_err(|source| rapport_common::Error::Io {
+                context: "starting a commit thread".to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            sealed,
+            profiles,
+            records,
+            thread,
+        })
+    }
+
+    /// Waits until the batch is on disk (or failed to get there).
+    fn settle(self) -> Result<Committed> {
+        let (written, folded) = self
+            .thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        drop((self.sealed, self.profiles));
+        written?;
+        let Folded {
+            profiles,
+            next,
+            outcomes,
+            ..
+        } = folded;
+        let profiles = Arc::into_inner(profiles).expect("nothing else holds the profiles");
+        Ok(Committed {
+            next,
+            outcomes,
+            changed: profiles.into_keys().collect(),
+        })
+    }
+}
+
+/// Folds a batch on top of `positions` (and of `after`, the previous batch
+/// when it may still be committing) into one sealed set of writes: the
+/// state, the offsets and the source watermarks.
+fn fold_batch<'a>(
+    store: &'a Store,
+    family: &'a str,
+    records: &[Incoming<'_>],
+    positions: &Positions,
     not_before_ms: Option<i64>,
-    dead_letters: DeadLetters<'_>,
-) -> Result<Vec<String>> {
-    let mut staged = store.stage(family);
+    after: Option<&InFlight<'_, 'a>>,
+    topics: &TopicNames,
+) -> Result<Folded<'a>> {
+    let mut staged = match after {
+        Some(earlier) => store.stage_after(family, &earlier.sealed),
+        None => store.stage(family),
+    };
+    let earlier = after.map(|earlier| earlier.profiles.as_ref());
     let mut next = positions.clone();
-    let (mut applied, mut duplicates, mut undecodable) = (0, 0, 0);
+    let mut outcomes = Outcomes::default();
     let mut refused = Vec::new();
-    let mut profiles = TouchedProfiles::new();
+    let mut profiles = TouchedProfiles::with_capacity(records.len());
     for consumed in records {
         next.offsets.insert(consumed.partition, consumed.offset);
         if not_before_ms.is_some_and(|start| consumed.timestamp_ms < start) {
             // A rebuild that starts at a time reads, but does not apply, what came before.
             continue;
         }
-        let decoded = match proto::CustomerRecord::decode(consumed.payload.as_slice()) {
+        let decoded = match proto::CustomerRecord::decode(consumed.payload) {
             Ok(record) if record.source.is_none() => {
                 Err("the customer record has no source position".to_owned())
             }
@@ -277,20 +436,20 @@ pub fn apply_batch(
         let record = match decoded {
             Ok(record) => record,
             Err(reason) => {
-                undecodable += 1;
+                outcomes.undecodable += 1;
                 tracing::warn!(partition = consumed.partition, offset = consumed.offset, %reason, "customer record sent to dead letters");
                 refused.push(
                     Refused {
                         service: SERVICE,
                         reason,
-                        topic: &dead_letters.topics.customer,
+                        topic: &topics.customer,
                         partition: consumed.partition,
                         offset: consumed.offset,
-                        key: &consumed.key,
-                        payload: &consumed.payload,
+                        key: consumed.key,
+                        payload: consumed.payload,
                         timestamp_ms: consumed.timestamp_ms,
                     }
-                    .into_outgoing(&dead_letters.topics.deadletters),
+                    .into_outgoing(&topics.deadletters),
                 );
                 continue;
             }
@@ -301,11 +460,11 @@ pub fn apply_batch(
             // applied once instead.
             let retried = keys::retried(letter);
             if staged.get(&retried)?.is_some() {
-                duplicates += 1;
+                outcomes.duplicates += 1;
             } else {
-                fold_customer_view(&mut staged, &mut profiles, &record)?;
+                fold_customer_view(&mut staged, &mut profiles, earlier, &record)?;
                 staged.put(retried, Vec::new());
-                applied += 1;
+                outcomes.applied += 1;
             }
             continue;
         }
@@ -318,38 +477,85 @@ pub fn apply_batch(
             .is_some_and(|last| position <= *last)
         {
             // Re-produced by identity after a crash: already applied.
-            duplicates += 1;
+            outcomes.duplicates += 1;
             continue;
         }
-        fold_customer_view(&mut staged, &mut profiles, &record)?;
+        fold_customer_view(&mut staged, &mut profiles, earlier, &record)?;
         next.watermarks.insert(mark_key, position);
-        staged.put(
-            keys::watermark(mark_key.0, mark_key.1),
-            encode_watermark(position.0, position.1),
-        );
-        applied += 1;
+        outcomes.applied += 1;
     }
+    // Offsets and watermarks are written once per batch, at their last value.
     for (partition, offset) in &next.offsets {
         if positions.offsets.get(partition) != Some(offset) {
             staged.put(keys::offset(*partition), offset.to_be_bytes().to_vec());
         }
     }
-    for (customer_id, state) in &profiles {
-        staged.put(keys::profile(customer_id), state.encode());
+    for (pair, mark) in &next.watermarks {
+        if positions.watermarks.get(pair) != Some(mark) {
+            staged.put(
+                keys::watermark(pair.0, pair.1),
+                encode_watermark(mark.0, mark.1),
+            );
+        }
     }
-    if !refused.is_empty() {
-        (dead_letters.publish)(&refused)?;
+    Ok(Folded {
+        sealed: staged.seal(),
+        profiles: Arc::new(profiles),
+        next,
+        outcomes,
+        refused,
+    })
+}
+
+/// Publishes what a committed batch changed: positions, gauges, counters.
+fn record_commit(
+    metrics: &ApplyMetrics,
+    positions: &mut Positions,
+    committed: Committed,
+) -> Vec<String> {
+    for (partition, offset) in &committed.next.offsets {
+        if positions.offsets.get(partition) != Some(offset) {
+            metrics.applied_offset(*partition).set(*offset);
+        }
     }
-    staged.commit()?;
-    for (partition, offset) in &next.offsets {
-        metrics.applied_offset(*partition).set(*offset);
-    }
-    *positions = next;
-    metrics.applied.increment(applied);
-    metrics.duplicates.increment(duplicates);
-    metrics.undecodable.increment(undecodable);
+    *positions = committed.next;
+    metrics.applied.increment(committed.outcomes.applied);
+    metrics.duplicates.increment(committed.outcomes.duplicates);
+    metrics
+        .undecodable
+        .increment(committed.outcomes.undecodable);
     metrics.batches.increment(1);
-    Ok(profiles.into_keys().collect())
+    committed.changed
+}
+
+/// Applies a batch of consumed records and commits it with the positions.
+/// Records received before `not_before_ms` only advance the offsets.
+/// `positions` is updated only when the commit succeeded. Returns the ids of
+/// the profiles the batch changed.
+pub fn apply_batch(
+    store: &Store,
+    family: &str,
+    records: &[Consumed],
+    positions: &mut Positions,
+    metrics: &ApplyMetrics,
+    not_before_ms: Option<i64>,
+    dead_letters: DeadLetters<'_>,
+) -> Result<Vec<String>> {
+    let incoming: Vec<Incoming<'_>> = records.iter().map(Incoming::from).collect();
+    let folded = fold_batch(
+        store,
+        family,
+        &incoming,
+        positions,
+        not_before_ms,
+        None,
+        dead_letters.topics,
+    )?;
+    if !folded.refused.is_empty() {
+        (dead_letters.publish)(&folded.refused)?;
+    }
+    let committed = folded.commit()?;
+    Ok(record_commit(metrics, positions, committed))
 }
 
 /// The dead letter a re-submitted record came from, if it is one.
@@ -448,72 +654,94 @@ pub fn run(
             let _ = consumer.pause(&list);
         }
     };
-    while !stop.load(Ordering::Relaxed) {
-        if bounded && owned.iter().all(|partition| done.contains(partition)) {
-            tracing::info!(projection = family, "bounded rebuild reached its end");
-            return Ok(());
-        }
-        let mut batch = Vec::new();
-        let deadline = Instant::now() + Duration::from_millis(50);
-        while batch.len() < max_batch {
-            let wait = if batch.is_empty() {
-                Duration::from_millis(100)
-            } else {
-                deadline.saturating_duration_since(Instant::now())
-            };
-            match consumer.poll(wait) {
-                Some(Ok(message))
-                    if bounds.until_ms.is_some_and(|until| {
-                        message.timestamp().to_millis().unwrap_or(0) > until
-                    }) =>
-                {
-                    finish(message.partition(), &mut done);
-                }
-                Some(Ok(message))
-                    if first_wanted
-                        .get(&message.partition())
-                        .is_some_and(|first| message.offset() < *first) => {}
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
-                    if bounded {
-                        finish(partition, &mut done);
-                    }
-                }
-                Some(Ok(message)) => batch.push(Consumed {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
-                    key: message.key().unwrap_or_default().to_vec(),
-                    payload: message.payload().unwrap_or_default().to_vec(),
-                    retry_of: retry_of(&message),
-                }),
-                Some(Err(error)) => {
-                    tracing::warn!(topic, %error, "consumer error; retrying");
-                    status.record_error(&format!("consuming {topic}: {error}"));
-                    break;
-                }
-                None => break,
+    // Two stages: this thread polls and folds batch n+1 while a scoped
+    // thread encodes and commits batch n. Batch n+1 reads through batch
+    // n's writes and profiles, so it sees exactly what a sequential fold
+    // would, and batches still commit one at a time, in order, each with
+    // its own offsets and watermarks: a crash loses at most the
+    // uncommitted tail, as before.
+    std::thread::scope(|scope| -> Result<()> {
+        let mut in_flight: Option<InFlight<'_, '_>> = None;
+        // The positions batches are folded on, one batch ahead of `positions`.
+        let mut folded_positions = positions.clone();
+        let mut settle = |in_flight: &mut Option<InFlight<'_, '_>>| -> Result<()> {
+            if let Some(flight) = in_flight.take() {
+                let records = flight.records as u64;
+                let committed = flight
+                    .settle()
+                    .inspect_err(|error| status.record_error(&error.to_string()))?;
+                changes.record(record_commit(&metrics, &mut positions, committed));
+                status.record_batch(&positions.offsets, records);
             }
-        }
-        if !batch.is_empty() {
-            let mut publish = |letters: &[Outgoing]| produce_all(&producer, letters);
-            let changed = apply_batch(
+            Ok(())
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if bounded && owned.iter().all(|partition| done.contains(partition)) {
+                settle(&mut in_flight)?;
+                tracing::info!(projection = family, "bounded rebuild reached its end");
+                return Ok(());
+            }
+            let mut batch = Vec::new();
+            let deadline = Instant::now() + Duration::from_millis(50);
+            while batch.len() < max_batch {
+                let wait = if batch.is_empty() {
+                    Duration::from_millis(100)
+                } else {
+                    deadline.saturating_duration_since(Instant::now())
+                };
+                match consumer.poll(wait) {
+                    Some(Ok(message))
+                        if bounds.until_ms.is_some_and(|until| {
+                            message.timestamp().to_millis().unwrap_or(0) > until
+                        }) =>
+                    {
+                        finish(message.partition(), &mut done);
+                    }
+                    Some(Ok(message))
+                        if first_wanted
+                            .get(&message.partition())
+                            .is_some_and(|first| message.offset() < *first) => {}
+                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                        if bounded {
+                            finish(partition, &mut done);
+                        }
+                    }
+                    Some(Ok(message)) => batch.push(message),
+                    Some(Err(error)) => {
+                        tracing::warn!(topic, %error, "consumer error; retrying");
+                        status.record_error(&format!("consuming {topic}: {error}"));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                // Idle: let the last batch land so that status and changes are current.
+                settle(&mut in_flight)?;
+                continue;
+            }
+            let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
+            let folded = fold_batch(
                 store,
                 family,
-                &batch,
-                &mut positions,
-                &metrics,
+                &incoming,
+                &folded_positions,
                 not_before_ms,
-                DeadLetters {
-                    topics: &config.topics,
-                    publish: &mut publish,
-                },
+                in_flight.as_ref(),
+                &config.topics,
             )
             .inspect_err(|error| status.record_error(&error.to_string()))?;
-            changes.record(changed);
-            status.record_batch(&positions.offsets, batch.len() as u64);
+            if !folded.refused.is_empty() {
+                produce_all(&producer, &folded.refused)
+                    .inspect_err(|error| status.record_error(&error.to_string()))?;
+            }
+            // Batch n must be on disk before n+1 may commit.
+            settle(&mut in_flight)?;
+            folded_positions = folded.next.clone();
+            in_flight = Some(InFlight::start(scope, folded, family, batch.len())?);
         }
-    }
-    Ok(())
+        settle(&mut in_flight)
+    })
 }
 
 #[cfg(test)]
@@ -558,6 +786,97 @@ mod tests {
         )
         .unwrap();
         state.event_counts["web.page_viewed"]
+    }
+
+    fn everything(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+        store.scan_prefix(CUSTOMER_VIEW, &[], usize::MAX).unwrap()
+    }
+
+    #[test]
+    fn folding_on_top_of_a_batch_still_committing_equals_folding_in_one_go() {
+        // Three customers that recur in every batch, so that each batch reads
+        // profiles the previous one has not committed yet; a re-produced
+        // record and a retried dead letter (applied once) on top.
+        let mut records: Vec<Consumed> = (0..60)
+            .map(|index| Consumed {
+                partition: 0,
+                offset: index,
+                timestamp_ms: 0,
+                key: Vec::new(),
+                retry_of: None,
+                payload: record(
+                    &format!("c-{}", index % 3),
+                    100 + index,
+                    &format!("/{index}"),
+                ),
+            })
+            .collect();
+        records.push(Consumed {
+            offset: 60,
+            ..records[10].clone()
+        });
+        for offset in [61, 62] {
+            records.push(Consumed {
+                offset,
+                retry_of: Some("0:7".into()),
+                payload: record("c-1", 5, "/retried"),
+                ..records[0].clone()
+            });
+        }
+        let metrics = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
+        let topics = TopicNames::default();
+        let mut no_letters = |_: &[Outgoing]| -> Result<()> { panic!("no dead letters expected") };
+
+        let at_once = tempfile::tempdir().unwrap();
+        let expected = Store::open(at_once.path(), &[CUSTOMER_VIEW]).unwrap();
+        let mut positions = Positions::default();
+        let dead_letters = DeadLetters {
+            topics: &topics,
+            publish: &mut no_letters,
+        };
+        apply_batch(
+            &expected,
+            CUSTOMER_VIEW,
+            &records,
+            &mut positions,
+            &metrics,
+            None,
+            dead_letters,
+        )
+        .unwrap();
+
+        let pipelined = tempfile::tempdir().unwrap();
+        let store = Store::open(pipelined.path(), &[CUSTOMER_VIEW]).unwrap();
+        std::thread::scope(|scope| {
+            let mut positions = Positions::default();
+            let mut in_flight: Option<InFlight<'_, '_>> = None;
+            for batch in records.chunks(2) {
+                let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
+                let folded = fold_batch(
+                    &store,
+                    CUSTOMER_VIEW,
+                    &incoming,
+                    &positions,
+                    None,
+                    in_flight.as_ref(),
+                    &topics,
+                )
+                .unwrap();
+                if let Some(flight) = in_flight.take() {
+                    flight.settle().unwrap();
+                }
+                positions = folded.next.clone();
+                in_flight =
+                    Some(InFlight::start(scope, folded, CUSTOMER_VIEW, batch.len()).unwrap());
+            }
+            in_flight.unwrap().settle().unwrap();
+        });
+        assert_eq!(
+            views(&store),
+            20 + 1,
+            "c-1: twenty views and one retry, the duplicate skipped"
+        );
+        assert_eq!(everything(&store), everything(&expected));
     }
 
     #[test]

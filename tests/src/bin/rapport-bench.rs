@@ -4,10 +4,16 @@
 //! 1. ingest: events/s through `POST /v1/events` (batches of 500, several
 //!    clients) until the broker acknowledged them, next to a plain rdkafka
 //!    producer sending the same records with the same settings;
-//! 2. projector: events/s folding the whole customer topic into RocksDB from
-//!    an empty state;
+//! 2. rebuild: records/s folding the whole customer topic into RocksDB, by a
+//!    fresh projector from an empty store and by `rapportctl replay` beside
+//!    the live version, next to a plain rdkafka consumer reading the same
+//!    topic (the ratio says whether a rebuild is bound by the broker), and
+//!    the peak resident memory of the projector while it rebuilds;
 //! 3. query: p50/p99 latency of `GET /v1/customers/{id}` with several clients
 //!    while ingest traffic keeps flowing.
+//!
+//! Events are generated batch by batch while they are sent, never held all at
+//! once, so that 5 million events fit in memory.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,8 +30,9 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn generate(events: usize, customers: usize) -> Vec<Value> {
-    (0..events)
+/// Events `range` of the synthetic workload (each call mints fresh event ids).
+fn generate(range: std::ops::Range<usize>, customers: usize) -> Vec<Value> {
+    range
         .map(|index| {
             let person = index % customers;
             let minute = index % 60;
@@ -40,6 +47,30 @@ fn generate(events: usize, customers: usize) -> Vec<Value> {
         .collect()
 }
 
+/// Waits until the version `family` has applied `records` records (whatever
+/// their outcome) and returns how long that took from `started`.
+fn wait_for_applied(
+    service: &rapport_e2e::Service,
+    family: &str,
+    records: i64,
+    started: Instant,
+) -> Duration {
+    let label = format!("projection=\"{family}\"");
+    rapport_e2e::wait_for(
+        &format!("{family} to apply the customer topic"),
+        Duration::from_secs(3600),
+        || {
+            std::thread::sleep(Duration::from_millis(20));
+            metric_sum(
+                &service.metrics(),
+                "rapport_projector_records_total",
+                &label,
+            ) >= records
+        },
+    );
+    started.elapsed()
+}
+
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -49,7 +80,8 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 
 fn main() {
     let total = env_number("RAPPORT_BENCH_EVENTS", 100_000);
-    let customers = env_number("RAPPORT_BENCH_CUSTOMERS", 5_000);
+    // Twenty events per customer unless told otherwise, whatever the total.
+    let customers = env_number("RAPPORT_BENCH_CUSTOMERS", (total / 20).max(1));
     let clients = env_number("RAPPORT_BENCH_CLIENTS", 4);
     let batch_size = 500;
     println!(
@@ -57,17 +89,22 @@ fn main() {
     );
 
     let pipeline = Pipeline::start("bench");
-    let events = generate(total, customers);
-    let batches: Vec<Vec<Value>> = events.chunks(batch_size).map(<[Value]>::to_vec).collect();
+    let batch_count = total.div_ceil(batch_size);
+    let batch = |index: usize| {
+        generate(
+            index * batch_size..((index + 1) * batch_size).min(total),
+            customers,
+        )
+    };
 
     // 1a. Through ingest.
     let started = Instant::now();
     std::thread::scope(|scope| {
         for client in 0..clients {
-            let (batches, pipeline) = (&batches, &pipeline);
+            let (batch, pipeline) = (&batch, &pipeline);
             scope.spawn(move || {
-                for batch in batches.iter().skip(client).step_by(clients) {
-                    pipeline.send_ok(batch);
+                for index in (client..batch_count).step_by(clients) {
+                    pipeline.send_ok(&batch(index));
                 }
             });
         }
@@ -75,26 +112,9 @@ fn main() {
     let ingest_elapsed = started.elapsed();
     let ingest_rate = total as f64 / ingest_elapsed.as_secs_f64();
 
-    // 1b. The same records straight from rdkafka, same producer settings.
+    // 1b. The same kind of records straight from rdkafka, same producer settings.
     let copy_topic = format!("{}.producer-baseline", pipeline.topics.raw);
     create_topics(&[(&copy_topic, 4)]);
-    let mut errors = Vec::new();
-    let records: Vec<(String, Vec<u8>)> = events
-        .iter()
-        .enumerate()
-        .map(|(index, value)| {
-            let mut event = rapport_ingest::validate::event_from_json(index, value, &mut errors);
-            rapport_ingest::validate::check_event(index, &mut event, &mut errors);
-            (
-                rapport_ingest::validate::partition_key(&event),
-                event.encode_to_vec(),
-            )
-        })
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "generated events must be valid: {errors:?}"
-    );
     let kafka = rapport_common::config::KafkaConfig {
         brokers: rapport_e2e::brokers(),
         properties: Default::default(),
@@ -106,52 +126,68 @@ fn main() {
         1_000_000,
     )
     .expect("producer");
-    let started = Instant::now();
-    let mut deliveries = Vec::with_capacity(records.len());
-    for (key, payload) in &records {
-        let record = rdkafka::producer::FutureRecord::to(&copy_topic)
-            .key(key)
-            .payload(payload);
-        deliveries.push(
-            producer
-                .send_result(record)
-                .map_err(|(error, _)| error)
-                .expect("enqueue"),
+    // Encoded ahead in chunks, so that the clock sees only the producer.
+    let mut producer_elapsed = Duration::ZERO;
+    let chunk = 200_000;
+    for first in (0..total).step_by(chunk) {
+        let mut errors = Vec::new();
+        let records: Vec<(String, Vec<u8>)> =
+            generate(first..(first + chunk).min(total), customers)
+                .iter()
+                .enumerate()
+                .map(|(index, value)| {
+                    let mut event =
+                        rapport_ingest::validate::event_from_json(index, value, &mut errors);
+                    rapport_ingest::validate::check_event(index, &mut event, &mut errors);
+                    (
+                        rapport_ingest::validate::partition_key(&event),
+                        event.encode_to_vec(),
+                    )
+                })
+                .collect();
+        assert!(
+            errors.is_empty(),
+            "generated events must be valid: {errors:?}"
         );
+        let started = Instant::now();
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (key, payload) in &records {
+            let record = rdkafka::producer::FutureRecord::to(&copy_topic)
+                .key(key)
+                .payload(payload);
+            deliveries.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(error, _)| error)
+                    .expect("enqueue"),
+            );
+        }
+        for delivery in deliveries {
+            rapport_e2e::block_on(delivery)
+                .expect("delivered")
+                .expect("acknowledged");
+        }
+        producer_elapsed += started.elapsed();
     }
-    for delivery in deliveries {
-        rapport_e2e::block_on(delivery)
-            .expect("delivered")
-            .expect("acknowledged");
-    }
-    let producer_elapsed = started.elapsed();
     let producer_rate = total as f64 / producer_elapsed.as_secs_f64();
 
-    // 2. A fresh projector over the whole customer topic.
-    pipeline.wait_until_caught_up(Duration::from_secs(600));
+    // 2a. A fresh projector (its own process, empty store) over the whole
+    // customer topic: a rebuild with nothing else in the process.
+    pipeline.wait_until_caught_up(Duration::from_secs(3600));
     let customer_records: i64 = rapport_e2e::high_watermarks(&pipeline.topics.customer)
         .values()
         .sum();
-    let rebuild = Pipeline::start_projector_only(&pipeline);
     let started = Instant::now();
-    rapport_e2e::wait_for(
-        "the fresh projector to apply the customer topic",
-        Duration::from_secs(900),
-        || {
-            let applied = metric_sum(
-                &rebuild.metrics(),
-                "rapport_projector_records_total",
-                "outcome=",
-            );
-            applied >= customer_records
-        },
-    );
-    let projector_elapsed = started.elapsed();
+    let rebuild = Pipeline::start_projector_only(&pipeline);
+    let projector_elapsed =
+        wait_for_applied(&rebuild, "customer_view.v1", customer_records, started);
     let projector_rate = customer_records as f64 / projector_elapsed.as_secs_f64();
+    let fresh_peak_kib = rebuild.peak_memory_kib().unwrap_or(0);
+    let fresh_cpu_us = rebuild.cpu_seconds().unwrap_or(0.0) * 1e6 / customer_records as f64;
+    drop(rebuild);
 
-    // 2b. A rebuild beside the live version through rapportctl, against a
-    // plain rdkafka consumer reading the same topic: the rebuild should be
-    // limited by how fast the broker serves records, not by the fold.
+    // 2b. A plain rdkafka consumer reading the same topic from the start:
+    // how fast the broker serves records to a client that does nothing.
     let started = Instant::now();
     let mut consumed = 0u64;
     {
@@ -182,32 +218,41 @@ fn main() {
     }
     let read_elapsed = started.elapsed();
     let read_rate = consumed as f64 / read_elapsed.as_secs_f64();
+
+    // 2c. `rapportctl replay` beside the live version, timed from the request
+    // until the new version applied every record.
+    pipeline.projector.reset_peak_memory();
+    let cpu_before = pipeline.projector.cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
-    let replayed = pipeline.rapportctl(&["replay", "customer_view", "--version", "bench"]);
-    let replay_elapsed = started.elapsed();
-    assert!(replayed.contains("caught up"), "{replayed}");
+    let replayed =
+        pipeline.rapportctl(&["replay", "customer_view", "--version", "bench", "--no-wait"]);
+    assert!(replayed.contains("bench"), "{replayed}");
+    let replay_elapsed = wait_for_applied(
+        &pipeline.projector,
+        "customer_view.bench",
+        customer_records,
+        started,
+    );
     let replay_rate = customer_records as f64 / replay_elapsed.as_secs_f64();
-    let peak_kib = pipeline.projector.peak_memory_kib().unwrap_or(0);
+    let replay_peak_kib = pipeline.projector.peak_memory_kib().unwrap_or(0);
+    let replay_cpu_us = (pipeline.projector.cpu_seconds().unwrap_or(0.0) - cpu_before) * 1e6
+        / customer_records as f64;
 
     // 3. Query latency under load: ingest keeps sending while clients read.
     let stop = Arc::new(AtomicBool::new(false));
     let background = {
-        let (stop, batches, url) = (stop.clone(), batches.clone(), pipeline.ingest_url());
+        let (stop, url) = (stop.clone(), pipeline.ingest_url());
         std::thread::spawn(move || {
             let agent = http_agent();
-            for batch in batches.iter().cycle() {
+            // Fresh event ids, so the load is real work and not duplicates.
+            for index in (0..batch_count).cycle() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                // Fresh event ids, so the load is real work and not duplicates.
-                let fresh: Vec<Value> = batch
-                    .iter()
-                    .map(|event| {
-                        let mut event = event.clone();
-                        event["event_id"] = json!(rapport_e2e::event_id());
-                        event
-                    })
-                    .collect();
+                let fresh = generate(
+                    index * batch_size..((index + 1) * batch_size).min(total),
+                    customers,
+                );
                 let body = serde_json::to_vec(&json!({ "events": fresh })).expect("json");
                 let _ = agent
                     .post(&format!("{url}/v1/events"))
@@ -257,21 +302,26 @@ fn main() {
     );
     println!("| ingest / producer | {:.2} |", ingest_rate / producer_rate);
     println!(
-        "| projector, customer topic into RocksDB from empty | {projector_rate:.0} records/s ({customer_records} in {:.1} s) |",
-        projector_elapsed.as_secs_f64()
-    );
-    println!(
         "| plain rdkafka consumer reading the customer topic | {read_rate:.0} records/s ({consumed} in {:.1} s) |",
         read_elapsed.as_secs_f64()
     );
     println!(
-        "| `rapportctl replay` beside the live version, to caught up | {replay_rate:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
+        "| customer view rebuilt by a fresh projector (own process, empty store) | {projector_rate:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
+        projector_elapsed.as_secs_f64(),
+        projector_rate / read_rate
+    );
+    println!(
+        "| peak resident memory of that projector; its CPU time per record | {} MiB; {fresh_cpu_us:.1} µs |",
+        fresh_peak_kib / 1024
+    );
+    println!(
+        "| `rapportctl replay` beside the live version | {replay_rate:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
         replay_elapsed.as_secs_f64(),
         replay_rate / read_rate
     );
     println!(
-        "| projector peak resident memory (live + rebuild) | {} MiB |",
-        peak_kib / 1024
+        "| peak resident memory of the projector during the replay (live + rebuild); its CPU time per record | {} MiB; {replay_cpu_us:.1} µs |",
+        replay_peak_kib / 1024
     );
     println!(
         "| GET /v1/customers/{{id}}, {clients} clients, ingest running | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests |",
