@@ -104,41 +104,49 @@ impl BgNbdParameters {
 
     /// Expected occasions in the `horizon_days` after `as_of` (eq. 10).
     pub fn expected_purchases(&self, customer: &RepeatSummary, horizon_days: i64) -> f64 {
-        if horizon_days <= 0 {
-            return 0.0;
-        }
         self.probability_alive(customer)
             * self.expected_purchases_if_alive(
-                f64::from(customer.repeat_occasions),
-                weeks(customer.first_to_as_of_days),
-                weeks(horizon_days),
-            )
+                customer.repeat_occasions,
+                customer.first_to_as_of_days,
+                &[horizon_days],
+            )[0]
     }
 
-    /// Eq. 10 without the P(alive) factor:
-    /// (a+b+x−1)/(a−1) · [1 − ((α+T)/(α+T+t))^(r+x) · ₂F₁(r+x, b+x; a+b+x−1; z)]
-    /// with z = t/(α+T+t).
-    ///
-    /// z is always below 1, so the hypergeometric series converges, but for a
-    /// heavy buyer (large x) near z = 1 its terms first grow like kˣ and
-    /// overflow long before they shrink. Euler's transformation
-    /// ₂F₁(A,B;C;z) = (1−z)^(C−A−B) ₂F₁(C−A, C−B; C; z) gives parameters
-    /// that no longer grow with x, and the power of (1−z) cancels against
-    /// the leading factor, leaving
-    ///   (a+b+x−1)/(a−1) · [1 − (1−z)^(a−1) · ₂F₁(a+b−1−r, a−1; a+b+x−1; z)].
-    /// With ε = a−1 and ₂F₁(·, ε; ·; z) = 1 + ε·S this is
-    ///   −C·expm1(ε·ln(1−z))/ε − (1−z)^ε · C·S,  C = a+b+x−1,
-    /// which stays finite as a → 1 (where the paper's form divides 0 by 0)
-    /// and as a+b+x−1 → 0. C·S is summed term by term below.
-    fn expected_purchases_if_alive(&self, repeats: f64, age_weeks: f64, horizon_weeks: f64) -> f64 {
+    /// Eq. 10 without the P(alive) factor, for each of `horizons_days`: what
+    /// a customer with `repeats` repeat occasions whose first occasion was
+    /// `age_days` before `as_of` is expected to buy if still alive. It does
+    /// not depend on the day of their last occasion, so customers sharing
+    /// (x, T) share it, and one call for many horizons computes what they
+    /// have in common once.
+    pub fn expected_purchases_if_alive(
+        &self,
+        repeats: u32,
+        age_days: i64,
+        horizons_days: &[i64],
+    ) -> Vec<f64> {
+        let repeats = f64::from(repeats);
+        let age_weeks = weeks(age_days);
         if self.a > CONCENTRATED_BETA && self.b > CONCENTRATED_BETA {
             return self.expected_purchases_if_alive_by_quadrature(
                 repeats,
                 age_weeks,
-                horizon_weeks,
+                horizons_days,
             );
         }
-        self.expected_purchases_if_alive_by_series(repeats, age_weeks, horizon_weeks)
+        horizons_days
+            .iter()
+            .map(|&horizon_days| {
+                if horizon_days <= 0 {
+                    0.0
+                } else {
+                    self.expected_purchases_if_alive_by_series(
+                        repeats,
+                        age_weeks,
+                        weeks(horizon_days),
+                    )
+                }
+            })
+            .collect()
     }
 
     /// The same expectation as an integral over the drop-out probability.
@@ -149,13 +157,14 @@ impl BgNbdParameters {
     /// Used when a and b are both large: Beta is then narrow and close to a
     /// normal shape, so the trapezoidal rule over ±12 standard deviations
     /// converges exponentially fast in the number of points, while the
-    /// series' terms would grow like e^(ab/(a+b)) and overflow.
+    /// series' terms would grow like e^(ab/(a+b)) and overflow. The points
+    /// and their Beta weights are shared by all horizons.
     fn expected_purchases_if_alive_by_quadrature(
         &self,
         repeats: f64,
         age_weeks: f64,
-        horizon_weeks: f64,
-    ) -> f64 {
+        horizons_days: &[i64],
+    ) -> Vec<f64> {
         let BgNbdParameters { r, alpha, a, b } = *self;
         let (shape_a, shape_b) = (a, b + repeats);
         let total = shape_a + shape_b;
@@ -164,13 +173,11 @@ impl BgNbdParameters {
         let low = (mean - 12.0 * spread).max(f64::MIN_POSITIVE);
         let high = (mean + 12.0 * spread).min(1.0);
         let log_density = |p: f64| (shape_a - 1.0) * p.ln() + (shape_b - 1.0) * (-p).ln_1p();
-        let expected_given = |p: f64| {
-            -(-(r + repeats) * (p * horizon_weeks / (alpha + age_weeks)).ln_1p()).exp_m1() / p
-        };
         let peak = log_density(mean);
         let step = (high - low) / QUADRATURE_INTERVALS as f64;
-        let (mut weighted, mut weights) = (0.0, 0.0);
-        for index in 0..=QUADRATURE_INTERVALS {
+        let mut points = [(0.0, 0.0); QUADRATURE_INTERVALS + 1];
+        let mut weights = 0.0;
+        for (index, point) in points.iter_mut().enumerate() {
             let trapezoid = if index == 0 || index == QUADRATURE_INTERVALS {
                 0.5
             } else {
@@ -178,12 +185,44 @@ impl BgNbdParameters {
             };
             let p = low + step * index as f64;
             let weight = trapezoid * (log_density(p) - peak).exp();
-            weighted += weight * expected_given(p);
+            *point = (p, weight);
             weights += weight;
         }
-        weighted / weights
+        horizons_days
+            .iter()
+            .map(|&horizon_days| {
+                if horizon_days <= 0 {
+                    return 0.0;
+                }
+                let scaled_horizon = weeks(horizon_days) / (alpha + age_weeks);
+                let weighted: f64 = points
+                    .iter()
+                    .map(|&(p, weight)| {
+                        let expected_given =
+                            -(-(r + repeats) * (p * scaled_horizon).ln_1p()).exp_m1() / p;
+                        weight * expected_given
+                    })
+                    .sum();
+                weighted / weights
+            })
+            .collect()
     }
 
+    /// The closed form by Gauss's hypergeometric series.
+    ///
+    /// z is always below 1, so the series of
+    /// (a+b+x−1)/(a−1) · [1 − ((α+T)/(α+T+t))^(r+x) · ₂F₁(r+x, b+x; a+b+x−1; z)]
+    /// with z = t/(α+T+t) converges, but for a
+    /// heavy buyer (large x) near z = 1 its terms first grow like kˣ and
+    /// overflow long before they shrink. Euler's transformation
+    /// ₂F₁(A,B;C;z) = (1−z)^(C−A−B) ₂F₁(C−A, C−B; C; z) gives parameters
+    /// that no longer grow with x, and the power of (1−z) cancels against
+    /// the leading factor, leaving
+    ///   (a+b+x−1)/(a−1) · [1 − (1−z)^(a−1) · ₂F₁(a+b−1−r, a−1; a+b+x−1; z)].
+    /// With ε = a−1 and ₂F₁(·, ε; ·; z) = 1 + ε·S this is
+    ///   −C·expm1(ε·ln(1−z))/ε − (1−z)^ε · C·S,  C = a+b+x−1,
+    /// which stays finite as a → 1 (where the paper's form divides 0 by 0)
+    /// and as a+b+x−1 → 0. C·S is summed term by term below.
     fn expected_purchases_if_alive_by_series(
         &self,
         repeats: f64,
@@ -376,10 +415,17 @@ mod tests {
             a: 31.0,
             b: 45.0,
         };
-        for (repeats, age, horizon) in [(0.0, 10.0, 13.0), (3.0, 40.0, 13.0), (12.0, 80.0, 52.0)] {
-            let series = moderate.expected_purchases_if_alive_by_series(repeats, age, horizon);
-            let integral =
-                moderate.expected_purchases_if_alive_by_quadrature(repeats, age, horizon);
+        for (repeats, age_days, horizon_days) in [(0, 70, 91), (3, 280, 91), (12, 560, 364)] {
+            let series = moderate.expected_purchases_if_alive_by_series(
+                f64::from(repeats),
+                weeks(age_days),
+                weeks(horizon_days),
+            );
+            let integral = moderate.expected_purchases_if_alive_by_quadrature(
+                f64::from(repeats),
+                weeks(age_days),
+                &[horizon_days],
+            )[0];
             assert!(
                 (series - integral).abs() <= 1e-7 * series.abs(),
                 "x={repeats}: series {series} vs integral {integral}"
@@ -392,7 +438,7 @@ mod tests {
             a: 1.95e6,
             b: 2.78e6,
         };
-        let expected = narrow.expected_purchases_if_alive(3.0, 30.0, 90.0 / 7.0);
+        let expected = narrow.expected_purchases_if_alive(3, 210, &[90])[0];
         // Then the answer is finite and near the point-mass limit p = a/(a+b)
         let p = 1.95 / (1.95 + 2.78);
         let limit = (1.0 - (38.8_f64 / (38.8 + p * 90.0 / 7.0)).powf(4.45)) / p;
@@ -400,6 +446,29 @@ mod tests {
             (expected - limit).abs() < 1e-4 * limit,
             "{expected} vs {limit}"
         );
+    }
+
+    #[test]
+    fn many_horizons_at_once_equal_one_at_a_time() {
+        // Given one customer and both ways of evaluating eq. 10
+        let horizons = [0, 1, 30, 90, 365, 3_650];
+        for parameters in [
+            CDNOW,
+            BgNbdParameters {
+                r: 1.45,
+                alpha: 8.8,
+                a: 40.0,
+                b: 95.0,
+            },
+        ] {
+            // When the horizons are asked for together
+            let together = parameters.expected_purchases_if_alive(4, 300, &horizons);
+            // Then each equals the horizon asked for alone
+            for (&horizon, together) in horizons.iter().zip(together) {
+                let alone = parameters.expected_purchases_if_alive(4, 300, &[horizon])[0];
+                assert_eq!(together, alone, "horizon {horizon}");
+            }
+        }
     }
     use crate::analytics::occasions::{PurchaseOccasion, repeat_summary};
     use crate::analytics::simulation::SplitMix64;

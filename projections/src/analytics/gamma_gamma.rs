@@ -183,19 +183,44 @@ pub fn customer_lifetime_value(
     config: &ClvConfig,
 ) -> Option<f64> {
     let order_value = gamma_gamma.expected_order_value_minor(customer)?;
-    let mut discounted_purchases = 0.0;
+    let month_ends = clv_month_ends(config);
+    let if_alive = bg_nbd.expected_purchases_if_alive(
+        customer.repeat_occasions,
+        customer.first_to_as_of_days,
+        &month_ends,
+    );
+    let discounted = discounted_purchases(&if_alive, &month_ends, config);
+    Some(order_value * bg_nbd.probability_alive(customer) * discounted)
+}
+
+/// The days after `as_of` on which the CLV's months end.
+pub fn clv_month_ends(config: &ClvConfig) -> Vec<i64> {
+    let mut ends = Vec::new();
+    let mut end = 0;
+    while end < config.horizon_days {
+        end = (end + DAYS_PER_MONTH).min(config.horizon_days);
+        ends.push(end);
+    }
+    ends
+}
+
+/// Σ over months of (purchases by the month's end − by its start), each
+/// discounted to `as_of`; `purchases_by_end[i]` is the cumulative expectation
+/// at `month_ends[i]`.
+pub fn discounted_purchases(
+    purchases_by_end: &[f64],
+    month_ends: &[i64],
+    config: &ClvConfig,
+) -> f64 {
+    let mut discounted = 0.0;
     let mut purchases_so_far = 0.0;
-    let mut month_start = 0;
-    while month_start < config.horizon_days {
-        let month_end = (month_start + DAYS_PER_MONTH).min(config.horizon_days);
-        let purchases_by_end = bg_nbd.expected_purchases(customer, month_end);
+    for (&purchases, &month_end) in purchases_by_end.iter().zip(month_ends) {
         let discount =
             (1.0 + config.monthly_discount_rate).powf(month_end as f64 / DAYS_PER_MONTH as f64);
-        discounted_purchases += (purchases_by_end - purchases_so_far) / discount;
-        purchases_so_far = purchases_by_end;
-        month_start = month_end;
+        discounted += (purchases - purchases_so_far) / discount;
+        purchases_so_far = purchases;
     }
-    Some(order_value * discounted_purchases)
+    discounted
 }
 
 #[cfg(test)]
@@ -273,6 +298,21 @@ mod tests {
             customer_lifetime_value(&bg_nbd, &CDNOW_SPEND, &customer, &ClvConfig::default())
                 .unwrap();
         assert!(discounted < clv && discounted > clv / 1.01_f64.powf(365.0 / 30.0));
+    }
+
+    #[test]
+    fn a_horizon_is_cut_into_thirty_day_months_and_a_short_last_one() {
+        let months = |horizon_days| {
+            clv_month_ends(&ClvConfig {
+                horizon_days,
+                monthly_discount_rate: 0.0,
+            })
+        };
+        assert_eq!(months(0), Vec::<i64>::new());
+        assert_eq!(months(30), vec![30]);
+        assert_eq!(months(75), vec![30, 60, 75]);
+        assert_eq!(months(365).len(), 13);
+        assert_eq!(months(365).last(), Some(&365));
     }
 
     #[test]

@@ -7,12 +7,17 @@
 //! are fitted over everyone and change slowly; the [`RfmPopulation`] is kept
 //! exact one customer at a time. [`score`] combines them and is pure.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use serde::Serialize;
 
-use super::bg_nbd::{BgNbdFit, fit_bg_nbd};
+use super::bg_nbd::{BgNbdFit, BgNbdParameters, fit_bg_nbd};
 use super::churn::{churn_flag, second_occasion_gap_percentile};
-use super::config::AnalyticsConfig;
-use super::gamma_gamma::{GammaGammaFit, customer_lifetime_value, fit_gamma_gamma};
+use super::config::{AnalyticsConfig, ClvConfig};
+use super::gamma_gamma::{
+    GammaGammaFit, GammaGammaParameters, clv_month_ends, discounted_purchases, fit_gamma_gamma,
+};
 use super::lifecycle::{LifecycleInput, LifecycleStage, lifecycle_stage};
 use super::loyalty::{OverRedemption, Redemption, loyalty_status};
 use super::occasions::{
@@ -157,6 +162,8 @@ pub struct PopulationModels {
     /// Days without a second purchase after which a one-time buyer is at risk.
     pub one_time_buyer_horizon_days: Option<i64>,
     pub value_cutoffs: ValueCutoffs,
+    /// Predictions at these fits, remembered per (x, T).
+    pub predictor: Predictor,
 }
 
 /// BG/NBD's and Gamma-Gamma's view of one customer.
@@ -167,24 +174,121 @@ pub struct Prediction {
     pub clv_minor: Option<f64>,
 }
 
-pub fn predict(
-    summary: &RepeatSummary,
-    bg_nbd: Option<&BgNbdFit>,
-    gamma_gamma: Option<&GammaGammaFit>,
-    config: &AnalyticsConfig,
-) -> Prediction {
-    let Some(bg_nbd) = bg_nbd else {
-        return Prediction::default();
-    };
-    let parameters = &bg_nbd.parameters;
-    Prediction {
-        p_alive: Some(parameters.probability_alive(summary)),
-        expected_purchases: Some(
-            parameters.expected_purchases(summary, config.bg_nbd.prediction_horizon_days),
-        ),
-        clv_minor: gamma_gamma.and_then(|gamma_gamma| {
-            customer_lifetime_value(parameters, &gamma_gamma.parameters, summary, &config.clv)
-        }),
+/// BG/NBD's and Gamma-Gamma's predictions for anyone, at one pair of fits.
+///
+/// What a customer is expected to buy if alive depends only on their repeat
+/// occasions x and age T, not on the day of their last occasion; a million
+/// customers share some tens of thousands of (x, T) pairs. Each pair's
+/// expectations (at the prediction horizon, and discounted over the CLV's
+/// months) are computed once and remembered, which makes scoring everyone
+/// cost little more than P(alive) per customer. The memory holds one entry
+/// per pair and lives as long as the fits.
+pub struct Predictor {
+    bg_nbd: Option<BgNbdParameters>,
+    gamma_gamma: Option<GammaGammaParameters>,
+    prediction_horizon_days: i64,
+    clv: ClvConfig,
+    clv_month_ends: Vec<i64>,
+    if_alive: Mutex<HashMap<(u32, i64), IfAlive>>,
+}
+
+/// A customer's expected purchases if alive: within the prediction horizon,
+/// and discounted over the CLV horizon.
+#[derive(Debug, Clone, Copy)]
+struct IfAlive {
+    purchases: f64,
+    discounted_clv_purchases: f64,
+}
+
+impl Predictor {
+    pub fn new(
+        bg_nbd: Option<&BgNbdFit>,
+        gamma_gamma: Option<&GammaGammaFit>,
+        config: &AnalyticsConfig,
+    ) -> Self {
+        Predictor {
+            bg_nbd: bg_nbd.map(|fit| fit.parameters),
+            gamma_gamma: gamma_gamma.map(|fit| fit.parameters),
+            prediction_horizon_days: config.bg_nbd.prediction_horizon_days,
+            clv: config.clv.clone(),
+            clv_month_ends: clv_month_ends(&config.clv),
+            if_alive: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn predict(&self, summary: &RepeatSummary) -> Prediction {
+        let Some(bg_nbd) = &self.bg_nbd else {
+            return Prediction::default();
+        };
+        let p_alive = bg_nbd.probability_alive(summary);
+        let if_alive = self.if_alive(bg_nbd, summary);
+        Prediction {
+            p_alive: Some(p_alive),
+            expected_purchases: Some(p_alive * if_alive.purchases),
+            clv_minor: self.gamma_gamma.and_then(|gamma_gamma| {
+                let order_value = gamma_gamma.expected_order_value_minor(summary)?;
+                Some(order_value * p_alive * if_alive.discounted_clv_purchases)
+            }),
+        }
+    }
+
+    fn if_alive(&self, bg_nbd: &BgNbdParameters, summary: &RepeatSummary) -> IfAlive {
+        let key = (summary.repeat_occasions, summary.first_to_as_of_days);
+        if let Some(known) = self.if_alive.lock().expect("predictor lock").get(&key) {
+            return *known;
+        }
+        let horizons: Vec<i64> = std::iter::once(self.prediction_horizon_days)
+            .chain(self.clv_month_ends.iter().copied())
+            .collect();
+        let purchases = bg_nbd.expected_purchases_if_alive(key.0, key.1, &horizons);
+        let computed = IfAlive {
+            purchases: purchases[0],
+            discounted_clv_purchases: discounted_purchases(
+                &purchases[1..],
+                &self.clv_month_ends,
+                &self.clv,
+            ),
+        };
+        self.if_alive
+            .lock()
+            .expect("predictor lock")
+            .insert(key, computed);
+        computed
+    }
+}
+
+impl Clone for Predictor {
+    /// The same fits with nothing remembered yet.
+    fn clone(&self) -> Self {
+        Predictor {
+            bg_nbd: self.bg_nbd,
+            gamma_gamma: self.gamma_gamma,
+            prediction_horizon_days: self.prediction_horizon_days,
+            clv: self.clv.clone(),
+            clv_month_ends: self.clv_month_ends.clone(),
+            if_alive: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl PartialEq for Predictor {
+    fn eq(&self, other: &Self) -> bool {
+        self.bg_nbd == other.bg_nbd
+            && self.gamma_gamma == other.gamma_gamma
+            && self.prediction_horizon_days == other.prediction_horizon_days
+            && self.clv == other.clv
+    }
+}
+
+impl std::fmt::Debug for Predictor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Predictor")
+            .field("bg_nbd", &self.bg_nbd)
+            .field("gamma_gamma", &self.gamma_gamma)
+            .field("prediction_horizon_days", &self.prediction_horizon_days)
+            .field("clv", &self.clv)
+            .finish_non_exhaustive()
     }
 }
 
@@ -206,17 +310,13 @@ impl PopulationModels {
     ) -> Self {
         let bg_nbd = fit_bg_nbd(sample, None).map_err(|error| error.to_string());
         let gamma_gamma = fit_gamma_gamma(sample).map_err(|error| error.to_string());
+        let predictor = Predictor::new(bg_nbd.as_ref().ok(), gamma_gamma.as_ref().ok(), config);
         let one_time_buyer_horizon_days =
             second_occasion_gap_percentile(summaries, config.churn.one_time_buyer_percentile);
         let values: Vec<ValueInput> = summaries
             .iter()
             .map(|summary| {
-                let prediction = predict(
-                    summary,
-                    bg_nbd.as_ref().ok(),
-                    gamma_gamma.as_ref().ok(),
-                    config,
-                );
+                let prediction = predictor.predict(summary);
                 ValueInput {
                     customer_id: String::new(),
                     clv: prediction.clv_minor.unwrap_or(0.0),
@@ -231,6 +331,7 @@ impl PopulationModels {
             bg_nbd,
             gamma_gamma,
             one_time_buyer_horizon_days,
+            predictor,
         }
     }
 }
@@ -314,14 +415,10 @@ pub fn score(
             segment_name: scores.segment().as_str(),
         })
     });
-    let prediction = inputs.summary.as_ref().map(|summary| {
-        predict(
-            summary,
-            models.bg_nbd.as_ref().ok(),
-            models.gamma_gamma.as_ref().ok(),
-            config,
-        )
-    });
+    let prediction = inputs
+        .summary
+        .as_ref()
+        .map(|summary| models.predictor.predict(summary));
     let churn = inputs
         .summary
         .as_ref()
@@ -404,6 +501,7 @@ pub fn score(
 mod tests {
     use super::*;
     use crate::analytics::config::AnalyticsConfig;
+    use crate::analytics::gamma_gamma::customer_lifetime_value;
     use crate::customer_view::ProfileState;
     use rapport_proto::v1::{
         CustomerRecord, Event, EventResolved, OrderCancelled, OrderPlaced, OrderRefunded,
@@ -411,6 +509,72 @@ mod tests {
     };
 
     const DAY_MS: i64 = 86_400_000;
+
+    #[test]
+    fn remembered_predictions_equal_the_models_own_formulas() {
+        // Given fits and customers of whom two share (x, T) but not t_x
+        let bg_nbd = BgNbdFit {
+            parameters: BgNbdParameters {
+                r: 0.24,
+                alpha: 4.41,
+                a: 0.79,
+                b: 2.43,
+            },
+            log_likelihood: 0.0,
+            customers: 0,
+        };
+        let gamma_gamma = GammaGammaFit {
+            parameters: GammaGammaParameters {
+                p: 6.25,
+                q: 3.74,
+                gamma: 1_500.0,
+            },
+            log_likelihood: 0.0,
+            customers: 0,
+        };
+        let config = AnalyticsConfig::default();
+        let customer =
+            |repeats: u32, first_to_last_days: i64, repeat_net_minor: i64| RepeatSummary {
+                first_occasion_day: 0,
+                repeat_occasions: repeats,
+                first_to_last_days,
+                first_to_as_of_days: 200,
+                repeat_net_minor,
+                first_to_second_days: (repeats > 0).then_some(first_to_last_days.min(10)),
+            };
+        let predictor = Predictor::new(Some(&bg_nbd), Some(&gamma_gamma), &config);
+        for summary in [
+            customer(0, 0, 0),
+            customer(3, 20, 9_000),
+            customer(3, 190, 3_000),
+            customer(3, 20, 9_000),
+        ] {
+            // When each is predicted through the remembered expectations
+            let prediction = predictor.predict(&summary);
+            // Then the answers are those of the per-customer formulas
+            let parameters = &bg_nbd.parameters;
+            let close =
+                |ours: f64, theirs: f64| (ours - theirs).abs() <= 1e-12 * theirs.abs().max(1.0);
+            assert_eq!(
+                prediction.p_alive,
+                Some(parameters.probability_alive(&summary))
+            );
+            let purchases =
+                parameters.expected_purchases(&summary, config.bg_nbd.prediction_horizon_days);
+            assert!(close(prediction.expected_purchases.unwrap(), purchases));
+            let clv =
+                customer_lifetime_value(parameters, &gamma_gamma.parameters, &summary, &config.clv);
+            assert_eq!(prediction.clv_minor.is_some(), clv.is_some());
+            if let (Some(ours), Some(theirs)) = (prediction.clv_minor, clv) {
+                assert!(close(ours, theirs), "{ours} vs {theirs}");
+            }
+        }
+        assert_eq!(
+            predictor.if_alive.lock().unwrap().len(),
+            2,
+            "one entry per (x, T)"
+        );
+    }
 
     fn record(event_id: &str, day: i64, payload: event::Payload) -> CustomerRecord {
         CustomerRecord {
