@@ -21,6 +21,7 @@
 //! default `as_of` (today, UTC) reads the clock, in the request handler.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -137,7 +138,11 @@ pub struct Snapshot {
     pub as_of: i64,
     pub rfm: RfmPopulation,
     pub models: Arc<PopulationModels>,
-    pub labels: HashMap<String, Labels>,
+    /// Buyers by `as_of`, over whom the models were fitted (on a sample).
+    pub buyers: usize,
+    /// By person id, so that a segment's members page through in id order
+    /// without sorting.
+    pub labels: BTreeMap<String, Labels>,
     changed_since_fit: usize,
     population_at_fit: usize,
 }
@@ -160,6 +165,7 @@ impl Snapshot {
         let sample = fit_sample(&mut summaries);
         let everyone: Vec<RepeatSummary> =
             summaries.into_iter().map(|(_, summary)| summary).collect();
+        let buyers = everyone.len();
         let models = Arc::new(PopulationModels::fit_on_sample(
             &everyone, &sample, as_of, config,
         ));
@@ -175,6 +181,7 @@ impl Snapshot {
             as_of,
             rfm,
             models,
+            buyers,
             labels,
             changed_since_fit: 0,
             population_at_fit: persons.len(),
@@ -215,7 +222,8 @@ impl Snapshot {
         counts
     }
 
-    /// Members of one segment after `cursor` (a person id), by id.
+    /// Members of one segment after `cursor` (a person id), by id. Walks the
+    /// labels in id order from the cursor and stops at the page's end.
     pub fn members(
         &self,
         kind: SegmentKind,
@@ -223,17 +231,17 @@ impl Snapshot {
         cursor: Option<&str>,
         limit: usize,
     ) -> (Vec<String>, bool) {
-        let mut ids: Vec<&String> = self
+        let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut ids: Vec<String> = self
             .labels
-            .iter()
-            .filter(|(id, labels)| {
-                labels.get(kind) == Some(name) && cursor.is_none_or(|after| id.as_str() > after)
-            })
-            .map(|(id, _)| id)
+            .range::<str, _>((after, Bound::Unbounded))
+            .filter(|(_, labels)| labels.get(kind) == Some(name))
+            .map(|(id, _)| id.clone())
+            .take(limit.saturating_add(1))
             .collect();
-        ids.sort_unstable();
         let more = ids.len() > limit;
-        (ids.into_iter().take(limit).cloned().collect(), more)
+        ids.truncate(limit);
+        (ids, more)
     }
 }
 
@@ -447,6 +455,19 @@ impl Board {
     fn fits(&mut self, key: FitKey, config: &AnalyticsConfig) -> Fits {
         if let Some((_, fits)) = self.fits.iter().find(|(cached, _)| *cached == key) {
             return fits.clone();
+        }
+        // Everyone's scores at this `as_of` were computed with the same fits
+        // (same population, same sample), kept current by the same rule.
+        if key.cohort.is_none()
+            && let Some(snapshot) = self.snapshots.iter().find(|kept| kept.as_of == key.as_of)
+        {
+            return Fits {
+                buyers: snapshot.buyers,
+                bg_nbd: snapshot.models.bg_nbd.clone(),
+                gamma_gamma: snapshot.models.gamma_gamma.clone(),
+                changed_since_fit: snapshot.changed_since_fit,
+                population_at_fit: snapshot.population_at_fit,
+            };
         }
         let in_cohort = |summary: &RepeatSummary| {
             key.cohort
