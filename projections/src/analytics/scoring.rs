@@ -728,4 +728,66 @@ mod tests {
         let before = score(&facts, 4, &RfmPopulation::new(), &models, &config);
         assert_eq!(before.lifecycle, None);
     }
+
+    fn arbitrary_purchase_event() -> impl proptest::strategy::Strategy<Value = CustomerRecord> {
+        use proptest::prelude::*;
+        (0_u8..4, 0_i64..400, 0_u8..5, 1_i64..20_000).prop_map(|(kind, day, key, amount)| {
+            let id = format!("e{kind}-{day}-{key}-{amount}");
+            let order_id = format!("o-{key}");
+            match kind {
+                0 => order(&id, day, &order_id, amount),
+                1 => record(
+                    &id,
+                    day,
+                    event::Payload::OrderCancelled(OrderCancelled { order_id }),
+                ),
+                2 => record(
+                    &id,
+                    day,
+                    event::Payload::OrderRefunded(OrderRefunded {
+                        order_id,
+                        amount_minor: amount / 3,
+                    }),
+                ),
+                _ => record(
+                    &id,
+                    day,
+                    event::Payload::PointsRedeemed(PointsRedeemed {
+                        points: amount / 100,
+                        reason: String::new(),
+                    }),
+                ),
+            }
+        })
+    }
+
+    proptest::proptest! {
+        /// A person's log split over two profiles that later merge (a guest
+        /// checkout and an account, say) gives the same facts, and so the
+        /// same scores at every `as_of`, as the log folded whole.
+        #[test]
+        fn scores_of_a_split_log_merged_equal_the_whole(
+            records in proptest::collection::vec(arbitrary_purchase_event(), 1..40),
+            sides in proptest::collection::vec(proptest::prelude::any::<bool>(), 40),
+            as_of in 0_i64..450,
+        ) {
+            let config = AnalyticsConfig::default();
+            let mut whole = ProfileState::default();
+            let (mut left, mut right) = (ProfileState::default(), ProfileState::default());
+            for (record, left_side) in records.iter().zip(&sides) {
+                whole.apply(record);
+                if *left_side { left.apply(record); } else { right.apply(record); }
+            }
+            left.merge(&right);
+            let (merged, folded) = (CustomerFacts::from_profile(&left), CustomerFacts::from_profile(&whole));
+            proptest::prop_assert_eq!(&merged, &folded);
+            let mut population = RfmPopulation::new();
+            population.upsert("c-1", inputs(&folded, as_of, &config).rfm);
+            let models = PopulationModels::fit(&[], as_of, &config);
+            proptest::prop_assert_eq!(
+                score(&merged, as_of, &population, &models, &config),
+                score(&folded, as_of, &population, &models, &config)
+            );
+        }
+    }
 }
