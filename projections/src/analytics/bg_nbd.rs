@@ -76,13 +76,13 @@ impl BgNbdParameters {
     /// ln(e^A₃ + δ(x>0)·e^A₄).
     fn recency_terms(&self, repeats: f64, first_to_last_weeks: f64, age_weeks: f64) -> f64 {
         let BgNbdParameters { r, alpha, a, b } = *self;
-        let a3 = -(r + repeats) * (alpha + age_weeks).ln();
-        if repeats == 0.0 {
-            return a3;
+        RecencyLogs {
+            r_plus_repeats: r + repeats,
+            drop_out_odds: a.ln() - (b + repeats - 1.0).ln(),
+            ln_alpha_plus_last: (alpha + first_to_last_weeks).ln(),
+            ln_alpha_plus_age: (alpha + age_weeks).ln(),
         }
-        let a4 =
-            a.ln() - (b + repeats - 1.0).ln() - (r + repeats) * (alpha + first_to_last_weeks).ln();
-        log_add_exp(a3, a4)
+        .terms(repeats)
     }
 
     /// P(alive at `as_of` | x, t_x, T), eq. 11. A customer with no repeat
@@ -277,13 +277,48 @@ fn logistic(log_odds: f64) -> f64 {
     }
 }
 
+/// The logarithms A₃ and A₄ are made of, so that callers can compute each
+/// once per distinct x or day rather than once per customer.
+struct RecencyLogs {
+    r_plus_repeats: f64,
+    /// ln a − ln(b + x − 1), the odds of having dropped out after the last
+    /// repeat; unused when x = 0.
+    drop_out_odds: f64,
+    ln_alpha_plus_last: f64,
+    ln_alpha_plus_age: f64,
+}
+
+impl RecencyLogs {
+    /// ln(e^A₃ + δ(x>0)·e^A₄).
+    fn terms(&self, repeats: f64) -> f64 {
+        let a3 = -self.r_plus_repeats * self.ln_alpha_plus_age;
+        if repeats == 0.0 {
+            return a3;
+        }
+        let a4 = self.drop_out_odds - self.r_plus_repeats * self.ln_alpha_plus_last;
+        log_add_exp(a3, a4)
+    }
+}
+
 /// Customers with the same (x, t_x, T) in days contribute identical terms;
 /// grouping them makes each likelihood evaluation proportional to the number
-/// of distinct histories rather than customers.
+/// of distinct histories rather than customers. Days are kept as indexes
+/// into one table of distinct day counts, so each evaluation takes
+/// ln(α + t) once per distinct day, not once per history.
 struct GroupedHistories {
-    /// (x, t_x in weeks, T in weeks, how many customers), sorted by x.
-    rows: Vec<(f64, f64, f64, f64)>,
+    /// Sorted by x.
+    rows: Vec<HistoryGroup>,
+    /// Every distinct t_x and T, in weeks, ascending.
+    weeks: Vec<f64>,
     customers: f64,
+}
+
+struct HistoryGroup {
+    repeats: f64,
+    /// Indexes into [`GroupedHistories::weeks`].
+    first_to_last: usize,
+    age: usize,
+    count: f64,
 }
 
 fn group_histories<'a>(customers: impl Iterator<Item = &'a RepeatSummary>) -> GroupedHistories {
@@ -297,35 +332,61 @@ fn group_histories<'a>(customers: impl Iterator<Item = &'a RepeatSummary>) -> Gr
             ))
             .or_default() += 1;
     }
-    let rows: Vec<(f64, f64, f64, f64)> = counts
-        .into_iter()
-        .map(|((repeats, first_to_last, age), count)| {
-            (
-                f64::from(repeats),
-                weeks(first_to_last),
-                weeks(age),
-                count as f64,
-            )
+    let mut days: Vec<i64> = counts
+        .keys()
+        .flat_map(|&(_, first_to_last, age)| [first_to_last, age])
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    let index_of = |day: i64| days.binary_search(&day).expect("every day is in the table");
+    let rows: Vec<HistoryGroup> = counts
+        .iter()
+        .map(|(&(repeats, first_to_last, age), &count)| HistoryGroup {
+            repeats: f64::from(repeats),
+            first_to_last: index_of(first_to_last),
+            age: index_of(age),
+            count: count as f64,
         })
         .collect();
-    let customers = rows.iter().map(|row| row.3).sum();
-    GroupedHistories { rows, customers }
+    let customers = rows.iter().map(|row| row.count).sum();
+    GroupedHistories {
+        rows,
+        weeks: days.into_iter().map(weeks).collect(),
+        customers,
+    }
 }
 
 fn total_log_likelihood(parameters: &BgNbdParameters, histories: &GroupedHistories) -> f64 {
+    let BgNbdParameters { r, alpha, a, b } = *parameters;
+    let ln_alpha_plus: Vec<f64> = histories
+        .weeks
+        .iter()
+        .map(|weeks| (alpha + weeks).ln())
+        .collect();
+    let ln_a = a.ln();
     let mut total = 0.0;
-    let mut cached: Option<(f64, f64)> = None;
-    for (repeats, first_to_last_weeks, age_weeks, count) in &histories.rows {
-        let per_repeats = match cached {
-            Some((cached_repeats, value)) if cached_repeats == *repeats => value,
+    // Rows are sorted by x: (x, A₁ + A₂, ln a − ln(b + x − 1)).
+    let mut per_repeats: Option<(f64, f64, f64)> = None;
+    for row in &histories.rows {
+        let (_, repeat_terms, drop_out_odds) = match per_repeats {
+            Some(known) if known.0 == row.repeats => known,
             _ => {
-                let value = parameters.terms_for_repeats(*repeats);
-                cached = Some((*repeats, value));
-                value
+                let known = (
+                    row.repeats,
+                    parameters.terms_for_repeats(row.repeats),
+                    ln_a - (b + row.repeats - 1.0).ln(),
+                );
+                per_repeats = Some(known);
+                known
             }
         };
-        total += count
-            * (per_repeats + parameters.recency_terms(*repeats, *first_to_last_weeks, *age_weeks));
+        let recency = RecencyLogs {
+            r_plus_repeats: r + row.repeats,
+            drop_out_odds,
+            ln_alpha_plus_last: ln_alpha_plus[row.first_to_last],
+            ln_alpha_plus_age: ln_alpha_plus[row.age],
+        };
+        total += row.count * (repeat_terms + recency.terms(row.repeats));
     }
     total
 }
@@ -364,10 +425,18 @@ pub fn fit_bg_nbd(customers: &[RepeatSummary], cohort: Option<Cohort>) -> Result
     }
     let histories = group_histories(selected.iter().copied());
 
-    let mean_repeats =
-        histories.rows.iter().map(|row| row.0 * row.3).sum::<f64>() / histories.customers;
-    let mean_age_weeks =
-        histories.rows.iter().map(|row| row.2 * row.3).sum::<f64>() / histories.customers;
+    let mean_repeats = histories
+        .rows
+        .iter()
+        .map(|row| row.repeats * row.count)
+        .sum::<f64>()
+        / histories.customers;
+    let mean_age_weeks = histories
+        .rows
+        .iter()
+        .map(|row| histories.weeks[row.age] * row.count)
+        .sum::<f64>()
+        / histories.customers;
     // λ has mean r/α; starting α at r / (observed rate) puts every start at
     // the right purchase rate whatever the business's rhythm.
     let observed_rate = (mean_repeats / mean_age_weeks.max(1.0)).max(1e-3);
@@ -512,6 +581,32 @@ mod tests {
             * (2.5 / 3.3 * 5.0_f64.powf(-1.5) + 0.8 / 3.3 * 4.0_f64.powf(-1.5)))
         .ln();
         assert!((parameters.log_likelihood(&summary(1, 7, 14)) - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn grouped_likelihood_equals_the_sum_over_customers() {
+        // Given customers, some with identical histories and shared days
+        let customers = [
+            summary(0, 0, 14),
+            summary(0, 0, 14),
+            summary(0, 0, 90),
+            summary(1, 7, 14),
+            summary(1, 14, 90),
+            summary(3, 60, 90),
+            summary(3, 60, 90),
+            summary(12, 300, 365),
+        ];
+        // When the likelihood is taken over the grouped histories
+        let grouped = total_log_likelihood(&CDNOW, &group_histories(customers.iter()));
+        // Then it is the sum of every customer's own
+        let one_by_one: f64 = customers
+            .iter()
+            .map(|customer| CDNOW.log_likelihood(customer))
+            .sum();
+        assert!(
+            (grouped - one_by_one).abs() < 1e-9 * one_by_one.abs(),
+            "{grouped} vs {one_by_one}"
+        );
     }
 
     #[test]
