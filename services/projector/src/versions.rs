@@ -34,7 +34,8 @@ pub enum StartFrom {
         partition: i32,
         offset: i64,
     },
-    /// Records received before this instant are read but not applied.
+    /// Only records received at or after this instant: each partition is
+    /// read from a start sought near it (see `seek`).
     Time {
         at_ms: i64,
     },

@@ -65,8 +65,11 @@ enum Command {
         /// Name of the new version; default the next free vN.
         #[arg(long)]
         version: Option<String>,
-        /// Where to start: beginning, offset:PARTITION:OFFSET or time:RFC3339
-        /// (records received earlier are read but not applied).
+        /// Where to start: beginning, offset:PARTITION:OFFSET or time:RFC3339.
+        /// With time:T the version holds exactly the records received at or
+        /// after T: each partition is sought (the broker's offset-for-time
+        /// lookup, checked against the records around it, else a binary
+        /// search), not read from its beginning.
         #[arg(long, default_value = "beginning")]
         from: String,
         /// A bounded snapshot: only records ingest received at or before
@@ -405,6 +408,7 @@ fn replay(
         return Ok(());
     }
     let started = std::time::Instant::now();
+    let mut starts_shown = std::collections::BTreeSet::new();
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let listing = admin(&args.query_url, "GET", "/v1/admin/versions", None)?;
@@ -419,6 +423,19 @@ fn replay(
         if let Some(error) = consumer["last_error"].as_str() {
             progress("");
             bail!("the rebuild failed: {error}");
+        }
+        for partition in consumer["partitions"].as_array().into_iter().flatten() {
+            if let (Some(number), Some(offset)) = (
+                partition["partition"].as_i64(),
+                partition["start_offset"].as_i64(),
+            ) && starts_shown.insert(number)
+            {
+                progress("");
+                println!(
+                    "partition {number} starts at offset {offset}, found by {}",
+                    partition["start_found_by"].as_str().unwrap_or("?")
+                );
+            }
         }
         let applied: i64 = consumer["partitions"]
             .as_array()
@@ -438,14 +455,18 @@ fn replay(
             "-".to_owned()
         };
         // Caught up: every partition's end is known, and every non-empty
-        // partition has been applied to its last record.
+        // partition has been applied to its last record (or, started at a
+        // time later than all of it, starts at its end).
         let caught_up = consumer["partitions"].as_array().is_some_and(|partitions| {
             !partitions.is_empty()
                 && partitions
                     .iter()
                     .all(|partition| match partition["log_end"].as_i64() {
                         Some(0) => true,
-                        Some(end) => partition["applied_offset"].as_i64() == Some(end - 1),
+                        Some(end) => match partition["applied_offset"].as_i64() {
+                            Some(applied) => applied == end - 1,
+                            None => partition["start_offset"].as_i64() == Some(end),
+                        },
                         None => false,
                     })
         });
