@@ -245,33 +245,18 @@ impl Versions {
         };
         let changes = Changes::default();
         let thread = {
-            let changes = changes.clone();
-            let (store, stop, status, finished) = (
-                self.store.clone(),
-                stop.clone(),
+            let links = WorkerLinks {
+                stop: stop.clone(),
+                status: status.clone(),
+                changes: changes.clone(),
+            };
+            let (store, finished) = (self.store.clone(), finished.clone());
+            rapport_common::worker::spawn(
+                format!("apply-{}", spec.version),
                 status.clone(),
-                finished.clone(),
-            );
-            std::thread::Builder::new()
-                .name(format!("apply-{}", spec.version))
-                .spawn(move || {
-                    let links = WorkerLinks {
-                        stop,
-                        status: status.clone(),
-                        changes,
-                    };
-                    let outcome = run(&config, &store, &family, metrics, &bounds, &links);
-                    if let Err(error) = &outcome {
-                        tracing::error!(projection = %family, %error, "projection worker stopped");
-                        status.record_error(&error.to_string());
-                    }
-                    finished.store(true, Ordering::Relaxed);
-                    outcome
-                })
-                .map_err(|source| Error::Io {
-                    context: "starting a projection worker".into(),
-                    source,
-                })?
+                move || run(&config, &store, &family, metrics, &bounds, &links),
+                move |_| finished.store(true, Ordering::Relaxed),
+            )?
         };
         self.workers.lock().expect("versions lock").insert(
             spec.version.clone(),
