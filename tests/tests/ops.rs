@@ -169,6 +169,19 @@ fn visits(customers: usize, per_customer: usize, minute: u32) -> Vec<Value> {
         .collect()
 }
 
+/// Visits of c-0..c-9 twice, then, `quiet` after they were applied, a cut
+/// (returned), and 20 ms later visits of c-0..c-19 once.
+fn visits_around_a_cut(pipeline: &Pipeline, quiet: Duration) -> i64 {
+    pipeline.send_ok(&visits(10, 2, 0));
+    pipeline.wait_until_caught_up(PATIENCE);
+    std::thread::sleep(quiet);
+    let cut_ms = rapport_common::now_ms();
+    std::thread::sleep(Duration::from_millis(20));
+    pipeline.send_ok(&visits(20, 1, 1));
+    pipeline.wait_until_caught_up(PATIENCE);
+    cut_ms
+}
+
 #[test]
 fn a_rebuild_beside_the_live_version_is_identical_and_can_go_live() {
     let pipeline = Pipeline::start("replay");
@@ -218,14 +231,10 @@ fn a_rebuild_beside_the_live_version_is_identical_and_can_go_live() {
 #[test]
 fn a_bounded_replay_holds_exactly_what_was_received_by_then() {
     let pipeline = Pipeline::start("bounded");
-    // c-0..c-9 twice before the cut, c-0..c-19 once after it.
-    pipeline.send_ok(&visits(10, 2, 0));
-    pipeline.wait_until_caught_up(PATIENCE);
-    std::thread::sleep(Duration::from_millis(20));
-    let cut = rapport_projections::time::format_rfc3339(rapport_common::now_ms());
-    std::thread::sleep(Duration::from_millis(20));
-    pipeline.send_ok(&visits(20, 1, 1));
-    pipeline.wait_until_caught_up(PATIENCE);
+    let cut = rapport_projections::time::format_rfc3339(visits_around_a_cut(
+        &pipeline,
+        Duration::from_millis(20),
+    ));
 
     let until = format!("time:{cut}");
     let snapshot = pipeline.rapportctl(&[
@@ -278,17 +287,10 @@ fn offsets_and_times(topic: &str) -> std::collections::BTreeMap<i32, Vec<(i64, i
 #[test]
 fn a_replay_from_a_time_seeks_and_holds_exactly_the_records_received_since() {
     let pipeline = Pipeline::start("from-time");
-    // c-0..c-9 twice before the cut, c-0..c-19 once after it; the earlier
-    // records are older than the cut by more than identity's reorder grace,
-    // so the seek's first records are the later ones.
-    pipeline.send_ok(&visits(10, 2, 0));
-    pipeline.wait_until_caught_up(PATIENCE);
-    std::thread::sleep(Duration::from_millis(500));
-    let cut_ms = rapport_common::now_ms();
+    // The earlier records are older than the cut by more than identity's
+    // reorder grace, so the seek's first records are the later ones.
+    let cut_ms = visits_around_a_cut(&pipeline, Duration::from_millis(500));
     let cut = rapport_projections::time::format_rfc3339(cut_ms);
-    std::thread::sleep(Duration::from_millis(20));
-    pipeline.send_ok(&visits(20, 1, 1));
-    pipeline.wait_until_caught_up(PATIENCE);
 
     let from = format!("time:{cut}");
     let replayed = pipeline.rapportctl(&[
