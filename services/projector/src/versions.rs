@@ -143,6 +143,8 @@ struct Worker {
     stop: Arc<AtomicBool>,
     status: Arc<WorkerStatus>,
     finished: Arc<AtomicBool>,
+    /// Its worker stopped with an error (the status has the last one).
+    failed: Arc<AtomicBool>,
     /// Profiles its batches changed, for the analytics scoreboard.
     changes: Changes,
     thread: Option<JoinHandle<Result<()>>>,
@@ -169,6 +171,10 @@ pub struct VersionReport {
     pub topic: String,
     /// A bounded version that reached its end, or a worker that stopped.
     pub finished: bool,
+    /// The worker stopped with an error: `consumer.last_error`. An error
+    /// there without this flag is one the worker got over (a broker that
+    /// restarted, say).
+    pub failed: bool,
     pub state_bytes: u64,
     pub consumer: rapport_common::status::ConsumerReport,
 }
@@ -234,6 +240,7 @@ impl Versions {
         self.store.create_family(&family)?;
         let stop = Arc::new(AtomicBool::new(false));
         let finished = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
         // The worker reads, and names in dead letters, the version's topic.
         let mut config = self.config.clone();
         config.topics.customer = spec.topic(&self.config).to_owned();
@@ -250,12 +257,15 @@ impl Versions {
                 status: status.clone(),
                 changes: changes.clone(),
             };
-            let (store, finished) = (self.store.clone(), finished.clone());
+            let (store, finished, failed) = (self.store.clone(), finished.clone(), failed.clone());
             rapport_common::worker::spawn(
                 format!("apply-{}", spec.version),
                 status.clone(),
                 move || run(&config, &store, &family, metrics, &bounds, &links),
-                move |_| finished.store(true, Ordering::Relaxed),
+                move |outcome| {
+                    failed.store(outcome.is_err(), Ordering::Relaxed);
+                    finished.store(true, Ordering::Relaxed);
+                },
             )?
         };
         self.workers.lock().expect("versions lock").insert(
@@ -265,6 +275,7 @@ impl Versions {
                 stop,
                 status,
                 finished,
+                failed,
                 changes,
                 thread: Some(thread),
             },
@@ -486,6 +497,7 @@ impl Versions {
                     .until_ms
                     .map(rapport_projections::time::format_rfc3339),
                 finished: worker.finished.load(Ordering::Relaxed),
+                failed: worker.failed.load(Ordering::Relaxed),
                 state_bytes: self.store.size_on_disk(&worker.spec.family()),
                 consumer: worker.status.report(),
             })
@@ -501,7 +513,7 @@ impl Versions {
         let workers = self.workers.lock().expect("versions lock");
         workers.values().find_map(|worker| {
             worker.status.report().last_error.filter(|_| {
-                worker.finished.load(Ordering::Relaxed)
+                worker.failed.load(Ordering::Relaxed)
                     && worker.spec.until_ms.is_none()
                     && (worker.spec.source_topic.is_none() || worker.spec.version == live)
             })

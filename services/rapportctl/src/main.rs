@@ -491,7 +491,12 @@ fn replay(args: &Args, request: ReplayRequest<'_>) -> anyhow::Result<()> {
             .cloned()
             .context("the version disappeared")?;
         let consumer = &report["consumer"];
-        if let Some(error) = consumer["last_error"].as_str() {
+        // The last error stays in the status after the worker got over it
+        // (a broker restart mid-rebuild); the rebuild failed only if its
+        // worker stopped on it.
+        if let Some(error) = consumer["last_error"].as_str()
+            && report["failed"] == true
+        {
             progress("");
             bail!("the rebuild failed: {error}");
         }
