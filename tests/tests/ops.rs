@@ -169,6 +169,19 @@ fn visits(customers: usize, per_customer: usize, minute: u32) -> Vec<Value> {
         .collect()
 }
 
+/// Visits of c-0..c-9 twice, then, `quiet` after they were applied, a cut
+/// (returned), and 20 ms later visits of c-0..c-19 once.
+fn visits_around_a_cut(pipeline: &Pipeline, quiet: Duration) -> i64 {
+    pipeline.send_ok(&visits(10, 2, 0));
+    pipeline.wait_until_caught_up(PATIENCE);
+    std::thread::sleep(quiet);
+    let cut_ms = rapport_common::now_ms();
+    std::thread::sleep(Duration::from_millis(20));
+    pipeline.send_ok(&visits(20, 1, 1));
+    pipeline.wait_until_caught_up(PATIENCE);
+    cut_ms
+}
+
 #[test]
 fn a_rebuild_beside_the_live_version_is_identical_and_can_go_live() {
     let pipeline = Pipeline::start("replay");
@@ -218,14 +231,10 @@ fn a_rebuild_beside_the_live_version_is_identical_and_can_go_live() {
 #[test]
 fn a_bounded_replay_holds_exactly_what_was_received_by_then() {
     let pipeline = Pipeline::start("bounded");
-    // c-0..c-9 twice before the cut, c-0..c-19 once after it.
-    pipeline.send_ok(&visits(10, 2, 0));
-    pipeline.wait_until_caught_up(PATIENCE);
-    std::thread::sleep(Duration::from_millis(20));
-    let cut = rapport_projections::time::format_rfc3339(rapport_common::now_ms());
-    std::thread::sleep(Duration::from_millis(20));
-    pipeline.send_ok(&visits(20, 1, 1));
-    pipeline.wait_until_caught_up(PATIENCE);
+    let cut = rapport_projections::time::format_rfc3339(visits_around_a_cut(
+        &pipeline,
+        Duration::from_millis(20),
+    ));
 
     let until = format!("time:{cut}");
     let snapshot = pipeline.rapportctl(&[
@@ -257,4 +266,212 @@ fn a_bounded_replay_holds_exactly_what_was_received_by_then() {
     }
     let (refused, message) = pipeline.try_rapportctl(&["switch", "snap"]);
     assert!(!refused && message.contains("bounded"), "{message}");
+}
+
+/// The records of every partition of `topic`: (offset, timestamp).
+fn offsets_and_times(topic: &str) -> std::collections::BTreeMap<i32, Vec<(i64, i64)>> {
+    let kafka = rapport_common::config::KafkaConfig {
+        brokers: rapport_e2e::brokers(),
+        properties: Default::default(),
+    };
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<(i64, i64)>> = Default::default();
+    for record in rapport_common::kafka::read_to_end(&kafka, topic, PATIENCE).expect("read") {
+        by_partition
+            .entry(record.partition)
+            .or_default()
+            .push((record.offset, record.timestamp_ms));
+    }
+    by_partition
+}
+
+#[test]
+fn a_replay_from_a_time_seeks_and_holds_exactly_the_records_received_since() {
+    let pipeline = Pipeline::start("from-time");
+    // The earlier records are older than the cut by more than identity's
+    // reorder grace, so the seek's first records are the later ones.
+    let cut_ms = visits_around_a_cut(&pipeline, Duration::from_millis(500));
+    let cut = rapport_projections::time::format_rfc3339(cut_ms);
+
+    let from = format!("time:{cut}");
+    let replayed = pipeline.rapportctl(&[
+        "replay",
+        "customer_view",
+        "--version",
+        "late",
+        "--from",
+        &from,
+    ]);
+    assert!(replayed.contains("caught up"), "{replayed}");
+    assert!(replayed.contains("starts at offset"), "{replayed}");
+
+    // Each partition started at its first record received at or after the
+    // cut: sought, not read from the beginning and skipped.
+    let records = offsets_and_times(&pipeline.topics.customer);
+    let (_, versions) = pipeline.get("/v1/admin/versions");
+    let version = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|version| version["version"] == "late")
+        .expect("the version")
+        .clone();
+    for (partition, records) in &records {
+        let expected = records
+            .iter()
+            .find(|(_, timestamp)| *timestamp >= cut_ms)
+            .map_or(records.last().unwrap().0 + 1, |(offset, _)| *offset);
+        let reported = version["consumer"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|status| status["partition"] == *partition)
+            .unwrap_or_else(|| panic!("partition {partition} in {version}"));
+        assert_eq!(
+            reported["start_offset"],
+            json!(expected),
+            "partition {partition}: {reported}"
+        );
+    }
+    // Applied: exactly the 20 records received after the cut.
+    let metrics = pipeline.projector.metrics();
+    let outcome = |outcome: &str| {
+        rapport_e2e::metric_sum(
+            &metrics,
+            "rapport_projector_records_total",
+            &format!("projection=\"customer_view.late\",outcome=\"{outcome}\""),
+        )
+    };
+    assert_eq!(
+        (outcome("applied"), outcome("duplicate")),
+        (20, 0),
+        "{metrics}"
+    );
+    for customer in 0..20 {
+        let (status, view) = pipeline.get(&format!("/v1/customers/c-{customer}?version=late"));
+        assert_eq!(status, 200, "{view}");
+        assert_eq!(
+            view["event_counts"]["web.page_viewed"], 1,
+            "c-{customer} since {cut}: {view}"
+        );
+    }
+
+    // A time after every record: each partition starts at its end and the
+    // version is caught up at once, empty.
+    let later = rapport_projections::time::format_rfc3339(rapport_common::now_ms());
+    let replayed = pipeline.rapportctl(&[
+        "replay",
+        "customer_view",
+        "--version",
+        "empty",
+        "--from",
+        &format!("time:{later}"),
+    ]);
+    assert!(replayed.contains("caught up"), "{replayed}");
+    assert_eq!(pipeline.get("/v1/customers/c-0?version=empty").0, 404);
+    // It follows the head from there.
+    pipeline.send_ok(&visits(1, 1, 2));
+    pipeline.wait_for_json("/v1/customers/c-0?version=empty", PATIENCE, |view| {
+        view["event_counts"]["web.page_viewed"] == 1
+    });
+}
+
+/// The seek on the real broker, over a partition of several producer
+/// batches with runs of equal timestamps: whatever the broker's lookup
+/// answers, and when it is not asked or answers wrong, each start is the
+/// first record at or after the time.
+#[test]
+fn the_seek_finds_the_first_record_at_or_after_a_time_on_the_broker() {
+    use rapport_projector::seek::{
+        BrokerAnswer, FoundBy, KafkaPartition, Wanted, find_start, find_start_on_broker,
+    };
+    let topics = rapport_e2e::Topics::unique("seek");
+    rapport_e2e::create_topics(&[(&topics.customer, 2)]);
+    let kafka = rapport_common::config::KafkaConfig {
+        brokers: rapport_e2e::brokers(),
+        properties: Default::default(),
+    };
+    let (producer, _) = rapport_common::kafka::producer(
+        &kafka,
+        "rapport-e2e",
+        Some(Duration::from_secs(30)),
+        100_000,
+    )
+    .expect("producer");
+    // One key, so one partition; 25 000 records in batches of up to 10 000,
+    // seven records per millisecond.
+    let base_ms = 1_790_000_000_000;
+    let outgoing: Vec<rapport_common::kafka::Outgoing> = (0..25_000)
+        .map(|index: i64| rapport_common::kafka::Outgoing {
+            topic: topics.customer.clone(),
+            key: b"one".to_vec(),
+            payload: index.to_be_bytes().to_vec(),
+            timestamp_ms: Some(base_ms + index / 7),
+            headers: Vec::new(),
+        })
+        .collect();
+    for chunk in outgoing.chunks(8_000) {
+        rapport_common::kafka::produce_all(&producer, chunk).expect("produce");
+    }
+    let records = offsets_and_times(&topics.customer);
+    assert_eq!(records.len(), 1, "one partition holds everything");
+    let (&partition, records) = records.iter().next().unwrap();
+    let empty = 1 - partition;
+    let truth = |at_ms: i64| {
+        records
+            .iter()
+            .find(|(_, timestamp)| *timestamp >= at_ms)
+            .map_or(25_000, |(offset, _)| *offset)
+    };
+
+    let consumer = rapport_projector::seek::seek_consumer(&kafka).expect("consumer");
+    let exact = |at_ms| Wanted {
+        at_ms,
+        disorder_ms: 0,
+    };
+    for at_ms in [
+        base_ms - 5,
+        base_ms,
+        base_ms + 1,
+        base_ms + 1_234,
+        base_ms + 1_429, // inside the second producer batch
+        base_ms + 3_570,
+        base_ms + 25_000 / 7, // the last millisecond
+        base_ms + 25_000,
+    ] {
+        for ask_broker in [true, false] {
+            let start = find_start_on_broker(
+                &consumer,
+                &topics.customer,
+                partition,
+                exact(at_ms),
+                ask_broker,
+            )
+            .expect("seek")
+            .expect("records");
+            assert_eq!(
+                start.offset,
+                truth(at_ms),
+                "at {at_ms} (+{}), asked {ask_broker}: {start:?}",
+                at_ms - base_ms
+            );
+            if !ask_broker {
+                assert!(matches!(start.found_by, FoundBy::Search(_)), "{start:?}");
+            }
+            // A handful of reads, never a scan.
+            assert!(start.reads <= 20, "{start:?}");
+        }
+        // A wrong answer (tansu's offset 0 for "none that late") is caught.
+        let mut log = KafkaPartition::new(&consumer, &topics.customer, partition);
+        let span = log.span().expect("span").expect("records");
+        assert_eq!((span.low, span.end), (0, 25_000));
+        let start =
+            find_start(&mut log, span, exact(at_ms), BrokerAnswer::Offset(0)).expect("seek");
+        assert_eq!(start.offset, truth(at_ms), "at {at_ms}, told 0: {start:?}");
+    }
+    assert_eq!(
+        find_start_on_broker(&consumer, &topics.customer, empty, exact(base_ms), true)
+            .expect("seek"),
+        None,
+        "a partition without records has nothing to seek"
+    );
 }

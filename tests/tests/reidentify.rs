@@ -319,3 +319,113 @@ fn a_reidentified_graph_and_customer_topic_equal_the_live_ones_while_traffic_goe
         "the second version saw more of the log"
     );
 }
+
+#[test]
+fn a_projection_rebuilt_from_a_reidentified_topic_equals_the_live_one_and_can_go_live() {
+    let pipeline = Pipeline::start("reidentify-view");
+    for number in 0..4 {
+        pipeline.send_ok(&round(number));
+    }
+    pipeline.wait_until_caught_up(PATIENCE);
+    let (succeeded, output) = pipeline.try_rapportctl(&["reidentify", "--version", "r2"]);
+    assert!(
+        succeeded && output.lines().any(|line| line == "equal"),
+        "{output}"
+    );
+    let topic = format!("{}.r2", pipeline.topics.customer);
+
+    // Refusals, each before anything is created.
+    let refusals: [(&[&str], &str); 2] = [
+        (
+            &[
+                "replay",
+                "customer_view",
+                "--version",
+                "g2",
+                "--identity-version",
+                "nope",
+            ],
+            "graph version nope",
+        ),
+        (
+            &[
+                "replay",
+                "customer_view",
+                "--version",
+                "g2",
+                "--identity-version",
+                "r2",
+                "--switch",
+            ],
+            "cannot be used with",
+        ),
+    ];
+    for (args, expected) in refusals {
+        let (succeeded, message) = pipeline.try_rapportctl(args);
+        assert!(
+            !succeeded && message.contains(expected),
+            "{args:?}: {message}"
+        );
+    }
+    let (status, answer) = post_json(
+        &format!("{}/v1/admin/replays", pipeline.query_url()),
+        &json!({"projection": "customer_view", "version": "g2", "source_topic": "test.no.such.topic"}),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("does not exist"), "{answer}");
+    let (_, versions) = pipeline.get("/v1/admin/versions");
+    assert_eq!(
+        versions["versions"].as_array().map(Vec::len),
+        Some(1),
+        "{versions}"
+    );
+
+    // Built from the re-identified topic beside the live version, equal to it.
+    let replayed = pipeline.rapportctl(&[
+        "replay",
+        "customer_view",
+        "--version",
+        "g2",
+        "--identity-version",
+        "r2",
+    ]);
+    assert!(
+        replayed.contains(&format!("from {topic}")) && replayed.contains("caught up"),
+        "{replayed}"
+    );
+    let verified = pipeline.rapportctl(&["verify", "customer_view", "--other", "g2"]);
+    assert!(
+        verified.contains("identical") && verified.contains(&topic),
+        "{verified}"
+    );
+    for customer in ["c-0", "c-3", "c-home-1"] {
+        assert_eq!(
+            pipeline.get(&format!("/v1/customers/{customer}?version=g2")),
+            pipeline.get(&format!("/v1/customers/{customer}")),
+        );
+    }
+
+    // Going live takes saying that it keeps reading its own topic.
+    let (succeeded, message) = pipeline.try_rapportctl(&["switch", "g2"]);
+    assert!(
+        !succeeded && message.contains("--follow-other-topic") && message.contains(&topic),
+        "{message}"
+    );
+    let switched = pipeline.rapportctl(&["switch", "g2", "--follow-other-topic"]);
+    assert!(switched.contains(&format!("reading {topic}")), "{switched}");
+    // New traffic reaches the live customer topic, which g2 does not read.
+    pipeline.send_ok(&[event(
+        "customer.registered",
+        &at(5),
+        json!({"customer_id": "c-after"}),
+        json!({}),
+    )]);
+    pipeline.wait_for_json("/v1/customers/c-after?version=v1", PATIENCE, |_| true);
+    assert_eq!(pipeline.get("/v1/customers/c-after").0, 404);
+    let switched = pipeline.rapportctl(&["switch", "v1"]);
+    assert!(
+        switched.contains(&format!("reading {}", pipeline.topics.customer)),
+        "{switched}"
+    );
+    assert_eq!(pipeline.get("/v1/customers/c-after").0, 200);
+}

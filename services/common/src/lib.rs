@@ -8,6 +8,7 @@ pub mod keys;
 pub mod metrics;
 pub mod status;
 pub mod store;
+pub mod worker;
 
 /// Errors of the shared plumbing. `Display` says what failed and where.
 #[derive(Debug, thiserror::Error)]

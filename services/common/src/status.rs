@@ -19,6 +19,9 @@ pub struct WorkerStatus {
     processed_total: AtomicU64,
     samples: Mutex<VecDeque<(Instant, u64)>>,
     last_error: Mutex<Option<String>>,
+    /// Where the worker started partitions it had no position for, found
+    /// by a search (a rebuild from a time), and how.
+    starts: Mutex<BTreeMap<i32, (i64, String)>>,
 }
 
 /// One partition's position.
@@ -31,6 +34,12 @@ pub struct PartitionStatus {
     pub log_end: Option<i64>,
     /// Records between the applied offset and the end.
     pub lag: Option<i64>,
+    /// Where reading started when it was sought (a rebuild from a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_offset: Option<i64>,
+    /// How that start was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_found_by: Option<String>,
 }
 
 /// The report `/v1/admin/status` serves for one consumer.
@@ -55,6 +64,7 @@ impl WorkerStatus {
             processed_total: AtomicU64::new(0),
             samples: Mutex::new(VecDeque::new()),
             last_error: Mutex::new(None),
+            starts: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -82,6 +92,14 @@ impl WorkerStatus {
         }
     }
 
+    /// Records where reading `partition` starts and how that was found.
+    pub fn record_start(&self, partition: i32, offset: i64, found_by: &str) {
+        self.starts
+            .lock()
+            .expect("status lock")
+            .insert(partition, (offset, found_by.to_owned()));
+    }
+
     pub fn record_error(&self, error: &str) {
         *self.last_error.lock().expect("status lock") = Some(error.to_owned());
     }
@@ -93,20 +111,33 @@ impl WorkerStatus {
             .get()
             .map(|health| health.log_ends(&self.topic))
             .unwrap_or_default();
-        let partitions: std::collections::BTreeSet<i32> =
-            applied.keys().chain(ends.keys()).copied().collect();
+        let starts = self.starts.lock().expect("status lock").clone();
+        let partitions: std::collections::BTreeSet<i32> = applied
+            .keys()
+            .chain(ends.keys())
+            .chain(starts.keys())
+            .copied()
+            .collect();
         let partitions: Vec<PartitionStatus> = partitions
             .into_iter()
             .map(|partition| {
                 let applied_offset = applied.get(&partition).copied();
                 let log_end = ends.get(&partition).copied();
-                let lag =
-                    log_end.map(|end| (end - applied_offset.map_or(0, |offset| offset + 1)).max(0));
+                let start = starts.get(&partition);
+                // Before the first record is applied, what lies before the
+                // start is not to be read, so it is not lag either.
+                let next = applied_offset
+                    .map(|offset| offset + 1)
+                    .or(start.map(|(offset, _)| *offset))
+                    .unwrap_or(0);
+                let lag = log_end.map(|end| (end - next).max(0));
                 PartitionStatus {
                     partition,
                     applied_offset,
                     log_end,
                     lag,
+                    start_offset: start.map(|(offset, _)| *offset),
+                    start_found_by: start.map(|(_, found_by)| found_by.clone()),
                 }
             })
             .collect();

@@ -126,7 +126,7 @@ struct Worker {
     status: Arc<WorkerStatus>,
     metrics: IdentityMetrics,
     state: Arc<Mutex<WorkerState>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<rapport_common::Result<Stopped>>>,
 }
 
 /// One raw partition of a version.
@@ -241,33 +241,26 @@ impl Versions {
         let metrics = IdentityMetrics::new(&Registry::default());
         let state = Arc::new(Mutex::new(WorkerState::Running));
         let thread = {
-            let (config, store, stop, status, metrics, state) = (
+            let (config, store, stop, metrics, state) = (
                 self.config.clone(),
                 self.store.clone(),
                 stop.clone(),
-                status.clone(),
                 metrics.clone(),
                 state.clone(),
             );
-            std::thread::Builder::new()
-                .name(format!("reidentify-{}", spec.version))
-                .spawn(move || {
-                    let outcome = run_resolver(&resolver, &config, &store, &stop, &metrics, &status);
-                    let ended = match outcome {
+            let worker_status = status.clone();
+            rapport_common::worker::spawn(
+                format!("reidentify-{}", spec.version),
+                status.clone(),
+                move || run_resolver(&resolver, &config, &store, &stop, &metrics, &worker_status),
+                move |outcome| {
+                    *state.lock().expect("state lock") = match outcome {
                         Ok(Stopped::ReachedBounds) => WorkerState::Finished,
                         Ok(Stopped::Asked) => WorkerState::Stopped,
-                        Err(error) => {
-                            tracing::error!(family = %resolver.family, %error, "re-identification stopped");
-                            status.record_error(&error.to_string());
-                            WorkerState::Failed
-                        }
+                        Err(_) => WorkerState::Failed,
                     };
-                    *state.lock().expect("state lock") = ended;
-                })
-                .map_err(|source| Error::Io {
-                    context: "starting a re-identification worker".into(),
-                    source,
-                })?
+                },
+            )?
         };
         self.workers.lock().expect("versions lock").insert(
             spec.version.clone(),

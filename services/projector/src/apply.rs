@@ -418,7 +418,8 @@ fn fold_batch<'a>(
     for consumed in records {
         next.offsets.insert(consumed.partition, consumed.offset);
         if not_before_ms.is_some_and(|start| consumed.timestamp_ms < start) {
-            // A rebuild that starts at a time reads, but does not apply, what came before.
+            // A rebuild that starts at a time seeks near it (see `seek`) and
+            // leaves out the earlier records it still reads.
             continue;
         }
         let decoded = match proto::CustomerRecord::decode(consumed.payload) {
@@ -612,6 +613,7 @@ pub fn run(
     // The first offset each partition must deliver; earlier records a
     // rewound fetch returns are dropped (see `kafka::fetch_start`).
     let mut first_wanted: BTreeMap<i32, i64> = BTreeMap::new();
+    let sought = crate::seek::time_starts(config, topic, &owned, &positions, &bounds.from, status)?;
     let mut starts = Vec::new();
     for partition in &owned {
         let start = match (positions.offsets.get(partition), &bounds.from) {
@@ -623,6 +625,7 @@ pub fn run(
                     offset,
                 },
             ) if chosen == partition => Some(*offset),
+            (None, StartFrom::Time { .. }) => sought.get(partition).copied(),
             (None, _) => None,
         };
         if let Some(next) = start {

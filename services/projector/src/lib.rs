@@ -5,6 +5,7 @@ pub mod apply;
 pub mod query;
 pub mod scores;
 mod scores_http;
+pub mod seek;
 pub mod versions;
 
 #[cfg(test)]

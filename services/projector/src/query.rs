@@ -445,6 +445,9 @@ struct ReplayRequest {
     from: Option<String>,
     /// `time:RFC3339`: a bounded snapshot of what ingest received by then.
     until: Option<String>,
+    /// Another topic to build from than the customer topic: a graph
+    /// version's (`rapportctl reidentify`). Must exist.
+    source_topic: Option<String>,
 }
 
 pub(crate) fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
@@ -487,14 +490,18 @@ async fn create_replay(
         }
     };
     let versions = state.versions.clone();
-    let spec =
-        tokio::task::spawn_blocking(move || versions.create(request.version, from, until_ms))
-            .await
-            .map_err(|error| ApiError::Internal(error.to_string()))?
-            .map_err(|message| invalid_field("version", message))?;
+    let spec = tokio::task::spawn_blocking(move || {
+        versions.create(request.version, from, until_ms, request.source_topic)
+    })
+    .await
+    .map_err(|error| ApiError::Internal(error.to_string()))?
+    .map_err(|refusal| invalid_field(refusal.field, refusal.message))?;
+    let topic = state.versions.topic_of(&spec.version);
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({ "version": spec.version, "family": spec.family() })),
+        Json(
+            serde_json::json!({ "version": spec.version, "family": spec.family(), "topic": topic }),
+        ),
     ))
 }
 
@@ -502,15 +509,29 @@ async fn list_versions(State(state): State<Arc<QueryState>>) -> Json<serde_json:
     Json(serde_json::json!({ "live": state.versions.live(), "versions": state.versions.reports() }))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchParams {
+    /// Required to make live a version that reads another topic than the
+    /// customer topic: it keeps reading that topic.
+    #[serde(default)]
+    follow_other_topic: bool,
+}
+
 async fn switch_version(
     State(state): State<Arc<QueryState>>,
     Path(version): Path<String>,
+    params: Result<Query<SwitchParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(params) = params
+        .map_err(|rejection| bad_query(rejection, "use follow_other_topic=true or nothing"))?;
     state
         .versions
-        .switch(&version)
+        .switch(&version, params.follow_other_topic)
         .map_err(|message| invalid_field("version", message))?;
-    Ok(Json(serde_json::json!({ "live": version })))
+    Ok(Json(
+        serde_json::json!({ "live": version, "topic": state.versions.topic_of(&version) }),
+    ))
 }
 
 async fn drop_version(
@@ -560,6 +581,10 @@ async fn verify(
         .versions
         .family_for(Some(&params.other))
         .map_err(ApiError::NotFound)?;
+    let topics = [
+        state.versions.topic_of(&left_version),
+        state.versions.topic_of(&params.other),
+    ];
     let versions = state.versions.clone();
     let report =
         tokio::task::spawn_blocking(move || -> rapport_common::Result<serde_json::Value> {
@@ -611,6 +636,10 @@ async fn verify(
             let same_offsets = offsets[0] == offsets[1];
             Ok(serde_json::json!({
                 "versions": [left, right],
+                // Offsets are compared partition by partition, also across
+                // topics: equal records at equal offsets (a graph
+                // version's topic of an unchanged log) compare equal.
+                "topics": topics,
                 "same_offsets": same_offsets,
                 "keys": [entries[0].len(), entries[1].len()],
                 "checksums": [checksum(&entries[0]), checksum(&entries[1])],

@@ -34,7 +34,8 @@ pub enum StartFrom {
         partition: i32,
         offset: i64,
     },
-    /// Records received before this instant are read but not applied.
+    /// Only records received at or after this instant: each partition is
+    /// read from a start sought near it (see `seek`).
     Time {
         at_ms: i64,
     },
@@ -75,11 +76,61 @@ pub struct VersionSpec {
     /// A bounded snapshot: only records ingest received at or before this
     /// instant; the version stops there and never follows the head.
     pub until_ms: Option<i64>,
+    /// The topic it reads when not the configured customer topic: the
+    /// customer topic of a graph version (`rapportctl reidentify`). It
+    /// keeps reading it, also once live.
+    pub source_topic: Option<String>,
+}
+
+/// A spec as stored before versions could read another topic. postcard
+/// does not name fields, so such a spec fails to decode as a
+/// [`VersionSpec`] (it ends early) and is read as this instead.
+#[derive(Deserialize)]
+struct SpecWithoutSourceTopic {
+    version: String,
+    from: StartFrom,
+    until_ms: Option<i64>,
+}
+
+fn decode_spec(bytes: &[u8]) -> Result<VersionSpec> {
+    postcard::from_bytes::<VersionSpec>(bytes)
+        .or_else(|_| {
+            postcard::from_bytes::<SpecWithoutSourceTopic>(bytes).map(|old| VersionSpec {
+                version: old.version,
+                from: old.from,
+                until_ms: old.until_ms,
+                source_topic: None,
+            })
+        })
+        .map_err(|error| Error::State(error.into()))
 }
 
 impl VersionSpec {
     pub fn family(&self) -> String {
         family_of(&self.version)
+    }
+
+    /// The topic the version reads.
+    pub fn topic<'a>(&'a self, config: &'a Config) -> &'a str {
+        self.source_topic
+            .as_deref()
+            .unwrap_or(&config.topics.customer)
+    }
+}
+
+/// Why a version was not created: the request field at fault and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -92,6 +143,8 @@ struct Worker {
     stop: Arc<AtomicBool>,
     status: Arc<WorkerStatus>,
     finished: Arc<AtomicBool>,
+    /// Its worker stopped with an error (the status has the last one).
+    failed: Arc<AtomicBool>,
     /// Profiles its batches changed, for the analytics scoreboard.
     changes: Changes,
     thread: Option<JoinHandle<Result<()>>>,
@@ -114,8 +167,14 @@ pub struct VersionReport {
     pub live: bool,
     pub from: StartFrom,
     pub until: Option<String>,
+    /// The topic it reads.
+    pub topic: String,
     /// A bounded version that reached its end, or a worker that stopped.
     pub finished: bool,
+    /// The worker stopped with an error: `consumer.last_error`. An error
+    /// there without this flag is one the worker got over (a broker that
+    /// restarted, say).
+    pub failed: bool,
     pub state_bytes: u64,
     pub consumer: rapport_common::status::ConsumerReport,
 }
@@ -141,16 +200,14 @@ impl Versions {
         store.create_family(META)?;
         let mut specs = Vec::new();
         for (_, value) in store.scan_prefix(META, &[SPEC_TAG], usize::MAX)? {
-            specs.push(
-                postcard::from_bytes::<VersionSpec>(&value)
-                    .map_err(|error| Error::State(error.into()))?,
-            );
+            specs.push(decode_spec(&value)?);
         }
         if specs.is_empty() {
             let first = VersionSpec {
                 version: FIRST_VERSION.to_owned(),
                 from: StartFrom::Beginning,
                 until_ms: None,
+                source_topic: None,
             };
             let mut staged = store.stage(META);
             staged.put(
@@ -183,7 +240,11 @@ impl Versions {
         self.store.create_family(&family)?;
         let stop = Arc::new(AtomicBool::new(false));
         let finished = Arc::new(AtomicBool::new(false));
-        let status = WorkerStatus::new(&self.config.topics.customer);
+        let failed = Arc::new(AtomicBool::new(false));
+        // The worker reads, and names in dead letters, the version's topic.
+        let mut config = self.config.clone();
+        config.topics.customer = spec.topic(&self.config).to_owned();
+        let status = WorkerStatus::new(&config.topics.customer);
         let metrics = ApplyMetrics::new(&self.registry, &family);
         let bounds = Bounds {
             from: spec.from.clone(),
@@ -191,34 +252,21 @@ impl Versions {
         };
         let changes = Changes::default();
         let thread = {
-            let changes = changes.clone();
-            let (config, store, stop, status, finished) = (
-                self.config.clone(),
-                self.store.clone(),
-                stop.clone(),
+            let links = WorkerLinks {
+                stop: stop.clone(),
+                status: status.clone(),
+                changes: changes.clone(),
+            };
+            let (store, finished, failed) = (self.store.clone(), finished.clone(), failed.clone());
+            rapport_common::worker::spawn(
+                format!("apply-{}", spec.version),
                 status.clone(),
-                finished.clone(),
-            );
-            std::thread::Builder::new()
-                .name(format!("apply-{}", spec.version))
-                .spawn(move || {
-                    let links = WorkerLinks {
-                        stop,
-                        status: status.clone(),
-                        changes,
-                    };
-                    let outcome = run(&config, &store, &family, metrics, &bounds, &links);
-                    if let Err(error) = &outcome {
-                        tracing::error!(projection = %family, %error, "projection worker stopped");
-                        status.record_error(&error.to_string());
-                    }
+                move || run(&config, &store, &family, metrics, &bounds, &links),
+                move |outcome| {
+                    failed.store(outcome.is_err(), Ordering::Relaxed);
                     finished.store(true, Ordering::Relaxed);
-                    outcome
-                })
-                .map_err(|source| Error::Io {
-                    context: "starting a projection worker".into(),
-                    source,
-                })?
+                },
+            )?
         };
         self.workers.lock().expect("versions lock").insert(
             spec.version.clone(),
@@ -227,6 +275,7 @@ impl Versions {
                 stop,
                 status,
                 finished,
+                failed,
                 changes,
                 thread: Some(thread),
             },
@@ -234,13 +283,15 @@ impl Versions {
         Ok(())
     }
 
-    /// Starts building a new version beside the live one.
+    /// Starts building a new version beside the live one, from the
+    /// configured customer topic or from `source_topic`.
     pub fn create(
         &self,
         version: Option<String>,
         from: StartFrom,
         until_ms: Option<i64>,
-    ) -> std::result::Result<VersionSpec, String> {
+        source_topic: Option<String>,
+    ) -> std::result::Result<VersionSpec, Refusal> {
         let version = {
             let workers = self.workers.lock().expect("versions lock");
             let version = version.unwrap_or_else(|| {
@@ -250,39 +301,105 @@ impl Versions {
                     .expect("a free name")
             });
             if workers.contains_key(&version) {
-                return Err(format!("version {version} already exists; drop it first"));
+                return Err(Refusal::new(
+                    "version",
+                    format!("version {version} already exists; drop it first"),
+                ));
             }
             version
         };
         if !valid_name(&version) {
-            return Err(format!(
-                "version name {version:?} must be 1-64 letters, digits, - or _"
+            return Err(Refusal::new(
+                "version",
+                format!("version name {version:?} must be 1-64 letters, digits, - or _"),
             ));
         }
         if let Some(until) = until_ms
             && until > rapport_common::now_ms()
         {
-            return Err("until must not lie in the future: a bounded snapshot ends at a time already received".to_owned());
+            return Err(Refusal::new(
+                "until",
+                "until must not lie in the future: a bounded snapshot ends at a time already received",
+            ));
+        }
+        // The configured topic named explicitly is no other topic.
+        let source_topic = source_topic.filter(|topic| *topic != self.config.topics.customer);
+        if let Some(topic) = &source_topic {
+            self.check_source_topic(topic)?;
         }
         let spec = VersionSpec {
             version,
             from,
             until_ms,
+            source_topic,
         };
+        let failed = |error: Error| Refusal::new("version", error.to_string());
         let mut staged = self.store.stage(META);
         staged.put(
             spec_key(&spec.version),
             postcard::to_stdvec(&spec).expect("specs serialise"),
         );
-        staged.commit().map_err(|error| error.to_string())?;
-        self.spawn(spec.clone())
-            .map_err(|error| error.to_string())?;
-        tracing::info!(version = %spec.version, from = ?spec.from, until_ms = ?spec.until_ms, "rebuild started");
+        staged.commit().map_err(failed)?;
+        self.spawn(spec.clone()).map_err(failed)?;
+        tracing::info!(version = %spec.version, from = ?spec.from, until_ms = ?spec.until_ms, topic = spec.topic(&self.config), "rebuild started");
         Ok(spec)
     }
 
-    /// Makes `version` the one queries read by default.
-    pub fn switch(&self, version: &str) -> std::result::Result<(), String> {
+    /// Refuses a source topic that does not exist or lacks a partition
+    /// this projector owns.
+    fn check_source_topic(&self, topic: &str) -> std::result::Result<(), Refusal> {
+        use rdkafka::consumer::BaseConsumer;
+        let unavailable = |error: String| {
+            Refusal::new(
+                "source_topic",
+                format!("could not read the cluster's topics: {error}"),
+            )
+        };
+        let client: BaseConsumer =
+            rapport_common::kafka::client_config(&self.config.kafka, "rapport-projector-admin")
+                .create()
+                .map_err(|error| unavailable(error.to_string()))?;
+        let partitions = match rapport_common::kafka::partition_count(
+            &client,
+            topic,
+            std::time::Duration::from_secs(10),
+        ) {
+            Ok(partitions) => partitions,
+            Err(Error::MissingTopic(_)) => {
+                return Err(Refusal::new(
+                    "source_topic",
+                    format!("topic {topic} does not exist"),
+                ));
+            }
+            Err(error) => return Err(unavailable(error.to_string())),
+        };
+        let missing: Vec<i32> = self
+            .config
+            .projector
+            .partitions
+            .iter()
+            .copied()
+            .filter(|partition| *partition >= partitions)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Refusal::new(
+                "source_topic",
+                format!(
+                    "topic {topic} has {partitions} partitions; this projector owns {missing:?} too"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes `version` the one queries read by default. A version that
+    /// reads another topic than the configured customer topic keeps reading
+    /// it once live, so that takes `follow_other_topic`.
+    pub fn switch(
+        &self,
+        version: &str,
+        follow_other_topic: bool,
+    ) -> std::result::Result<(), String> {
         let workers = self.workers.lock().expect("versions lock");
         let worker = workers
             .get(version)
@@ -290,6 +407,14 @@ impl Versions {
         if worker.spec.until_ms.is_some() {
             return Err(format!(
                 "version {version} is a bounded snapshot; it can be queried with ?version= but not made live"
+            ));
+        }
+        if let Some(topic) = &worker.spec.source_topic
+            && !follow_other_topic
+        {
+            return Err(format!(
+                "version {version} reads {topic}, not the customer topic {}; once live it keeps reading {topic} and sees only what is written there (a re-identification's topic stops at its bounds); switch with follow_other_topic=true (`rapportctl switch --follow-other-topic`) if that is meant",
+                self.config.topics.customer
             ));
         }
         let mut staged = self.store.stage(META);
@@ -366,11 +491,13 @@ impl Versions {
                 version: worker.spec.version.clone(),
                 live: worker.spec.version == live,
                 from: worker.spec.from.clone(),
+                topic: worker.spec.topic(&self.config).to_owned(),
                 until: worker
                     .spec
                     .until_ms
                     .map(rapport_projections::time::format_rfc3339),
                 finished: worker.finished.load(Ordering::Relaxed),
+                failed: worker.failed.load(Ordering::Relaxed),
                 state_bytes: self.store.size_on_disk(&worker.spec.family()),
                 consumer: worker.status.report(),
             })
@@ -378,11 +505,17 @@ impl Versions {
     }
 
     /// A worker that stopped with an error, if any (it ends the process).
+    /// Not one that reads a topic of its own while not live: that topic
+    /// goes away with its graph version (`reidentify --drop`), which must
+    /// not stop the projector; its error shows in the status.
     pub fn failure(&self) -> Option<String> {
+        let live = self.live();
         let workers = self.workers.lock().expect("versions lock");
         workers.values().find_map(|worker| {
             worker.status.report().last_error.filter(|_| {
-                worker.finished.load(Ordering::Relaxed) && worker.spec.until_ms.is_none()
+                worker.failed.load(Ordering::Relaxed)
+                    && worker.spec.until_ms.is_none()
+                    && (worker.spec.source_topic.is_none() || worker.spec.version == live)
             })
         })
     }
@@ -404,6 +537,14 @@ impl Versions {
         &self.store
     }
 
+    /// The topic a version reads, if there is such a version.
+    pub fn topic_of(&self, version: &str) -> Option<String> {
+        let workers = self.workers.lock().expect("versions lock");
+        workers
+            .get(version)
+            .map(|worker| worker.spec.topic(&self.config).to_owned())
+    }
+
     /// Versions that serve `version` from an existing store, without
     /// workers: for tests and benchmarks of the query API.
     pub fn serving(store: Store, version: &str) -> Arc<Self> {
@@ -414,5 +555,47 @@ impl Versions {
             workers: Mutex::new(BTreeMap::new()),
             live: RwLock::new(version.to_owned()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_stored_before_source_topics_still_load() {
+        #[derive(Serialize)]
+        struct Old {
+            version: String,
+            from: StartFrom,
+            until_ms: Option<i64>,
+        }
+        let old = postcard::to_stdvec(&Old {
+            version: "r2".into(),
+            from: StartFrom::Time { at_ms: 42 },
+            until_ms: Some(99),
+        })
+        .unwrap();
+        assert_eq!(
+            decode_spec(&old).unwrap(),
+            VersionSpec {
+                version: "r2".into(),
+                from: StartFrom::Time { at_ms: 42 },
+                until_ms: Some(99),
+                source_topic: None,
+            }
+        );
+        for source_topic in [None, Some("rapport.events.customer.v1.r2".to_owned())] {
+            let spec = VersionSpec {
+                version: "v3".into(),
+                from: StartFrom::Beginning,
+                until_ms: None,
+                source_topic,
+            };
+            assert_eq!(
+                decode_spec(&postcard::to_stdvec(&spec).unwrap()).unwrap(),
+                spec
+            );
+        }
     }
 }

@@ -59,31 +59,61 @@ enum Command {
     /// Rebuild a projection into a new version from the customer topic while
     /// the live version keeps serving. Shows progress until the rebuild has
     /// caught up with the head (or, with --until, reached its end).
+    ///
+    /// With --identity-version NAME the version is built from the customer
+    /// topic that `rapportctl reidentify --version NAME` wrote instead, to
+    /// see (and `verify`) the projection under that graph beside the live one.
     Replay {
         /// The projection to rebuild: customer_view.
         projection: String,
         /// Name of the new version; default the next free vN.
         #[arg(long)]
         version: Option<String>,
-        /// Where to start: beginning, offset:PARTITION:OFFSET or time:RFC3339
-        /// (records received earlier are read but not applied).
+        /// Where to start: beginning, offset:PARTITION:OFFSET or time:RFC3339.
+        /// With time:T the version holds exactly the records received at or
+        /// after T: each partition is sought (the broker's offset-for-time
+        /// lookup, checked against the records around it, else a binary
+        /// search), not read from its beginning.
         #[arg(long, default_value = "beginning")]
         from: String,
         /// A bounded snapshot: only records ingest received at or before
         /// time:RFC3339. Query it with ?version=; it never follows the head.
         #[arg(long)]
         until: Option<String>,
-        /// Make the new version live once it has caught up.
-        #[arg(long)]
+        /// Make the new version live once it has caught up. Not with
+        /// --identity-version: verify such a version first, then switch it
+        /// with `rapportctl switch NAME --follow-other-topic`.
+        #[arg(long, conflicts_with = "identity_version")]
         switch: bool,
+        /// Build from the customer topic of the graph version NAME (made by
+        /// `rapportctl reidentify --version NAME`; identity names the topic,
+        /// <customer topic>.NAME) instead of the live customer topic. The
+        /// version keeps reading that topic, which stops growing once the
+        /// graph version reached its bounds; dropping the graph version
+        /// deletes the topic, and this version's worker then reports an
+        /// error (what it built stays queryable until `rapportctl drop`).
+        #[arg(long, value_name = "NAME")]
+        identity_version: Option<String>,
         /// Start the rebuild and return without waiting.
         #[arg(long)]
         no_wait: bool,
     },
     /// Make a version live: queries without ?version= read it from now on.
-    Switch { version: String },
+    Switch {
+        /// The version to make live, as `rapportctl status` lists it.
+        version: String,
+        /// Needed to make live a version built with --identity-version: it
+        /// keeps reading its own topic, not the live customer topic, so
+        /// queries then see only what is written there (a re-identification
+        /// writes up to its bounds and no further).
+        #[arg(long)]
+        follow_other_topic: bool,
+    },
     /// Stop a version's worker and delete its state (not the live version).
-    Drop { version: String },
+    Drop {
+        /// The version to delete, as `rapportctl status` lists it.
+        version: String,
+    },
     /// Compare the live version with another at the same offsets: checksums
     /// of their state and the first keys that differ. Fails if they differ.
     Verify {
@@ -385,26 +415,71 @@ fn progress(line: &str) {
     }
 }
 
-fn replay(
-    args: &Args,
-    projection: &str,
+/// What `replay` builds.
+struct ReplayRequest<'a> {
+    projection: &'a str,
     version: Option<String>,
-    from: &str,
+    from: &'a str,
     until: Option<String>,
+    identity_version: Option<&'a str>,
     switch: bool,
     no_wait: bool,
-) -> anyhow::Result<()> {
-    let body = serde_json::json!({"projection": projection, "version": version, "from": from, "until": until});
+}
+
+/// The customer topic identity wrote for a graph version.
+fn identity_version_topic(args: &Args, name: &str) -> anyhow::Result<String> {
+    let report = admin(
+        &args.identity_url,
+        "GET",
+        &format!("/v1/admin/versions/{name}"),
+        None,
+    )
+    .with_context(|| {
+        format!("asking identity for the graph version {name} (rapportctl status lists them)")
+    })?;
+    let topic = report["topic"]
+        .as_str()
+        .with_context(|| format!("identity did not name the topic of {name}"))?;
+    if report["state"] == "failed" {
+        bail!(
+            "graph version {name} failed: {}; drop it with `rapportctl reidentify --drop {name}`",
+            report["consumer"]["last_error"]
+                .as_str()
+                .unwrap_or("see the identity log")
+        );
+    }
+    Ok(topic.to_owned())
+}
+
+fn replay(args: &Args, request: ReplayRequest<'_>) -> anyhow::Result<()> {
+    let ReplayRequest {
+        projection,
+        version,
+        from,
+        until,
+        identity_version,
+        switch,
+        no_wait,
+    } = request;
+    let source_topic = match identity_version {
+        Some(name) => Some(identity_version_topic(args, name)?),
+        None => None,
+    };
+    let body = serde_json::json!({"projection": projection, "version": version, "from": from, "until": until, "source_topic": source_topic});
     let created = admin(&args.query_url, "POST", "/v1/admin/replays", Some(body))?;
     let version = created["version"]
         .as_str()
         .context("the projector did not name the version")?
         .to_owned();
-    println!("rebuilding {projection} into version {version}");
+    println!(
+        "rebuilding {projection} into version {version} from {}",
+        created["topic"].as_str().unwrap_or("the customer topic")
+    );
     if no_wait {
         return Ok(());
     }
     let started = std::time::Instant::now();
+    let mut starts_shown = std::collections::BTreeSet::new();
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let listing = admin(&args.query_url, "GET", "/v1/admin/versions", None)?;
@@ -416,9 +491,27 @@ fn replay(
             .cloned()
             .context("the version disappeared")?;
         let consumer = &report["consumer"];
-        if let Some(error) = consumer["last_error"].as_str() {
+        // The last error stays in the status after the worker got over it
+        // (a broker restart mid-rebuild); the rebuild failed only if its
+        // worker stopped on it.
+        if let Some(error) = consumer["last_error"].as_str()
+            && report["failed"] == true
+        {
             progress("");
             bail!("the rebuild failed: {error}");
+        }
+        for partition in consumer["partitions"].as_array().into_iter().flatten() {
+            if let (Some(number), Some(offset)) = (
+                partition["partition"].as_i64(),
+                partition["start_offset"].as_i64(),
+            ) && starts_shown.insert(number)
+            {
+                progress("");
+                println!(
+                    "partition {number} starts at offset {offset}, found by {}",
+                    partition["start_found_by"].as_str().unwrap_or("?")
+                );
+            }
         }
         let applied: i64 = consumer["partitions"]
             .as_array()
@@ -438,14 +531,18 @@ fn replay(
             "-".to_owned()
         };
         // Caught up: every partition's end is known, and every non-empty
-        // partition has been applied to its last record.
+        // partition has been applied to its last record (or, started at a
+        // time later than all of it, starts at its end).
         let caught_up = consumer["partitions"].as_array().is_some_and(|partitions| {
             !partitions.is_empty()
                 && partitions
                     .iter()
                     .all(|partition| match partition["log_end"].as_i64() {
                         Some(0) => true,
-                        Some(end) => partition["applied_offset"].as_i64() == Some(end - 1),
+                        Some(end) => match partition["applied_offset"].as_i64() {
+                            Some(applied) => applied == end - 1,
+                            None => partition["start_offset"].as_i64() == Some(end),
+                        },
                         None => false,
                     })
         });
@@ -472,24 +569,33 @@ fn replay(
         }
     }
     if switch {
-        switch_live(args, &version)?;
+        switch_live(args, &version, false)?;
     }
     Ok(())
 }
 
-fn switch_live(args: &Args, version: &str) -> anyhow::Result<()> {
-    admin(
+fn switch_live(args: &Args, version: &str, follow_other_topic: bool) -> anyhow::Result<()> {
+    let query = if follow_other_topic {
+        "?follow_other_topic=true"
+    } else {
+        ""
+    };
+    let answer = admin(
         &args.query_url,
         "POST",
-        &format!("/v1/admin/versions/{version}/switch"),
+        &format!("/v1/admin/versions/{version}/switch{query}"),
         None,
     )?;
-    println!("version {version} is live");
+    println!(
+        "version {version} is live, reading {}",
+        answer["topic"].as_str().unwrap_or("?")
+    );
     Ok(())
 }
 
 fn verify(args: &Args, other: &str, patience: Duration) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + patience;
+    let mut explain_topics = true;
     loop {
         let report = admin(
             &args.query_url,
@@ -497,6 +603,16 @@ fn verify(args: &Args, other: &str, patience: Duration) -> anyhow::Result<()> {
             &format!("/v1/admin/verify?other={other}"),
             None,
         )?;
+        let topics = &report["topics"];
+        if topics[0] != topics[1] {
+            // Said once: the comparison is by offset, partition by partition.
+            if std::mem::take(&mut explain_topics) {
+                println!(
+                    "{} reads {}, {} reads {}: compared at equal offsets, which holds the same records only if both topics do (a re-identification of an unchanged log)",
+                    report["versions"][0], topics[0], report["versions"][1], topics[1]
+                );
+            }
+        }
         if report["same_offsets"] == true {
             println!(
                 "{} vs {}: {} vs {} keys, checksums {} vs {}",
@@ -517,6 +633,11 @@ fn verify(args: &Args, other: &str, patience: Duration) -> anyhow::Result<()> {
             bail!("the versions differ");
         }
         if std::time::Instant::now() > deadline {
+            if report["topics"][0] != report["topics"][1] {
+                bail!(
+                    "the versions did not reach the same offsets within {patience:?}: they read different topics, and one has records the other lacks (traffic since the re-identification, or records identity produced twice after a crash)"
+                );
+            }
             bail!(
                 "the versions did not reach the same offsets within {patience:?}; is traffic still flowing?"
             );
@@ -915,21 +1036,26 @@ async fn main() -> anyhow::Result<()> {
             ref from,
             ref until,
             switch,
+            ref identity_version,
             no_wait,
         } => tokio::task::block_in_place(|| {
             replay(
                 &args,
-                projection,
-                version.clone(),
-                from,
-                until.clone(),
-                switch,
-                no_wait,
+                ReplayRequest {
+                    projection,
+                    version: version.clone(),
+                    from,
+                    until: until.clone(),
+                    identity_version: identity_version.as_deref(),
+                    switch,
+                    no_wait,
+                },
             )
         }),
-        Command::Switch { ref version } => {
-            tokio::task::block_in_place(|| switch_live(&args, version))
-        }
+        Command::Switch {
+            ref version,
+            follow_other_topic,
+        } => tokio::task::block_in_place(|| switch_live(&args, version, follow_other_topic)),
         Command::Drop { ref version } => tokio::task::block_in_place(|| {
             admin(
                 &args.query_url,
