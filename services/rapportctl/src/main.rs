@@ -513,14 +513,17 @@ fn replay(args: &Args, request: ReplayRequest<'_>) -> anyhow::Result<()> {
                 );
             }
         }
+        // Records applied by this rebuild: from each partition's start (0,
+        // or where a `--from` put it) to its applied offset.
         let applied: i64 = consumer["partitions"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|partition| {
+                let start = partition["start_offset"].as_i64().unwrap_or(0);
                 partition["applied_offset"]
                     .as_i64()
-                    .map_or(0, |offset| offset + 1)
+                    .map_or(0, |offset| (offset + 1 - start).max(0))
             })
             .sum();
         let lag = consumer["total_lag"].as_i64().unwrap_or(0);
