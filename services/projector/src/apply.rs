@@ -230,8 +230,23 @@ impl Changes {
 #[derive(Debug, Clone)]
 pub struct Bounds {
     pub from: StartFrom,
-    /// Stop at the first record received after this instant (per partition).
+    /// Hold only records received at or before this instant.
     pub until_ms: Option<i64>,
+}
+
+/// The receive times a version folds; records outside only advance its
+/// offsets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub not_before_ms: Option<i64>,
+    pub not_after_ms: Option<i64>,
+}
+
+impl TimeWindow {
+    pub fn holds(&self, timestamp_ms: i64) -> bool {
+        self.not_before_ms.is_none_or(|start| timestamp_ms >= start)
+            && self.not_after_ms.is_none_or(|end| timestamp_ms <= end)
+    }
 }
 
 /// Where refused records go: the customer topic they came from and the
@@ -402,7 +417,7 @@ fn fold_batch<'a>(
     family: &'a str,
     records: &[Incoming<'_>],
     positions: &Positions,
-    not_before_ms: Option<i64>,
+    window: TimeWindow,
     after: Option<&InFlight<'_, 'a>>,
     topics: &TopicNames,
 ) -> Result<Folded<'a>> {
@@ -417,9 +432,11 @@ fn fold_batch<'a>(
     let mut profiles = TouchedProfiles::with_capacity(records.len());
     for consumed in records {
         next.offsets.insert(consumed.partition, consumed.offset);
-        if not_before_ms.is_some_and(|start| consumed.timestamp_ms < start) {
+        if !window.holds(consumed.timestamp_ms) {
             // A rebuild that starts at a time seeks near it (see `seek`) and
-            // leaves out the earlier records it still reads.
+            // leaves out the earlier records it still reads; a bounded one
+            // reads a little past its end (see `run`) and leaves out the
+            // later ones.
             continue;
         }
         let decoded = match proto::CustomerRecord::decode(consumed.payload) {
@@ -530,7 +547,7 @@ fn record_commit(
 }
 
 /// Applies a batch of consumed records and commits it with the positions.
-/// Records received before `not_before_ms` only advance the offsets.
+/// Records received outside `window` only advance the offsets.
 /// `positions` is updated only when the commit succeeded. Returns the ids of
 /// the profiles the batch changed.
 pub fn apply_batch(
@@ -539,7 +556,7 @@ pub fn apply_batch(
     records: &[Consumed],
     positions: &mut Positions,
     metrics: &ApplyMetrics,
-    not_before_ms: Option<i64>,
+    window: TimeWindow,
     dead_letters: DeadLetters<'_>,
 ) -> Result<Vec<String>> {
     let incoming: Vec<Incoming<'_>> = records.iter().map(Incoming::from).collect();
@@ -548,7 +565,7 @@ pub fn apply_batch(
         family,
         &incoming,
         positions,
-        not_before_ms,
+        window,
         None,
         dead_letters.topics,
     )?;
@@ -642,13 +659,20 @@ pub fn run(
     let (producer, _) =
         rapport_common::kafka::producer(&config.kafka, "rapport-projector", None, 10_000)?;
     let max_batch = config.projector.max_batch.max(1);
-    let not_before_ms = match bounds.from {
-        StartFrom::Time { at_ms } => Some(at_ms),
-        _ => None,
+    let window = TimeWindow {
+        not_before_ms: match bounds.from {
+            StartFrom::Time { at_ms } => Some(at_ms),
+            _ => None,
+        },
+        not_after_ms: bounds.until_ms,
     };
+    // Within a partition, receive times go back by less than identity's
+    // reorder grace (see `seek`), so a record received by `until` can follow
+    // one received a little after it; past `until` plus the grace none can.
+    let disorder_ms = config.identity.reorder_grace_ms as i64;
     // Partitions a bounded version has finished: it saw a record received
-    // after `until`, or the end of the partition (`until` lies in the past,
-    // so nothing received by then can still arrive).
+    // after `until` plus the grace, or the end of the partition (`until`
+    // lies in the past, so nothing received by then can still arrive).
     let mut done: std::collections::BTreeSet<i32> = std::collections::BTreeSet::new();
     let finish = |partition: i32, done: &mut std::collections::BTreeSet<i32>| {
         if done.insert(partition) {
@@ -695,7 +719,8 @@ pub fn run(
                 match consumer.poll(wait) {
                     Some(Ok(message))
                         if bounds.until_ms.is_some_and(|until| {
-                            message.timestamp().to_millis().unwrap_or(0) > until
+                            message.timestamp().to_millis().unwrap_or(0)
+                                > until.saturating_add(disorder_ms)
                         }) =>
                     {
                         finish(message.partition(), &mut done);
@@ -729,7 +754,7 @@ pub fn run(
                 family,
                 &incoming,
                 &folded_positions,
-                not_before_ms,
+                window,
                 in_flight.as_ref(),
                 &config.topics,
             )
@@ -843,7 +868,7 @@ mod tests {
             &records,
             &mut positions,
             &metrics,
-            None,
+            TimeWindow::default(),
             dead_letters,
         )
         .unwrap();
@@ -860,7 +885,7 @@ mod tests {
                     CUSTOMER_VIEW,
                     &incoming,
                     &positions,
-                    None,
+                    TimeWindow::default(),
                     in_flight.as_ref(),
                     &topics,
                 )
@@ -880,6 +905,49 @@ mod tests {
             "c-1: twenty views and one retry, the duplicate skipped"
         );
         assert_eq!(everything(&store), everything(&expected));
+    }
+
+    #[test]
+    fn records_received_outside_the_window_only_advance_the_offsets() {
+        // Given a bounded version's window ending at 100 ms and records whose
+        // receive times go back a little within the partition
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+        let metrics = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
+        let mut positions = Positions::default();
+        let records: Vec<Consumed> = [(90, "/a"), (105, "/late"), (99, "/b"), (100, "/c")]
+            .into_iter()
+            .enumerate()
+            .map(|(offset, (timestamp_ms, url))| Consumed {
+                partition: 0,
+                offset: offset as i64,
+                timestamp_ms,
+                key: Vec::new(),
+                retry_of: None,
+                payload: record("c-1", 20 + offset as i64, url),
+            })
+            .collect();
+        // When they are applied
+        apply_batch(
+            &store,
+            CUSTOMER_VIEW,
+            &records,
+            &mut positions,
+            &metrics,
+            TimeWindow {
+                not_before_ms: Some(95),
+                not_after_ms: Some(100),
+            },
+            DeadLetters {
+                topics: &TopicNames::default(),
+                publish: &mut |_: &[Outgoing]| Ok(()),
+            },
+        )
+        .unwrap();
+        // Then only those received in [95, 100] are folded, the one after a
+        // later record included, and the offsets pass every record
+        assert_eq!(views(&store), 2);
+        assert_eq!(positions.offsets.get(&0), Some(&3));
     }
 
     #[test]
@@ -919,7 +987,7 @@ mod tests {
                 &first,
                 &mut positions,
                 &metrics,
-                None,
+                TimeWindow::default(),
                 DeadLetters {
                     topics: &topics,
                     publish: &mut publish,
@@ -965,7 +1033,7 @@ mod tests {
             &again,
             &mut positions,
             &metrics,
-            None,
+            TimeWindow::default(),
             DeadLetters {
                 topics: &topics,
                 publish: &mut publish,

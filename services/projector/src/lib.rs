@@ -110,7 +110,7 @@ mod tests {
             &consumed,
             &mut Positions::default(),
             &metrics,
-            None,
+            crate::apply::TimeWindow::default(),
             DeadLetters {
                 topics: &TopicNames::default(),
                 publish: &mut |_: &[Outgoing]| panic!("no dead letters expected"),

@@ -17,7 +17,9 @@ use rapport_common::config::TopicNames;
 use rapport_common::kafka::Outgoing;
 use rapport_common::metrics::Registry;
 use rapport_common::store::Store;
-use rapport_projector::apply::{ApplyMetrics, Consumed, DeadLetters, Positions, apply_batch};
+use rapport_projector::apply::{
+    ApplyMetrics, Consumed, DeadLetters, Positions, TimeWindow, apply_batch,
+};
 use rapport_projector::query::{QueryState, router};
 use rapport_projector::versions::{FIRST_VERSION, Versions, family_of};
 use rapport_proto::v1::{self as proto, customer_record::Body};
@@ -97,7 +99,7 @@ fn populate(store: &Store, customers: u64) -> u64 {
             batch,
             positions,
             &metrics,
-            None,
+            TimeWindow::default(),
             DeadLetters {
                 topics: &TopicNames::default(),
                 publish: &mut |_: &[Outgoing]| Ok(()),
