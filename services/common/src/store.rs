@@ -384,26 +384,6 @@ impl Sealed<'_> {
         self.commit_appending(&[])
     }
 
-    /// Writes the batch and `more` (which wins over a staged write of the
-    /// same key) atomically, in one `WriteBatch`.
-    pub fn commit_with(&self, more: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
-        let handle = self.store.family(self.family)?;
-        let mut batch = WriteBatch::default();
-        for (key, value) in self.writes.iter() {
-            match value {
-                Some(value) => batch.put_cf(&handle, key, value),
-                None => batch.delete_cf(&handle, key),
-            }
-        }
-        for (key, value) in more {
-            batch.put_cf(&handle, key, value);
-        }
-        self.store.db.write(batch).map_err(|source| Error::Storage {
-            context: format!("writing {}", self.family),
-            source,
-        })
-    }
-
     /// Writes the batch and appends each of `deltas` to the value of its
     /// key (a RocksDB merge, combined as [`crate::merge`] says), atomically,
     /// in one `WriteBatch`; a delta lands after a staged write of its key.

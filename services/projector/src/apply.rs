@@ -128,35 +128,28 @@ impl ApplyMetrics {
     }
 }
 
-/// Profiles a batch has touched, decoded once and encoded once at the end:
-/// a busy profile folds many records per batch, and decoding and encoding
-/// its whole state for each of them dominated the cost of a rebuild.
-type TouchedProfiles = std::collections::HashMap<String, ProfileState>;
+/// What a batch adds to each profile it touches: the batch's records of that
+/// profile folded into an empty state, appended to the stored profile when
+/// the batch commits (see `ProfileState::append`). Nothing reads a profile
+/// while folding: reading, decoding, re-encoding and rewriting each
+/// profile's whole history for every record was most of a rebuild's cost.
+type Deltas = std::collections::HashMap<String, ProfileState>;
 
 /// Folds one record into the staged customer view.
 fn fold_customer_view(
     staged: &mut Staged<'_>,
-    profiles: &mut TouchedProfiles,
-    earlier: Option<&TouchedProfiles>,
+    deltas: &mut Deltas,
     record: &proto::CustomerRecord,
-) -> Result<()> {
+) {
     // Looked up before inserting, so that the id is copied once per batch
     // and not once per record.
-    if !profiles.contains_key(&record.customer_id) {
-        // The previous batch's profiles may not be encoded or committed yet.
-        let loaded = match earlier.and_then(|earlier| earlier.get(&record.customer_id)) {
-            Some(state) => state.clone(),
-            None => match staged.get(&keys::profile(&record.customer_id))? {
-                Some(bytes) => ProfileState::decode(&bytes)?,
-                None => ProfileState::default(),
-            },
-        };
-        profiles.insert(record.customer_id.clone(), loaded);
+    if !deltas.contains_key(&record.customer_id) {
+        deltas.insert(record.customer_id.clone(), ProfileState::default());
     }
-    let state = profiles
+    let delta = deltas
         .get_mut(&record.customer_id)
-        .expect("the profile was just loaded");
-    for effect in state.apply(record) {
+        .expect("the delta was just made");
+    for effect in delta.apply(record) {
         match effect {
             Effect::Timeline(entry) => {
                 let key =
@@ -183,7 +176,6 @@ fn fold_customer_view(
             }
         }
     }
-    Ok(())
 }
 
 /// Profiles changed by committed batches, for views derived in memory from a
@@ -290,12 +282,11 @@ struct Outcomes {
     undecodable: u64,
 }
 
-/// A batch folded into sealed writes and decoded profiles, not committed
-/// yet. The profiles are encoded by whoever commits, and shared with the
-/// folding of the next batch until then.
+/// A batch folded into sealed writes and profile deltas, not committed yet.
+/// The deltas are encoded by whoever commits.
 struct Folded<'a> {
     sealed: Sealed<'a>,
-    profiles: Arc<TouchedProfiles>,
+    deltas: Deltas,
     next: Positions,
     outcomes: Outcomes,
     refused: Vec<Outgoing>,
@@ -309,39 +300,41 @@ struct Committed {
 }
 
 impl Folded<'_> {
-    /// Encodes the profiles and commits them with the rest of the batch.
+    /// Encodes the deltas and commits them with the rest of the batch.
     fn write(&self) -> Result<()> {
         let mut encoded: Vec<(Vec<u8>, Vec<u8>)> = self
-            .profiles
+            .deltas
             .iter()
-            .map(|(customer_id, state)| (keys::profile(customer_id), state.encode()))
+            .map(|(customer_id, delta)| (keys::profile(customer_id), delta.encode()))
             .collect();
         // In key order, as RocksDB inserts them fastest.
         encoded.sort_unstable_by(|left, right| left.0.cmp(&right.0));
-        self.sealed.commit_with(&encoded)
+        self.sealed.commit_appending(&encoded)
+    }
+
+    /// What the batch changed, once it is on disk.
+    fn committed(self) -> Committed {
+        Committed {
+            next: self.next,
+            outcomes: self.outcomes,
+            changed: self.deltas.into_keys().collect(),
+        }
     }
 
     fn commit(self) -> Result<Committed> {
         self.write()?;
-        let profiles = Arc::into_inner(self.profiles).expect("nothing else holds the profiles");
-        Ok(Committed {
-            next: self.next,
-            outcomes: self.outcomes,
-            changed: profiles.into_keys().collect(),
-        })
+        Ok(self.committed())
     }
 }
 
 /// A batch being committed on a thread of its own, while the next batch is
-/// folded on top of it (reading `sealed` and `profiles`).
+/// folded on top of it (reading `sealed`).
 struct InFlight<'scope, 'a> {
     sealed: Sealed<'a>,
-    profiles: Arc<TouchedProfiles>,
     records: usize,
     /// Hands the batch back once written, so that the folding thread, which
-    /// allocated its profiles, also frees them: freeing them on the commit
-    /// thread contended with the folding thread for the allocator and cost
-    /// more than it saved.
+    /// allocated its deltas, also frees them: freeing on the commit thread
+    /// contended with the folding thread for the allocator.
     thread: std::thread::ScopedJoinHandle<'scope, (Result<()>, Folded<'a>)>,
 }
 
@@ -352,7 +345,7 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
         family: &str,
         records: usize,
     ) -> Result<Self> {
-        let (sealed, profiles) = (folded.sealed.clone(), folded.profiles.clone());
+        let sealed = folded.sealed.clone();
         let thread = std::thread::Builder::new()
             .name(format!(
                 "commit-{}",
@@ -365,7 +358,6 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
             })?;
         Ok(Self {
             sealed,
-            profiles,
             records,
             thread,
         })
@@ -377,20 +369,9 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
             .thread
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        drop((self.sealed, self.profiles));
+        drop(self.sealed);
         written?;
-        let Folded {
-            profiles,
-            next,
-            outcomes,
-            ..
-        } = folded;
-        let profiles = Arc::into_inner(profiles).expect("nothing else holds the profiles");
-        Ok(Committed {
-            next,
-            outcomes,
-            changed: profiles.into_keys().collect(),
-        })
+        Ok(folded.committed())
     }
 }
 
@@ -410,11 +391,10 @@ fn fold_batch<'a>(
         Some(earlier) => store.stage_after(family, &earlier.sealed),
         None => store.stage(family),
     };
-    let earlier = after.map(|earlier| earlier.profiles.as_ref());
     let mut next = positions.clone();
     let mut outcomes = Outcomes::default();
     let mut refused = Vec::new();
-    let mut profiles = TouchedProfiles::with_capacity(records.len());
+    let mut deltas = Deltas::with_capacity(records.len());
     for consumed in records {
         next.offsets.insert(consumed.partition, consumed.offset);
         if not_before_ms.is_some_and(|start| consumed.timestamp_ms < start) {
@@ -462,7 +442,7 @@ fn fold_batch<'a>(
             if staged.get(&retried)?.is_some() {
                 outcomes.duplicates += 1;
             } else {
-                fold_customer_view(&mut staged, &mut profiles, earlier, &record)?;
+                fold_customer_view(&mut staged, &mut deltas, &record);
                 staged.put(retried, Vec::new());
                 outcomes.applied += 1;
             }
@@ -480,7 +460,7 @@ fn fold_batch<'a>(
             outcomes.duplicates += 1;
             continue;
         }
-        fold_customer_view(&mut staged, &mut profiles, earlier, &record)?;
+        fold_customer_view(&mut staged, &mut deltas, &record);
         next.watermarks.insert(mark_key, position);
         outcomes.applied += 1;
     }
@@ -500,7 +480,7 @@ fn fold_batch<'a>(
     }
     Ok(Folded {
         sealed: staged.seal(),
-        profiles: Arc::new(profiles),
+        deltas,
         next,
         outcomes,
         refused,
@@ -656,8 +636,9 @@ pub fn run(
     };
     // Two stages: this thread polls and folds batch n+1 while a scoped
     // thread encodes and commits batch n. Batch n+1 reads through batch
-    // n's writes and profiles, so it sees exactly what a sequential fold
-    // would, and batches still commit one at a time, in order, each with
+    // n's writes (profiles are only appended to, never read), so it sees
+    // exactly what a sequential fold would, and batches still commit one
+    // at a time, in order, each with
     // its own offsets and watermarks: a crash loses at most the
     // uncommitted tail, as before.
     std::thread::scope(|scope| -> Result<()> {
