@@ -154,6 +154,13 @@ struct Format2Facts {
     redemptions: BTreeMap<String, RedemptionFact>,
 }
 
+/// [`Format2Facts`] as written: serialises to the same bytes, borrowed.
+#[derive(Serialize)]
+struct Format2FactsRef<'a> {
+    refunds: &'a BTreeMap<String, RefundFact>,
+    redemptions: &'a BTreeMap<String, RedemptionFact>,
+}
+
 /// Something the fold wants stored outside the profile's own state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -425,14 +432,16 @@ impl ProfileState {
     /// state written by an older release still decodes (without refund
     /// times and redemptions, which only a rebuild can recover).
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = vec![STATE_FORMAT];
-        bytes.extend(postcard::to_stdvec(self).expect("profile state always serialises"));
-        let added = Format2Facts {
-            refunds: self.refunds.clone(),
-            redemptions: self.redemptions.clone(),
+        // One buffer, and the added facts borrowed: encoding every delta and
+        // every merged profile made the copies and clones show in profiles.
+        let mut bytes = Vec::with_capacity(128);
+        bytes.push(STATE_FORMAT);
+        let bytes = postcard::to_extend(self, bytes).expect("profile state always serialises");
+        let added = Format2FactsRef {
+            refunds: &self.refunds,
+            redemptions: &self.redemptions,
         };
-        bytes.extend(postcard::to_stdvec(&added).expect("profile state always serialises"));
-        bytes
+        postcard::to_extend(&added, bytes).expect("profile state always serialises")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::Error> {
@@ -882,6 +891,17 @@ mod tests {
         assert_eq!(state.redemptions["e3"].points, 7);
         assert_eq!(ProfileState::decode(&state.encode()).unwrap(), state);
         assert!(ProfileState::decode(&[9, 1, 2]).is_err());
+        // Byte for byte what format 2 has always been.
+        let mut format_two = vec![2];
+        format_two.extend(postcard::to_stdvec(&state).unwrap());
+        format_two.extend(
+            postcard::to_stdvec(&Format2Facts {
+                refunds: state.refunds.clone(),
+                redemptions: state.redemptions.clone(),
+            })
+            .unwrap(),
+        );
+        assert_eq!(state.encode(), format_two);
     }
 
     #[test]
