@@ -381,23 +381,37 @@ pub struct Sealed<'a> {
 impl Sealed<'_> {
     /// Writes the batch atomically (and durably, via the WAL).
     pub fn commit(&self) -> Result<()> {
-        self.commit_appending(&[])
+        self.commit_with(&[], &[])
     }
 
     /// Writes the batch and appends each of `deltas` to the value of its
     /// key (a RocksDB merge, combined as [`crate::merge`] says), atomically,
     /// in one `WriteBatch`; a delta lands after a staged write of its key.
-    /// Nothing reads the deltas before they are committed, neither this
-    /// batch nor a batch staged after it: append only to keys that the
-    /// staging does not read.
     pub fn commit_appending(&self, deltas: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        self.commit_with(&[], deltas)
+    }
+
+    /// Writes the batch, then `puts`, then appends `deltas`, atomically, in
+    /// one `WriteBatch`. Nothing reads `puts` or `deltas` before they are
+    /// committed, neither this batch nor a batch staged after it: use them
+    /// only for keys that the staging does not read, and for values that
+    /// are cheaper to produce on the committing thread.
+    pub fn commit_with(
+        &self,
+        puts: &[(Vec<u8>, Vec<u8>)],
+        deltas: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<()> {
         let handle = self.store.family(self.family)?;
         // Sized up front: growing a batch of many megabytes copies it again and again.
         let bytes = self
             .writes
             .iter()
             .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len))
-            .chain(deltas.iter().map(|(key, delta)| key.len() + delta.len()))
+            .chain(
+                puts.iter()
+                    .chain(deltas)
+                    .map(|(key, value)| key.len() + value.len()),
+            )
             .fold(0, |total, size| total + size + 16);
         let mut batch = WriteBatch::with_capacity_bytes(bytes);
         for (key, value) in self.writes.iter() {
@@ -405,6 +419,9 @@ impl Sealed<'_> {
                 Some(value) => batch.put_cf(&handle, key, value),
                 None => batch.delete_cf(&handle, key),
             }
+        }
+        for (key, value) in puts {
+            batch.put_cf(&handle, key, value);
         }
         for (key, delta) in deltas {
             batch.merge_cf(&handle, key, delta);

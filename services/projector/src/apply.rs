@@ -135,6 +135,48 @@ impl ApplyMetrics {
 /// profile's whole history for every record was most of a rebuild's cost.
 type Deltas = std::collections::HashMap<String, ProfileState>;
 
+/// Every so many deltas of a profile, the commit writes the profile whole
+/// instead: RocksDB folds the deltas in its memtable only when it flushes,
+/// and a busy profile under light traffic could otherwise collect
+/// thousands there, each read then combining them all. Counted per hash
+/// slot, not per profile, so that the memory is fixed; a collision only
+/// makes a profile's whole write come early.
+pub(crate) struct WholeWrites {
+    deltas_per_slot: Vec<u16>,
+    every: u16,
+}
+
+impl Default for WholeWrites {
+    fn default() -> Self {
+        Self::every(128)
+    }
+}
+
+impl WholeWrites {
+    fn every(deltas: u16) -> Self {
+        Self {
+            deltas_per_slot: vec![0; 1 << 16],
+            every: deltas.max(1),
+        }
+    }
+
+    /// Counts one more delta of `profile_id`; true when it is time to
+    /// write the profile whole.
+    fn due(&mut self, profile_id: &str) -> bool {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::hash::DefaultHasher::new();
+        profile_id.hash(&mut hasher);
+        let slot = hasher.finish() as usize % self.deltas_per_slot.len();
+        let count = &mut self.deltas_per_slot[slot];
+        *count += 1;
+        if *count >= self.every {
+            *count = 0;
+            return true;
+        }
+        false
+    }
+}
+
 /// Folds one record into the staged customer view.
 fn fold_customer_view(
     staged: &mut Staged<'_>,
@@ -282,11 +324,21 @@ struct Outcomes {
     undecodable: u64,
 }
 
+/// The column family a worker folds into, in its store.
+#[derive(Clone, Copy)]
+struct Projection<'a> {
+    store: &'a Store,
+    family: &'a str,
+}
+
 /// A batch folded into sealed writes and profile deltas, not committed yet.
 /// The deltas are encoded by whoever commits.
 struct Folded<'a> {
+    projection: Projection<'a>,
     sealed: Sealed<'a>,
     deltas: Deltas,
+    /// Profiles to write whole rather than append to (see [`WholeWrites`]).
+    whole: std::collections::HashSet<String>,
     next: Positions,
     outcomes: Outcomes,
     refused: Vec<Outgoing>,
@@ -301,15 +353,29 @@ struct Committed {
 
 impl Folded<'_> {
     /// Encodes the deltas and commits them with the rest of the batch.
+    /// Must run after every earlier batch committed: a profile written
+    /// whole is read from the store.
     fn write(&self) -> Result<()> {
-        let mut encoded: Vec<(Vec<u8>, Vec<u8>)> = self
-            .deltas
-            .iter()
-            .map(|(customer_id, delta)| (keys::profile(customer_id), delta.encode()))
-            .collect();
+        let mut appended = Vec::with_capacity(self.deltas.len());
+        let mut whole = Vec::with_capacity(self.whole.len());
+        for (customer_id, delta) in &self.deltas {
+            let key = keys::profile(customer_id);
+            if self.whole.contains(customer_id) {
+                let Projection { store, family } = self.projection;
+                let mut state = match store.get(family, &key)? {
+                    Some(bytes) => ProfileState::decode(&bytes)?,
+                    None => ProfileState::default(),
+                };
+                state.append(delta);
+                whole.push((key, state.encode()));
+            } else {
+                appended.push((key, delta.encode()));
+            }
+        }
         // In key order, as RocksDB inserts them fastest.
-        encoded.sort_unstable_by(|left, right| left.0.cmp(&right.0));
-        self.sealed.commit_appending(&encoded)
+        appended.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+        whole.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+        self.sealed.commit_with(&whole, &appended)
     }
 
     /// What the batch changed, once it is on disk.
@@ -379,14 +445,15 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
 /// when it may still be committing) into one sealed set of writes: the
 /// state, the offsets and the source watermarks.
 fn fold_batch<'a>(
-    store: &'a Store,
-    family: &'a str,
+    projection: Projection<'a>,
     records: &[Incoming<'_>],
     positions: &Positions,
     not_before_ms: Option<i64>,
     after: Option<&InFlight<'_, 'a>>,
     topics: &TopicNames,
+    whole_writes: &mut WholeWrites,
 ) -> Result<Folded<'a>> {
+    let Projection { store, family } = projection;
     let mut staged = match after {
         Some(earlier) => store.stage_after(family, &earlier.sealed),
         None => store.stage(family),
@@ -478,9 +545,16 @@ fn fold_batch<'a>(
             );
         }
     }
+    let whole = deltas
+        .keys()
+        .filter(|customer_id| whole_writes.due(customer_id))
+        .cloned()
+        .collect();
     Ok(Folded {
+        projection,
         sealed: staged.seal(),
         deltas,
+        whole,
         next,
         outcomes,
         refused,
@@ -523,13 +597,14 @@ pub fn apply_batch(
 ) -> Result<Vec<String>> {
     let incoming: Vec<Incoming<'_>> = records.iter().map(Incoming::from).collect();
     let folded = fold_batch(
-        store,
-        family,
+        Projection { store, family },
         &incoming,
         positions,
         not_before_ms,
         None,
         dead_letters.topics,
+        // One batch on its own: its profiles get one delta each.
+        &mut WholeWrites::default(),
     )?;
     if !folded.refused.is_empty() {
         (dead_letters.publish)(&folded.refused)?;
@@ -643,6 +718,7 @@ pub fn run(
     // uncommitted tail, as before.
     std::thread::scope(|scope| -> Result<()> {
         let mut in_flight: Option<InFlight<'_, '_>> = None;
+        let mut whole_writes = WholeWrites::default();
         // The positions batches are folded on, one batch ahead of `positions`.
         let mut folded_positions = positions.clone();
         let mut settle = |in_flight: &mut Option<InFlight<'_, '_>>| -> Result<()> {
@@ -703,13 +779,13 @@ pub fn run(
             }
             let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
             let folded = fold_batch(
-                store,
-                family,
+                Projection { store, family },
                 &incoming,
                 &folded_positions,
                 not_before_ms,
                 in_flight.as_ref(),
                 &config.topics,
+                &mut whole_writes,
             )
             .inspect_err(|error| status.record_error(&error.to_string()))?;
             if !folded.refused.is_empty() {
@@ -775,9 +851,10 @@ mod tests {
 
     #[test]
     fn folding_on_top_of_a_batch_still_committing_equals_folding_in_one_go() {
-        // Three customers that recur in every batch, so that each batch reads
-        // profiles the previous one has not committed yet; a re-produced
-        // record and a retried dead letter (applied once) on top.
+        // Three customers that recur in every batch, so that each batch
+        // appends to (and now and then rewrites whole) profiles the previous
+        // one has not committed yet; a re-produced record and a retried dead
+        // letter (applied once) on top.
         let mut records: Vec<Consumed> = (0..60)
             .map(|index| Consumed {
                 partition: 0,
@@ -831,16 +908,22 @@ mod tests {
         std::thread::scope(|scope| {
             let mut positions = Positions::default();
             let mut in_flight: Option<InFlight<'_, '_>> = None;
+            // Often, so that profiles are also written whole on top of
+            // batches still committing.
+            let mut whole_writes = WholeWrites::every(4);
             for batch in records.chunks(2) {
                 let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
                 let folded = fold_batch(
-                    &store,
-                    CUSTOMER_VIEW,
+                    Projection {
+                        store: &store,
+                        family: CUSTOMER_VIEW,
+                    },
                     &incoming,
                     &positions,
                     None,
                     in_flight.as_ref(),
                     &topics,
+                    &mut whole_writes,
                 )
                 .unwrap();
                 if let Some(flight) = in_flight.take() {
@@ -858,6 +941,13 @@ mod tests {
             "c-1: twenty views and one retry, the duplicate skipped"
         );
         assert_eq!(everything(&store), everything(&expected));
+    }
+
+    #[test]
+    fn a_profile_is_due_to_be_written_whole_every_so_many_deltas() {
+        let mut whole_writes = WholeWrites::every(3);
+        let due: Vec<bool> = (0..7).map(|_| whole_writes.due("c-1")).collect();
+        assert_eq!(due, [false, false, true, false, false, true, false]);
     }
 
     #[test]
