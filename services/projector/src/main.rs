@@ -13,6 +13,14 @@ use rapport_common::store::Store;
 use rapport_projector::query::{QueryState, router};
 use rapport_projector::versions::{META, Versions};
 
+/// The folding thread allocates and frees many small values per record
+/// (decoded records, deltas, timeline entries) and frees each batch after
+/// the commit thread read it; with glibc's malloc that was a fifth of a
+/// rebuild's CPU, and more in a long-running process. See the README's
+/// benchmark section for what mimalloc changed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Folds the customer topic into RocksDB projections (the unified customer
 /// view) and serves the query API: /v1/customers, /v1/customers/{id},
 /// /v1/customers/{id}/timeline, /v1/identity/conflicts, /healthz, /metrics.
