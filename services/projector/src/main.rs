@@ -40,7 +40,8 @@ struct Args {
     /// Customer-topic partitions to own, comma-separated; default all.
     #[arg(long, env = "RAPPORT_PROJECTOR_PARTITIONS", value_delimiter = ',')]
     partitions: Option<Vec<i32>>,
-    /// Most records per RocksDB write batch. Default 5000.
+    /// Most records per RocksDB write batch (the batch size while behind,
+    /// as in a rebuild). Default 20000.
     #[arg(long, env = "RAPPORT_PROJECTOR_MAX_BATCH")]
     max_batch: Option<usize>,
 }
