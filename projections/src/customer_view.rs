@@ -154,6 +154,13 @@ struct Format2Facts {
     redemptions: BTreeMap<String, RedemptionFact>,
 }
 
+/// [`Format2Facts`] as written: serialises to the same bytes, borrowed.
+#[derive(Serialize)]
+struct Format2FactsRef<'a> {
+    refunds: &'a BTreeMap<String, RefundFact>,
+    redemptions: &'a BTreeMap<String, RedemptionFact>,
+}
+
 /// Something the fold wants stored outside the profile's own state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -403,19 +410,38 @@ impl ProfileState {
         }
     }
 
+    /// Adds `later`, the state folded from records that all come after the
+    /// records folded into `self`. Folding a record into a state equals
+    /// appending the record folded into an empty state:
+    /// `state.apply(record)` leaves `state` byte-identical to
+    /// `state.append(&delta)` after `delta.apply(record)`, and appending is
+    /// associative. So a store can keep a profile as its state plus the
+    /// deltas of later records and combine them whenever it likes (RocksDB's
+    /// merge operator) instead of reading and rewriting the whole state for
+    /// every record. Unlike [`merge`](Self::merge) it is not commutative:
+    /// the later `merged_into` wins, as it does in [`apply`](Self::apply).
+    pub fn append(&mut self, later: &ProfileState) {
+        self.merge(later);
+        if later.merged_into.is_some() {
+            self.merged_into.clone_from(&later.merged_into);
+        }
+    }
+
     /// Serialises the state. A leading byte names the format: format 2 is
     /// the format-1 state followed by the facts added since, so format-1
     /// state written by an older release still decodes (without refund
     /// times and redemptions, which only a rebuild can recover).
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = vec![STATE_FORMAT];
-        bytes.extend(postcard::to_stdvec(self).expect("profile state always serialises"));
-        let added = Format2Facts {
-            refunds: self.refunds.clone(),
-            redemptions: self.redemptions.clone(),
+        // One buffer, and the added facts borrowed: encoding every delta and
+        // every merged profile made the copies and clones show in profiles.
+        let mut bytes = Vec::with_capacity(128);
+        bytes.push(STATE_FORMAT);
+        let bytes = postcard::to_extend(self, bytes).expect("profile state always serialises");
+        let added = Format2FactsRef {
+            refunds: &self.refunds,
+            redemptions: &self.redemptions,
         };
-        bytes.extend(postcard::to_stdvec(&added).expect("profile state always serialises"));
-        bytes
+        postcard::to_extend(&added, bytes).expect("profile state always serialises")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::Error> {
@@ -865,6 +891,17 @@ mod tests {
         assert_eq!(state.redemptions["e3"].points, 7);
         assert_eq!(ProfileState::decode(&state.encode()).unwrap(), state);
         assert!(ProfileState::decode(&[9, 1, 2]).is_err());
+        // Byte for byte what format 2 has always been.
+        let mut format_two = vec![2];
+        format_two.extend(postcard::to_stdvec(&state).unwrap());
+        format_two.extend(
+            postcard::to_stdvec(&Format2Facts {
+                refunds: state.refunds.clone(),
+                redemptions: state.redemptions.clone(),
+            })
+            .unwrap(),
+        );
+        assert_eq!(state.encode(), format_two);
     }
 
     #[test]
@@ -936,7 +973,153 @@ mod tests {
         })
     }
 
+    /// Any record the fold knows, of every body and payload kind, with
+    /// times and ids drawn from small ranges so that they collide.
+    fn any_kind_of_record() -> impl Strategy<Value = CustomerRecord> {
+        use rapport_proto::v1::{
+            ConsentChanged, CustomerProfile, CustomersMerged, Identifier as ProtoIdentifier,
+            IdentityConflictRecorded, PointsRedeemed, ProfileMergedAway,
+        };
+        let identifier = |key: u8| ProtoIdentifier {
+            kind: if key.is_multiple_of(2) {
+                "email"
+            } else {
+                "phone"
+            }
+            .into(),
+            value: format!("v{key}"),
+        };
+        (arbitrary_record(), 0u8..10, 0i64..50, 0u8..4).prop_map(move |(simple, kind, at, key)| {
+            let id = format!("x{kind}-{at}-{key}");
+            let profile = |name: &str| CustomerProfile {
+                name: name.into(),
+                city: if key.is_multiple_of(2) {
+                    String::new()
+                } else {
+                    format!("city-{key}")
+                },
+                attributes: [(format!("a{key}"), format!("{at}"))].into(),
+                ..Default::default()
+            };
+            let mut built = match kind {
+                0 => record(
+                    &id,
+                    at,
+                    event::Payload::CustomerRegistered(profile("n")),
+                    "customer.registered",
+                ),
+                1 => record(
+                    &id,
+                    at,
+                    event::Payload::CustomerUpdated(profile("m")),
+                    "customer.updated",
+                ),
+                2 => record(
+                    &id,
+                    at,
+                    event::Payload::ConsentChanged(ConsentChanged {
+                        channel: format!("c{}", key % 2),
+                        granted: at % 2 == 0,
+                    }),
+                    "consent.changed",
+                ),
+                3 => record(
+                    &id,
+                    at,
+                    event::Payload::PointsRedeemed(PointsRedeemed {
+                        points: at,
+                        reason: "r".into(),
+                    }),
+                    "points.redeemed",
+                ),
+                4 => CustomerRecord {
+                    body: Some(customer_record::Body::Merged(CustomersMerged {
+                        absorbed: vec![format!("p-{key}")],
+                        cause_event_id: id.clone(),
+                    })),
+                    ..record(
+                        &id,
+                        at,
+                        event::Payload::IdentityLinked(Default::default()),
+                        "identity.linked",
+                    )
+                },
+                5 => CustomerRecord {
+                    body: Some(customer_record::Body::MergedAway(ProfileMergedAway {
+                        into: format!("p-{key}"),
+                        cause_event_id: id.clone(),
+                    })),
+                    ..record(
+                        &id,
+                        at,
+                        event::Payload::IdentityLinked(Default::default()),
+                        "identity.linked",
+                    )
+                },
+                6 => CustomerRecord {
+                    body: Some(customer_record::Body::Conflict(IdentityConflictRecorded {
+                        identifier: Some(identifier(key)),
+                        owner: format!("p-{}", key / 2),
+                        claimant: "c-9".into(),
+                        cause_event_id: id.clone(),
+                    })),
+                    ..record(
+                        &id,
+                        at,
+                        event::Payload::IdentityLinked(Default::default()),
+                        "identity.linked",
+                    )
+                },
+                _ => simple,
+            };
+            if let Some(customer_record::Body::Event(resolved)) = &mut built.body
+                && kind == 7
+            {
+                resolved.linked.push(identifier(key));
+            }
+            built
+        })
+    }
+
     proptest! {
+        /// Folding records one by one into a state equals folding runs of
+        /// them into empty states and appending those, however the runs are
+        /// cut and grouped: what lets the store append deltas.
+        #[test]
+        fn appending_folded_runs_equals_folding_everything(
+            records in proptest::collection::vec(any_kind_of_record(), 0..40),
+            cuts in proptest::collection::vec(any::<bool>(), 40),
+            right_first in any::<bool>(),
+        ) {
+            let mut whole = ProfileState::default();
+            let mut runs = vec![ProfileState::default()];
+            for (index, record) in records.iter().enumerate() {
+                whole.apply(record);
+                if cuts[index] {
+                    runs.push(ProfileState::default());
+                }
+                runs.last_mut().expect("one run at least").apply(record);
+            }
+            // Left to right, or each run appended to the ones after it first.
+            let appended = if right_first {
+                runs.into_iter()
+                    .rev()
+                    .reduce(|later, mut earlier| {
+                        earlier.append(&later);
+                        earlier
+                    })
+                    .expect("one run at least")
+            } else {
+                runs.into_iter()
+                    .reduce(|mut earlier, later| {
+                        earlier.append(&later);
+                        earlier
+                    })
+                    .expect("one run at least")
+            };
+            prop_assert_eq!(appended.encode(), whole.encode());
+        }
+
         /// Splitting a person's records over two profiles and merging them
         /// gives the same person as folding everything into one profile.
         #[test]

@@ -10,7 +10,7 @@
 //! | --- | --- | --- |
 //! | `O` | partition `u32` | last applied offset `i64` |
 //! | `W` | partition `u32`, raw partition `u32` | last applied source (raw offset `i64`, index `u32`) |
-//! | `P` | profile id (rest) | profile state |
+//! | `P` | profile id (rest) | profile state, with deltas appended to it (see `merge`) |
 //! | `T` | profile id (len), time `i64`, event id (rest) | timeline entry |
 //! | `I` | identifier kind tag `u8`, value (rest) | profile id |
 //! | `C` | time `i64`, claimant (len), identifier kind `u8`, value (rest) | conflict |

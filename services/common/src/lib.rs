@@ -5,6 +5,7 @@ pub mod config;
 pub mod http;
 pub mod kafka;
 pub mod keys;
+mod merge;
 pub mod metrics;
 pub mod status;
 pub mod store;

@@ -1,6 +1,8 @@
 //! RocksDB behind a small interface: open a database with named column
 //! families, read, and stage writes in a [`Staged`] batch that reads its own
-//! writes and commits atomically, state and offsets together.
+//! writes and commits atomically, state and offsets together. Values that
+//! grow with history can instead be appended to ([`Sealed::commit_appending`]);
+//! RocksDB combines the deltas (see [`crate::merge`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,7 +48,7 @@ impl Store {
         }
         let descriptors = names
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, family_options()));
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(|source| {
             Error::Storage {
                 context: format!("opening {}", path.display()),
@@ -173,12 +175,15 @@ impl Store {
             context: format!("listing the column families of {}", path.display()),
             source,
         })?;
-        let db = DB::open_cf_for_read_only(&options, path, &names, false).map_err(|source| {
-            Error::Storage {
+        let descriptors = names
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, family_options()));
+        let db = DB::open_cf_descriptors_read_only(&options, path, descriptors, false).map_err(
+            |source| Error::Storage {
                 context: format!("opening {} read-only", path.display()),
                 source,
-            }
-        })?;
+            },
+        )?;
         Ok(Self { db: Arc::new(db) })
     }
 
@@ -250,7 +255,7 @@ impl Store {
             return Ok(());
         }
         self.db
-            .create_cf(family, &Options::default())
+            .create_cf(family, &family_options())
             .map_err(|source| Error::Storage {
                 context: format!("creating {family}"),
                 source,
@@ -303,6 +308,15 @@ impl Store {
             })
             .unwrap_or(0)
     }
+}
+
+/// The options of every column family: the defaults, and the operator that
+/// combines appended deltas (registered everywhere, so that any store this
+/// crate opens reads them).
+fn family_options() -> Options {
+    let mut options = Options::default();
+    options.set_merge_operator_associative(crate::merge::NAME, crate::merge::combine);
+    options
 }
 
 /// Writes staged for one column family, visible to reads through this batch
@@ -367,35 +381,50 @@ pub struct Sealed<'a> {
 impl Sealed<'_> {
     /// Writes the batch atomically (and durably, via the WAL).
     pub fn commit(&self) -> Result<()> {
-        self.commit_with(&[])
+        self.commit_with(&[], &[])
     }
 
-    /// Writes the batch and `more` (which wins over a staged write of the
-    /// same key) atomically, in one `WriteBatch`. For values that are
-    /// expensive to produce and never read back by later batches through
-    /// this one, so that they can be produced on the committing thread.
-    pub fn commit_with(&self, more: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    /// Writes the batch and appends each of `deltas` to the value of its
+    /// key (a RocksDB merge, combined as [`crate::merge`] says), atomically,
+    /// in one `WriteBatch`; a delta lands after a staged write of its key.
+    pub fn commit_appending(&self, deltas: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        self.commit_with(&[], deltas)
+    }
+
+    /// Writes the batch, then `puts`, then appends `deltas`, atomically, in
+    /// one `WriteBatch`. Nothing reads `puts` or `deltas` before they are
+    /// committed, neither this batch nor a batch staged after it: use them
+    /// only for keys that the staging does not read, and for values that
+    /// are cheaper to produce on the committing thread.
+    pub fn commit_with(
+        &self,
+        puts: &[(Vec<u8>, Vec<u8>)],
+        deltas: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<()> {
         let handle = self.store.family(self.family)?;
         // Sized up front: growing a batch of many megabytes copies it again and again.
-        let staged = self
+        let bytes = self
             .writes
             .iter()
-            .map(|(key, value)| (key, value.as_deref()));
-        let extra = more
-            .iter()
-            .map(|(key, value)| (key, Some(value.as_slice())));
-        let bytes = staged
-            .clone()
-            .chain(extra.clone())
-            .fold(0, |total, (key, value)| {
-                total + key.len() + value.map_or(0, <[u8]>::len) + 16
-            });
+            .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len))
+            .chain(
+                puts.iter()
+                    .chain(deltas)
+                    .map(|(key, value)| key.len() + value.len()),
+            )
+            .fold(0, |total, size| total + size + 16);
         let mut batch = WriteBatch::with_capacity_bytes(bytes);
-        for (key, value) in staged.chain(extra) {
+        for (key, value) in self.writes.iter() {
             match value {
                 Some(value) => batch.put_cf(&handle, key, value),
                 None => batch.delete_cf(&handle, key),
             }
+        }
+        for (key, value) in puts {
+            batch.put_cf(&handle, key, value);
+        }
+        for (key, delta) in deltas {
+            batch.merge_cf(&handle, key, delta);
         }
         self.store.db.write(batch).map_err(|source| Error::Storage {
             context: format!("writing {}", self.family),
@@ -405,8 +434,158 @@ impl Sealed<'_> {
 }
 
 #[cfg(test)]
+impl Store {
+    /// Moves everything of `family` from the memtable into one sorted run,
+    /// so that tests see deltas combined by flushes and compactions too.
+    fn flush_and_compact(&self, family: &str) {
+        let handle = self.family(family).unwrap();
+        self.db.flush_cf(&handle).unwrap();
+        self.db
+            .compact_range_cf(&handle, None::<&[u8]>, None::<&[u8]>);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys;
+    use rapport_projections::customer_view::ProfileState;
+    use rapport_proto::v1 as proto;
+
+    /// A page view or an order of customer c-1, as the customer topic carries it.
+    fn record(index: i64) -> proto::CustomerRecord {
+        use proto::event::Payload;
+        let payload = if index % 3 == 0 {
+            Payload::OrderPlaced(proto::OrderPlaced {
+                order_id: format!("o-{index}"),
+                total_minor: 100 * index,
+                currency: "USD".into(),
+                items: vec![],
+            })
+        } else {
+            Payload::WebPageViewed(proto::PageViewed {
+                url: format!("/{index}"),
+                ..Default::default()
+            })
+        };
+        proto::CustomerRecord {
+            customer_id: "c-1".into(),
+            source: Some(proto::SourcePosition::default()),
+            received_at_ms: index,
+            body: Some(proto::customer_record::Body::Event(proto::EventResolved {
+                event: Some(proto::Event {
+                    event_id: format!("e-{index}"),
+                    r#type: if index % 3 == 0 {
+                        "order.placed"
+                    } else {
+                        "web.page_viewed"
+                    }
+                    .into(),
+                    occurred_at_ms: 1_000 * index,
+                    channel: "web".into(),
+                    payload: Some(payload),
+                    ..Default::default()
+                }),
+                linked: vec![],
+            })),
+        }
+    }
+
+    /// Appends the records `range` to c-1's profile, one delta per record,
+    /// in one batch, and returns the profile folded the plain way too.
+    fn append_records(store: &Store, range: std::ops::Range<i64>, folded: &mut ProfileState) {
+        let deltas: Vec<(Vec<u8>, Vec<u8>)> = range
+            .map(|index| {
+                let mut delta = ProfileState::default();
+                delta.apply(&record(index));
+                folded.apply(&record(index));
+                (keys::profile("c-1"), delta.encode())
+            })
+            .collect();
+        store
+            .stage("view")
+            .seal()
+            .commit_appending(&deltas)
+            .unwrap();
+    }
+
+    fn stored_profile(store: &Store) -> Vec<u8> {
+        store.get("view", &keys::profile("c-1")).unwrap().unwrap()
+    }
+
+    #[test]
+    fn appended_deltas_read_back_as_the_folded_profile_before_and_after_compaction() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("db");
+        let mut folded = ProfileState::default();
+        {
+            let store = Store::open(&path, &["view"]).unwrap();
+            append_records(&store, 0..5, &mut folded);
+            assert_eq!(stored_profile(&store), folded.encode(), "from the memtable");
+            store.flush_and_compact("view");
+            append_records(&store, 5..9, &mut folded);
+            assert_eq!(
+                stored_profile(&store),
+                folded.encode(),
+                "deltas on a compacted value"
+            );
+            let scanned = store.scan_prefix("view", &[keys::PROFILE], 10).unwrap();
+            assert_eq!(scanned, vec![(keys::profile("c-1"), folded.encode())]);
+            store.checkpoint(&directory.path().join("copy")).unwrap();
+        }
+        // Reopened: the WAL is replayed and flushed, deltas and all.
+        let store = Store::open(&path, &["view"]).unwrap();
+        assert_eq!(stored_profile(&store), folded.encode());
+        append_records(&store, 9..12, &mut folded);
+        store.flush_and_compact("view");
+        assert_eq!(stored_profile(&store), folded.encode());
+        assert_eq!(folded.event_counts["order.placed"], 4);
+        let frozen = Store::open_read_only(&directory.path().join("copy")).unwrap();
+        let mut at_checkpoint = ProfileState::default();
+        (0..9).for_each(|index| {
+            at_checkpoint.apply(&record(index));
+        });
+        assert_eq!(
+            frozen.get("view", &keys::profile("c-1")).unwrap(),
+            Some(at_checkpoint.encode())
+        );
+    }
+
+    #[test]
+    fn profiles_written_whole_by_older_releases_take_deltas() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &["view"]).unwrap();
+        let mut earlier = ProfileState::default();
+        (0..4).for_each(|index| {
+            earlier.apply(&record(index));
+        });
+        // Format 2, as releases that rewrote whole profiles stored them, and
+        // format 1 (the same state without the facts format 2 added).
+        let format_two = earlier.encode();
+        let mut format_one = vec![1];
+        format_one.extend(postcard::to_stdvec(&earlier).unwrap());
+        for (name, stored) in [("format 2", format_two), ("format 1", format_one)] {
+            let mut staged = store.stage("view");
+            staged.put(keys::profile("c-1"), stored.clone());
+            staged.commit().unwrap();
+            let mut folded = ProfileState::decode(&stored).unwrap();
+            append_records(&store, 4..7, &mut folded);
+            assert_eq!(stored_profile(&store), folded.encode(), "{name}");
+            store.flush_and_compact("view");
+            assert_eq!(stored_profile(&store), folded.encode(), "{name}, compacted");
+        }
+    }
+
+    #[test]
+    fn a_delta_to_a_key_that_does_not_combine_fails_its_reads() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &["view"]).unwrap();
+        let sealed = store.stage("view").seal();
+        sealed
+            .commit_appending(&[(keys::offset(0), vec![1])])
+            .unwrap();
+        assert!(store.get("view", &keys::offset(0)).is_err());
+    }
 
     #[test]
     fn staged_writes_are_read_back_and_land_together() {

@@ -128,35 +128,70 @@ impl ApplyMetrics {
     }
 }
 
-/// Profiles a batch has touched, decoded once and encoded once at the end:
-/// a busy profile folds many records per batch, and decoding and encoding
-/// its whole state for each of them dominated the cost of a rebuild.
-type TouchedProfiles = std::collections::HashMap<String, ProfileState>;
+/// What a batch adds to each profile it touches: the batch's records of that
+/// profile folded into an empty state, appended to the stored profile when
+/// the batch commits (see `ProfileState::append`). Nothing reads a profile
+/// while folding: reading, decoding, re-encoding and rewriting each
+/// profile's whole history for every record was most of a rebuild's cost.
+type Deltas = std::collections::HashMap<String, ProfileState>;
+
+/// Every so many deltas of a profile, the commit writes the profile whole
+/// instead: RocksDB folds the deltas in its memtable only when it flushes,
+/// and a busy profile under light traffic could otherwise collect
+/// thousands there, each read then combining them all. Counted per hash
+/// slot, not per profile, so that the memory is fixed; a collision only
+/// makes a profile's whole write come early.
+pub(crate) struct WholeWrites {
+    deltas_per_slot: Vec<u16>,
+    every: u16,
+}
+
+impl Default for WholeWrites {
+    fn default() -> Self {
+        Self::every(128)
+    }
+}
+
+impl WholeWrites {
+    fn every(deltas: u16) -> Self {
+        Self {
+            deltas_per_slot: vec![0; 1 << 16],
+            every: deltas.max(1),
+        }
+    }
+
+    /// Counts one more delta of `profile_id`; true when it is time to
+    /// write the profile whole.
+    fn due(&mut self, profile_id: &str) -> bool {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::hash::DefaultHasher::new();
+        profile_id.hash(&mut hasher);
+        let slot = hasher.finish() as usize % self.deltas_per_slot.len();
+        let count = &mut self.deltas_per_slot[slot];
+        *count += 1;
+        if *count >= self.every {
+            *count = 0;
+            return true;
+        }
+        false
+    }
+}
 
 /// Folds one record into the staged customer view.
 fn fold_customer_view(
     staged: &mut Staged<'_>,
-    profiles: &mut TouchedProfiles,
-    earlier: Option<&TouchedProfiles>,
+    deltas: &mut Deltas,
     record: &proto::CustomerRecord,
-) -> Result<()> {
+) {
     // Looked up before inserting, so that the id is copied once per batch
     // and not once per record.
-    if !profiles.contains_key(&record.customer_id) {
-        // The previous batch's profiles may not be encoded or committed yet.
-        let loaded = match earlier.and_then(|earlier| earlier.get(&record.customer_id)) {
-            Some(state) => state.clone(),
-            None => match staged.get(&keys::profile(&record.customer_id))? {
-                Some(bytes) => ProfileState::decode(&bytes)?,
-                None => ProfileState::default(),
-            },
-        };
-        profiles.insert(record.customer_id.clone(), loaded);
+    if !deltas.contains_key(&record.customer_id) {
+        deltas.insert(record.customer_id.clone(), ProfileState::default());
     }
-    let state = profiles
+    let delta = deltas
         .get_mut(&record.customer_id)
-        .expect("the profile was just loaded");
-    for effect in state.apply(record) {
+        .expect("the delta was just made");
+    for effect in delta.apply(record) {
         match effect {
             Effect::Timeline(entry) => {
                 let key =
@@ -183,7 +218,6 @@ fn fold_customer_view(
             }
         }
     }
-    Ok(())
 }
 
 /// Profiles changed by committed batches, for views derived in memory from a
@@ -305,12 +339,21 @@ struct Outcomes {
     undecodable: u64,
 }
 
-/// A batch folded into sealed writes and decoded profiles, not committed
-/// yet. The profiles are encoded by whoever commits, and shared with the
-/// folding of the next batch until then.
+/// The column family a worker folds into, in its store.
+#[derive(Clone, Copy)]
+struct Projection<'a> {
+    store: &'a Store,
+    family: &'a str,
+}
+
+/// A batch folded into sealed writes and profile deltas, not committed yet.
+/// The deltas are encoded by whoever commits.
 struct Folded<'a> {
+    projection: Projection<'a>,
     sealed: Sealed<'a>,
-    profiles: Arc<TouchedProfiles>,
+    deltas: Deltas,
+    /// Profiles to write whole rather than append to (see [`WholeWrites`]).
+    whole: std::collections::HashSet<String>,
     next: Positions,
     outcomes: Outcomes,
     refused: Vec<Outgoing>,
@@ -324,39 +367,55 @@ struct Committed {
 }
 
 impl Folded<'_> {
-    /// Encodes the profiles and commits them with the rest of the batch.
+    /// Encodes the deltas and commits them with the rest of the batch.
+    /// Must run after every earlier batch committed: a profile written
+    /// whole is read from the store.
     fn write(&self) -> Result<()> {
-        let mut encoded: Vec<(Vec<u8>, Vec<u8>)> = self
-            .profiles
-            .iter()
-            .map(|(customer_id, state)| (keys::profile(customer_id), state.encode()))
-            .collect();
+        let mut appended = Vec::with_capacity(self.deltas.len());
+        let mut whole = Vec::with_capacity(self.whole.len());
+        for (customer_id, delta) in &self.deltas {
+            let key = keys::profile(customer_id);
+            if self.whole.contains(customer_id) {
+                let Projection { store, family } = self.projection;
+                let mut state = match store.get(family, &key)? {
+                    Some(bytes) => ProfileState::decode(&bytes)?,
+                    None => ProfileState::default(),
+                };
+                state.append(delta);
+                whole.push((key, state.encode()));
+            } else {
+                appended.push((key, delta.encode()));
+            }
+        }
         // In key order, as RocksDB inserts them fastest.
-        encoded.sort_unstable_by(|left, right| left.0.cmp(&right.0));
-        self.sealed.commit_with(&encoded)
+        appended.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+        whole.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+        self.sealed.commit_with(&whole, &appended)
+    }
+
+    /// What the batch changed, once it is on disk.
+    fn committed(self) -> Committed {
+        Committed {
+            next: self.next,
+            outcomes: self.outcomes,
+            changed: self.deltas.into_keys().collect(),
+        }
     }
 
     fn commit(self) -> Result<Committed> {
         self.write()?;
-        let profiles = Arc::into_inner(self.profiles).expect("nothing else holds the profiles");
-        Ok(Committed {
-            next: self.next,
-            outcomes: self.outcomes,
-            changed: profiles.into_keys().collect(),
-        })
+        Ok(self.committed())
     }
 }
 
 /// A batch being committed on a thread of its own, while the next batch is
-/// folded on top of it (reading `sealed` and `profiles`).
+/// folded on top of it (reading `sealed`).
 struct InFlight<'scope, 'a> {
     sealed: Sealed<'a>,
-    profiles: Arc<TouchedProfiles>,
     records: usize,
     /// Hands the batch back once written, so that the folding thread, which
-    /// allocated its profiles, also frees them: freeing them on the commit
-    /// thread contended with the folding thread for the allocator and cost
-    /// more than it saved.
+    /// allocated its deltas, also frees them: freeing on the commit thread
+    /// contended with the folding thread for the allocator.
     thread: std::thread::ScopedJoinHandle<'scope, (Result<()>, Folded<'a>)>,
 }
 
@@ -367,7 +426,7 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
         family: &str,
         records: usize,
     ) -> Result<Self> {
-        let (sealed, profiles) = (folded.sealed.clone(), folded.profiles.clone());
+        let sealed = folded.sealed.clone();
         let thread = std::thread::Builder::new()
             .name(format!(
                 "commit-{}",
@@ -380,7 +439,6 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
             })?;
         Ok(Self {
             sealed,
-            profiles,
             records,
             thread,
         })
@@ -392,20 +450,9 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
             .thread
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        drop((self.sealed, self.profiles));
+        drop(self.sealed);
         written?;
-        let Folded {
-            profiles,
-            next,
-            outcomes,
-            ..
-        } = folded;
-        let profiles = Arc::into_inner(profiles).expect("nothing else holds the profiles");
-        Ok(Committed {
-            next,
-            outcomes,
-            changed: profiles.into_keys().collect(),
-        })
+        Ok(folded.committed())
     }
 }
 
@@ -413,23 +460,23 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
 /// when it may still be committing) into one sealed set of writes: the
 /// state, the offsets and the source watermarks.
 fn fold_batch<'a>(
-    store: &'a Store,
-    family: &'a str,
+    projection: Projection<'a>,
     records: &[Incoming<'_>],
     positions: &Positions,
     window: TimeWindow,
     after: Option<&InFlight<'_, 'a>>,
     topics: &TopicNames,
+    whole_writes: &mut WholeWrites,
 ) -> Result<Folded<'a>> {
+    let Projection { store, family } = projection;
     let mut staged = match after {
         Some(earlier) => store.stage_after(family, &earlier.sealed),
         None => store.stage(family),
     };
-    let earlier = after.map(|earlier| earlier.profiles.as_ref());
     let mut next = positions.clone();
     let mut outcomes = Outcomes::default();
     let mut refused = Vec::new();
-    let mut profiles = TouchedProfiles::with_capacity(records.len());
+    let mut deltas = Deltas::with_capacity(records.len());
     for consumed in records {
         next.offsets.insert(consumed.partition, consumed.offset);
         if !window.holds(consumed.timestamp_ms) {
@@ -480,7 +527,7 @@ fn fold_batch<'a>(
             if staged.get(&retried)?.is_some() {
                 outcomes.duplicates += 1;
             } else {
-                fold_customer_view(&mut staged, &mut profiles, earlier, &record)?;
+                fold_customer_view(&mut staged, &mut deltas, &record);
                 staged.put(retried, Vec::new());
                 outcomes.applied += 1;
             }
@@ -498,7 +545,7 @@ fn fold_batch<'a>(
             outcomes.duplicates += 1;
             continue;
         }
-        fold_customer_view(&mut staged, &mut profiles, earlier, &record)?;
+        fold_customer_view(&mut staged, &mut deltas, &record);
         next.watermarks.insert(mark_key, position);
         outcomes.applied += 1;
     }
@@ -516,9 +563,16 @@ fn fold_batch<'a>(
             );
         }
     }
+    let whole = deltas
+        .keys()
+        .filter(|customer_id| whole_writes.due(customer_id))
+        .cloned()
+        .collect();
     Ok(Folded {
+        projection,
         sealed: staged.seal(),
-        profiles: Arc::new(profiles),
+        deltas,
+        whole,
         next,
         outcomes,
         refused,
@@ -561,13 +615,14 @@ pub fn apply_batch(
 ) -> Result<Vec<String>> {
     let incoming: Vec<Incoming<'_>> = records.iter().map(Incoming::from).collect();
     let folded = fold_batch(
-        store,
-        family,
+        Projection { store, family },
         &incoming,
         positions,
         window,
         None,
         dead_letters.topics,
+        // One batch on its own: its profiles get one delta each.
+        &mut WholeWrites::default(),
     )?;
     if !folded.refused.is_empty() {
         (dead_letters.publish)(&folded.refused)?;
@@ -683,12 +738,14 @@ pub fn run(
     };
     // Two stages: this thread polls and folds batch n+1 while a scoped
     // thread encodes and commits batch n. Batch n+1 reads through batch
-    // n's writes and profiles, so it sees exactly what a sequential fold
-    // would, and batches still commit one at a time, in order, each with
+    // n's writes (profiles are only appended to, never read), so it sees
+    // exactly what a sequential fold would, and batches still commit one
+    // at a time, in order, each with
     // its own offsets and watermarks: a crash loses at most the
     // uncommitted tail, as before.
     std::thread::scope(|scope| -> Result<()> {
         let mut in_flight: Option<InFlight<'_, '_>> = None;
+        let mut whole_writes = WholeWrites::default();
         // The positions batches are folded on, one batch ahead of `positions`.
         let mut folded_positions = positions.clone();
         let mut settle = |in_flight: &mut Option<InFlight<'_, '_>>| -> Result<()> {
@@ -750,13 +807,13 @@ pub fn run(
             }
             let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
             let folded = fold_batch(
-                store,
-                family,
+                Projection { store, family },
                 &incoming,
                 &folded_positions,
                 window,
                 in_flight.as_ref(),
                 &config.topics,
+                &mut whole_writes,
             )
             .inspect_err(|error| status.record_error(&error.to_string()))?;
             if !folded.refused.is_empty() {
@@ -822,9 +879,10 @@ mod tests {
 
     #[test]
     fn folding_on_top_of_a_batch_still_committing_equals_folding_in_one_go() {
-        // Three customers that recur in every batch, so that each batch reads
-        // profiles the previous one has not committed yet; a re-produced
-        // record and a retried dead letter (applied once) on top.
+        // Three customers that recur in every batch, so that each batch
+        // appends to (and now and then rewrites whole) profiles the previous
+        // one has not committed yet; a re-produced record and a retried dead
+        // letter (applied once) on top.
         let mut records: Vec<Consumed> = (0..60)
             .map(|index| Consumed {
                 partition: 0,
@@ -878,16 +936,22 @@ mod tests {
         std::thread::scope(|scope| {
             let mut positions = Positions::default();
             let mut in_flight: Option<InFlight<'_, '_>> = None;
+            // Often, so that profiles are also written whole on top of
+            // batches still committing.
+            let mut whole_writes = WholeWrites::every(4);
             for batch in records.chunks(2) {
                 let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
                 let folded = fold_batch(
-                    &store,
-                    CUSTOMER_VIEW,
+                    Projection {
+                        store: &store,
+                        family: CUSTOMER_VIEW,
+                    },
                     &incoming,
                     &positions,
                     TimeWindow::default(),
                     in_flight.as_ref(),
                     &topics,
+                    &mut whole_writes,
                 )
                 .unwrap();
                 if let Some(flight) = in_flight.take() {
@@ -948,6 +1012,13 @@ mod tests {
         // later record included, and the offsets pass every record
         assert_eq!(views(&store), 2);
         assert_eq!(positions.offsets.get(&0), Some(&3));
+    }
+
+    #[test]
+    fn a_profile_is_due_to_be_written_whole_every_so_many_deltas() {
+        let mut whole_writes = WholeWrites::every(3);
+        let due: Vec<bool> = (0..7).map(|_| whole_writes.due("c-1")).collect();
+        assert_eq!(due, [false, false, true, false, false, true, false]);
     }
 
     #[test]

@@ -13,6 +13,14 @@ use rapport_common::store::Store;
 use rapport_projector::query::{QueryState, router};
 use rapport_projector::versions::{META, Versions};
 
+/// The folding thread allocates and frees many small values per record
+/// (decoded records, deltas, timeline entries) and frees each batch after
+/// the commit thread read it; with glibc's malloc that was a fifth of a
+/// rebuild's CPU, and more in a long-running process. See the README's
+/// benchmark section for what mimalloc changed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Folds the customer topic into RocksDB projections (the unified customer
 /// view) and serves the query API: /v1/customers, /v1/customers/{id},
 /// /v1/customers/{id}/timeline, /v1/identity/conflicts, /healthz, /metrics.
@@ -32,7 +40,8 @@ struct Args {
     /// Customer-topic partitions to own, comma-separated; default all.
     #[arg(long, env = "RAPPORT_PROJECTOR_PARTITIONS", value_delimiter = ',')]
     partitions: Option<Vec<i32>>,
-    /// Most records per RocksDB write batch. Default 5000.
+    /// Most records per RocksDB write batch (the batch size while behind,
+    /// as in a rebuild). Default 20000.
     #[arg(long, env = "RAPPORT_PROJECTOR_MAX_BATCH")]
     max_batch: Option<usize>,
 }
