@@ -3,6 +3,7 @@
 //! the owner learns how it ended.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crate::status::WorkerStatus;
@@ -33,6 +34,22 @@ pub fn spawn<T: Send + 'static>(
             context: format!("starting the worker thread {name}"),
             source,
         })
+}
+
+/// Asks every worker to stop after its current batch, then waits for all of
+/// them, so that they wind down together rather than one after another.
+pub fn stop_and_join<'a, T: 'a>(
+    workers: impl IntoIterator<Item = (&'a AtomicBool, &'a mut Option<JoinHandle<T>>)>,
+) {
+    let workers: Vec<_> = workers.into_iter().collect();
+    for (stop, _) in &workers {
+        stop.store(true, Ordering::Relaxed);
+    }
+    for (_, thread) in workers {
+        if let Some(thread) = thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -495,14 +495,11 @@ impl Versions {
     /// Asks every worker to stop after its current batch and waits for them.
     pub fn stop_all(&self) {
         let mut workers = self.workers.lock().expect("versions lock");
-        for worker in workers.values() {
-            worker.stop.store(true, Ordering::Relaxed);
-        }
-        for worker in workers.values_mut() {
-            if let Some(thread) = worker.thread.take() {
-                let _ = thread.join();
-            }
-        }
+        rapport_common::worker::stop_and_join(
+            workers
+                .values_mut()
+                .map(|worker| (&*worker.stop, &mut worker.thread)),
+        );
     }
 
     fn topic_layout(&self, version_topic: &str) -> Result<TopicLayout, VersionError> {
