@@ -29,8 +29,12 @@ pub struct BrokerHealth {
     /// The end of each consumed partition as the last fetch reported it
     /// (librdkafka's `hi_offset`). Fetch responses carry the true end even
     /// where a broker's ListOffsets does not.
-    log_ends: std::sync::Mutex<std::collections::BTreeMap<(String, i32), i64>>,
+    /// With each, when the statistics reporting it arrived (Unix ms).
+    log_ends: std::sync::Mutex<std::collections::BTreeMap<(String, i32), (i64, i64)>>,
 }
+
+/// How often librdkafka reports statistics (and with them the log ends).
+pub const STATISTICS_INTERVAL_MS: i64 = 1_000;
 
 impl BrokerHealth {
     /// Whether at least one broker connection is up. Until the first
@@ -54,8 +58,14 @@ impl BrokerHealth {
         let ends = self.log_ends.lock().expect("log ends lock");
         ends.iter()
             .filter(|((name, _), _)| name == topic)
-            .map(|((_, partition), end)| (*partition, *end))
+            .map(|((_, partition), (end, _))| (*partition, *end))
             .collect()
+    }
+
+    /// The last reported end of one partition, and when the report came.
+    pub fn log_end_reported(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
+        let ends = self.log_ends.lock().expect("log ends lock");
+        ends.get(&(topic.to_owned(), partition)).copied()
     }
 }
 
@@ -90,12 +100,16 @@ impl ClientContext for HealthContext {
             .any(|broker| broker.state == "UP" && broker.nodeid >= 0);
         self.health.brokers_up.store(up, Ordering::Relaxed);
         self.health.statistics_seen.store(true, Ordering::Relaxed);
+        let reported_at_ms = crate::now_ms();
         let mut ends = self.health.log_ends.lock().expect("log ends lock");
         for (name, topic) in &statistics.topics {
             for (partition, stats) in &topic.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue.
                 if *partition >= 0 && stats.hi_offset >= 0 {
-                    ends.insert((name.clone(), *partition), stats.hi_offset);
+                    ends.insert(
+                        (name.clone(), *partition),
+                        (stats.hi_offset, reported_at_ms),
+                    );
                 }
             }
         }
@@ -153,7 +167,7 @@ pub fn client_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
     config
         .set("bootstrap.servers", &kafka.brokers)
         .set("client.id", client_id)
-        .set("statistics.interval.ms", "1000");
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }

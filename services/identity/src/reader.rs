@@ -45,6 +45,13 @@ struct PartitionBuffer {
     /// The consumer reported the end of the partition after the last record
     /// we buffered: nothing more was there at that moment.
     at_end: bool,
+    /// The next offset to buffer, once known.
+    next_offset: Option<i64>,
+    /// Unix ms as of which the broker's reported end (in the client's
+    /// statistics) was `next_offset`: the end of the partition without
+    /// the consumer's end-of-partition event, which can be lost (a pause
+    /// and resume drops it, and it is not sent again at the same offset).
+    end_reported_as_of_ms: Option<i64>,
     paused: bool,
     /// The last offset this reader may deliver, for a bounded reader.
     bound: Option<i64>,
@@ -70,7 +77,11 @@ fn releasable(buffers: &[PartitionBuffer], now_ms: i64, grace_ms: i64) -> Option
         index == chosen
             || !buffer.queue.is_empty()
             || buffer.ended
-            || (!buffer.bounded() && buffer.at_end && head.timestamp_ms <= now_ms - grace_ms)
+            || (!buffer.bounded()
+                && (buffer.at_end && head.timestamp_ms <= now_ms - grace_ms
+                    || buffer
+                        .end_reported_as_of_ms
+                        .is_some_and(|as_of| head.timestamp_ms <= as_of - grace_ms)))
     });
     others_settled.then_some(chosen)
 }
@@ -107,7 +118,10 @@ impl OrderedReader {
         let applied_of = |partition: i32| applied.get(partition as usize).copied().flatten();
         let buffers: Vec<PartitionBuffer> = (0..partitions)
             .map(|partition| match bounds {
-                None => PartitionBuffer::default(),
+                None => PartitionBuffer {
+                    next_offset: applied_of(partition).map(|offset| offset + 1),
+                    ..PartitionBuffer::default()
+                },
                 Some(bounds) => {
                     let bound = bounds.get(partition as usize).copied().flatten();
                     let ended = match (bound, applied_of(partition)) {
@@ -156,6 +170,7 @@ impl OrderedReader {
     /// up to `max` records in order (possibly none).
     pub fn next_batch(&mut self, max: usize, wait: Duration) -> Vec<RawRecord> {
         self.fill(wait);
+        self.note_reported_ends();
         let mut batch = Vec::new();
         while batch.len() < max {
             match releasable(&self.buffers, rapport_common::now_ms(), self.grace_ms) {
@@ -190,7 +205,9 @@ impl OrderedReader {
                         continue;
                     }
                     buffer.at_end = false;
+                    buffer.end_reported_as_of_ms = None;
                     let offset = message.offset();
+                    buffer.next_offset = Some(offset + 1);
                     if buffer.bound.is_none_or(|bound| offset <= bound) {
                         buffer.queue.push_back(RawRecord {
                             partition,
@@ -214,6 +231,24 @@ impl OrderedReader {
                     tracing::warn!(topic = %self.topic, %error, "consumer error; retrying")
                 }
             }
+        }
+    }
+
+    /// Marks partitions whose every record is buffered by the client's
+    /// last statistics, as of when the fetch behind them may have been
+    /// made: the statistics interval, plus as long again for the fetch.
+    fn note_reported_ends(&mut self) {
+        let health = &self.consumer.context().health;
+        for (partition, buffer) in self.buffers.iter_mut().enumerate() {
+            if buffer.bounded() || !buffer.queue.is_empty() || buffer.at_end {
+                continue;
+            }
+            buffer.end_reported_as_of_ms = buffer.next_offset.and_then(|next| {
+                let (end, reported_at_ms) =
+                    health.log_end_reported(&self.topic, partition as i32)?;
+                (end == next)
+                    .then_some(reported_at_ms - 2 * rapport_common::kafka::STATISTICS_INTERVAL_MS)
+            });
         }
     }
 
@@ -309,6 +344,35 @@ mod tests {
         let buffers = vec![buffer(&[(1_000, 0)], 0, false), buffer(&[], 1, true)];
         assert_eq!(releasable(&buffers, 1_050, 100), None);
         assert_eq!(releasable(&buffers, 1_100, 100), Some(0));
+    }
+
+    #[test]
+    fn a_partition_the_broker_reported_read_to_its_end_holds_back_only_older_time() {
+        // No end-of-partition event, but the broker's reported end equals
+        // the next offset as of 5 000: records up to the grace before that
+        // may go, later ones wait (a record could have arrived since).
+        let idle = PartitionBuffer {
+            end_reported_as_of_ms: Some(5_000),
+            ..buffer(&[], 1, false)
+        };
+        let early = vec![buffer(&[(4_900, 0)], 0, false), idle];
+        assert_eq!(releasable(&early, 1_000_000, 100), Some(0));
+        let late = vec![
+            buffer(&[(4_950, 0)], 0, false),
+            early.into_iter().nth(1).unwrap(),
+        ];
+        assert_eq!(releasable(&late, 1_000_000, 100), None);
+        // A bounded reader never goes by the clock.
+        let bounded_idle = bounded(
+            PartitionBuffer {
+                end_reported_as_of_ms: Some(5_000),
+                ..buffer(&[], 1, false)
+            },
+            9,
+            false,
+        );
+        let buffers = vec![buffer(&[(10, 0)], 0, false), bounded_idle];
+        assert_eq!(releasable(&buffers, 1_000_000, 100), None);
     }
 
     #[test]
