@@ -18,7 +18,11 @@ pub struct WorkerStatus {
     applied: Mutex<BTreeMap<i32, i64>>,
     processed_total: AtomicU64,
     samples: Mutex<VecDeque<(Instant, u64)>>,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<LastError>>,
+    /// Batches committed since the worker started.
+    batches_total: AtomicU64,
+    /// Partitions the worker has read to their end since it started.
+    ends_reached: Mutex<std::collections::BTreeSet<i32>>,
     /// Where the worker started partitions it had no position for, found
     /// by a search (a rebuild from a time), and how.
     starts: Mutex<BTreeMap<i32, (i64, String)>>,
@@ -40,6 +44,22 @@ pub struct PartitionStatus {
     /// How that start was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_found_by: Option<String>,
+    /// Whether the worker has read the partition to its end since it
+    /// started (a fetch at the end came back empty). A `log_end` the worker
+    /// has applied nothing of is only trusted with this: a broker that lost
+    /// a topic for a moment reports an end of 0.
+    #[serde(default)]
+    pub reached_end: bool,
+}
+
+/// The last error a worker met, and whether it has got over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    pub message: String,
+    /// When it happened (Unix milliseconds, wall clock).
+    pub at_ms: i64,
+    /// Batches committed since: more than zero means the worker got over it.
+    pub batches_since: u64,
 }
 
 /// The report `/v1/admin/status` serves for one consumer.
@@ -50,7 +70,7 @@ pub struct ConsumerReport {
     pub total_lag: i64,
     /// Records processed per second over the last ten seconds.
     pub events_per_second: f64,
-    pub last_error: Option<String>,
+    pub last_error: Option<LastError>,
 }
 
 const RATE_WINDOW: Duration = Duration::from_secs(10);
@@ -64,6 +84,8 @@ impl WorkerStatus {
             processed_total: AtomicU64::new(0),
             samples: Mutex::new(VecDeque::new()),
             last_error: Mutex::new(None),
+            batches_total: AtomicU64::new(0),
+            ends_reached: Mutex::new(Default::default()),
             starts: Mutex::new(BTreeMap::new()),
         })
     }
@@ -81,6 +103,7 @@ impl WorkerStatus {
                 .map(|(partition, offset)| (*partition, *offset)),
         );
         let total = self.processed_total.fetch_add(processed, Ordering::Relaxed) + processed;
+        self.batches_total.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut samples = self.samples.lock().expect("status lock");
         samples.push_back((now, total));
@@ -100,8 +123,24 @@ impl WorkerStatus {
             .insert(partition, (offset, found_by.to_owned()));
     }
 
+    /// Records that reading `partition` came to its end.
+    pub fn record_end_reached(&self, partition: i32) {
+        self.ends_reached
+            .lock()
+            .expect("status lock")
+            .insert(partition);
+    }
+
     pub fn record_error(&self, error: &str) {
-        *self.last_error.lock().expect("status lock") = Some(error.to_owned());
+        // Wall-clock time for operators to read; nothing folds it.
+        let at_ms = crate::now_ms();
+        let mut last_error = self.last_error.lock().expect("status lock");
+        *last_error = Some(LastError {
+            message: error.to_owned(),
+            at_ms,
+            // Counted back from the running total when reported.
+            batches_since: self.batches_total.load(Ordering::Relaxed),
+        });
     }
 
     pub fn report(&self) -> ConsumerReport {
@@ -112,6 +151,7 @@ impl WorkerStatus {
             .map(|health| health.log_ends(&self.topic))
             .unwrap_or_default();
         let starts = self.starts.lock().expect("status lock").clone();
+        let ends_reached = self.ends_reached.lock().expect("status lock").clone();
         let partitions: std::collections::BTreeSet<i32> = applied
             .keys()
             .chain(ends.keys())
@@ -138,6 +178,7 @@ impl WorkerStatus {
                     lag,
                     start_offset: start.map(|(offset, _)| *offset),
                     start_found_by: start.map(|(_, found_by)| found_by.clone()),
+                    reached_end: ends_reached.contains(&partition),
                 }
             })
             .collect();
@@ -157,7 +198,15 @@ impl WorkerStatus {
             partitions,
             total_lag,
             events_per_second,
-            last_error: self.last_error.lock().expect("status lock").clone(),
+            last_error: self
+                .last_error
+                .lock()
+                .expect("status lock")
+                .clone()
+                .map(|error| LastError {
+                    batches_since: self.batches_total.load(Ordering::Relaxed) - error.batches_since,
+                    ..error
+                }),
         }
     }
 }
@@ -177,6 +226,41 @@ mod tests {
         assert_eq!(report.partitions[0].lag, None);
         assert_eq!(report.total_lag, 0);
         status.record_error("broker gone");
-        assert_eq!(status.report().last_error.as_deref(), Some("broker gone"));
+        let error = status.report().last_error.unwrap();
+        assert_eq!(
+            (error.message.as_str(), error.batches_since),
+            ("broker gone", 0)
+        );
+        assert!(error.at_ms > 0);
+        status.record_batch(&BTreeMap::from([(0, 12)]), 3);
+        status.record_batch(&BTreeMap::from([(0, 14)]), 2);
+        let got_over = status.report().last_error.unwrap();
+        assert_eq!(
+            got_over.batches_since, 2,
+            "a worker that commits again got over it"
+        );
+        status.record_error("broker gone again");
+        assert_eq!(status.report().last_error.unwrap().batches_since, 0);
+    }
+
+    #[test]
+    fn a_partition_counts_as_read_to_its_end_only_once_the_worker_said_so() {
+        let status = WorkerStatus::new("t");
+        status.record_batch(&BTreeMap::from([(0, 9), (1, 4)]), 15);
+        assert!(
+            status
+                .report()
+                .partitions
+                .iter()
+                .all(|partition| !partition.reached_end)
+        );
+        status.record_end_reached(1);
+        let reached: Vec<bool> = status
+            .report()
+            .partitions
+            .iter()
+            .map(|partition| partition.reached_end)
+            .collect();
+        assert_eq!(reached, vec![false, true]);
     }
 }

@@ -70,7 +70,11 @@ mod tests {
         assert!(thread.join().unwrap().is_err());
         assert!(seen.recv().unwrap());
         assert_eq!(
-            status.report().last_error.as_deref(),
+            status
+                .report()
+                .last_error
+                .map(|error| error.message)
+                .as_deref(),
             Some("configuration: the topic went away")
         );
     }

@@ -512,11 +512,16 @@ impl Versions {
         let live = self.live();
         let workers = self.workers.lock().expect("versions lock");
         workers.values().find_map(|worker| {
-            worker.status.report().last_error.filter(|_| {
-                worker.failed.load(Ordering::Relaxed)
-                    && worker.spec.until_ms.is_none()
-                    && (worker.spec.source_topic.is_none() || worker.spec.version == live)
-            })
+            worker
+                .status
+                .report()
+                .last_error
+                .map(|error| error.message)
+                .filter(|_| {
+                    worker.failed.load(Ordering::Relaxed)
+                        && worker.spec.until_ms.is_none()
+                        && (worker.spec.source_topic.is_none() || worker.spec.version == live)
+                })
         })
     }
 

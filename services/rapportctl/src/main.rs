@@ -443,7 +443,7 @@ fn identity_version_topic(args: &Args, name: &str) -> anyhow::Result<String> {
     if report["state"] == "failed" {
         bail!(
             "graph version {name} failed: {}; drop it with `rapportctl reidentify --drop {name}`",
-            report["consumer"]["last_error"]
+            report["consumer"]["last_error"]["message"]
                 .as_str()
                 .unwrap_or("see the identity log")
         );
@@ -494,7 +494,7 @@ fn replay(args: &Args, request: ReplayRequest<'_>) -> anyhow::Result<()> {
         // The last error stays in the status after the worker got over it
         // (a broker restart mid-rebuild); the rebuild failed only if its
         // worker stopped on it.
-        if let Some(error) = consumer["last_error"].as_str()
+        if let Some(error) = consumer["last_error"]["message"].as_str()
             && report["failed"] == true
         {
             progress("");
@@ -533,22 +533,7 @@ fn replay(args: &Args, request: ReplayRequest<'_>) -> anyhow::Result<()> {
         } else {
             "-".to_owned()
         };
-        // Caught up: every partition's end is known, and every non-empty
-        // partition has been applied to its last record (or, started at a
-        // time later than all of it, starts at its end).
-        let caught_up = consumer["partitions"].as_array().is_some_and(|partitions| {
-            !partitions.is_empty()
-                && partitions
-                    .iter()
-                    .all(|partition| match partition["log_end"].as_i64() {
-                        Some(0) => true,
-                        Some(end) => match partition["applied_offset"].as_i64() {
-                            Some(applied) => applied == end - 1,
-                            None => partition["start_offset"].as_i64() == Some(end),
-                        },
-                        None => false,
-                    })
-        });
+        let caught_up = caught_up(&consumer["partitions"]);
         let done = if report["until"].is_string() {
             report["finished"] == true
         } else {
@@ -575,6 +560,31 @@ fn replay(args: &Args, request: ReplayRequest<'_>) -> anyhow::Result<()> {
         switch_live(args, &version, false)?;
     }
     Ok(())
+}
+
+/// Whether a version has caught up, from its status's partitions: every
+/// partition's end is known and has been applied up to. Where nothing was
+/// applied (an empty partition, or a start at a time later than all of it)
+/// the end is trusted only once the worker read to it: a broker that lost a
+/// topic for a moment reports an end of 0.
+fn caught_up(partitions: &serde_json::Value) -> bool {
+    let Some(partitions) = partitions.as_array() else {
+        return false;
+    };
+    !partitions.is_empty()
+        && partitions.iter().all(|partition| {
+            match (
+                partition["log_end"].as_i64(),
+                partition["applied_offset"].as_i64(),
+            ) {
+                (Some(end), Some(applied)) => applied == end - 1,
+                (Some(end), None) => {
+                    partition["reached_end"] == true
+                        && partition["start_offset"].as_i64().unwrap_or(0) >= end
+                }
+                (None, _) => false,
+            }
+        })
 }
 
 fn switch_live(args: &Args, version: &str, follow_other_topic: bool) -> anyhow::Result<()> {
@@ -785,7 +795,7 @@ fn wait_for_version(args: &Args, version: &str, patience: Duration) -> anyhow::R
                 bail!(
                     "version {version} is {}: {}",
                     other.unwrap_or("unknown"),
-                    report["consumer"]["last_error"]
+                    report["consumer"]["last_error"]["message"]
                         .as_str()
                         .unwrap_or("see the identity log")
                 );
@@ -838,8 +848,24 @@ fn print_consumer(name: &str, version: &str, live: &str, bytes: u64, consumer: &
             bytes
         );
     }
-    if let Some(error) = consumer["last_error"].as_str() {
-        println!("{name:<16} last error: {error}");
+    let last_error = &consumer["last_error"];
+    if let Some(error) = last_error["message"].as_str() {
+        // Whether the worker got over it matters more than the error itself.
+        let since = match last_error["batches_since"].as_u64() {
+            Some(0) | None => "no batch committed since".to_owned(),
+            Some(batches) => format!("{batches} batches committed since"),
+        };
+        let ago = last_error["at_ms"]
+            .as_i64()
+            .and_then(|at_ms| {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_millis() as i64;
+                Some(format!("{} s ago", (now_ms - at_ms).max(0) / 1000))
+            })
+            .unwrap_or_default();
+        println!("{name:<16} last error {ago} ({since}): {error}");
     }
 }
 
@@ -1106,5 +1132,36 @@ async fn main() -> anyhow::Result<()> {
         Command::Topics {
             action: TopicsAction::Describe { file },
         } => describe_topics(&config, file.as_ref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_version_is_caught_up_once_every_end_is_applied_or_read_to() {
+        let applied = json!({"partition": 0, "applied_offset": 9, "log_end": 10});
+        assert!(caught_up(&json!([applied])));
+        let behind = json!({"partition": 1, "applied_offset": 3, "log_end": 10});
+        assert!(!caught_up(&json!([applied, behind])));
+        // An end of 0 with nothing applied: empty, or a broker that lost the
+        // topic for a moment. Only reading to the end tells them apart.
+        let unread = json!({"partition": 1, "log_end": 0, "reached_end": false});
+        assert!(!caught_up(&json!([applied, unread])));
+        let read = json!({"partition": 1, "log_end": 0, "reached_end": true});
+        assert!(caught_up(&json!([applied, read])));
+        // Started at a time later than everything in the partition.
+        let sought =
+            json!({"partition": 1, "log_end": 40, "start_offset": 40, "reached_end": true});
+        assert!(caught_up(&json!([applied, sought])));
+        let not_started = json!({"partition": 1, "log_end": 40, "reached_end": true});
+        assert!(!caught_up(&json!([applied, not_started])));
+        assert!(
+            !caught_up(&json!([{"partition": 0, "applied_offset": 9}])),
+            "end unknown"
+        );
+        assert!(!caught_up(&json!([])));
     }
 }
