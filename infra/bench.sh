@@ -25,4 +25,5 @@ port="$(infra/broker.sh free-port)"
 trap 'infra/broker.sh stop "$run_dir"; rm -rf "$run_dir"' EXIT
 infra/broker.sh start "$port" memory "$run_dir"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), profile $profile"
-RAPPORT_TEST_BROKERS="127.0.0.1:$port" RAPPORT_BIN_DIR="$bin_dir" "$bin_dir/rapport-bench"
+RAPPORT_TEST_BROKERS="127.0.0.1:$port" RAPPORT_BIN_DIR="$bin_dir" \
+    RAPPORT_BROKER_PID="$(cat "$run_dir/broker.pid")" "$bin_dir/rapport-bench"

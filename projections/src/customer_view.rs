@@ -432,16 +432,23 @@ impl ProfileState {
     /// state written by an older release still decodes (without refund
     /// times and redemptions, which only a rebuild can recover).
     pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(128);
+        self.encode_into(&mut bytes);
+        bytes
+    }
+
+    /// Appends [`ProfileState::encode`]'s bytes to `bytes`.
+    pub fn encode_into(&self, bytes: &mut Vec<u8>) {
         // One buffer, and the added facts borrowed: encoding every delta and
         // every merged profile made the copies and clones show in profiles.
-        let mut bytes = Vec::with_capacity(128);
-        bytes.push(STATE_FORMAT);
-        let bytes = postcard::to_extend(self, bytes).expect("profile state always serialises");
+        let mut buffer = std::mem::take(bytes);
+        buffer.push(STATE_FORMAT);
+        let buffer = postcard::to_extend(self, buffer).expect("profile state always serialises");
         let added = Format2FactsRef {
             refunds: &self.refunds,
             redemptions: &self.redemptions,
         };
-        postcard::to_extend(&added, bytes).expect("profile state always serialises")
+        *bytes = postcard::to_extend(&added, buffer).expect("profile state always serialises");
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::Error> {

@@ -357,14 +357,7 @@ impl Service {
     /// CPU time (user + system, every thread, including ended ones) the
     /// process has used so far, from /proc (Linux).
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let pid = self.child.as_ref()?.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the parenthesised command name; utime and stime are
-        // the 14th and 15th fields, in USER_HZ ticks (100 per second on Linux).
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / 100.0)
+        process_cpu_seconds(self.child.as_ref()?.id())
     }
 
     /// Resets the peak that [`peak_memory_kib`](Self::peak_memory_kib)
@@ -878,4 +871,14 @@ pub fn assert_same_contents(
 /// An event in the ingest JSON shape.
 pub fn event(kind: &str, occurred_at: &str, customer: Value, data: Value) -> Value {
     serde_json::json!({"event_id": event_id(), "type": kind, "occurred_at": occurred_at, "customer": customer, "data": data})
+}
+
+/// CPU time (user and system) process `pid` has used so far, on Linux.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are
+    // the 14th and 15th fields, in USER_HZ ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }

@@ -119,9 +119,15 @@ pub fn decode_watermark(key: &[u8]) -> Result<(i32, i32), MalformedKey> {
 }
 
 pub fn profile(profile_id: &str) -> Vec<u8> {
-    let mut key = vec![PROFILE];
-    key.extend_from_slice(profile_id.as_bytes());
+    let mut key = Vec::with_capacity(1 + profile_id.len());
+    push_profile(&mut key, profile_id);
     key
+}
+
+/// Appends the key of [`profile`] to `bytes`.
+pub fn push_profile(bytes: &mut Vec<u8>, profile_id: &str) {
+    bytes.push(PROFILE);
+    bytes.extend_from_slice(profile_id.as_bytes());
 }
 
 pub fn decode_profile(key: &[u8]) -> Result<String, MalformedKey> {
@@ -136,10 +142,17 @@ pub fn timeline_prefix(profile_id: &str) -> Vec<u8> {
 }
 
 pub fn timeline(profile_id: &str, occurred_at_ms: i64, event_id: &str) -> Vec<u8> {
-    let mut key = timeline_prefix(profile_id);
-    key.extend_from_slice(&ordered_i64(occurred_at_ms));
-    key.extend_from_slice(event_id.as_bytes());
+    let mut key = Vec::new();
+    push_timeline(&mut key, profile_id, occurred_at_ms, event_id);
     key
+}
+
+/// Appends the key of [`timeline`] to `bytes`.
+pub fn push_timeline(bytes: &mut Vec<u8>, profile_id: &str, occurred_at_ms: i64, event_id: &str) {
+    bytes.push(TIMELINE);
+    push_sized(bytes, profile_id);
+    bytes.extend_from_slice(&ordered_i64(occurred_at_ms));
+    bytes.extend_from_slice(event_id.as_bytes());
 }
 
 pub fn decode_timeline(key: &[u8]) -> Result<(String, i64, String), MalformedKey> {
@@ -150,9 +163,15 @@ pub fn decode_timeline(key: &[u8]) -> Result<(String, i64, String), MalformedKey
 }
 
 pub fn identifier(identifier: &Identifier) -> Vec<u8> {
-    let mut key = vec![IDENTIFIER, identifier.kind.tag()];
-    key.extend_from_slice(identifier.value.as_bytes());
+    let mut key = Vec::new();
+    push_identifier(&mut key, identifier);
     key
+}
+
+/// Appends the key of [`identifier`] to `bytes`.
+pub fn push_identifier(bytes: &mut Vec<u8>, identifier: &Identifier) {
+    bytes.extend_from_slice(&[IDENTIFIER, identifier.kind.tag()]);
+    bytes.extend_from_slice(identifier.value.as_bytes());
 }
 
 pub fn decode_identifier(key: &[u8]) -> Result<Identifier, MalformedKey> {

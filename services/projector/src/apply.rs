@@ -15,7 +15,7 @@ use rapport_common::metrics::{Counter, Gauge, Registry};
 use rapport_common::status::WorkerStatus;
 
 use crate::versions::StartFrom;
-use rapport_common::store::{Sealed, Staged, Store};
+use rapport_common::store::{PackedWrites, Sealed, Staged, Store};
 use rapport_common::{Result, keys};
 use rapport_projections::customer_view::{Effect, ProfileState};
 use rapport_proto::v1 as proto;
@@ -91,6 +91,11 @@ pub struct ApplyMetrics {
     pub duplicates: Counter,
     pub undecodable: Counter,
     pub batches: Counter,
+    /// Where a worker's time goes: waiting for records, folding them, and
+    /// waiting for the previous batch's commit.
+    pub polling_us: Counter,
+    pub folding_us: Counter,
+    pub waiting_for_commit_us: Counter,
     registry: Registry,
     family: String,
 }
@@ -104,6 +109,13 @@ impl ApplyMetrics {
                 &[("projection", family), ("outcome", name)],
             )
         };
+        let stage = |name| {
+            registry.counter(
+                "rapport_projector_worker_microseconds_total",
+                "Time the applying thread spent per stage: poll (waiting for records), fold, wait_for_commit (the previous batch still committing).",
+                &[("projection", family), ("stage", name)],
+            )
+        };
         Self {
             applied: outcome("applied"),
             duplicates: outcome("duplicate"),
@@ -113,6 +125,9 @@ impl ApplyMetrics {
                 "Committed write batches.",
                 &[("projection", family)],
             ),
+            polling_us: stage("poll"),
+            folding_us: stage("fold"),
+            waiting_for_commit_us: stage("wait_for_commit"),
             registry: registry.clone(),
             family: family.to_owned(),
         }
@@ -183,41 +198,37 @@ fn fold_customer_view(
     deltas: &mut Deltas,
     record: &proto::CustomerRecord,
 ) {
-    // Looked up before inserting, so that the id is copied once per batch
-    // and not once per record.
-    if !deltas.contains_key(&record.customer_id) {
-        deltas.insert(record.customer_id.clone(), ProfileState::default());
-    }
-    let delta = deltas
-        .get_mut(&record.customer_id)
-        .expect("the delta was just made");
+    // Most records of a batch are their profile's only one: a lookup and
+    // then an insert would hash the id twice.
+    let delta = deltas.entry(record.customer_id.clone()).or_default();
+    let customer_id = record.customer_id.as_str();
     for effect in delta.apply(record) {
         match effect {
-            Effect::Timeline(entry) => {
-                let key =
-                    keys::timeline(&record.customer_id, entry.occurred_at_ms, &entry.event_id);
-                staged.put(
-                    key,
-                    postcard::to_stdvec(&entry).expect("timeline entries serialise"),
-                );
-            }
-            Effect::IndexIdentifier(identifier) => staged.put(
-                keys::identifier(&identifier),
-                record.customer_id.as_bytes().to_vec(),
+            Effect::Timeline(entry) => staged.put_unread(
+                |key| keys::push_timeline(key, customer_id, entry.occurred_at_ms, &entry.event_id),
+                |value| serialise_into(value, &entry),
             ),
-            Effect::ConflictRecorded(entry) => {
-                let key = keys::conflict(
-                    entry.received_at_ms,
-                    &entry.conflict.claimant,
-                    &entry.conflict.identifier,
-                );
-                staged.put(
-                    key,
-                    postcard::to_stdvec(&entry).expect("conflicts serialise"),
-                );
-            }
+            Effect::IndexIdentifier(identifier) => staged.put_unread(
+                |key| keys::push_identifier(key, &identifier),
+                |value| value.extend_from_slice(customer_id.as_bytes()),
+            ),
+            Effect::ConflictRecorded(entry) => staged.put_unread(
+                |key| {
+                    key.extend(keys::conflict(
+                        entry.received_at_ms,
+                        &entry.conflict.claimant,
+                        &entry.conflict.identifier,
+                    ))
+                },
+                |value| serialise_into(value, &entry),
+            ),
         }
     }
+}
+
+/// Appends `value` in postcard to `bytes`.
+fn serialise_into(bytes: &mut Vec<u8>, value: &impl serde::Serialize) {
+    *bytes = postcard::to_extend(value, std::mem::take(bytes)).expect("stored values serialise");
 }
 
 /// Profiles changed by committed batches, for views derived in memory from a
@@ -371,25 +382,27 @@ impl Folded<'_> {
     /// Must run after every earlier batch committed: a profile written
     /// whole is read from the store.
     fn write(&self) -> Result<()> {
-        let mut appended = Vec::with_capacity(self.deltas.len());
-        let mut whole = Vec::with_capacity(self.whole.len());
+        let mut appended = PackedWrites::with_capacity(self.deltas.len(), 256 * self.deltas.len());
+        let mut whole = PackedWrites::default();
         for (customer_id, delta) in &self.deltas {
-            let key = keys::profile(customer_id);
             if self.whole.contains(customer_id) {
                 let Projection { store, family } = self.projection;
-                let mut state = match store.get(family, &key)? {
+                let mut state = match store.get(family, &keys::profile(customer_id))? {
                     Some(bytes) => ProfileState::decode(&bytes)?,
                     None => ProfileState::default(),
                 };
                 state.append(delta);
-                whole.push((key, state.encode()));
+                whole.push(
+                    |key| keys::push_profile(key, customer_id),
+                    |value| state.encode_into(value),
+                );
             } else {
-                appended.push((key, delta.encode()));
+                appended.push(
+                    |key| keys::push_profile(key, customer_id),
+                    |value| delta.encode_into(value),
+                );
             }
         }
-        // In key order, as RocksDB inserts them fastest.
-        appended.sort_unstable_by(|left, right| left.0.cmp(&right.0));
-        whole.sort_unstable_by(|left, right| left.0.cmp(&right.0));
         self.sealed.commit_with(&whole, &appended)
     }
 
@@ -666,8 +679,10 @@ pub fn run(
         changes,
     } = links;
     let bounded = bounds.until_ms.is_some();
+    // Ends of partitions are reported whether bounded or not: the status
+    // says a partition was read to its end only once a fetch found it so.
     let (consumer, health) =
-        rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-projector", bounded)?;
+        rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-projector", true)?;
     status.attach_consumer(health);
     let topic = &config.topics.customer;
     let count =
@@ -751,9 +766,13 @@ pub fn run(
         let mut settle = |in_flight: &mut Option<InFlight<'_, '_>>| -> Result<()> {
             if let Some(flight) = in_flight.take() {
                 let records = flight.records as u64;
+                let waiting = Instant::now();
                 let committed = flight
                     .settle()
                     .inspect_err(|error| status.record_error(&error.to_string()))?;
+                metrics
+                    .waiting_for_commit_us
+                    .increment(waiting.elapsed().as_micros() as u64);
                 changes.record(record_commit(&metrics, &mut positions, committed));
                 status.record_batch(&positions.offsets, records);
             }
@@ -766,7 +785,8 @@ pub fn run(
                 return Ok(());
             }
             let mut batch = Vec::new();
-            let deadline = Instant::now() + Duration::from_millis(50);
+            let polling = Instant::now();
+            let deadline = polling + Duration::from_millis(50);
             while batch.len() < max_batch {
                 let wait = if batch.is_empty() {
                     Duration::from_millis(100)
@@ -787,6 +807,7 @@ pub fn run(
                             .get(&message.partition())
                             .is_some_and(|first| message.offset() < *first) => {}
                     Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                        status.record_end_reached(partition);
                         if bounded {
                             finish(partition, &mut done);
                         }
@@ -800,6 +821,10 @@ pub fn run(
                     None => break,
                 }
             }
+            let folding = Instant::now();
+            metrics
+                .polling_us
+                .increment(folding.duration_since(polling).as_micros() as u64);
             if batch.is_empty() {
                 // Idle: let the last batch land so that status and changes are current.
                 settle(&mut in_flight)?;
@@ -820,6 +845,9 @@ pub fn run(
                 produce_all(&producer, &folded.refused)
                     .inspect_err(|error| status.record_error(&error.to_string()))?;
             }
+            metrics
+                .folding_us
+                .increment(folding.elapsed().as_micros() as u64);
             // Batch n must be on disk before n+1 may commit.
             settle(&mut in_flight)?;
             folded_positions = folded.next.clone();

@@ -177,6 +177,22 @@ fn main() {
     let customer_records: i64 = rapport_e2e::high_watermarks(&pipeline.topics.customer)
         .values()
         .sum();
+    // The broker's CPU time per record it served, beside the client's: on
+    // a machine whose cores both share, a rebuild is bound by the broker
+    // only if the two together fit.
+    let broker_cpu = || {
+        std::env::var("RAPPORT_BROKER_PID")
+            .ok()
+            .and_then(|pid| pid.parse().ok())
+            .and_then(rapport_e2e::process_cpu_seconds)
+    };
+    let per_record_us = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(before), Some(after)) => {
+            format!("{:.1} µs", (after - before) * 1e6 / customer_records as f64)
+        }
+        _ => "-".to_owned(),
+    };
+    let broker_before = broker_cpu();
     let started = Instant::now();
     let rebuild = Pipeline::start_projector_only(&pipeline);
     let projector_elapsed =
@@ -184,10 +200,27 @@ fn main() {
     let projector_rate = customer_records as f64 / projector_elapsed.as_secs_f64();
     let fresh_peak_kib = rebuild.peak_memory_kib().unwrap_or(0);
     let fresh_cpu_us = rebuild.cpu_seconds().unwrap_or(0.0) * 1e6 / customer_records as f64;
+    let fresh_broker_us = per_record_us(broker_before, broker_cpu());
+    // Where the applying thread's time went, per record.
+    let fresh_stages = {
+        let metrics = rebuild.metrics();
+        ["poll", "fold", "wait_for_commit"]
+            .map(|stage| {
+                let micros = metric_sum(
+                    &metrics,
+                    "rapport_projector_worker_microseconds_total",
+                    &format!("stage=\"{stage}\""),
+                );
+                format!("{stage} {:.1} µs", micros as f64 / customer_records as f64)
+            })
+            .join(", ")
+    };
     drop(rebuild);
 
     // 2b. A plain rdkafka consumer reading the same topic from the start:
     // how fast the broker serves records to a client that does nothing.
+    let broker_before = broker_cpu();
+    let reader_before = rapport_e2e::process_cpu_seconds(std::process::id());
     let started = Instant::now();
     let mut consumed = 0u64;
     {
@@ -218,6 +251,11 @@ fn main() {
     }
     let read_elapsed = started.elapsed();
     let read_rate = consumed as f64 / read_elapsed.as_secs_f64();
+    let read_broker_us = per_record_us(broker_before, broker_cpu());
+    let reader_us = per_record_us(
+        reader_before,
+        rapport_e2e::process_cpu_seconds(std::process::id()),
+    );
 
     // 2c. `rapportctl replay` beside the live version, timed from the request
     // until the new version applied every record.
@@ -306,14 +344,18 @@ fn main() {
         read_elapsed.as_secs_f64()
     );
     println!(
+        "| CPU time per record of the broker serving it; of that plain consumer | {read_broker_us}; {reader_us} |"
+    );
+    println!(
         "| customer view rebuilt by a fresh projector (own process, empty store) | {projector_rate:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
         projector_elapsed.as_secs_f64(),
         projector_rate / read_rate
     );
     println!(
-        "| peak resident memory of that projector; its CPU time per record | {} MiB; {fresh_cpu_us:.1} µs |",
+        "| peak resident memory of that projector; its CPU time per record; the broker's | {} MiB; {fresh_cpu_us:.1} µs; {fresh_broker_us} |",
         fresh_peak_kib / 1024
     );
+    println!("| that projector's applying thread per record | {fresh_stages} |");
     println!(
         "| `rapportctl replay` beside the live version | {replay_rate:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
         replay_elapsed.as_secs_f64(),
