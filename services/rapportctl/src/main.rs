@@ -857,15 +857,12 @@ fn print_consumer(name: &str, version: &str, live: &str, bytes: u64, consumer: &
         };
         let ago = last_error["at_ms"]
             .as_i64()
-            .and_then(|at_ms| {
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()?
-                    .as_millis() as i64;
-                Some(format!("{} s ago", (now_ms - at_ms).max(0) / 1000))
+            .map(|at_ms| {
+                let seconds = (rapport_common::now_ms() - at_ms).max(0) / 1000;
+                format!(" {seconds} s ago")
             })
             .unwrap_or_default();
-        println!("{name:<16} last error {ago} ({since}): {error}");
+        println!("{name:<16} last error{ago} ({since}): {error}");
     }
 }
 
