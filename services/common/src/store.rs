@@ -343,6 +343,8 @@ pub struct PackedWrites {
     bytes: Vec<u8>,
     /// Per pair: where its key starts, where its value starts and ends.
     bounds: Vec<(usize, usize, usize)>,
+    /// Whether `bounds` is in key order (see [`PackedWrites::sort`]).
+    in_order: bool,
 }
 
 impl PackedWrites {
@@ -350,6 +352,7 @@ impl PackedWrites {
         Self {
             bytes: Vec::with_capacity(bytes),
             bounds: Vec::with_capacity(pairs),
+            in_order: false,
         }
     }
 
@@ -360,6 +363,7 @@ impl PackedWrites {
         let value_start = self.bytes.len();
         value(&mut self.bytes);
         self.bounds.push((key_start, value_start, self.bytes.len()));
+        self.in_order = false;
     }
 
     pub fn len(&self) -> usize {
@@ -370,12 +374,32 @@ impl PackedWrites {
         self.bounds.is_empty()
     }
 
+    /// Puts the pairs in key order now, so that [`PackedWrites::sorted`]
+    /// need not: on the thread that has time for it, rather than the one
+    /// that writes to RocksDB. Pairs of one key keep the order they were
+    /// pushed in.
+    pub fn sort(&mut self) {
+        Self::by_key(&self.bytes, &mut self.bounds);
+        self.in_order = true;
+    }
+
+    /// Stable, so that pairs of one key keep the order they were pushed in.
+    fn by_key(bytes: &[u8], bounds: &mut [(usize, usize, usize)]) {
+        bounds.sort_by(|left, right| bytes[left.0..left.1].cmp(&bytes[right.0..right.1]));
+    }
+
     /// The pairs in key order (RocksDB inserts them fastest so); pairs of
     /// one key stay in the order they were pushed, so the last one wins.
     pub fn sorted(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut order = self.bounds.clone();
-        order.sort_by(|left, right| self.bytes[left.0..left.1].cmp(&self.bytes[right.0..right.1]));
-        order.into_iter().map(|(key_start, value_start, end)| {
+        let order: std::borrow::Cow<'_, [(usize, usize, usize)]> = if self.in_order {
+            std::borrow::Cow::Borrowed(&self.bounds)
+        } else {
+            let mut order = self.bounds.clone();
+            Self::by_key(&self.bytes, &mut order);
+            std::borrow::Cow::Owned(order)
+        };
+        (0..order.len()).map(move |index| {
+            let (key_start, value_start, end) = order[index];
             (
                 &self.bytes[key_start..value_start],
                 &self.bytes[value_start..end],
@@ -438,7 +462,8 @@ impl<'a> Staged<'a> {
 
     /// Freezes the batch so that it can be committed on another thread
     /// while the next batch is staged after it ([`Store::stage_after`]).
-    pub fn seal(self) -> Sealed<'a> {
+    pub fn seal(mut self) -> Sealed<'a> {
+        self.unread.sort();
         Sealed {
             store: self.store,
             family: self.family,

@@ -91,9 +91,11 @@ pub struct ApplyMetrics {
     pub duplicates: Counter,
     pub undecodable: Counter,
     pub batches: Counter,
-    /// Where a worker's time goes: waiting for records, folding them, and
-    /// waiting for the previous batch's commit.
+    /// Where a worker's time goes. The polling thread: polling records.
+    /// The applying thread: waiting for the polling thread's next batch,
+    /// folding it, and waiting for the previous batch's commit.
     pub polling_us: Counter,
+    pub waiting_for_records_us: Counter,
     pub folding_us: Counter,
     pub waiting_for_commit_us: Counter,
     registry: Registry,
@@ -109,11 +111,11 @@ impl ApplyMetrics {
                 &[("projection", family), ("outcome", name)],
             )
         };
-        let stage = |name| {
+        let stage = |thread, name| {
             registry.counter(
                 "rapport_projector_worker_microseconds_total",
-                "Time the applying thread spent per stage: poll (waiting for records), fold, wait_for_commit (the previous batch still committing).",
-                &[("projection", family), ("stage", name)],
+                "Time a worker's threads spent per stage: the polling thread's poll; the applying thread's wait_for_records (the polling thread's next batch), fold, and wait_for_commit (the previous batch still committing).",
+                &[("projection", family), ("thread", thread), ("stage", name)],
             )
         };
         Self {
@@ -125,9 +127,10 @@ impl ApplyMetrics {
                 "Committed write batches.",
                 &[("projection", family)],
             ),
-            polling_us: stage("poll"),
-            folding_us: stage("fold"),
-            waiting_for_commit_us: stage("wait_for_commit"),
+            polling_us: stage("poll", "poll"),
+            waiting_for_records_us: stage("apply", "wait_for_records"),
+            folding_us: stage("apply", "fold"),
+            waiting_for_commit_us: stage("apply", "wait_for_commit"),
             registry: registry.clone(),
             family: family.to_owned(),
         }
@@ -358,16 +361,20 @@ struct Projection<'a> {
 }
 
 /// A batch folded into sealed writes and profile deltas, not committed yet.
-/// The deltas are encoded by whoever commits.
 struct Folded<'a> {
     projection: Projection<'a>,
     sealed: Sealed<'a>,
     deltas: Deltas,
-    /// Profiles to write whole rather than append to (see [`WholeWrites`]).
+    /// Profiles to write whole rather than append to (see [`WholeWrites`]);
+    /// the commit reads and rewrites them.
     whole: std::collections::HashSet<String>,
+    /// The other profiles' deltas, encoded and in key order.
+    appended: PackedWrites,
     next: Positions,
     outcomes: Outcomes,
     refused: Vec<Outgoing>,
+    /// Records consumed, those outside the window included.
+    records: usize,
 }
 
 /// A batch that is on disk.
@@ -375,35 +382,28 @@ struct Committed {
     next: Positions,
     outcomes: Outcomes,
     changed: Vec<String>,
+    records: usize,
 }
 
 impl Folded<'_> {
-    /// Encodes the deltas and commits them with the rest of the batch.
-    /// Must run after every earlier batch committed: a profile written
-    /// whole is read from the store.
+    /// Writes the profiles due whole and commits them with the rest of the
+    /// batch. Must run after every earlier batch committed: a profile
+    /// written whole is read from the store.
     fn write(&self) -> Result<()> {
-        let mut appended = PackedWrites::with_capacity(self.deltas.len(), 256 * self.deltas.len());
         let mut whole = PackedWrites::default();
-        for (customer_id, delta) in &self.deltas {
-            if self.whole.contains(customer_id) {
-                let Projection { store, family } = self.projection;
-                let mut state = match store.get(family, &keys::profile(customer_id))? {
-                    Some(bytes) => ProfileState::decode(&bytes)?,
-                    None => ProfileState::default(),
-                };
-                state.append(delta);
-                whole.push(
-                    |key| keys::push_profile(key, customer_id),
-                    |value| state.encode_into(value),
-                );
-            } else {
-                appended.push(
-                    |key| keys::push_profile(key, customer_id),
-                    |value| delta.encode_into(value),
-                );
-            }
+        for customer_id in &self.whole {
+            let Projection { store, family } = self.projection;
+            let mut state = match store.get(family, &keys::profile(customer_id))? {
+                Some(bytes) => ProfileState::decode(&bytes)?,
+                None => ProfileState::default(),
+            };
+            state.append(&self.deltas[customer_id]);
+            whole.push(
+                |key| keys::push_profile(key, customer_id),
+                |value| state.encode_into(value),
+            );
         }
-        self.sealed.commit_with(&whole, &appended)
+        self.sealed.commit_with(&whole, &self.appended)
     }
 
     /// What the batch changed, once it is on disk.
@@ -412,6 +412,7 @@ impl Folded<'_> {
             next: self.next,
             outcomes: self.outcomes,
             changed: self.deltas.into_keys().collect(),
+            records: self.records,
         }
     }
 
@@ -425,11 +426,10 @@ impl Folded<'_> {
 /// folded on top of it (reading `sealed`).
 struct InFlight<'scope, 'a> {
     sealed: Sealed<'a>,
-    records: usize,
-    /// Hands the batch back once written, so that the folding thread, which
-    /// allocated its deltas, also frees them: freeing on the commit thread
-    /// contended with the folding thread for the allocator.
-    thread: std::thread::ScopedJoinHandle<'scope, (Result<()>, Folded<'a>)>,
+    /// Frees the batch's deltas once they are written: the folding thread
+    /// is the busier of the two since it no longer polls and encodes the
+    /// deltas itself.
+    thread: std::thread::ScopedJoinHandle<'scope, (Result<()>, Committed)>,
 }
 
 impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
@@ -437,7 +437,6 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
         scope: &'scope std::thread::Scope<'scope, 'env>,
         folded: Folded<'a>,
         family: &str,
-        records: usize,
     ) -> Result<Self> {
         let sealed = folded.sealed.clone();
         let thread = std::thread::Builder::new()
@@ -445,28 +444,145 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
                 "commit-{}",
                 family.rsplit('.').next().unwrap_or(family)
             ))
-            .spawn_scoped(scope, move || (folded.write(), folded))
+            .spawn_scoped(scope, move || (folded.write(), folded.committed()))
             .map_err(|source| rapport_common::Error::Io {
                 context: "starting a commit thread".to_owned(),
                 source,
             })?;
-        Ok(Self {
-            sealed,
-            records,
-            thread,
-        })
+        Ok(Self { sealed, thread })
     }
 
     /// Waits until the batch is on disk (or failed to get there).
     fn settle(self) -> Result<Committed> {
-        let (written, folded) = self
+        let (written, committed) = self
             .thread
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         drop(self.sealed);
         written?;
-        Ok(folded.committed())
+        Ok(committed)
     }
+}
+
+/// Batches folded one ahead of their commit: the caller's thread folds
+/// batch n+1 while a scoped thread encodes and commits batch n. Batch n+1
+/// reads through batch n's writes (profiles are only appended to, never
+/// read), so it sees exactly what a sequential fold would, and batches
+/// still commit one at a time, in order, each with its own offsets and
+/// watermarks: a crash loses at most the uncommitted tail.
+struct Pipeline<'scope, 'env, 'a> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    projection: Projection<'a>,
+    window: TimeWindow,
+    topics: &'a TopicNames,
+    metrics: &'a ApplyMetrics,
+    whole_writes: WholeWrites,
+    /// The positions batches are folded on, one batch ahead of the
+    /// committed ones.
+    folded_positions: Positions,
+    in_flight: Option<InFlight<'scope, 'a>>,
+}
+
+impl<'scope, 'env, 'a: 'scope> Pipeline<'scope, 'env, 'a> {
+    fn new(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        projection: Projection<'a>,
+        positions: &Positions,
+        window: TimeWindow,
+        topics: &'a TopicNames,
+        metrics: &'a ApplyMetrics,
+    ) -> Self {
+        Self {
+            scope,
+            projection,
+            window,
+            topics,
+            metrics,
+            whole_writes: WholeWrites::default(),
+            folded_positions: positions.clone(),
+            in_flight: None,
+        }
+    }
+
+    /// Folds `records` on top of the batch still committing, hands the
+    /// records it refuses to `publish` (before anything of the batch
+    /// commits), waits for the previous batch and starts this one's
+    /// commit. Returns the previous batch, now on disk.
+    fn push(
+        &mut self,
+        records: &[Incoming<'_>],
+        publish: &mut dyn FnMut(&[Outgoing]) -> Result<()>,
+    ) -> Result<Option<Committed>> {
+        let folding = Instant::now();
+        let folded = fold_batch(
+            self.projection,
+            records,
+            &self.folded_positions,
+            self.window,
+            self.in_flight.as_ref(),
+            self.topics,
+            &mut self.whole_writes,
+        )?;
+        if !folded.refused.is_empty() {
+            publish(&folded.refused)?;
+        }
+        self.metrics
+            .folding_us
+            .increment(folding.elapsed().as_micros() as u64);
+        // Batch n must be on disk before n+1 may commit.
+        let previous = self.settle()?;
+        self.folded_positions = folded.next.clone();
+        self.in_flight = Some(InFlight::start(self.scope, folded, self.projection.family)?);
+        Ok(previous)
+    }
+
+    /// Waits for the batch still committing, if any.
+    fn settle(&mut self) -> Result<Option<Committed>> {
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let waiting = Instant::now();
+        let committed = flight.settle()?;
+        self.metrics
+            .waiting_for_commit_us
+            .increment(waiting.elapsed().as_micros() as u64);
+        Ok(Some(committed))
+    }
+}
+
+/// Applies batches of records held in memory the way a worker applies what
+/// it consumes (folded one ahead of their commit), on top of the stored
+/// positions: the fold and the commit without a broker, for benchmarks.
+/// Returns the positions reached.
+pub fn apply_from_memory(
+    store: &Store,
+    family: &str,
+    batches: &[Vec<Consumed>],
+    metrics: &ApplyMetrics,
+    dead_letters: DeadLetters<'_>,
+) -> Result<Positions> {
+    let mut positions = Positions::load(store, family)?;
+    std::thread::scope(|scope| -> Result<()> {
+        let mut pipeline = Pipeline::new(
+            scope,
+            Projection { store, family },
+            &positions,
+            TimeWindow::default(),
+            dead_letters.topics,
+            metrics,
+        );
+        for batch in batches {
+            let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
+            if let Some(committed) = pipeline.push(&incoming, dead_letters.publish)? {
+                record_commit(metrics, &mut positions, committed);
+            }
+        }
+        if let Some(committed) = pipeline.settle()? {
+            record_commit(metrics, &mut positions, committed);
+        }
+        Ok(())
+    })?;
+    Ok(positions)
 }
 
 /// Folds a batch on top of `positions` (and of `after`, the previous batch
@@ -576,19 +692,30 @@ fn fold_batch<'a>(
             );
         }
     }
-    let whole = deltas
-        .keys()
-        .filter(|customer_id| whole_writes.due(customer_id))
-        .cloned()
-        .collect();
+    // Encoded here rather than by the commit, which is the longer stage.
+    let mut whole = std::collections::HashSet::new();
+    let mut appended = PackedWrites::with_capacity(deltas.len(), 256 * deltas.len());
+    for (customer_id, delta) in &deltas {
+        if whole_writes.due(customer_id) {
+            whole.insert(customer_id.clone());
+        } else {
+            appended.push(
+                |key| keys::push_profile(key, customer_id),
+                |value| delta.encode_into(value),
+            );
+        }
+    }
+    appended.sort();
     Ok(Folded {
         projection,
         sealed: staged.seal(),
         deltas,
         whole,
+        appended,
         next,
         outcomes,
         refused,
+        records: records.len(),
     })
 }
 
@@ -678,7 +805,6 @@ pub fn run(
         status,
         changes,
     } = links;
-    let bounded = bounds.until_ms.is_some();
     // Ends of partitions are reported whether bounded or not: the status
     // says a partition was read to its end only once a fetch found it so.
     let (consumer, health) =
@@ -697,8 +823,6 @@ pub fn run(
         metrics.applied_offset(*partition).set(*offset);
     }
     status.record_batch(&positions.offsets, 0);
-    // The first offset each partition must deliver; earlier records a
-    // rewound fetch returns are dropped (see `kafka::fetch_start`).
     let mut first_wanted: BTreeMap<i32, i64> = BTreeMap::new();
     let sought = crate::seek::time_starts(config, topic, &owned, &positions, &bounds.from, status)?;
     let mut starts = Vec::new();
@@ -728,7 +852,6 @@ pub fn run(
 
     let (producer, _) =
         rapport_common::kafka::producer(&config.kafka, "rapport-projector", None, 10_000)?;
-    let max_batch = config.projector.max_batch.max(1);
     let window = TimeWindow {
         not_before_ms: match bounds.from {
             StartFrom::Time { at_ms } => Some(at_ms),
@@ -740,121 +863,193 @@ pub fn run(
     // reorder grace (see `seek`), so a record received by `until` can follow
     // one received a little after it; past `until` plus the grace none can.
     let disorder_ms = config.identity.reorder_grace_ms as i64;
-    // Partitions a bounded version has finished: it saw a record received
-    // after `until` plus the grace, or the end of the partition (`until`
-    // lies in the past, so nothing received by then can still arrive).
-    let mut done: std::collections::BTreeSet<i32> = std::collections::BTreeSet::new();
-    let finish = |partition: i32, done: &mut std::collections::BTreeSet<i32>| {
-        if done.insert(partition) {
-            let mut list = TopicPartitionList::new();
-            list.add_partition(topic, partition);
-            let _ = consumer.pause(&list);
-        }
+    let poller = Poller {
+        consumer: &consumer,
+        topic,
+        owned: &owned,
+        first_wanted,
+        past_end_ms: bounds
+            .until_ms
+            .map(|until| until.saturating_add(disorder_ms)),
+        done: Default::default(),
+        max_batch: config.projector.max_batch.max(1),
+        status,
+        metrics: &metrics,
     };
-    // Two stages: this thread polls and folds batch n+1 while a scoped
-    // thread encodes and commits batch n. Batch n+1 reads through batch
-    // n's writes (profiles are only appended to, never read), so it sees
-    // exactly what a sequential fold would, and batches still commit one
-    // at a time, in order, each with
-    // its own offsets and watermarks: a crash loses at most the
-    // uncommitted tail, as before.
+    // Three stages: a thread polls batch n+2 while this one folds batch
+    // n+1 and a third commits batch n (see `Pipeline`). Polling is on its
+    // own thread because the fold does not wait for it there: on the
+    // applying thread it took a third of a rebuild's time.
     std::thread::scope(|scope| -> Result<()> {
-        let mut in_flight: Option<InFlight<'_, '_>> = None;
-        let mut whole_writes = WholeWrites::default();
-        // The positions batches are folded on, one batch ahead of `positions`.
-        let mut folded_positions = positions.clone();
-        let mut settle = |in_flight: &mut Option<InFlight<'_, '_>>| -> Result<()> {
-            if let Some(flight) = in_flight.take() {
-                let records = flight.records as u64;
-                let waiting = Instant::now();
-                let committed = flight
-                    .settle()
-                    .inspect_err(|error| status.record_error(&error.to_string()))?;
-                metrics
-                    .waiting_for_commit_us
-                    .increment(waiting.elapsed().as_micros() as u64);
+        let (batches, polled) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(format!(
+                "poll-{}",
+                family.rsplit('.').next().unwrap_or(family)
+            ))
+            .spawn_scoped(scope, move || poller.run(stop, batches))
+            .map_err(|source| rapport_common::Error::Io {
+                context: "starting the polling thread".to_owned(),
+                source,
+            })?;
+        let mut pipeline = Pipeline::new(
+            scope,
+            Projection { store, family },
+            &positions,
+            window,
+            &config.topics,
+            &metrics,
+        );
+        let mut landed = |committed: Result<Option<Committed>>| -> Result<()> {
+            let committed =
+                committed.inspect_err(|error| status.record_error(&error.to_string()))?;
+            if let Some(committed) = committed {
+                let records = committed.records as u64;
                 changes.record(record_commit(&metrics, &mut positions, committed));
                 status.record_batch(&positions.offsets, records);
             }
             Ok(())
         };
-        while !stop.load(Ordering::Relaxed) {
-            if bounded && owned.iter().all(|partition| done.contains(partition)) {
-                settle(&mut in_flight)?;
-                tracing::info!(projection = family, "bounded rebuild reached its end");
-                return Ok(());
-            }
-            let mut batch = Vec::new();
-            let polling = Instant::now();
-            let deadline = polling + Duration::from_millis(50);
-            while batch.len() < max_batch {
-                let wait = if batch.is_empty() {
-                    Duration::from_millis(100)
-                } else {
-                    deadline.saturating_duration_since(Instant::now())
-                };
-                match consumer.poll(wait) {
-                    Some(Ok(message))
-                        if bounds.until_ms.is_some_and(|until| {
-                            message.timestamp().to_millis().unwrap_or(0)
-                                > until.saturating_add(disorder_ms)
-                        }) =>
-                    {
-                        finish(message.partition(), &mut done);
-                    }
-                    Some(Ok(message))
-                        if first_wanted
-                            .get(&message.partition())
-                            .is_some_and(|first| message.offset() < *first) => {}
-                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
-                        status.record_end_reached(partition);
-                        if bounded {
-                            finish(partition, &mut done);
-                        }
-                    }
-                    Some(Ok(message)) => batch.push(message),
-                    Some(Err(error)) => {
-                        tracing::warn!(topic, %error, "consumer error; retrying");
-                        status.record_error(&format!("consuming {topic}: {error}"));
-                        break;
-                    }
-                    None => break,
+        let mut publish = |refused: &[Outgoing]| produce_all(&producer, refused);
+        loop {
+            let waiting = Instant::now();
+            let next = polled.recv();
+            metrics
+                .waiting_for_records_us
+                .increment(waiting.elapsed().as_micros() as u64);
+            match next {
+                Ok(Polled::Records(batch)) => {
+                    let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
+                    landed(pipeline.push(&incoming, &mut publish))?;
                 }
-            }
-            let folding = Instant::now();
-            metrics
-                .polling_us
-                .increment(folding.duration_since(polling).as_micros() as u64);
-            if batch.is_empty() {
                 // Idle: let the last batch land so that status and changes are current.
-                settle(&mut in_flight)?;
-                continue;
+                Ok(Polled::Idle) => landed(pipeline.settle())?,
+                Ok(Polled::Finished) => {
+                    landed(pipeline.settle())?;
+                    tracing::info!(projection = family, "bounded rebuild reached its end");
+                    return Ok(());
+                }
+                // Asked to stop: the poller is gone.
+                Err(std::sync::mpsc::RecvError) => return landed(pipeline.settle()),
             }
-            let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
-            let folded = fold_batch(
-                Projection { store, family },
-                &incoming,
-                &folded_positions,
-                window,
-                in_flight.as_ref(),
-                &config.topics,
-                &mut whole_writes,
-            )
-            .inspect_err(|error| status.record_error(&error.to_string()))?;
-            if !folded.refused.is_empty() {
-                produce_all(&producer, &folded.refused)
-                    .inspect_err(|error| status.record_error(&error.to_string()))?;
-            }
-            metrics
-                .folding_us
-                .increment(folding.elapsed().as_micros() as u64);
-            // Batch n must be on disk before n+1 may commit.
-            settle(&mut in_flight)?;
-            folded_positions = folded.next.clone();
-            in_flight = Some(InFlight::start(scope, folded, family, batch.len())?);
         }
-        settle(&mut in_flight)
     })
+}
+
+/// What the polling thread hands the applying thread.
+enum Polled<'consumer> {
+    /// Records to apply, in the order consumed.
+    Records(Vec<rdkafka::message::BorrowedMessage<'consumer>>),
+    /// Nothing arrived for a while.
+    Idle,
+    /// A bounded version read every partition it owns to its end.
+    Finished,
+}
+
+/// Polls the customer topic into batches for the applying thread, and
+/// keeps track of where a bounded version ends.
+struct Poller<'a> {
+    consumer: &'a rdkafka::consumer::BaseConsumer<rapport_common::kafka::HealthContext>,
+    topic: &'a str,
+    owned: &'a [i32],
+    /// The first offset each partition must deliver; earlier records a
+    /// rewound fetch returns are dropped (see `kafka::fetch_start`).
+    first_wanted: BTreeMap<i32, i64>,
+    /// For a bounded version: a record received after this instant shows
+    /// that its partition holds nothing more the version wants.
+    past_end_ms: Option<i64>,
+    /// Partitions a bounded version has finished: it saw a record received
+    /// past its end, or the end of the partition (the end lies in the
+    /// past, so nothing received by then can still arrive).
+    done: std::collections::BTreeSet<i32>,
+    max_batch: usize,
+    status: &'a WorkerStatus,
+    metrics: &'a ApplyMetrics,
+}
+
+impl<'a> Poller<'a> {
+    /// Polls until `stop` is set, a bounded version is finished, or the
+    /// applying thread is gone.
+    fn run(mut self, stop: &AtomicBool, batches: std::sync::mpsc::SyncSender<Polled<'a>>) {
+        let bounded = self.past_end_ms.is_some();
+        while !stop.load(Ordering::Relaxed) {
+            if bounded
+                && self
+                    .owned
+                    .iter()
+                    .all(|partition| self.done.contains(partition))
+            {
+                let _ = batches.send(Polled::Finished);
+                return;
+            }
+            let polling = Instant::now();
+            let batch = self.poll_batch(polling + Duration::from_millis(50));
+            self.metrics
+                .polling_us
+                .increment(polling.elapsed().as_micros() as u64);
+            let polled = if batch.is_empty() {
+                Polled::Idle
+            } else {
+                Polled::Records(batch)
+            };
+            if batches.send(polled).is_err() {
+                // The applying thread stopped (it failed, and says why).
+                return;
+            }
+        }
+    }
+
+    /// Up to `max_batch` records: waits up to 100 ms for the first, and
+    /// until `deadline` for the rest.
+    fn poll_batch(&mut self, deadline: Instant) -> Vec<rdkafka::message::BorrowedMessage<'a>> {
+        let mut batch = Vec::new();
+        while batch.len() < self.max_batch {
+            let wait = if batch.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            match self.consumer.poll(wait) {
+                Some(Ok(message))
+                    if self
+                        .past_end_ms
+                        .is_some_and(|end| message.timestamp().to_millis().unwrap_or(0) > end) =>
+                {
+                    self.finish(message.partition());
+                }
+                Some(Ok(message))
+                    if self
+                        .first_wanted
+                        .get(&message.partition())
+                        .is_some_and(|first| message.offset() < *first) => {}
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    self.status.record_end_reached(partition);
+                    if self.past_end_ms.is_some() {
+                        self.finish(partition);
+                    }
+                }
+                Some(Err(error)) => {
+                    let topic = self.topic;
+                    tracing::warn!(topic, %error, "consumer error; retrying");
+                    self.status
+                        .record_error(&format!("consuming {topic}: {error}"));
+                    break;
+                }
+                None => break,
+            }
+        }
+        batch
+    }
+
+    /// Stops fetching a partition a bounded version has finished.
+    fn finish(&mut self, partition: i32) {
+        if self.done.insert(partition) {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(self.topic, partition);
+            let _ = self.consumer.pause(&list);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -962,34 +1157,25 @@ mod tests {
         let pipelined = tempfile::tempdir().unwrap();
         let store = Store::open(pipelined.path(), &[CUSTOMER_VIEW]).unwrap();
         std::thread::scope(|scope| {
-            let mut positions = Positions::default();
-            let mut in_flight: Option<InFlight<'_, '_>> = None;
+            let mut pipeline = Pipeline::new(
+                scope,
+                Projection {
+                    store: &store,
+                    family: CUSTOMER_VIEW,
+                },
+                &Positions::default(),
+                TimeWindow::default(),
+                &topics,
+                &metrics,
+            );
             // Often, so that profiles are also written whole on top of
             // batches still committing.
-            let mut whole_writes = WholeWrites::every(4);
+            pipeline.whole_writes = WholeWrites::every(4);
             for batch in records.chunks(2) {
                 let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
-                let folded = fold_batch(
-                    Projection {
-                        store: &store,
-                        family: CUSTOMER_VIEW,
-                    },
-                    &incoming,
-                    &positions,
-                    TimeWindow::default(),
-                    in_flight.as_ref(),
-                    &topics,
-                    &mut whole_writes,
-                )
-                .unwrap();
-                if let Some(flight) = in_flight.take() {
-                    flight.settle().unwrap();
-                }
-                positions = folded.next.clone();
-                in_flight =
-                    Some(InFlight::start(scope, folded, CUSTOMER_VIEW, batch.len()).unwrap());
+                pipeline.push(&incoming, &mut no_letters).unwrap();
             }
-            in_flight.unwrap().settle().unwrap();
+            pipeline.settle().unwrap();
         });
         assert_eq!(
             views(&store),

@@ -8,7 +8,9 @@
 //!    fresh projector from an empty store and by `rapportctl replay` beside
 //!    the live version, next to a plain rdkafka consumer reading the same
 //!    topic (the ratio says whether a rebuild is bound by the broker), and
-//!    the peak resident memory of the projector while it rebuilds;
+//!    the peak resident memory of the projector while it rebuilds, and
+//!    the projector's fold and commit fed the same records from memory
+//!    (what a rebuild would reach if the broker cost nothing);
 //! 3. query: p50/p99 latency of `GET /v1/customers/{id}` with several clients
 //!    while ingest traffic keeps flowing.
 //!
@@ -22,6 +24,11 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use rapport_e2e::{Pipeline, create_topics, event, get_json, http_agent, metric_sum};
 use serde_json::{Value, json};
+
+/// The projector's allocator, so that the fold fed from memory in this
+/// process allocates as it does in the projector's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -76,6 +83,52 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
+}
+
+/// What the fold and commit alone reached, fed from memory.
+struct FromMemory {
+    rate: f64,
+    cpu_us: String,
+    fold_us: f64,
+    wait_us: f64,
+}
+
+/// Every record of `topic`, copied out of the consumer, in the order a
+/// projector consumes them.
+fn read_customer_topic(
+    kafka: &rapport_common::config::KafkaConfig,
+    topic: &str,
+) -> Vec<rapport_projector::apply::Consumed> {
+    use rdkafka::message::Message as _;
+    let (consumer, _) =
+        rapport_common::kafka::assigning_consumer(kafka, "rapport-bench-copy", true)
+            .expect("consumer");
+    let partitions =
+        rapport_common::kafka::partition_count(&consumer, topic, Duration::from_secs(10))
+            .expect("partitions");
+    let starts: Vec<_> = (0..partitions)
+        .map(|partition| (partition, rdkafka::Offset::Beginning))
+        .collect();
+    rapport_common::kafka::assign(&consumer, topic, &starts).expect("assign");
+    let mut records = Vec::new();
+    let mut at_end = std::collections::BTreeSet::new();
+    while (at_end.len() as i32) < partitions {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => records.push(rapport_projector::apply::Consumed {
+                partition: message.partition(),
+                offset: message.offset(),
+                timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+                key: message.key().unwrap_or_default().to_vec(),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                retry_of: None,
+            }),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            _ => {}
+        }
+    }
+    records
 }
 
 fn main() {
@@ -201,10 +254,10 @@ fn main() {
     let fresh_peak_kib = rebuild.peak_memory_kib().unwrap_or(0);
     let fresh_cpu_us = rebuild.cpu_seconds().unwrap_or(0.0) * 1e6 / customer_records as f64;
     let fresh_broker_us = per_record_us(broker_before, broker_cpu());
-    // Where the applying thread's time went, per record.
+    // Where the worker's threads' time went, per record.
     let fresh_stages = {
         let metrics = rebuild.metrics();
-        ["poll", "fold", "wait_for_commit"]
+        ["wait_for_records", "fold", "wait_for_commit", "poll"]
             .map(|stage| {
                 let micros = metric_sum(
                     &metrics,
@@ -256,6 +309,53 @@ fn main() {
         reader_before,
         rapport_e2e::process_cpu_seconds(std::process::id()),
     );
+
+    // 2d. The projector's fold and commit alone, fed the same records from
+    // memory: what a rebuild would reach if the broker cost nothing.
+    let from_memory = {
+        let records = read_customer_topic(&kafka, &pipeline.topics.customer);
+        let batches: Vec<Vec<rapport_projector::apply::Consumed>> = records
+            .chunks(
+                rapport_common::config::Config::default()
+                    .projector
+                    .max_batch,
+            )
+            .map(<[_]>::to_vec)
+            .collect();
+        drop(records);
+        let directory = tempfile::tempdir().expect("temp dir");
+        let family = rapport_projector::apply::CUSTOMER_VIEW;
+        let store = rapport_common::store::Store::open(directory.path(), &[family]).expect("store");
+        let metrics = rapport_projector::apply::ApplyMetrics::new(
+            &rapport_common::metrics::Registry::default(),
+            family,
+        );
+        let topics = rapport_common::config::TopicNames::default();
+        let cpu_before = rapport_e2e::process_cpu_seconds(std::process::id());
+        let started = Instant::now();
+        rapport_projector::apply::apply_from_memory(
+            &store,
+            family,
+            &batches,
+            &metrics,
+            rapport_projector::apply::DeadLetters {
+                topics: &topics,
+                publish: &mut |_| Ok(()),
+            },
+        )
+        .expect("fold from memory");
+        let elapsed = started.elapsed();
+        let applied = batches.iter().map(Vec::len).sum::<usize>();
+        FromMemory {
+            rate: applied as f64 / elapsed.as_secs_f64(),
+            cpu_us: per_record_us(
+                cpu_before,
+                rapport_e2e::process_cpu_seconds(std::process::id()),
+            ),
+            fold_us: metrics.folding_us.get() as f64 / applied as f64,
+            wait_us: metrics.waiting_for_commit_us.get() as f64 / applied as f64,
+        }
+    };
 
     // 2c. `rapportctl replay` beside the live version, timed from the request
     // until the new version applied every record.
@@ -355,7 +455,17 @@ fn main() {
         "| peak resident memory of that projector; its CPU time per record; the broker's | {} MiB; {fresh_cpu_us:.1} µs; {fresh_broker_us} |",
         fresh_peak_kib / 1024
     );
-    println!("| that projector's applying thread per record | {fresh_stages} |");
+    println!(
+        "| that projector's applying thread per record, and its polling thread | {fresh_stages} |"
+    );
+    println!(
+        "| the same fold and commit fed from memory (no broker), in the bench process | {:.0} records/s, {:.2} of the plain read rate; CPU per record {}; folding {:.1} µs, waiting for the commit {:.1} µs per record |",
+        from_memory.rate,
+        from_memory.rate / read_rate,
+        from_memory.cpu_us,
+        from_memory.fold_us,
+        from_memory.wait_us
+    );
     println!(
         "| `rapportctl replay` beside the live version | {replay_rate:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
         replay_elapsed.as_secs_f64(),
