@@ -873,6 +873,25 @@ pub fn event(kind: &str, occurred_at: &str, customer: Value, data: Value) -> Val
     serde_json::json!({"event_id": event_id(), "type": kind, "occurred_at": occurred_at, "customer": customer, "data": data})
 }
 
+/// Clock ticks the whole machine has spent so far, busy and in total (all
+/// cores), from `/proc/stat`, on Linux: the difference of two readings
+/// says how busy the machine was between them.
+pub fn machine_cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...: idle and iowait
+    // are the idle ones; guest time is already counted in user.
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
 /// CPU time (user and system) process `pid` has used so far, on Linux.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

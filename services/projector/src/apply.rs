@@ -1186,6 +1186,81 @@ mod tests {
     }
 
     #[test]
+    fn applying_from_memory_continues_from_the_stored_positions() {
+        // Given forty records over two partitions, the first half applied
+        let records: Vec<Consumed> = (0..40)
+            .map(|index| Consumed {
+                partition: index as i32 % 2,
+                offset: index / 2,
+                timestamp_ms: 0,
+                key: Vec::new(),
+                retry_of: None,
+                payload: record(&format!("c-{}", index % 3), 100 + index, "/p"),
+            })
+            .collect();
+        let first = &records[..20];
+        let topics = TopicNames::default();
+        let mut no_letters = |_: &[Outgoing]| -> Result<()> { panic!("no dead letters expected") };
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+        let first_run = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
+        apply_from_memory(
+            &store,
+            CUSTOMER_VIEW,
+            &[first.to_vec()],
+            &first_run,
+            DeadLetters {
+                topics: &topics,
+                publish: &mut no_letters,
+            },
+        )
+        .unwrap();
+        // When a second run gets the first half again, as identity
+        // re-produces it after a crash (at later offsets), then the rest
+        let later: Vec<Consumed> = records
+            .iter()
+            .map(|consumed| Consumed {
+                offset: consumed.offset + 20,
+                ..consumed.clone()
+            })
+            .collect();
+        let second_run = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
+        let batches: Vec<Vec<Consumed>> = later.chunks(3).map(<[_]>::to_vec).collect();
+        let positions = apply_from_memory(
+            &store,
+            CUSTOMER_VIEW,
+            &batches,
+            &second_run,
+            DeadLetters {
+                topics: &topics,
+                publish: &mut no_letters,
+            },
+        )
+        .unwrap();
+        // Then the repeated half is skipped, the positions are the last
+        // offsets, and the state equals one batch of it all
+        assert_eq!(second_run.duplicates.get(), 20);
+        assert_eq!(positions.offsets, BTreeMap::from([(0, 39), (1, 39)]));
+        let at_once = tempfile::tempdir().unwrap();
+        let expected = Store::open(at_once.path(), &[CUSTOMER_VIEW]).unwrap();
+        let everything_in_order: Vec<Consumed> = first.iter().cloned().chain(later).collect();
+        apply_batch(
+            &expected,
+            CUSTOMER_VIEW,
+            &everything_in_order,
+            &mut Positions::default(),
+            &ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW),
+            TimeWindow::default(),
+            DeadLetters {
+                topics: &topics,
+                publish: &mut no_letters,
+            },
+        )
+        .unwrap();
+        assert_eq!(everything(&store), everything(&expected));
+    }
+
+    #[test]
     fn records_received_outside_the_window_only_advance_the_offsets() {
         // Given a bounded version's window ending at 100 ms and records whose
         // receive times go back a little within the partition

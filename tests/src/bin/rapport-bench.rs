@@ -246,6 +246,7 @@ fn main() {
         _ => "-".to_owned(),
     };
     let broker_before = broker_cpu();
+    let machine_before = rapport_e2e::machine_cpu_ticks();
     let started = Instant::now();
     let rebuild = Pipeline::start_projector_only(&pipeline);
     let projector_elapsed =
@@ -254,6 +255,15 @@ fn main() {
     let fresh_peak_kib = rebuild.peak_memory_kib().unwrap_or(0);
     let fresh_cpu_us = rebuild.cpu_seconds().unwrap_or(0.0) * 1e6 / customer_records as f64;
     let fresh_broker_us = per_record_us(broker_before, broker_cpu());
+    // How much of the machine the rebuild (and the broker serving it) kept busy.
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    let fresh_machine_busy = match (machine_before, rapport_e2e::machine_cpu_ticks()) {
+        (Some((busy_before, total_before)), Some((busy, total))) if total > total_before => {
+            let share = (busy - busy_before) as f64 / (total - total_before) as f64;
+            format!("{:.2} of {cores} cores", share * cores as f64)
+        }
+        _ => "-".to_owned(),
+    };
     // Where the worker's threads' time went, per record.
     let fresh_stages = {
         let metrics = rebuild.metrics();
@@ -458,6 +468,7 @@ fn main() {
     println!(
         "| that projector's applying thread per record, and its polling thread | {fresh_stages} |"
     );
+    println!("| the whole machine's CPU in use during that rebuild | {fresh_machine_busy} |");
     println!(
         "| the same fold and commit fed from memory (no broker), in the bench process | {:.0} records/s, {:.2} of the plain read rate; CPU per record {}; folding {:.1} µs, waiting for the commit {:.1} µs per record |",
         from_memory.rate,
