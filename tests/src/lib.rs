@@ -605,8 +605,14 @@ impl Pipeline {
         );
     }
 
+    /// The last lines of a service's log. A service that stopped with an
+    /// error ends its log with the error and then, when `RUST_BACKTRACE` is
+    /// set, a backtrace; the backtrace is left out so that the error shows.
     pub fn log(&self, name: &str) -> String {
         let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let text = text
+            .split_once("\nStack backtrace:")
+            .map_or(text.as_str(), |(before, _)| before);
         let tail: Vec<&str> = text.lines().rev().take(40).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }

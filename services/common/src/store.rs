@@ -714,17 +714,28 @@ mod tests {
 
     #[test]
     fn packed_writes_come_out_in_key_order_and_the_last_of_a_key_wins() {
-        let packed: PackedWrites = [("b", "1"), ("a", "2"), ("c", "3"), ("a", "4")]
+        let mut packed: PackedWrites = [("b", "1"), ("a", "2"), ("c", "3"), ("a", "4")]
             .into_iter()
             .collect();
+        let expected: Vec<(&[u8], &[u8])> =
+            vec![(b"a", b"2"), (b"a", b"4"), (b"b", b"1"), (b"c", b"3")];
         let sorted: Vec<(&[u8], &[u8])> = packed.sorted().collect();
+        assert_eq!(sorted, expected, "sorted on the way out");
+        packed.sort();
+        let sorted: Vec<(&[u8], &[u8])> = packed.sorted().collect();
+        assert_eq!(sorted, expected, "sorted ahead");
+        // A pair pushed after sorting is still put in its place.
+        packed.push(|key| key.push(b'a'), |value| value.push(b'5'));
+        let sorted: Vec<(Vec<u8>, Vec<u8>)> = packed
+            .sorted()
+            .map(|(key, value)| (key.to_vec(), value.to_vec()))
+            .collect();
         assert_eq!(
-            sorted,
-            vec![
-                (&b"a"[..], &b"2"[..]),
-                (b"a", b"4"),
-                (b"b", b"1"),
-                (b"c", b"3")
+            sorted[..3],
+            [
+                (b"a".to_vec(), b"2".to_vec()),
+                (b"a".to_vec(), b"4".to_vec()),
+                (b"a".to_vec(), b"5".to_vec())
             ]
         );
     }

@@ -439,16 +439,9 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
         family: &str,
     ) -> Result<Self> {
         let sealed = folded.sealed.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!(
-                "commit-{}",
-                family.rsplit('.').next().unwrap_or(family)
-            ))
-            .spawn_scoped(scope, move || (folded.write(), folded.committed()))
-            .map_err(|source| rapport_common::Error::Io {
-                context: "starting a commit thread".to_owned(),
-                source,
-            })?;
+        let thread = spawn_stage(scope, "commit", family, move || {
+            (folded.write(), folded.committed())
+        })?;
         Ok(Self { sealed, thread })
     }
 
@@ -462,6 +455,25 @@ impl<'scope, 'a: 'scope> InFlight<'scope, 'a> {
         written?;
         Ok(committed)
     }
+}
+
+/// Starts one of a worker's stage threads, named after the stage and the
+/// projection's version (`commit-v1`), so that `top` and profiles tell
+/// them apart.
+fn spawn_stage<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    stage: &str,
+    family: &str,
+    work: impl FnOnce() -> T + Send + 'scope,
+) -> Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    let version = family.rsplit('.').next().unwrap_or(family);
+    std::thread::Builder::new()
+        .name(format!("{stage}-{version}"))
+        .spawn_scoped(scope, work)
+        .map_err(|source| rapport_common::Error::Io {
+            context: format!("starting the {stage} thread of {family}"),
+            source,
+        })
 }
 
 /// Batches folded one ahead of their commit: the caller's thread folds
@@ -882,16 +894,7 @@ pub fn run(
     // applying thread it took a third of a rebuild's time.
     std::thread::scope(|scope| -> Result<()> {
         let (batches, polled) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name(format!(
-                "poll-{}",
-                family.rsplit('.').next().unwrap_or(family)
-            ))
-            .spawn_scoped(scope, move || poller.run(stop, batches))
-            .map_err(|source| rapport_common::Error::Io {
-                context: "starting the polling thread".to_owned(),
-                source,
-            })?;
+        spawn_stage(scope, "poll", family, move || poller.run(stop, batches))?;
         let mut pipeline = Pipeline::new(
             scope,
             Projection { store, family },

@@ -93,16 +93,17 @@ struct FromMemory {
     wait_us: f64,
 }
 
-/// Every record of `topic`, copied out of the consumer, in the order a
+/// Reads `topic` from its beginning to the end of every partition with a
+/// plain consumer, handing each record to `each`, in the order a
 /// projector consumes them.
-fn read_customer_topic(
+fn read_whole_topic(
     kafka: &rapport_common::config::KafkaConfig,
     topic: &str,
-) -> Vec<rapport_projector::apply::Consumed> {
-    use rdkafka::message::Message as _;
+    client_id: &str,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) {
     let (consumer, _) =
-        rapport_common::kafka::assigning_consumer(kafka, "rapport-bench-copy", true)
-            .expect("consumer");
+        rapport_common::kafka::assigning_consumer(kafka, client_id, true).expect("consumer");
     let partitions =
         rapport_common::kafka::partition_count(&consumer, topic, Duration::from_secs(10))
             .expect("partitions");
@@ -110,24 +111,35 @@ fn read_customer_topic(
         .map(|partition| (partition, rdkafka::Offset::Beginning))
         .collect();
     rapport_common::kafka::assign(&consumer, topic, &starts).expect("assign");
-    let mut records = Vec::new();
     let mut at_end = std::collections::BTreeSet::new();
     while (at_end.len() as i32) < partitions {
         match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(message)) => records.push(rapport_projector::apply::Consumed {
-                partition: message.partition(),
-                offset: message.offset(),
-                timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
-                key: message.key().unwrap_or_default().to_vec(),
-                payload: message.payload().unwrap_or_default().to_vec(),
-                retry_of: None,
-            }),
+            Some(Ok(message)) => each(&message),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
                 at_end.insert(partition);
             }
             _ => {}
         }
     }
+}
+
+/// Every record of `topic`, copied out of the consumer.
+fn read_customer_topic(
+    kafka: &rapport_common::config::KafkaConfig,
+    topic: &str,
+) -> Vec<rapport_projector::apply::Consumed> {
+    use rdkafka::message::Message as _;
+    let mut records = Vec::new();
+    read_whole_topic(kafka, topic, "rapport-bench-copy", |message| {
+        records.push(rapport_projector::apply::Consumed {
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+            key: message.key().unwrap_or_default().to_vec(),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            retry_of: None,
+        })
+    });
     records
 }
 
@@ -286,32 +298,12 @@ fn main() {
     let reader_before = rapport_e2e::process_cpu_seconds(std::process::id());
     let started = Instant::now();
     let mut consumed = 0u64;
-    {
-        let (consumer, _) =
-            rapport_common::kafka::assigning_consumer(&kafka, "rapport-bench-read", true)
-                .expect("consumer");
-        let partitions = rapport_common::kafka::partition_count(
-            &consumer,
-            &pipeline.topics.customer,
-            Duration::from_secs(10),
-        )
-        .expect("partitions");
-        let starts: Vec<_> = (0..partitions)
-            .map(|partition| (partition, rdkafka::Offset::Beginning))
-            .collect();
-        rapport_common::kafka::assign(&consumer, &pipeline.topics.customer, &starts)
-            .expect("assign");
-        let mut at_end = std::collections::BTreeSet::new();
-        while (at_end.len() as i32) < partitions {
-            match consumer.poll(Duration::from_millis(500)) {
-                Some(Ok(_)) => consumed += 1,
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
-                    at_end.insert(partition);
-                }
-                _ => {}
-            }
-        }
-    }
+    read_whole_topic(
+        &kafka,
+        &pipeline.topics.customer,
+        "rapport-bench-read",
+        |_| consumed += 1,
+    );
     let read_elapsed = started.elapsed();
     let read_rate = consumed as f64 / read_elapsed.as_secs_f64();
     let read_broker_us = per_record_us(broker_before, broker_cpu());
