@@ -189,20 +189,24 @@ pub struct ConflictEntry {
 }
 
 impl ProfileState {
-    /// Folds one customer-topic record addressed to this profile.
+    /// Folds one customer-topic record addressed to this profile and
+    /// returns what it wants stored outside the profile's state.
     pub fn apply(&mut self, record: &CustomerRecord) -> Vec<Effect> {
-        let mut effects = Vec::new();
+        self.fold(record);
+        effects(record)
+    }
+
+    /// Folds one record into the state alone: [`apply`](Self::apply)
+    /// without the effects, which do not depend on the state. A store that
+    /// keeps a profile's later records beside its state (RocksDB's merge
+    /// operands) folds them with this whenever it combines them.
+    pub fn fold(&mut self, record: &CustomerRecord) {
         match &record.body {
             Some(customer_record::Body::Event(resolved)) => {
-                for proto in &resolved.linked {
-                    if let Some(identifier) = Identifier::from_proto(proto) {
-                        self.identifiers.insert(identifier.clone());
-                        effects.push(Effect::IndexIdentifier(identifier));
-                    }
-                }
+                self.identifiers
+                    .extend(resolved.linked.iter().filter_map(Identifier::from_proto));
                 if let Some(event) = &resolved.event {
                     self.apply_event(event);
-                    effects.push(Effect::Timeline(timeline_entry(event)));
                 }
             }
             Some(customer_record::Body::Merged(merged)) => {
@@ -217,22 +221,11 @@ impl ProfileState {
                     .as_ref()
                     .and_then(Identifier::from_proto)
                 {
-                    self.conflicts
-                        .insert((identifier.clone(), recorded.owner.clone()));
-                    effects.push(Effect::ConflictRecorded(ConflictEntry {
-                        received_at_ms: record.received_at_ms,
-                        cause_event_id: recorded.cause_event_id.clone(),
-                        conflict: Conflict {
-                            identifier,
-                            owner: recorded.owner.clone(),
-                            claimant: recorded.claimant.clone(),
-                        },
-                    }));
+                    self.conflicts.insert((identifier, recorded.owner.clone()));
                 }
             }
             None => {}
         }
-        effects
     }
 
     fn apply_event(&mut self, event: &Event) {
@@ -468,6 +461,47 @@ impl ProfileState {
 }
 
 const STATE_FORMAT: u8 = 2;
+
+/// What a record wants stored outside its profile's state: the index
+/// entries of the identifiers it links, its timeline line, the conflict it
+/// records. The same whatever the state, so a fold can work them out
+/// without the profile at hand.
+pub fn effects(record: &CustomerRecord) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    match &record.body {
+        Some(customer_record::Body::Event(resolved)) => {
+            effects.extend(
+                resolved
+                    .linked
+                    .iter()
+                    .filter_map(Identifier::from_proto)
+                    .map(Effect::IndexIdentifier),
+            );
+            if let Some(event) = &resolved.event {
+                effects.push(Effect::Timeline(timeline_entry(event)));
+            }
+        }
+        Some(customer_record::Body::Conflict(recorded)) => {
+            if let Some(identifier) = recorded
+                .identifier
+                .as_ref()
+                .and_then(Identifier::from_proto)
+            {
+                effects.push(Effect::ConflictRecorded(ConflictEntry {
+                    received_at_ms: record.received_at_ms,
+                    cause_event_id: recorded.cause_event_id.clone(),
+                    conflict: Conflict {
+                        identifier,
+                        owner: recorded.owner.clone(),
+                        claimant: recorded.claimant.clone(),
+                    },
+                }));
+            }
+        }
+        Some(customer_record::Body::Merged(_) | customer_record::Body::MergedAway(_)) | None => {}
+    }
+    effects
+}
 
 /// The compact line the timeline shows for an event.
 pub fn timeline_entry(event: &Event) -> TimelineEntry {

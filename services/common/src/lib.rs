@@ -5,7 +5,7 @@ pub mod config;
 pub mod http;
 pub mod kafka;
 pub mod keys;
-mod merge;
+pub mod merge;
 pub mod metrics;
 pub mod status;
 pub mod store;
@@ -37,6 +37,8 @@ pub enum Error {
     },
     #[error("stored state: {0}")]
     State(#[from] rapport_projections::Error),
+    #[error("stored state: a profile delta holding a customer record does not decode: {0}")]
+    RecordDelta(prost::DecodeError),
     #[error("malformed record at {topic}/{partition}@{offset}: {reason}")]
     MalformedRecord {
         topic: String,

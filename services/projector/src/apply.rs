@@ -15,9 +15,9 @@ use rapport_common::metrics::{Counter, Gauge, Registry};
 use rapport_common::status::WorkerStatus;
 
 use crate::versions::StartFrom;
-use rapport_common::store::{PackedWrites, Sealed, Staged, Store};
-use rapport_common::{Result, keys};
-use rapport_projections::customer_view::{Effect, ProfileState};
+use rapport_common::store::{Durability, PackedWrites, Sealed, Staged, Store};
+use rapport_common::{Result, keys, merge};
+use rapport_projections::customer_view::{self, Effect, ProfileState};
 use rapport_proto::v1 as proto;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -146,21 +146,14 @@ impl ApplyMetrics {
     }
 }
 
-/// What a batch adds to each profile it touches: the batch's records of that
-/// profile folded into an empty state, appended to the stored profile when
-/// the batch commits (see `ProfileState::append`). Nothing reads a profile
-/// while folding: reading, decoding, re-encoding and rewriting each
-/// profile's whole history for every record was most of a rebuild's cost.
-type Deltas = std::collections::HashMap<String, ProfileState>;
-
-/// Every so many deltas of a profile, the commit writes the profile whole
-/// instead: RocksDB folds the deltas in its memtable only when it flushes,
-/// and a busy profile under light traffic could otherwise collect
-/// thousands there, each read then combining them all. Counted per hash
-/// slot, not per profile, so that the memory is fixed; a collision only
+/// Every so many records of a profile, the commit writes the profile whole
+/// instead of appending them: RocksDB folds the deltas in its memtable only
+/// when it flushes, and a busy profile under light traffic could otherwise
+/// collect thousands there, each read then combining them all. Counted per
+/// hash slot, not per profile, so that the memory is fixed; a collision only
 /// makes a profile's whole write come early.
 pub(crate) struct WholeWrites {
-    deltas_per_slot: Vec<u16>,
+    records_per_slot: Vec<u16>,
     every: u16,
 }
 
@@ -171,22 +164,22 @@ impl Default for WholeWrites {
 }
 
 impl WholeWrites {
-    fn every(deltas: u16) -> Self {
+    fn every(records: u16) -> Self {
         Self {
-            deltas_per_slot: vec![0; 1 << 16],
-            every: deltas.max(1),
+            records_per_slot: vec![0; 1 << 16],
+            every: records.max(1),
         }
     }
 
-    /// Counts one more delta of `profile_id`; true when it is time to
-    /// write the profile whole.
-    fn due(&mut self, profile_id: &str) -> bool {
+    /// Counts `records` more records of the profile stored under
+    /// `profile_key`; true when it is time to write the profile whole.
+    fn due(&mut self, profile_key: &[u8], records: usize) -> bool {
         use std::hash::{Hash as _, Hasher as _};
         let mut hasher = std::hash::DefaultHasher::new();
-        profile_id.hash(&mut hasher);
-        let slot = hasher.finish() as usize % self.deltas_per_slot.len();
-        let count = &mut self.deltas_per_slot[slot];
-        *count += 1;
+        profile_key.hash(&mut hasher);
+        let slot = hasher.finish() as usize % self.records_per_slot.len();
+        let count = &mut self.records_per_slot[slot];
+        *count = count.saturating_add(u16::try_from(records).unwrap_or(u16::MAX));
         if *count >= self.every {
             *count = 0;
             return true;
@@ -195,17 +188,22 @@ impl WholeWrites {
     }
 }
 
-/// Folds one record into the staged customer view.
+/// Folds one record into the staged customer view. The record itself,
+/// as read, is the delta appended to its profile (see
+/// `rapport_common::merge`): nothing reads, builds or encodes a profile
+/// while folding.
 fn fold_customer_view(
     staged: &mut Staged<'_>,
-    deltas: &mut Deltas,
+    appended: &mut PackedWrites,
     record: &proto::CustomerRecord,
+    payload: &[u8],
 ) {
-    // Most records of a batch are their profile's only one: a lookup and
-    // then an insert would hash the id twice.
-    let delta = deltas.entry(record.customer_id.clone()).or_default();
     let customer_id = record.customer_id.as_str();
-    for effect in delta.apply(record) {
+    appended.push(
+        |key| keys::push_profile(key, customer_id),
+        |value| merge::push_record_delta(value, payload),
+    );
+    for effect in customer_view::effects(record) {
         match effect {
             Effect::Timeline(entry) => staged.put_unread(
                 |key| keys::push_timeline(key, customer_id, entry.occurred_at_ms, &entry.event_id),
@@ -364,11 +362,10 @@ struct Projection<'a> {
 struct Folded<'a> {
     projection: Projection<'a>,
     sealed: Sealed<'a>,
-    deltas: Deltas,
-    /// Profiles to write whole rather than append to (see [`WholeWrites`]);
-    /// the commit reads and rewrites them.
-    whole: std::collections::HashSet<String>,
-    /// The other profiles' deltas, encoded and in key order.
+    /// The deltas of the profiles to write whole rather than append to (see
+    /// [`WholeWrites`]), in key order; the commit reads and rewrites them.
+    whole: PackedWrites,
+    /// The other profiles' deltas, in key order.
     appended: PackedWrites,
     next: Positions,
     outcomes: Outcomes,
@@ -390,28 +387,45 @@ impl Folded<'_> {
     /// batch. Must run after every earlier batch committed: a profile
     /// written whole is read from the store.
     fn write(&self) -> Result<()> {
+        let Projection { store, family } = self.projection;
+        let deltas: Vec<(&[u8], &[u8])> = self.whole.sorted().collect();
         let mut whole = PackedWrites::default();
-        for customer_id in &self.whole {
-            let Projection { store, family } = self.projection;
-            let mut state = match store.get(family, &keys::profile(customer_id))? {
+        for profile in deltas.chunk_by(|left, right| left.0 == right.0) {
+            let key = profile[0].0;
+            let mut state = match store.get(family, key)? {
                 Some(bytes) => ProfileState::decode(&bytes)?,
                 None => ProfileState::default(),
             };
-            state.append(&self.deltas[customer_id]);
+            for (_, delta) in profile {
+                merge::append_delta(&mut state, delta)?;
+            }
             whole.push(
-                |key| keys::push_profile(key, customer_id),
+                |bytes| bytes.extend_from_slice(key),
                 |value| state.encode_into(value),
             );
         }
-        self.sealed.commit_with(&whole, &self.appended)
+        // Every write of a projection's column family is a batch like this
+        // one, so it can skip RocksDB's log: the customer topic is the log
+        // (see `Durability::SourceLog`).
+        self.sealed
+            .commit_with(&whole, &self.appended, Durability::SourceLog)
     }
 
     /// What the batch changed, once it is on disk.
     fn committed(self) -> Committed {
+        // Both in key order: a profile with several records is listed once.
+        let mut changed = Vec::new();
+        for (key, _) in self.appended.sorted().chain(self.whole.sorted()) {
+            if let Ok(profile_id) = keys::decode_profile(key)
+                && changed.last() != Some(&profile_id)
+            {
+                changed.push(profile_id);
+            }
+        }
         Committed {
             next: self.next,
             outcomes: self.outcomes,
-            changed: self.deltas.into_keys().collect(),
+            changed,
             records: self.records,
         }
     }
@@ -426,9 +440,8 @@ impl Folded<'_> {
 /// folded on top of it (reading `sealed`).
 struct InFlight<'scope, 'a> {
     sealed: Sealed<'a>,
-    /// Frees the batch's deltas once they are written: the folding thread
-    /// is the busier of the two since it no longer polls and encodes the
-    /// deltas itself.
+    /// Also lists the profiles the batch changed, once it is written: the
+    /// folding thread is the busier of the two.
     thread: std::thread::ScopedJoinHandle<'scope, (Result<()>, Committed)>,
 }
 
@@ -617,7 +630,7 @@ fn fold_batch<'a>(
     let mut next = positions.clone();
     let mut outcomes = Outcomes::default();
     let mut refused = Vec::new();
-    let mut deltas = Deltas::with_capacity(records.len());
+    let mut appended = PackedWrites::with_capacity(records.len(), 256 * records.len());
     for consumed in records {
         next.offsets.insert(consumed.partition, consumed.offset);
         if !window.holds(consumed.timestamp_ms) {
@@ -668,7 +681,7 @@ fn fold_batch<'a>(
             if staged.get(&retried)?.is_some() {
                 outcomes.duplicates += 1;
             } else {
-                fold_customer_view(&mut staged, &mut deltas, &record);
+                fold_customer_view(&mut staged, &mut appended, &record, consumed.payload);
                 staged.put(retried, Vec::new());
                 outcomes.applied += 1;
             }
@@ -686,7 +699,7 @@ fn fold_batch<'a>(
             outcomes.duplicates += 1;
             continue;
         }
-        fold_customer_view(&mut staged, &mut deltas, &record);
+        fold_customer_view(&mut staged, &mut appended, &record, consumed.payload);
         next.watermarks.insert(mark_key, position);
         outcomes.applied += 1;
     }
@@ -704,24 +717,14 @@ fn fold_batch<'a>(
             );
         }
     }
-    // Encoded here rather than by the commit, which is the longer stage.
-    let mut whole = std::collections::HashSet::new();
-    let mut appended = PackedWrites::with_capacity(deltas.len(), 256 * deltas.len());
-    for (customer_id, delta) in &deltas {
-        if whole_writes.due(customer_id) {
-            whole.insert(customer_id.clone());
-        } else {
-            appended.push(
-                |key| keys::push_profile(key, customer_id),
-                |value| delta.encode_into(value),
-            );
-        }
-    }
+    // Sorted here rather than by the commit, which is the longer stage; a
+    // profile's deltas keep the order of its records.
     appended.sort();
+    let whole =
+        appended.split_off_keys(|profile_key, records| whole_writes.due(profile_key, records));
     Ok(Folded {
         projection,
         sealed: staged.seal(),
-        deltas,
         whole,
         appended,
         next,
@@ -892,7 +895,7 @@ pub fn run(
     // n+1 and a third commits batch n (see `Pipeline`). Polling is on its
     // own thread because the fold does not wait for it there: on the
     // applying thread it took a third of a rebuild's time.
-    std::thread::scope(|scope| -> Result<()> {
+    let applied = std::thread::scope(|scope| -> Result<()> {
         let (batches, polled) = std::sync::mpsc::sync_channel(1);
         spawn_stage(scope, "poll", family, move || poller.run(stop, batches))?;
         let mut pipeline = Pipeline::new(
@@ -936,7 +939,11 @@ pub fn run(
                 Err(std::sync::mpsc::RecvError) => return landed(pipeline.settle()),
             }
         }
-    })
+    });
+    // Batches skip RocksDB's log; a stopped or finished worker puts what
+    // they wrote on disk, so that a restart need not read it again.
+    applied?;
+    store.flush(family)
 }
 
 /// What the polling thread hands the applying thread.
@@ -1307,10 +1314,12 @@ mod tests {
     }
 
     #[test]
-    fn a_profile_is_due_to_be_written_whole_every_so_many_deltas() {
+    fn a_profile_is_due_to_be_written_whole_every_so_many_records() {
         let mut whole_writes = WholeWrites::every(3);
-        let due: Vec<bool> = (0..7).map(|_| whole_writes.due("c-1")).collect();
+        let due: Vec<bool> = (0..7).map(|_| whole_writes.due(b"Pc-1", 1)).collect();
         assert_eq!(due, [false, false, true, false, false, true, false]);
+        // A batch with many records of the profile makes it due at once.
+        assert!(whole_writes.due(b"Pc-1", 5));
     }
 
     #[test]
