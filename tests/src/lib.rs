@@ -360,6 +360,12 @@ impl Service {
         process_cpu_seconds(self.child.as_ref()?.id())
     }
 
+    /// CPU time the service's threads have used so far, by kind of thread
+    /// (see [`threads_cpu_seconds`]).
+    pub fn threads_cpu_seconds(&self) -> Option<Vec<(String, f64)>> {
+        threads_cpu_seconds(self.child.as_ref()?.id())
+    }
+
     /// Resets the peak that [`peak_memory_kib`](Self::peak_memory_kib)
     /// reports to the current resident memory (Linux `clear_refs`), so that
     /// the next reading covers only what follows.
@@ -900,10 +906,38 @@ pub fn machine_cpu_ticks() -> Option<(u64, u64)> {
 
 /// CPU time (user and system) process `pid` has used so far, on Linux.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// The CPU time in a `/proc/.../stat` file.
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name; utime and stime are
     // the 14th and 15th fields, in USER_HZ ticks (100 per second on Linux).
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// CPU time process `pid`'s threads have used so far, summed by thread
+/// name with any trailing digits dropped (librdkafka's `rdk:broker1`,
+/// `rdk:broker2`... are one kind), most first. Threads that have ended are
+/// gone from `/proc`; what they used is listed as "ended threads".
+pub fn threads_cpu_seconds(pid: u32) -> Option<Vec<(String, f64)>> {
+    let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let kind = name.trim().trim_end_matches(|c: char| c.is_ascii_digit());
+        let seconds = stat_cpu_seconds(&path.join("stat").to_string_lossy()).unwrap_or(0.0);
+        *by_kind.entry(kind.to_owned()).or_default() += seconds;
+    }
+    let running: f64 = by_kind.values().sum();
+    let ended = process_cpu_seconds(pid)? - running;
+    if ended > 0.0 {
+        by_kind.insert("ended threads".to_owned(), ended);
+    }
+    let mut kinds: Vec<(String, f64)> = by_kind.into_iter().collect();
+    kinds.sort_by(|left, right| right.1.total_cmp(&left.1));
+    Some(kinds)
 }

@@ -290,6 +290,17 @@ fn main() {
             })
             .join(", ")
     };
+    // And the CPU of each kind of thread, the projector's, librdkafka's
+    // and RocksDB's alike.
+    let fresh_threads = rebuild
+        .threads_cpu_seconds()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(kind, seconds)| (kind, seconds * 1e6 / customer_records as f64))
+        .filter(|(_, micros)| *micros >= 0.05)
+        .map(|(kind, micros)| format!("{kind} {micros:.1} µs"))
+        .collect::<Vec<_>>()
+        .join(", ");
     drop(rebuild);
 
     // 2b. A plain rdkafka consumer reading the same topic from the start:
@@ -460,6 +471,7 @@ fn main() {
     println!(
         "| that projector's applying thread per record, and its polling thread | {fresh_stages} |"
     );
+    println!("| that projector's CPU per record by kind of thread | {fresh_threads} |");
     println!("| the whole machine's CPU in use during that rebuild | {fresh_machine_busy} |");
     println!(
         "| the same fold and commit fed from memory (no broker), in the bench process | {:.0} records/s, {:.2} of the plain read rate; CPU per record {}; folding {:.1} µs, waiting for the commit {:.1} µs per record |",
