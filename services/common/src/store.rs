@@ -859,6 +859,56 @@ mod tests {
         assert_eq!(packed.len(), 2);
     }
 
+    /// Commits `key` to `family`, as durable as `durability` says.
+    fn commit_one(store: &Store, family: &str, key: &[u8], durability: Durability) {
+        let mut staged = store.stage(family);
+        staged.put(key.to_vec(), b"1".to_vec());
+        staged
+            .seal()
+            .commit_with(
+                &PackedWrites::default(),
+                &PackedWrites::default(),
+                durability,
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_crash_loses_source_log_writes_not_yet_flushed_and_nothing_else() {
+        const CHILD: &str = "RAPPORT_STORE_CRASH_CHILD";
+        if let Ok(path) = std::env::var(CHILD) {
+            // The crashing process: it exits without closing the store (no
+            // destructor runs), as a kill -9 would leave it.
+            let store = Store::open(Path::new(&path), &["view", "meta"]).unwrap();
+            commit_one(&store, "view", b"flushed", Durability::SourceLog);
+            store.flush("view").unwrap();
+            commit_one(&store, "view", b"unflushed", Durability::SourceLog);
+            commit_one(&store, "meta", b"logged", Durability::WriteAheadLog);
+            std::process::exit(3);
+        }
+        let directory = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::tests::a_crash_loses_source_log_writes_not_yet_flushed_and_nothing_else",
+            ])
+            .env(CHILD, directory.path())
+            .status()
+            .unwrap();
+        assert_eq!(
+            status.code(),
+            Some(3),
+            "the writing process ran and crashed"
+        );
+        let store = Store::open(directory.path(), &["view", "meta"]).unwrap();
+        assert!(store.get("view", b"flushed").unwrap().is_some());
+        assert!(
+            store.get("view", b"unflushed").unwrap().is_none(),
+            "not flushed, not logged: gone, to be redone from the source"
+        );
+        assert!(store.get("meta", b"logged").unwrap().is_some());
+    }
+
     #[test]
     fn staged_writes_are_read_back_and_land_together() {
         let directory = tempfile::tempdir().unwrap();
