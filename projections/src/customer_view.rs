@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rapport_proto::v1::{CustomerRecord, Event, customer_record, event};
+use rapport_proto::wire::Pruning;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{Conflict, Identifier};
@@ -462,6 +463,28 @@ impl ProfileState {
 
 const STATE_FORMAT: u8 = 2;
 
+/// The fields of a `CustomerRecord` (numbers from
+/// `proto/rapport/events/v1/customer.proto`) that [`ProfileState::fold`]
+/// never reads: the customer id (a stored delta sits under its profile's
+/// key), the source position and the receive time.
+pub static UNFOLDED: Pruning = Pruning {
+    drop: &[1, 2, 3],
+    within: &[(10, &RESOLVED_UNFOLDED)],
+};
+
+/// Of an `EventResolved`: only the event has fields the fold skips.
+static RESOLVED_UNFOLDED: Pruning = Pruning {
+    drop: &[],
+    within: &[(1, &EVENT_UNFOLDED)],
+};
+
+/// Of an `Event` (`events.proto`): the receive time, the sender, and the
+/// identifiers it was sent with (the record's `linked` says which count).
+static EVENT_UNFOLDED: Pruning = Pruning {
+    drop: &[4, 5, 7],
+    within: &[],
+};
+
 /// What a record wants stored outside its profile's state: the index
 /// entries of the identifiers it links, its timeline line, the conflict it
 /// records. The same whatever the state, so a fold can work them out
@@ -764,15 +787,19 @@ mod tests {
     fn record(event_id: &str, at: i64, payload: event::Payload, kind: &str) -> CustomerRecord {
         CustomerRecord {
             customer_id: "c-1".into(),
-            source: Some(SourcePosition::default()),
-            received_at_ms: at,
+            source: Some(SourcePosition {
+                raw_partition: 1,
+                raw_offset: at,
+                index: 0,
+            }),
+            received_at_ms: at + 1,
             body: Some(customer_record::Body::Event(EventResolved {
                 event: Some(Event {
                     event_id: event_id.into(),
                     r#type: kind.into(),
                     occurred_at_ms: at,
-                    received_at_ms: at,
-                    source: String::new(),
+                    received_at_ms: at + 1,
+                    source: "ingest@test".into(),
                     channel: "web".into(),
                     customer: Some(CustomerIdentifiers {
                         customer_id: "c-1".into(),
@@ -1159,6 +1186,38 @@ mod tests {
                     .expect("one run at least")
             };
             prop_assert_eq!(appended.encode(), whole.encode());
+        }
+
+        /// A record without the fields [`UNFOLDED`] names folds exactly as
+        /// the whole record, and those fields are all it lacks.
+        #[test]
+        fn the_fold_never_reads_what_pruning_leaves_out(
+            records in proptest::collection::vec(any_kind_of_record(), 0..20),
+        ) {
+            use rapport_proto::Message as _;
+            let (mut whole, mut pruned) = (ProfileState::default(), ProfileState::default());
+            for record in &records {
+                let mut bytes = Vec::new();
+                rapport_proto::wire::prune_into(&record.encode_to_vec(), &UNFOLDED, &mut bytes)
+                    .expect("a record prunes");
+                let read = CustomerRecord::decode(&bytes[..]).expect("a pruned record decodes");
+                let mut cleared = record.clone();
+                cleared.customer_id.clear();
+                cleared.source = None;
+                cleared.received_at_ms = 0;
+                if let Some(customer_record::Body::Event(resolved)) = &mut cleared.body
+                    && let Some(event) = &mut resolved.event
+                {
+                    event.received_at_ms = 0;
+                    event.source.clear();
+                    event.customer = None;
+                }
+                prop_assert_eq!(&read, &cleared);
+                prop_assert!(bytes.len() < record.encoded_len());
+                whole.fold(record);
+                pruned.fold(&read);
+            }
+            prop_assert_eq!(pruned.encode(), whole.encode());
         }
 
         /// Splitting a person's records over two profiles and merging them

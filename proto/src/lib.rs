@@ -3,11 +3,12 @@
 //! The `.proto` files are the contract between storefronts, services and
 //! projections; see `proto/EVOLUTION.md` for how they may change.
 
-#![allow(unreachable_pub, clippy::all)]
-
+#[allow(unreachable_pub, clippy::all)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/rapport.events.v1.rs"));
 }
+
+pub mod wire;
 
 pub use prost::Message;
 

@@ -5,10 +5,11 @@
 //! The key's tag (see [`crate::keys`]) says how its deltas combine. Today
 //! only profiles (`P`) take deltas, of two kinds, told apart by their first
 //! byte:
-//! - a customer-topic record as it came off the log ([`push_record_delta`]),
-//!   folded with `ProfileState::fold`. This is what a projector appends: it
-//!   costs a copy of bytes it already has, where building, encoding and
-//!   freeing a state per record was a third of a rebuild's work;
+//! - a customer-topic record as it came off the log, less the fields the
+//!   fold never reads ([`push_record_delta`]), folded with
+//!   `ProfileState::fold`. This is what a projector appends: it costs a copy
+//!   of bytes it already has, where building, encoding and freeing a state
+//!   per record was a third of a rebuild's work;
 //! - an encoded `ProfileState` (its format byte, 1 or 2): what combining
 //!   deltas without the value gives, and what releases before format 3
 //!   appended. Combined with `ProfileState::append`, which is associative
@@ -19,7 +20,7 @@
 //! combined values.
 
 use prost::Message as _;
-use rapport_projections::customer_view::ProfileState;
+use rapport_projections::customer_view::{self, ProfileState};
 use rapport_proto::v1 as proto;
 use rocksdb::MergeOperands;
 
@@ -34,10 +35,15 @@ pub(crate) const NAME: &str = "rapport.append.v1";
 pub const RECORD_DELTA: u8 = b'R';
 
 /// Appends the delta that folds `record`, the customer record's encoded
-/// bytes as read from the customer topic, to `bytes`.
+/// bytes as read from the customer topic, to `bytes`: the record without
+/// the fields the fold never reads (`customer_view::UNFOLDED`), about half
+/// of it, which every flush and compaction then copies no more. Bytes the
+/// pruning cannot walk are kept whole; they fold the same.
 pub fn push_record_delta(bytes: &mut Vec<u8>, record: &[u8]) {
     bytes.push(RECORD_DELTA);
-    bytes.extend_from_slice(record);
+    if rapport_proto::wire::prune_into(record, &customer_view::UNFOLDED, bytes).is_err() {
+        bytes.extend_from_slice(record);
+    }
 }
 
 /// Folds one delta of either kind into `state`.
@@ -92,5 +98,73 @@ fn append_profiles<'a>(
             tracing::error!(key = ?key, %error, "a stored profile or profile delta does not decode");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_delta_leaves_out_what_the_fold_never_reads() {
+        // Given a record as ingest and identity write it
+        let record = proto::CustomerRecord {
+            customer_id: "c-1".into(),
+            source: Some(proto::SourcePosition {
+                raw_partition: 2,
+                raw_offset: 41,
+                index: 0,
+            }),
+            received_at_ms: 1_795_380_862_148,
+            body: Some(proto::customer_record::Body::Event(proto::EventResolved {
+                event: Some(proto::Event {
+                    event_id: "01a20509-dcbb-76e3-933c-fe06ffcf0907".into(),
+                    r#type: "order.placed".into(),
+                    occurred_at_ms: 1_790_842_800_000,
+                    received_at_ms: 1_795_380_862_148,
+                    source: "ingest@127.0.0.1:35187".into(),
+                    channel: "web".into(),
+                    customer: Some(proto::CustomerIdentifiers {
+                        customer_id: "c-1".into(),
+                        email: "p1@example.com".into(),
+                        ..Default::default()
+                    }),
+                    payload: Some(proto::event::Payload::OrderPlaced(proto::OrderPlaced {
+                        order_id: "o-1".into(),
+                        total_minor: 1020,
+                        currency: "USD".into(),
+                        items: vec![],
+                    })),
+                }),
+                linked: vec![proto::Identifier {
+                    kind: "email".into(),
+                    value: "p1@example.com".into(),
+                }],
+            })),
+        };
+        let bytes = record.encode_to_vec();
+        // When it is appended as a delta
+        let mut delta = Vec::new();
+        push_record_delta(&mut delta, &bytes);
+        // Then the delta is under two thirds of the record and folds the same
+        assert!(
+            delta.len() * 3 < bytes.len() * 2,
+            "{} of {}",
+            delta.len(),
+            bytes.len()
+        );
+        let (mut from_delta, mut from_record) = (ProfileState::default(), ProfileState::default());
+        append_delta(&mut from_delta, &delta).unwrap();
+        from_record.fold(&record);
+        assert_eq!(from_delta.encode(), from_record.encode());
+    }
+
+    #[test]
+    fn bytes_the_pruning_cannot_walk_are_kept_whole_and_fail_when_folded() {
+        let mut delta = Vec::new();
+        push_record_delta(&mut delta, &[0x0b, 0x01]);
+        assert_eq!(delta, [RECORD_DELTA, 0x0b, 0x01]);
+        let folded = append_delta(&mut ProfileState::default(), &delta);
+        assert!(matches!(folded, Err(crate::Error::RecordDelta(_))));
     }
 }
