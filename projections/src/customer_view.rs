@@ -182,6 +182,50 @@ pub struct TimelineEntry {
     pub summary: String,
 }
 
+impl TimelineEntry {
+    /// Appends the entry as a timeline value stores it: without its time
+    /// and event id, which the value's key holds (see `keys::timeline`).
+    pub fn encode_value_into(&self, bytes: &mut Vec<u8>) {
+        let line = TimelineLine {
+            event_type: &self.event_type,
+            channel: &self.channel,
+            summary: &self.summary,
+        };
+        *bytes = postcard::to_extend(&line, std::mem::take(bytes)).expect("a line serialises");
+    }
+
+    /// Reads a stored timeline value, given the time and event id from its
+    /// key. Values written before this format held the whole entry, which
+    /// is the time and the event id followed by today's value; such a value
+    /// begins with exactly those two, which today's (a varint shorter than
+    /// 128, then the event type) never does for a time more than 64 ms away
+    /// from the epoch.
+    pub fn decode_value(
+        occurred_at_ms: i64,
+        event_id: String,
+        value: &[u8],
+    ) -> Result<Self, crate::Error> {
+        let older_head = postcard::to_stdvec(&(occurred_at_ms, &event_id))?;
+        let line = value.strip_prefix(older_head.as_slice()).unwrap_or(value);
+        let (event_type, channel, summary): (String, String, String) = postcard::from_bytes(line)?;
+        Ok(Self {
+            occurred_at_ms,
+            event_id,
+            event_type,
+            channel,
+            summary,
+        })
+    }
+}
+
+/// A stored timeline value, borrowed from its entry.
+#[derive(Serialize)]
+struct TimelineLine<'a> {
+    event_type: &'a str,
+    channel: &'a str,
+    summary: &'a str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConflictEntry {
     pub received_at_ms: i64,
@@ -987,6 +1031,34 @@ mod tests {
         assert_eq!(decoded.orders, state.orders);
         assert!(decoded.refunds.is_empty());
         assert_ne!(decoded, state);
+    }
+
+    #[test]
+    fn timeline_values_leave_out_what_their_key_holds_and_older_ones_still_read() {
+        let entry = timeline_entry(
+            placed("e-1", 1_790_842_800_000, "o-7", 1020)
+                .body
+                .and_then(|body| match body {
+                    customer_record::Body::Event(resolved) => resolved.event,
+                    _ => None,
+                })
+                .as_ref()
+                .expect("an event"),
+        );
+        let mut value = Vec::new();
+        entry.encode_value_into(&mut value);
+        let older = postcard::to_stdvec(&entry).unwrap();
+        assert_eq!(
+            value.len() + 6 + 4,
+            older.len(),
+            "time (6 bytes), id (1 + 3)"
+        );
+        for stored in [&value, &older] {
+            let read =
+                TimelineEntry::decode_value(entry.occurred_at_ms, entry.event_id.clone(), stored);
+            assert_eq!(read.unwrap(), entry);
+        }
+        assert!(TimelineEntry::decode_value(0, "e-1".into(), &value[..3]).is_err());
     }
 
     fn arbitrary_record() -> impl Strategy<Value = CustomerRecord> {

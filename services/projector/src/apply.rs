@@ -207,7 +207,7 @@ fn fold_customer_view(
         match effect {
             Effect::Timeline(entry) => staged.put_unread(
                 |key| keys::push_timeline(key, customer_id, entry.occurred_at_ms, &entry.event_id),
-                |value| serialise_into(value, &entry),
+                |value| entry.encode_value_into(value),
             ),
             Effect::IndexIdentifier(identifier) => staged.put_unread(
                 |key| keys::push_identifier(key, &identifier),

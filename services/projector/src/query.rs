@@ -323,7 +323,7 @@ async fn get_timeline(
     // Newest first across every profile of the person: take up to `limit`
     // (plus one, to know whether there is more) from each, then the newest
     // `limit` of those.
-    let mut entries: Vec<(i64, String, String, TimelineEntry)> = Vec::new();
+    let mut entries: Vec<(String, TimelineEntry)> = Vec::new();
     for (profile_id, _) in &person.members {
         let prefix = keys::timeline_prefix(profile_id);
         let bound = cursor
@@ -336,26 +336,29 @@ async fn get_timeline(
         {
             let (_, at, event_id) = keys::decode_timeline(&key)
                 .map_err(|error| ApiError::Internal(error.to_string()))?;
-            let entry: TimelineEntry = postcard::from_bytes(&value)
+            let entry = TimelineEntry::decode_value(at, event_id, &value)
                 .map_err(|error| ApiError::Internal(error.to_string()))?;
-            entries.push((at, event_id, profile_id.clone(), entry));
+            entries.push((profile_id.clone(), entry));
         }
     }
-    entries.sort_by(|left, right| (right.0, &right.1).cmp(&(left.0, &left.1)));
+    let newest_first = |(_, entry): &(String, TimelineEntry)| {
+        std::cmp::Reverse((entry.occurred_at_ms, entry.event_id.clone()))
+    };
+    entries.sort_by_cached_key(newest_first);
     let more = entries.len() > limit;
     entries.truncate(limit);
     let next_before = if more {
         entries
             .last()
-            .map(|(at, event_id, _, _)| format!("{at}_{event_id}"))
+            .map(|(_, entry)| format!("{}_{}", entry.occurred_at_ms, entry.event_id))
     } else {
         None
     };
     let items = entries
         .into_iter()
-        .map(|(at, event_id, profile_id, entry)| TimelineItem {
-            occurred_at: format_rfc3339(at),
-            event_id,
+        .map(|(profile_id, entry)| TimelineItem {
+            occurred_at: format_rfc3339(entry.occurred_at_ms),
+            event_id: entry.event_id,
             event_type: entry.event_type,
             channel: entry.channel,
             summary: entry.summary,
