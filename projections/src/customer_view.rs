@@ -535,17 +535,35 @@ static EVENT_UNFOLDED: Pruning = Pruning {
 /// without the profile at hand.
 pub fn effects(record: &CustomerRecord) -> Vec<Effect> {
     let mut effects = Vec::new();
+    for_each_effect(record, |effect| {
+        effects.push(match effect {
+            EffectOf::Timeline(event) => Effect::Timeline(timeline_entry(event)),
+            EffectOf::IndexIdentifier(identifier) => Effect::IndexIdentifier(identifier),
+            EffectOf::ConflictRecorded(entry) => Effect::ConflictRecorded(entry),
+        });
+    });
+    effects
+}
+
+/// An [`Effect`] with the timeline line still to be worked out from the
+/// record's event: what a projector needs, without the allocations of an
+/// owned [`TimelineEntry`] for every record.
+#[derive(Debug)]
+pub enum EffectOf<'a> {
+    Timeline(&'a Event),
+    IndexIdentifier(Identifier),
+    ConflictRecorded(ConflictEntry),
+}
+
+/// Calls `visit` with each of `record`'s effects, in [`effects`]' order.
+pub fn for_each_effect<'a>(record: &'a CustomerRecord, mut visit: impl FnMut(EffectOf<'a>)) {
     match &record.body {
         Some(customer_record::Body::Event(resolved)) => {
-            effects.extend(
-                resolved
-                    .linked
-                    .iter()
-                    .filter_map(Identifier::from_proto)
-                    .map(Effect::IndexIdentifier),
-            );
+            for identifier in resolved.linked.iter().filter_map(Identifier::from_proto) {
+                visit(EffectOf::IndexIdentifier(identifier));
+            }
             if let Some(event) = &resolved.event {
-                effects.push(Effect::Timeline(timeline_entry(event)));
+                visit(EffectOf::Timeline(event));
             }
         }
         Some(customer_record::Body::Conflict(recorded)) => {
@@ -554,7 +572,7 @@ pub fn effects(record: &CustomerRecord) -> Vec<Effect> {
                 .as_ref()
                 .and_then(Identifier::from_proto)
             {
-                effects.push(Effect::ConflictRecorded(ConflictEntry {
+                visit(EffectOf::ConflictRecorded(ConflictEntry {
                     received_at_ms: record.received_at_ms,
                     cause_event_id: recorded.cause_event_id.clone(),
                     conflict: Conflict {
@@ -567,71 +585,12 @@ pub fn effects(record: &CustomerRecord) -> Vec<Effect> {
         }
         Some(customer_record::Body::Merged(_) | customer_record::Body::MergedAway(_)) | None => {}
     }
-    effects
 }
 
 /// The compact line the timeline shows for an event.
 pub fn timeline_entry(event: &Event) -> TimelineEntry {
-    use event::Payload;
-    let money = |minor: i64, currency: &str| {
-        format!("{}.{:02} {currency}", minor / 100, (minor % 100).abs())
-    };
-    let summary = match &event.payload {
-        Some(Payload::CustomerRegistered(profile)) => {
-            format!("registered {}", profile.name).trim_end().to_owned()
-        }
-        Some(Payload::CustomerUpdated(_)) => "profile updated".to_owned(),
-        Some(Payload::IdentityLinked(_)) => "identifiers linked".to_owned(),
-        Some(Payload::WebPageViewed(view)) => format!("viewed {}", view.url),
-        Some(Payload::EmailSent(mail)) => format!("email {} sent", mail.message_id),
-        Some(Payload::EmailOpened(mail)) => format!("email {} opened", mail.message_id),
-        Some(Payload::EmailClicked(mail)) => {
-            format!("email {} clicked {}", mail.message_id, mail.url)
-                .trim_end()
-                .to_owned()
-        }
-        Some(Payload::EmailBounced(mail)) => format!("email {} bounced", mail.message_id),
-        Some(Payload::CallCompleted(call)) => format!(
-            "{} call, {} s, {}",
-            call.direction, call.duration_s, call.outcome
-        )
-        .trim_end_matches(", ")
-        .to_owned(),
-        Some(Payload::OrderPlaced(order)) => format!(
-            "order {} placed, {}",
-            order.order_id,
-            money(order.total_minor, &order.currency)
-        ),
-        Some(Payload::OrderCancelled(order)) => format!("order {} cancelled", order.order_id),
-        Some(Payload::OrderRefunded(refund)) => format!(
-            "order {} refunded {} minor units",
-            refund.order_id, refund.amount_minor
-        ),
-        Some(Payload::TicketOpened(ticket)) => format!(
-            "{} ticket {} opened: {}",
-            ticket.category, ticket.ticket_id, ticket.subject
-        ),
-        Some(Payload::TicketResolved(ticket)) => format!("ticket {} resolved", ticket.ticket_id),
-        Some(Payload::SurveyAnswered(survey)) => {
-            let mut parts = vec![format!("survey {}", survey.survey_id)];
-            parts.extend(survey.nps.map(|nps| format!("NPS {nps}")));
-            parts.extend(survey.csat.map(|csat| format!("CSAT {csat}")));
-            parts.join(", ")
-        }
-        Some(Payload::ConsentChanged(consent)) => {
-            format!(
-                "{} consent {}",
-                consent.channel,
-                if consent.granted {
-                    "granted"
-                } else {
-                    "withdrawn"
-                }
-            )
-        }
-        Some(Payload::PointsRedeemed(redeemed)) => format!("redeemed {} points", redeemed.points),
-        None => String::new(),
-    };
+    let mut summary = String::new();
+    write_summary(event, &mut summary);
     TimelineEntry {
         occurred_at_ms: event.occurred_at_ms,
         event_id: event.event_id.clone(),
@@ -639,6 +598,112 @@ pub fn timeline_entry(event: &Event) -> TimelineEntry {
         channel: event.channel.clone(),
         summary,
     }
+}
+
+/// Appends `event`'s timeline value (see [`TimelineEntry::encode_value_into`])
+/// to `bytes`, with `scratch` as room for the summary line.
+pub fn push_timeline_value(bytes: &mut Vec<u8>, event: &Event, scratch: &mut String) {
+    scratch.clear();
+    write_summary(event, scratch);
+    let line = TimelineLine {
+        event_type: &event.r#type,
+        channel: &event.channel,
+        summary: scratch,
+    };
+    *bytes = postcard::to_extend(&line, std::mem::take(bytes)).expect("a line serialises");
+}
+
+/// Writes the summary of `event` to `out`, which must be empty.
+fn write_summary(event: &Event, out: &mut String) {
+    use event::Payload;
+    use std::fmt::Write as _;
+    // Writing to a `String` cannot fail.
+    macro_rules! put {
+        ($($part:tt)*) => {
+            out.write_fmt(format_args!($($part)*)).expect("a String takes any text")
+        };
+    }
+    match &event.payload {
+        Some(Payload::CustomerRegistered(profile)) => {
+            put!("registered {}", profile.name);
+            trim_end(out);
+        }
+        Some(Payload::CustomerUpdated(_)) => put!("profile updated"),
+        Some(Payload::IdentityLinked(_)) => put!("identifiers linked"),
+        Some(Payload::WebPageViewed(view)) => put!("viewed {}", view.url),
+        Some(Payload::EmailSent(mail)) => put!("email {} sent", mail.message_id),
+        Some(Payload::EmailOpened(mail)) => put!("email {} opened", mail.message_id),
+        Some(Payload::EmailClicked(mail)) => {
+            put!("email {} clicked {}", mail.message_id, mail.url);
+            trim_end(out);
+        }
+        Some(Payload::EmailBounced(mail)) => {
+            put!("email {} bounced", mail.message_id);
+        }
+        Some(Payload::CallCompleted(call)) => {
+            put!(
+                "{} call, {} s, {}",
+                call.direction,
+                call.duration_s,
+                call.outcome
+            );
+            while out.ends_with(", ") {
+                out.truncate(out.len() - 2);
+            }
+        }
+        Some(Payload::OrderPlaced(order)) => put!(
+            "order {} placed, {}.{:02} {}",
+            order.order_id,
+            order.total_minor / 100,
+            (order.total_minor % 100).abs(),
+            order.currency
+        ),
+        Some(Payload::OrderCancelled(order)) => {
+            put!("order {} cancelled", order.order_id);
+        }
+        Some(Payload::OrderRefunded(refund)) => put!(
+            "order {} refunded {} minor units",
+            refund.order_id,
+            refund.amount_minor
+        ),
+        Some(Payload::TicketOpened(ticket)) => put!(
+            "{} ticket {} opened: {}",
+            ticket.category,
+            ticket.ticket_id,
+            ticket.subject
+        ),
+        Some(Payload::TicketResolved(ticket)) => {
+            put!("ticket {} resolved", ticket.ticket_id);
+        }
+        Some(Payload::SurveyAnswered(survey)) => {
+            put!("survey {}", survey.survey_id);
+            if let Some(nps) = survey.nps {
+                put!(", NPS {nps}");
+            }
+            if let Some(csat) = survey.csat {
+                put!(", CSAT {csat}");
+            }
+        }
+        Some(Payload::ConsentChanged(consent)) => put!(
+            "{} consent {}",
+            consent.channel,
+            if consent.granted {
+                "granted"
+            } else {
+                "withdrawn"
+            }
+        ),
+        Some(Payload::PointsRedeemed(redeemed)) => {
+            put!("redeemed {} points", redeemed.points);
+        }
+        None => {}
+    }
+}
+
+/// Drops trailing whitespace from `out`.
+fn trim_end(out: &mut String) {
+    let kept = out.trim_end().len();
+    out.truncate(kept);
 }
 
 /// The JSON document the query API answers for a customer.
@@ -1061,6 +1126,75 @@ mod tests {
         assert!(TimelineEntry::decode_value(0, "e-1".into(), &value[..3]).is_err());
     }
 
+    #[test]
+    fn timeline_lines_read_as_before_and_drop_only_the_padding_they_always_dropped() {
+        use rapport_proto::v1::{CallCompleted, CustomerProfile, EmailMessage, PageViewed};
+        let line = |payload: event::Payload| {
+            let record = record("e-1", 0, payload, "any");
+            let Some(customer_record::Body::Event(resolved)) = record.body else {
+                unreachable!("an event record")
+            };
+            timeline_entry(&resolved.event.expect("an event")).summary
+        };
+        let call = |outcome: &str| {
+            event::Payload::CallCompleted(CallCompleted {
+                direction: "inbound".into(),
+                duration_s: 30,
+                outcome: outcome.into(),
+                ..Default::default()
+            })
+        };
+        let registered = |name: &str| {
+            event::Payload::CustomerRegistered(CustomerProfile {
+                name: name.into(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(line(registered("Ann")), "registered Ann");
+        assert_eq!(line(registered("")), "registered");
+        assert_eq!(line(call("answered")), "inbound call, 30 s, answered");
+        assert_eq!(line(call("")), "inbound call, 30 s");
+        assert_eq!(
+            line(event::Payload::EmailClicked(EmailMessage {
+                message_id: "m-1".into(),
+                ..Default::default()
+            })),
+            "email m-1 clicked"
+        );
+        // Only those three ever trimmed: an empty URL leaves its space.
+        assert_eq!(
+            line(event::Payload::WebPageViewed(PageViewed::default())),
+            "viewed "
+        );
+        assert_eq!(
+            line(event::Payload::TicketOpened(TicketOpened {
+                ticket_id: "t-1".into(),
+                category: "complaint".into(),
+                subject: String::new(),
+            })),
+            "complaint ticket t-1 opened: "
+        );
+        assert_eq!(line(placed_payload(-1050)), "order o-1 placed, -10.50 CNY");
+        assert_eq!(
+            line(event::Payload::SurveyAnswered(SurveyAnswered {
+                survey_id: "s-1".into(),
+                nps: Some(9),
+                csat: None,
+                comment: String::new(),
+            })),
+            "survey s-1, NPS 9"
+        );
+    }
+
+    fn placed_payload(total_minor: i64) -> event::Payload {
+        event::Payload::OrderPlaced(OrderPlaced {
+            order_id: "o-1".into(),
+            total_minor,
+            currency: "CNY".into(),
+            items: vec![],
+        })
+    }
+
     fn arbitrary_record() -> impl Strategy<Value = CustomerRecord> {
         (0u8..6, 0i64..50, 0u8..4, 1i64..10_000).prop_map(|(kind, at, key, amount)| {
             let id = format!("e{kind}-{at}-{key}-{amount}");
@@ -1290,6 +1424,26 @@ mod tests {
                 pruned.fold(&read);
             }
             prop_assert_eq!(pruned.encode(), whole.encode());
+        }
+
+        /// What a projector stores for a record's timeline line, worked out
+        /// from the borrowed event, is the entry's own stored value.
+        #[test]
+        fn a_timeline_value_from_the_event_equals_the_entrys(
+            records in proptest::collection::vec(any_kind_of_record(), 1..20),
+        ) {
+            let mut scratch = "left over".to_owned();
+            for record in &records {
+                let mut borrowed = Vec::new();
+                let mut owned = Vec::new();
+                for_each_effect(record, |effect| {
+                    if let EffectOf::Timeline(event) = effect {
+                        push_timeline_value(&mut borrowed, event, &mut scratch);
+                        timeline_entry(event).encode_value_into(&mut owned);
+                    }
+                });
+                prop_assert_eq!(&borrowed, &owned);
+            }
         }
 
         /// Splitting a person's records over two profiles and merging them

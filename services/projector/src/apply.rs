@@ -17,7 +17,7 @@ use rapport_common::status::WorkerStatus;
 use crate::versions::StartFrom;
 use rapport_common::store::{Durability, PackedWrites, Sealed, Staged, Store};
 use rapport_common::{Result, keys, merge};
-use rapport_projections::customer_view::{self, Effect, ProfileState};
+use rapport_projections::customer_view::{self, EffectOf, ProfileState};
 use rapport_proto::v1 as proto;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -197,34 +197,33 @@ fn fold_customer_view(
     appended: &mut PackedWrites,
     record: &proto::CustomerRecord,
     payload: &[u8],
+    scratch: &mut String,
 ) {
     let customer_id = record.customer_id.as_str();
     appended.push(
         |key| keys::push_profile(key, customer_id),
         |value| merge::push_record_delta(value, payload),
     );
-    for effect in customer_view::effects(record) {
-        match effect {
-            Effect::Timeline(entry) => staged.put_unread(
-                |key| keys::push_timeline(key, customer_id, entry.occurred_at_ms, &entry.event_id),
-                |value| entry.encode_value_into(value),
-            ),
-            Effect::IndexIdentifier(identifier) => staged.put_unread(
-                |key| keys::push_identifier(key, &identifier),
-                |value| value.extend_from_slice(customer_id.as_bytes()),
-            ),
-            Effect::ConflictRecorded(entry) => staged.put_unread(
-                |key| {
-                    key.extend(keys::conflict(
-                        entry.received_at_ms,
-                        &entry.conflict.claimant,
-                        &entry.conflict.identifier,
-                    ))
-                },
-                |value| serialise_into(value, &entry),
-            ),
-        }
-    }
+    customer_view::for_each_effect(record, |effect| match effect {
+        EffectOf::Timeline(event) => staged.put_unread(
+            |key| keys::push_timeline(key, customer_id, event.occurred_at_ms, &event.event_id),
+            |value| customer_view::push_timeline_value(value, event, scratch),
+        ),
+        EffectOf::IndexIdentifier(identifier) => staged.put_unread(
+            |key| keys::push_identifier(key, &identifier),
+            |value| value.extend_from_slice(customer_id.as_bytes()),
+        ),
+        EffectOf::ConflictRecorded(entry) => staged.put_unread(
+            |key| {
+                key.extend(keys::conflict(
+                    entry.received_at_ms,
+                    &entry.conflict.claimant,
+                    &entry.conflict.identifier,
+                ))
+            },
+            |value| serialise_into(value, &entry),
+        ),
+    });
 }
 
 /// Appends `value` in postcard to `bytes`.
@@ -252,6 +251,12 @@ impl Changes {
             .as_mut()
             .map(|ids| ids.drain().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether someone [`subscribe`](Changes::subscribe)d: until then a
+    /// worker does not list what its batches change.
+    fn subscribed(&self) -> bool {
+        self.0.lock().expect("changes lock").is_some()
     }
 
     /// Whether anything changed since the last [`take`](Changes::take).
@@ -372,6 +377,39 @@ struct Folded<'a> {
     refused: Vec<Outgoing>,
     /// Records consumed, those outside the window included.
     records: usize,
+    /// Whether to list the profiles the batch changed.
+    list_changes: ListChanges<'a>,
+}
+
+/// Whether a batch lists the profiles it changed, for [`Changes`]: a
+/// rebuild nobody scores skips decoding every profile key of every batch.
+#[derive(Clone, Copy)]
+enum ListChanges<'a> {
+    Always,
+    Never,
+    /// Asked after the batch is written: a subscriber that arrives later
+    /// scans after the write and sees the batch anyway.
+    IfSubscribed(&'a Changes),
+}
+
+impl ListChanges<'_> {
+    fn now(self) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::IfSubscribed(changes) => changes.subscribed(),
+        }
+    }
+}
+
+/// How a worker folds every batch.
+#[derive(Clone, Copy)]
+struct Rules<'a> {
+    /// Records received outside it only advance the offsets.
+    window: TimeWindow,
+    /// Where refused records go, and what they name as their source.
+    topics: &'a TopicNames,
+    list_changes: ListChanges<'a>,
 }
 
 /// A batch that is on disk.
@@ -415,7 +453,11 @@ impl Folded<'_> {
     fn committed(self) -> Committed {
         // Both in key order: a profile with several records is listed once.
         let mut changed = Vec::new();
-        for (key, _) in self.appended.sorted().chain(self.whole.sorted()) {
+        let listed = self
+            .list_changes
+            .now()
+            .then(|| self.appended.sorted().chain(self.whole.sorted()));
+        for (key, _) in listed.into_iter().flatten() {
             if let Ok(profile_id) = keys::decode_profile(key)
                 && changed.last() != Some(&profile_id)
             {
@@ -498,8 +540,7 @@ fn spawn_stage<'scope, T: Send + 'scope>(
 struct Pipeline<'scope, 'env, 'a> {
     scope: &'scope std::thread::Scope<'scope, 'env>,
     projection: Projection<'a>,
-    window: TimeWindow,
-    topics: &'a TopicNames,
+    rules: Rules<'a>,
     metrics: &'a ApplyMetrics,
     whole_writes: WholeWrites,
     /// The positions batches are folded on, one batch ahead of the
@@ -513,15 +554,13 @@ impl<'scope, 'env, 'a: 'scope> Pipeline<'scope, 'env, 'a> {
         scope: &'scope std::thread::Scope<'scope, 'env>,
         projection: Projection<'a>,
         positions: &Positions,
-        window: TimeWindow,
-        topics: &'a TopicNames,
+        rules: Rules<'a>,
         metrics: &'a ApplyMetrics,
     ) -> Self {
         Self {
             scope,
             projection,
-            window,
-            topics,
+            rules,
             metrics,
             whole_writes: WholeWrites::default(),
             folded_positions: positions.clone(),
@@ -543,10 +582,9 @@ impl<'scope, 'env, 'a: 'scope> Pipeline<'scope, 'env, 'a> {
             self.projection,
             records,
             &self.folded_positions,
-            self.window,
             self.in_flight.as_ref(),
-            self.topics,
             &mut self.whole_writes,
+            self.rules,
         )?;
         if !folded.refused.is_empty() {
             publish(&folded.refused)?;
@@ -592,8 +630,12 @@ pub fn apply_from_memory(
             scope,
             Projection { store, family },
             &positions,
-            TimeWindow::default(),
-            dead_letters.topics,
+            Rules {
+                window: TimeWindow::default(),
+                topics: dead_letters.topics,
+                // Benchmarks and tests: nobody scores.
+                list_changes: ListChanges::Never,
+            },
             metrics,
         );
         for batch in batches {
@@ -617,12 +659,16 @@ fn fold_batch<'a>(
     projection: Projection<'a>,
     records: &[Incoming<'_>],
     positions: &Positions,
-    window: TimeWindow,
     after: Option<&InFlight<'_, 'a>>,
-    topics: &TopicNames,
     whole_writes: &mut WholeWrites,
+    rules: Rules<'a>,
 ) -> Result<Folded<'a>> {
     let Projection { store, family } = projection;
+    let Rules {
+        window,
+        topics,
+        list_changes,
+    } = rules;
     let mut staged = match after {
         Some(earlier) => store.stage_after(family, &earlier.sealed),
         None => store.stage(family),
@@ -631,6 +677,8 @@ fn fold_batch<'a>(
     let mut outcomes = Outcomes::default();
     let mut refused = Vec::new();
     let mut appended = PackedWrites::with_capacity(records.len(), 256 * records.len());
+    // Room for each record's timeline summary, reused.
+    let mut scratch = String::new();
     for consumed in records {
         next.offsets.insert(consumed.partition, consumed.offset);
         if !window.holds(consumed.timestamp_ms) {
@@ -681,7 +729,13 @@ fn fold_batch<'a>(
             if staged.get(&retried)?.is_some() {
                 outcomes.duplicates += 1;
             } else {
-                fold_customer_view(&mut staged, &mut appended, &record, consumed.payload);
+                fold_customer_view(
+                    &mut staged,
+                    &mut appended,
+                    &record,
+                    consumed.payload,
+                    &mut scratch,
+                );
                 staged.put(retried, Vec::new());
                 outcomes.applied += 1;
             }
@@ -699,7 +753,13 @@ fn fold_batch<'a>(
             outcomes.duplicates += 1;
             continue;
         }
-        fold_customer_view(&mut staged, &mut appended, &record, consumed.payload);
+        fold_customer_view(
+            &mut staged,
+            &mut appended,
+            &record,
+            consumed.payload,
+            &mut scratch,
+        );
         next.watermarks.insert(mark_key, position);
         outcomes.applied += 1;
     }
@@ -731,6 +791,7 @@ fn fold_batch<'a>(
         outcomes,
         refused,
         records: records.len(),
+        list_changes,
     })
 }
 
@@ -773,11 +834,15 @@ pub fn apply_batch(
         Projection { store, family },
         &incoming,
         positions,
-        window,
         None,
-        dead_letters.topics,
         // One batch on its own: its profiles get one delta each.
         &mut WholeWrites::default(),
+        Rules {
+            window,
+            topics: dead_letters.topics,
+            // The caller gets the list.
+            list_changes: ListChanges::Always,
+        },
     )?;
     if !folded.refused.is_empty() {
         (dead_letters.publish)(&folded.refused)?;
@@ -902,8 +967,11 @@ pub fn run(
             scope,
             Projection { store, family },
             &positions,
-            window,
-            &config.topics,
+            Rules {
+                window,
+                topics: &config.topics,
+                list_changes: ListChanges::IfSubscribed(changes),
+            },
             &metrics,
         );
         let mut landed = |committed: Result<Option<Committed>>| -> Result<()> {
@@ -1166,6 +1234,8 @@ mod tests {
 
         let pipelined = tempfile::tempdir().unwrap();
         let store = Store::open(pipelined.path(), &[CUSTOMER_VIEW]).unwrap();
+        let changes = Changes::default();
+        let mut listed = Vec::new();
         std::thread::scope(|scope| {
             let mut pipeline = Pipeline::new(
                 scope,
@@ -1174,19 +1244,47 @@ mod tests {
                     family: CUSTOMER_VIEW,
                 },
                 &Positions::default(),
-                TimeWindow::default(),
-                &topics,
+                Rules {
+                    window: TimeWindow::default(),
+                    topics: &topics,
+                    list_changes: ListChanges::IfSubscribed(&changes),
+                },
                 &metrics,
             );
             // Often, so that profiles are also written whole on top of
             // batches still committing.
             pipeline.whole_writes = WholeWrites::every(4);
-            for batch in records.chunks(2) {
+            for (index, batch) in records.chunks(2).enumerate() {
+                if index == 3 {
+                    changes.subscribe();
+                }
                 let incoming: Vec<Incoming<'_>> = batch.iter().map(Incoming::from).collect();
-                pipeline.push(&incoming, &mut no_letters).unwrap();
+                let landed = pipeline.push(&incoming, &mut no_letters).unwrap();
+                listed.extend(landed.map(|committed| (index, committed.changed)));
             }
-            pipeline.settle().unwrap();
+            listed.extend(
+                pipeline
+                    .settle()
+                    .unwrap()
+                    .map(|last| (usize::MAX, last.changed)),
+            );
         });
+        // Batches list what they changed only once someone subscribed. A
+        // batch lands when the next is pushed: those landing by push 2 were
+        // written before the subscription, those from push 4 after it (the
+        // one landing at push 3 may be either), and up to push 30 each
+        // applied views (the last two hold the duplicate and the retries).
+        assert_eq!(listed.len(), 32);
+        for (landed_at, changed) in &listed {
+            match landed_at {
+                0..=2 => assert!(
+                    changed.is_empty(),
+                    "landed at push {landed_at}: {changed:?}"
+                ),
+                4..=30 => assert!(!changed.is_empty(), "landed at push {landed_at}"),
+                _ => {}
+            }
+        }
         assert_eq!(
             views(&store),
             20 + 1,
