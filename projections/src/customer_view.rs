@@ -186,12 +186,12 @@ impl TimelineEntry {
     /// Appends the entry as a timeline value stores it: without its time
     /// and event id, which the value's key holds (see `keys::timeline`).
     pub fn encode_value_into(&self, bytes: &mut Vec<u8>) {
-        let line = TimelineLine {
+        TimelineLine {
             event_type: &self.event_type,
             channel: &self.channel,
             summary: &self.summary,
-        };
-        *bytes = postcard::to_extend(&line, std::mem::take(bytes)).expect("a line serialises");
+        }
+        .push_to(bytes);
     }
 
     /// Reads a stored timeline value, given the time and event id from its
@@ -224,6 +224,12 @@ struct TimelineLine<'a> {
     event_type: &'a str,
     channel: &'a str,
     summary: &'a str,
+}
+
+impl TimelineLine<'_> {
+    fn push_to(&self, bytes: &mut Vec<u8>) {
+        *bytes = postcard::to_extend(self, std::mem::take(bytes)).expect("a line serialises");
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -605,12 +611,12 @@ pub fn timeline_entry(event: &Event) -> TimelineEntry {
 pub fn push_timeline_value(bytes: &mut Vec<u8>, event: &Event, scratch: &mut String) {
     scratch.clear();
     write_summary(event, scratch);
-    let line = TimelineLine {
+    TimelineLine {
         event_type: &event.r#type,
         channel: &event.channel,
         summary: scratch,
-    };
-    *bytes = postcard::to_extend(&line, std::mem::take(bytes)).expect("a line serialises");
+    }
+    .push_to(bytes);
 }
 
 /// Writes the summary of `event` to `out`, which must be empty.

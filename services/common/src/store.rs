@@ -219,7 +219,6 @@ impl Store {
             }))
     }
 
-    /// Whether the column family exists.
     /// Writes `family`'s memtable to disk and waits until it is there: what
     /// was committed with [`Durability::SourceLog`] then survives a crash.
     pub fn flush(&self, family: &str) -> Result<()> {
@@ -231,6 +230,7 @@ impl Store {
             })
     }
 
+    /// Whether the column family exists.
     pub fn has_family(&self, family: &str) -> bool {
         self.db.cf_handle(family).is_some()
     }

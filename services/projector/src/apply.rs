@@ -728,30 +728,23 @@ fn fold_batch<'a>(
             let retried = keys::retried(letter);
             if staged.get(&retried)?.is_some() {
                 outcomes.duplicates += 1;
-            } else {
-                fold_customer_view(
-                    &mut staged,
-                    &mut appended,
-                    &record,
-                    consumed.payload,
-                    &mut scratch,
-                );
-                staged.put(retried, Vec::new());
-                outcomes.applied += 1;
+                continue;
             }
-            continue;
-        }
-        let source = record.source.unwrap_or_default();
-        let mark_key = (consumed.partition, source.raw_partition);
-        let position = (source.raw_offset, source.index);
-        if next
-            .watermarks
-            .get(&mark_key)
-            .is_some_and(|last| position <= *last)
-        {
-            // Re-produced by identity after a crash: already applied.
-            outcomes.duplicates += 1;
-            continue;
+            staged.put(retried, Vec::new());
+        } else {
+            let source = record.source.unwrap_or_default();
+            let mark_key = (consumed.partition, source.raw_partition);
+            let position = (source.raw_offset, source.index);
+            if next
+                .watermarks
+                .get(&mark_key)
+                .is_some_and(|last| position <= *last)
+            {
+                // Re-produced by identity after a crash: already applied.
+                outcomes.duplicates += 1;
+                continue;
+            }
+            next.watermarks.insert(mark_key, position);
         }
         fold_customer_view(
             &mut staged,
@@ -760,7 +753,6 @@ fn fold_batch<'a>(
             consumed.payload,
             &mut scratch,
         );
-        next.watermarks.insert(mark_key, position);
         outcomes.applied += 1;
     }
     // Offsets and watermarks are written once per batch, at their last value.

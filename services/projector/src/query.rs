@@ -341,10 +341,9 @@ async fn get_timeline(
             entries.push((profile_id.clone(), entry));
         }
     }
-    let newest_first = |(_, entry): &(String, TimelineEntry)| {
-        std::cmp::Reverse((entry.occurred_at_ms, entry.event_id.clone()))
-    };
-    entries.sort_by_cached_key(newest_first);
+    entries.sort_by(|(_, left), (_, right)| {
+        (right.occurred_at_ms, &right.event_id).cmp(&(left.occurred_at_ms, &left.event_id))
+    });
     let more = entries.len() > limit;
     entries.truncate(limit);
     let next_before = if more {
