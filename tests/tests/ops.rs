@@ -47,6 +47,13 @@ fn status_shows_every_partition_caught_up() {
     assert_eq!(projection["projection"], "customer_view");
     assert_eq!(projection["version"], "v1");
     assert_eq!(projection["live"], true);
+    // Compaction runs behind the fold; how much it still has to do is
+    // reported beside the state's size.
+    assert!(projection["compaction_pending_bytes"].is_u64(), "{status}");
+    assert!(
+        status["identity"]["compaction_pending_bytes"].is_u64(),
+        "{status}"
+    );
     let applied: i64 = projection["consumer"]["partitions"]
         .as_array()
         .unwrap()
@@ -63,6 +70,13 @@ fn status_shows_every_partition_caught_up() {
     let table = pipeline.rapportctl(&["status"]);
     assert!(
         table.contains("customer_view") && table.contains("identity"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|header| header.ends_with("to compact")),
         "{table}"
     );
 }

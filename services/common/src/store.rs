@@ -40,6 +40,21 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Compactions run at the lowest CPU priority (nice 19): they can
+        // wait, while the fold, the commit and flushes (which RocksDB runs
+        // on a pool of its own) are what keeps a projection current. A
+        // rebuild then takes the cores first and leaves compaction the
+        // slack, and on a machine shared with the broker, so does the
+        // broker. Compaction cannot fall behind without limit: with too
+        // many unmerged files RocksDB slows writes down itself, which
+        // frees the cores for it. The environment is RocksDB's default,
+        // shared by every store of the process.
+        let mut env = rocksdb::Env::new().map_err(|source| Error::Storage {
+            context: "creating RocksDB's environment".into(),
+            source,
+        })?;
+        env.lower_thread_pool_cpu_priority();
+        options.set_env(&env);
         let mut names: Vec<String> = DB::list_cf(&options, path).unwrap_or_default();
         for family in families {
             if !names.iter().any(|name| name == family) {
@@ -308,16 +323,23 @@ impl Store {
         Ok(())
     }
 
+    /// RocksDB's estimate of the bytes a column family's compactions still
+    /// have to rewrite to bring its levels into shape: work deferred, not
+    /// lost (see [`Store::open`] on compaction priority).
+    pub fn pending_compaction_bytes(&self, family: &str) -> u64 {
+        self.int_property(family, "rocksdb.estimate-pending-compaction-bytes")
+    }
+
     /// Approximate bytes on disk of a column family.
     pub fn size_on_disk(&self, family: &str) -> u64 {
+        self.int_property(family, "rocksdb.total-sst-files-size")
+    }
+
+    /// An integer property of a column family; 0 when there is none.
+    fn int_property(&self, family: &str, name: &str) -> u64 {
         self.family(family)
             .ok()
-            .and_then(|handle| {
-                self.db
-                    .property_int_value_cf(&handle, "rocksdb.total-sst-files-size")
-                    .ok()
-                    .flatten()
-            })
+            .and_then(|handle| self.db.property_int_value_cf(&handle, name).ok().flatten())
             .unwrap_or(0)
     }
 }

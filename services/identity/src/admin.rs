@@ -41,6 +41,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value>
     Json(serde_json::json!({
         "service": "identity",
         "graph_bytes": state.store.size_on_disk(FAMILY),
+        "compaction_pending_bytes": state.store.pending_compaction_bytes(FAMILY),
         "consumer": state.status.report(),
         "versions": state.versions.reports(),
     }))

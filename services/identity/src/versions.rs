@@ -153,6 +153,9 @@ pub struct VersionReport {
     /// Refused records it skipped (the live resolver dead-lettered them).
     pub dead_letters_skipped: u64,
     pub graph_bytes: u64,
+    /// What RocksDB estimates its compactions of this graph still have to
+    /// rewrite.
+    pub compaction_pending_bytes: u64,
     pub consumer: ConsumerReport,
 }
 
@@ -488,6 +491,9 @@ impl Versions {
             partitions,
             dead_letters_skipped: worker.metrics.dead_letters.get(),
             graph_bytes: self.store.size_on_disk(&family_of(&worker.spec.version)),
+            compaction_pending_bytes: self
+                .store
+                .pending_compaction_bytes(&family_of(&worker.spec.version)),
             consumer,
         }
     }

@@ -176,6 +176,9 @@ pub struct VersionReport {
     /// restarted, say).
     pub failed: bool,
     pub state_bytes: u64,
+    /// What RocksDB estimates its compactions of this version still have
+    /// to rewrite: after a rebuild catches up, the work it left for later.
+    pub compaction_pending_bytes: u64,
     pub consumer: rapport_common::status::ConsumerReport,
 }
 
@@ -499,6 +502,9 @@ impl Versions {
                 finished: worker.finished.load(Ordering::Relaxed),
                 failed: worker.failed.load(Ordering::Relaxed),
                 state_bytes: self.store.size_on_disk(&worker.spec.family()),
+                compaction_pending_bytes: self
+                    .store
+                    .pending_compaction_bytes(&worker.spec.family()),
                 consumer: worker.status.report(),
             })
             .collect()

@@ -831,7 +831,29 @@ fn wait_for_version(args: &Args, version: &str, patience: Duration) -> anyhow::R
     }
 }
 
-fn print_consumer(name: &str, version: &str, live: &str, bytes: u64, consumer: &serde_json::Value) {
+/// The size of a store's column family as a status row shows it: bytes on
+/// disk, and the bytes its compactions still have to rewrite.
+struct Stored {
+    bytes: u64,
+    to_compact: u64,
+}
+
+impl Stored {
+    fn of(report: &serde_json::Value, bytes_field: &str) -> Self {
+        Self {
+            bytes: report[bytes_field].as_u64().unwrap_or(0),
+            to_compact: report["compaction_pending_bytes"].as_u64().unwrap_or(0),
+        }
+    }
+}
+
+fn print_consumer(
+    name: &str,
+    version: &str,
+    live: &str,
+    stored: &Stored,
+    consumer: &serde_json::Value,
+) {
     let rate = consumer["events_per_second"].as_f64().unwrap_or(0.0);
     let text = |value: &serde_json::Value| {
         value
@@ -840,12 +862,13 @@ fn print_consumer(name: &str, version: &str, live: &str, bytes: u64, consumer: &
     };
     for partition in consumer["partitions"].as_array().into_iter().flatten() {
         println!(
-            "{name:<16} {version:<8} {live:<5} {:>9} {:>12} {:>12} {:>8} {rate:>10.0} {:>12}",
+            "{name:<16} {version:<8} {live:<5} {:>9} {:>12} {:>12} {:>8} {rate:>10.0} {:>12} {:>12}",
             text(&partition["partition"]),
             text(&partition["applied_offset"]),
             text(&partition["log_end"]),
             text(&partition["lag"]),
-            bytes
+            stored.bytes,
+            stored.to_compact
         );
     }
     let last_error = &consumer["last_error"];
@@ -883,15 +906,24 @@ fn status(args: &Args, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<8} {:<5} {:>9} {:>12} {:>12} {:>8} {:>10} {:>12}",
-        "name", "version", "live", "partition", "applied", "log end", "lag", "events/s", "bytes"
+        "{:<16} {:<8} {:<5} {:>9} {:>12} {:>12} {:>8} {:>10} {:>12} {:>12}",
+        "name",
+        "version",
+        "live",
+        "partition",
+        "applied",
+        "log end",
+        "lag",
+        "events/s",
+        "bytes",
+        "to compact"
     );
     match &identity {
         Ok(report) => print_consumer(
             "identity",
             "v1",
             "yes",
-            report["graph_bytes"].as_u64().unwrap_or(0),
+            &Stored::of(report, "graph_bytes"),
             &report["consumer"],
         ),
         Err(error) => println!("identity: unreachable: {error:#}"),
@@ -902,7 +934,7 @@ fn status(args: &Args, json: bool) -> anyhow::Result<()> {
                 "identity",
                 version["version"].as_str().unwrap_or("?"),
                 "no",
-                version["graph_bytes"].as_u64().unwrap_or(0),
+                &Stored::of(version, "graph_bytes"),
                 &version["consumer"],
             );
         }
@@ -918,7 +950,7 @@ fn status(args: &Args, json: bool) -> anyhow::Result<()> {
                     } else {
                         "no"
                     },
-                    projection["state_bytes"].as_u64().unwrap_or(0),
+                    &Stored::of(projection, "state_bytes"),
                     &projection["consumer"],
                 );
             }
