@@ -54,28 +54,99 @@ fn generate(range: std::ops::Range<usize>, customers: usize) -> Vec<Value> {
         .collect()
 }
 
+/// How long a reader took over the customer topic, and when its first
+/// records came through: the rate after them leaves out start-up (a new
+/// process, opening the store, the first fetch), which weighs on short runs.
+struct Timed {
+    elapsed: Duration,
+    /// When the first records were counted, and how many there were then.
+    first: Option<(Duration, i64)>,
+}
+
+impl Timed {
+    fn rate(&self, records: i64) -> f64 {
+        records as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Records per second from the first records counted to the end, and
+    /// the time before them.
+    fn after_start_up(&self, records: i64) -> Option<(f64, Duration)> {
+        let (at, counted) = self.first?;
+        let rest = self.elapsed.checked_sub(at)?.as_secs_f64();
+        (rest > 0.0).then(|| ((records - counted) as f64 / rest, at))
+    }
+}
+
 /// Waits until the version `family` has applied `records` records (whatever
-/// their outcome) and returns how long that took from `started`.
+/// their outcome), timed from `started`.
 fn wait_for_applied(
     service: &rapport_e2e::Service,
     family: &str,
     records: i64,
     started: Instant,
-) -> Duration {
+) -> Timed {
     let label = format!("projection=\"{family}\"");
+    let mut first = None;
     rapport_e2e::wait_for(
         &format!("{family} to apply the customer topic"),
         Duration::from_secs(3600),
         || {
             std::thread::sleep(Duration::from_millis(20));
-            metric_sum(
+            let applied = metric_sum(
                 &service.metrics(),
                 "rapport_projector_records_total",
                 &label,
-            ) >= records
+            );
+            if applied > 0 && first.is_none() {
+                first = Some((started.elapsed(), applied));
+            }
+            applied >= records
         },
     );
-    started.elapsed()
+    Timed {
+        elapsed: started.elapsed(),
+        first,
+    }
+}
+
+/// The bytes RocksDB's compactions of `version` still have to rewrite, as
+/// the projector's status reports them.
+fn compaction_pending(service: &rapport_e2e::Service, version: &str) -> Option<u64> {
+    let (code, status) = get_json(&format!(
+        "http://127.0.0.1:{}/v1/admin/status",
+        service.port
+    ));
+    if code != 200 {
+        return None;
+    }
+    status["projections"]
+        .as_array()?
+        .iter()
+        .find(|projection| projection["version"] == version)?["compaction_pending_bytes"]
+        .as_u64()
+}
+
+/// Compaction left behind when a rebuild caught up: the bytes pending then,
+/// and how long it took to get through them (compactions run at a lower
+/// priority than the fold, see `rapport_common::store`).
+fn compaction_left(service: &rapport_e2e::Service, version: &str) -> String {
+    let Some(pending) = compaction_pending(service, version) else {
+        return "-".to_owned();
+    };
+    let started = Instant::now();
+    let mut drained = pending == 0;
+    while !drained && started.elapsed() < Duration::from_secs(600) {
+        std::thread::sleep(Duration::from_millis(50));
+        drained = compaction_pending(service, version) == Some(0);
+    }
+    match drained {
+        true => format!(
+            "{:.0} MB, done {:.1} s later",
+            pending as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        ),
+        false => format!("{:.0} MB, not done after 600 s", pending as f64 / 1e6),
+    }
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -261,9 +332,8 @@ fn main() {
     let machine_before = rapport_e2e::machine_cpu_ticks();
     let started = Instant::now();
     let rebuild = Pipeline::start_projector_only(&pipeline);
-    let projector_elapsed =
-        wait_for_applied(&rebuild, "customer_view.v1", customer_records, started);
-    let projector_rate = customer_records as f64 / projector_elapsed.as_secs_f64();
+    let fresh = wait_for_applied(&rebuild, "customer_view.v1", customer_records, started);
+    let projector_rate = fresh.rate(customer_records);
     let fresh_peak_kib = rebuild.peak_memory_kib().unwrap_or(0);
     let fresh_cpu_us = rebuild.cpu_seconds().unwrap_or(0.0) * 1e6 / customer_records as f64;
     let fresh_broker_us = per_record_us(broker_before, broker_cpu());
@@ -301,6 +371,11 @@ fn main() {
         .map(|(kind, micros)| format!("{kind} {micros:.1} µs"))
         .collect::<Vec<_>>()
         .join(", ");
+    let fresh_compaction = format!(
+        "{}; CPU per record counting it {:.1} µs",
+        compaction_left(&rebuild, "v1"),
+        rebuild.cpu_seconds().unwrap_or(0.0) * 1e6 / customer_records as f64
+    );
     drop(rebuild);
 
     // 2b. A plain rdkafka consumer reading the same topic from the start:
@@ -308,15 +383,22 @@ fn main() {
     let broker_before = broker_cpu();
     let reader_before = rapport_e2e::process_cpu_seconds(std::process::id());
     let started = Instant::now();
-    let mut consumed = 0u64;
+    let mut consumed = 0i64;
+    let mut first_read = None;
     read_whole_topic(
         &kafka,
         &pipeline.topics.customer,
         "rapport-bench-read",
-        |_| consumed += 1,
+        |_| {
+            consumed += 1;
+            first_read.get_or_insert_with(|| (started.elapsed(), consumed));
+        },
     );
-    let read_elapsed = started.elapsed();
-    let read_rate = consumed as f64 / read_elapsed.as_secs_f64();
+    let read = Timed {
+        elapsed: started.elapsed(),
+        first: first_read,
+    };
+    let read_rate = read.rate(consumed);
     let read_broker_us = per_record_us(broker_before, broker_cpu());
     let reader_us = per_record_us(
         reader_before,
@@ -378,16 +460,17 @@ fn main() {
     let replayed =
         pipeline.rapportctl(&["replay", "customer_view", "--version", "bench", "--no-wait"]);
     assert!(replayed.contains("bench"), "{replayed}");
-    let replay_elapsed = wait_for_applied(
+    let replay = wait_for_applied(
         &pipeline.projector,
         "customer_view.bench",
         customer_records,
         started,
     );
-    let replay_rate = customer_records as f64 / replay_elapsed.as_secs_f64();
+    let replay_rate = replay.rate(customer_records);
     let replay_peak_kib = pipeline.projector.peak_memory_kib().unwrap_or(0);
     let replay_cpu_us = (pipeline.projector.cpu_seconds().unwrap_or(0.0) - cpu_before) * 1e6
         / customer_records as f64;
+    let replay_compaction = compaction_left(&pipeline.projector, "bench");
 
     // 3. Query latency under load: ingest keeps sending while clients read.
     let stop = Arc::new(AtomicBool::new(false));
@@ -454,14 +537,14 @@ fn main() {
     println!("| ingest / producer | {:.2} |", ingest_rate / producer_rate);
     println!(
         "| plain rdkafka consumer reading the customer topic | {read_rate:.0} records/s ({consumed} in {:.1} s) |",
-        read_elapsed.as_secs_f64()
+        read.elapsed.as_secs_f64()
     );
     println!(
         "| CPU time per record of the broker serving it; of that plain consumer | {read_broker_us}; {reader_us} |"
     );
     println!(
         "| customer view rebuilt by a fresh projector (own process, empty store) | {projector_rate:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
-        projector_elapsed.as_secs_f64(),
+        fresh.elapsed.as_secs_f64(),
         projector_rate / read_rate
     );
     println!(
@@ -473,6 +556,7 @@ fn main() {
     );
     println!("| that projector's CPU per record by kind of thread | {fresh_threads} |");
     println!("| the whole machine's CPU in use during that rebuild | {fresh_machine_busy} |");
+    println!("| compaction that rebuild left for after it caught up | {fresh_compaction} |");
     println!(
         "| the same fold and commit fed from memory (no broker), in the bench process | {:.0} records/s, {:.2} of the plain read rate; CPU per record {}; folding {:.1} µs, waiting for the commit {:.1} µs per record |",
         from_memory.rate,
@@ -483,12 +567,31 @@ fn main() {
     );
     println!(
         "| `rapportctl replay` beside the live version | {replay_rate:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
-        replay_elapsed.as_secs_f64(),
+        replay.elapsed.as_secs_f64(),
         replay_rate / read_rate
     );
     println!(
         "| peak resident memory of the projector during the replay (live + rebuild); its CPU time per record | {} MiB; {replay_cpu_us:.1} µs |",
         replay_peak_kib / 1024
+    );
+    println!("| compaction the replay left for after it caught up | {replay_compaction} |");
+    // Short runs are weighed down by start-up; the rate after the first
+    // records shows the steady pace of each reader.
+    let steady = |timed: &Timed, records: i64| match timed.after_start_up(records) {
+        Some((rate, start_up)) => format!(
+            "{rate:.0} records/s after {:.2} s of start-up ({:.2})",
+            start_up.as_secs_f64(),
+            rate / read
+                .after_start_up(consumed)
+                .map_or(read_rate, |(rate, _)| rate)
+        ),
+        None => "-".to_owned(),
+    };
+    println!(
+        "| after the first records: plain consumer; fresh projector; replay (ratio to the plain consumer's) | {}; {}; {} |",
+        steady(&read, consumed),
+        steady(&fresh, customer_records),
+        steady(&replay, customer_records)
     );
     println!(
         "| GET /v1/customers/{{id}}, {clients} clients, ingest running | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests |",
