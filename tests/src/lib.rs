@@ -196,7 +196,8 @@ impl Topics {
     }
 }
 
-fn kafka() -> KafkaConfig {
+/// Client settings for the test broker.
+pub fn kafka() -> KafkaConfig {
     KafkaConfig {
         brokers: brokers(),
         properties: BTreeMap::new(),

@@ -576,3 +576,75 @@ fn a_poison_record_goes_to_dead_letters_and_the_stream_goes_on() {
         1
     );
 }
+
+/// Identity's ordered reader stops fetching a partition that runs far ahead
+/// of the others and fetches it again later. Resumed inside a producer's
+/// record batch, tansu would answer without the rest of that batch; the
+/// reader must still deliver every record once, in order. Small limits
+/// make it pause and resume dozens of times over three batches.
+#[test]
+fn the_ordered_reader_loses_nothing_when_it_pauses_a_partition() {
+    use rapport_identity::reader::{Buffering, OrderedReader};
+    use rdkafka::producer::FutureRecord;
+
+    let topic = format!("test.reader.{}", uuid::Uuid::now_v7().simple());
+    rapport_e2e::create_topics(&[(&topic, 2)]);
+    let kafka = rapport_e2e::kafka();
+    let (producer, _) =
+        rapport_common::kafka::producer(&kafka, "rapport-e2e", Some(PATIENCE), 10_000)
+            .expect("producer");
+    let base_ms = rapport_common::now_ms() - 60_000;
+    let send = |partition: i32, offsets: std::ops::Range<i64>, timestamp: &dyn Fn(i64) -> i64| {
+        // Sent together and awaited together: one or a few record batches.
+        let deliveries: Vec<_> = offsets
+            .map(|index| {
+                let payload = index.to_string();
+                let record = FutureRecord::<(), _>::to(&topic)
+                    .partition(partition)
+                    .timestamp(timestamp(index))
+                    .payload(&payload);
+                producer
+                    .send_result(record)
+                    .map_err(|(error, _)| error)
+                    .expect("enqueue")
+            })
+            .collect();
+        for delivery in deliveries {
+            rapport_e2e::block_on(delivery)
+                .expect("delivered")
+                .expect("acknowledged");
+        }
+    };
+    const RECORDS: i64 = 150;
+    for batch in 0..3 {
+        send(0, batch * 50..(batch + 1) * 50, &|index| base_ms + index);
+    }
+    // Later than all of partition 0: it waits in its buffer until the end.
+    send(1, 0..1, &|_| base_ms + 10_000);
+
+    let (consumer, _) =
+        rapport_common::kafka::assigning_consumer(&kafka, "rapport-e2e-reader", true)
+            .expect("consumer");
+    let mut reader = OrderedReader::new(consumer, &topic, 2, &[None, None], Duration::ZERO, None)
+        .expect("reader")
+        .with_buffering(Buffering {
+            pause_above: 10,
+            resume_below: 5,
+            polls_per_fill: 7,
+        });
+    let mut delivered = Vec::new();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while delivered.len() < RECORDS as usize + 1 && std::time::Instant::now() < deadline {
+        // One record per call, fewer than a fill takes: the buffer grows
+        // past the pause limit and drains below the resume one, again and
+        // again.
+        for record in reader.next_batch(1, Duration::from_millis(20)) {
+            delivered.push((record.partition, record.offset));
+        }
+    }
+    let expected: Vec<(i32, i64)> = (0..RECORDS)
+        .map(|offset| (0, offset))
+        .chain([(1, 0)])
+        .collect();
+    assert_eq!(delivered, expected);
+}

@@ -184,7 +184,10 @@ pub const MAX_RECORDS_PER_BATCH: i64 = 10_000;
 /// batch that holds the offset (Kafka returns the whole batch and the client
 /// drops what precedes the offset). So consumers start up to one batch
 /// earlier and drop records before `next` themselves; that is correct on
-/// both brokers and costs at most one batch per partition on a restart.
+/// both brokers and costs at most one batch per partition on a restart (or
+/// when identity's reader resumes a partition it paused). librdkafka itself
+/// fetches again from inside a batch after a pause, so every resume must
+/// seek here first.
 pub fn fetch_start(next: i64) -> rdkafka::Offset {
     rdkafka::Offset::Offset((next - MAX_RECORDS_PER_BATCH).max(0))
 }

@@ -98,10 +98,29 @@ pub struct OrderedReader {
     topic: String,
     buffers: Vec<PartitionBuffer>,
     grace_ms: i64,
+    buffering: Buffering,
 }
 
-const PAUSE_ABOVE: usize = 20_000;
-const RESUME_BELOW: usize = 5_000;
+/// How much a reader buffers per partition before it stops fetching it.
+#[derive(Debug, Clone, Copy)]
+pub struct Buffering {
+    /// A partition is paused once this many of its records wait.
+    pub pause_above: usize,
+    /// And fetched again once fewer than this many wait.
+    pub resume_below: usize,
+    /// At most this many records are taken from the client per call.
+    pub polls_per_fill: usize,
+}
+
+impl Default for Buffering {
+    fn default() -> Self {
+        Self {
+            pause_above: 20_000,
+            resume_below: 5_000,
+            polls_per_fill: 10_000,
+        }
+    }
+}
 
 impl OrderedReader {
     /// Assigns all `partitions` of `topic`, each starting after its entry in
@@ -156,7 +175,14 @@ impl OrderedReader {
             topic: topic.to_owned(),
             buffers,
             grace_ms: grace.as_millis() as i64,
+            buffering: Buffering::default(),
         })
+    }
+
+    /// The same reader with other buffering limits.
+    pub fn with_buffering(mut self, buffering: Buffering) -> Self {
+        self.buffering = buffering;
+        self
     }
 
     /// A bounded reader that delivered every record up to its bounds.
@@ -185,7 +211,7 @@ impl OrderedReader {
     fn fill(&mut self, wait: Duration) {
         let mut timeout = wait;
         // Drain what is ready, without waiting again once something came.
-        for _ in 0..10_000 {
+        for _ in 0..self.buffering.polls_per_fill {
             let Some(result) = self.consumer.poll(timeout) else {
                 return;
             };
@@ -270,33 +296,65 @@ impl OrderedReader {
 
     /// Stops fetching partitions far ahead of the others, so waiting for a
     /// slow partition never buffers without bound.
+    ///
+    /// A resumed partition is fetched again from a producer batch earlier
+    /// than the next record wanted, and what is already buffered is dropped
+    /// as it comes again. librdkafka would resume after the last record
+    /// this reader took, which can be inside a record batch, and tansu
+    /// answers a fetch there without the rest of that batch (see
+    /// `kafka::fetch_start`): those records would be skipped without a
+    /// trace, or, if it was the partition's last batch, the reader would
+    /// wait for them for good.
     fn apply_backpressure(&mut self) {
-        for (partition, buffer) in self.buffers.iter_mut().enumerate() {
+        let Buffering {
+            pause_above,
+            resume_below,
+            ..
+        } = self.buffering;
+        for partition in 0..self.buffers.len() {
+            let buffer = &self.buffers[partition];
             if buffer.ended {
                 continue;
             }
-            let change = if !buffer.paused && buffer.queue.len() > PAUSE_ABOVE {
-                Some(true)
-            } else if buffer.paused && buffer.queue.len() < RESUME_BELOW {
-                Some(false)
+            let pause = if !buffer.paused && buffer.queue.len() > pause_above {
+                true
+            } else if buffer.paused && buffer.queue.len() < resume_below {
+                false
             } else {
-                None
+                continue;
             };
-            let Some(pause) = change else { continue };
             let mut list = TopicPartitionList::new();
             list.add_partition(&self.topic, partition as i32);
             let result = if pause {
                 self.consumer.pause(&list)
             } else {
-                self.consumer.resume(&list)
+                self.rewind(partition as i32)
+                    .and_then(|()| self.consumer.resume(&list))
             };
             match result {
-                Ok(()) => buffer.paused = pause,
+                Ok(()) => self.buffers[partition].paused = pause,
                 Err(error) => {
                     tracing::warn!(topic = %self.topic, partition, %error, "could not pause or resume")
                 }
             }
         }
+    }
+
+    /// Points a paused partition's fetch at a producer batch before the
+    /// next record it wants (see [`OrderedReader::apply_backpressure`]).
+    fn rewind(&mut self, partition: i32) -> rdkafka::error::KafkaResult<()> {
+        let Some(next) = self.buffers[partition as usize].next_offset else {
+            // Nothing taken yet: the fetch still starts where it was assigned.
+            return Ok(());
+        };
+        self.consumer.seek(
+            &self.topic,
+            partition,
+            rapport_common::kafka::fetch_start(next),
+            Duration::from_secs(10),
+        )?;
+        self.first_wanted[partition as usize] = next;
+        Ok(())
     }
 }
 
