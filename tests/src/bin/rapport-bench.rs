@@ -149,6 +149,44 @@ fn compaction_left(service: &rapport_e2e::Service, version: &str) -> String {
     }
 }
 
+/// How many of the machine's cores were busy since `before`
+/// (`rapport_e2e::machine_cpu_ticks`).
+fn machine_busy_since(before: Option<(u64, u64)>) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    match (before, rapport_e2e::machine_cpu_ticks()) {
+        (Some((busy_before, total_before)), Some((busy, total))) if total > total_before => {
+            let share = (busy - busy_before) as f64 / (total - total_before) as f64;
+            format!("{:.2} of {cores} cores", share * cores as f64)
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+/// The CPU time `service`'s threads used per record since `before` (its
+/// `threads_cpu_seconds` then), by kind of thread, most first.
+fn threads_per_record(
+    service: &rapport_e2e::Service,
+    before: Vec<(String, f64)>,
+    records: i64,
+) -> String {
+    let before: std::collections::HashMap<String, f64> = before.into_iter().collect();
+    let mut used: Vec<(String, f64)> = service
+        .threads_cpu_seconds()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(kind, seconds)| {
+            let since = seconds - before.get(&kind).copied().unwrap_or(0.0);
+            (kind, since * 1e6 / records as f64)
+        })
+        .filter(|(_, micros)| *micros >= 0.05)
+        .collect();
+    used.sort_by(|left, right| right.1.total_cmp(&left.1));
+    used.iter()
+        .map(|(kind, micros)| format!("{kind} {micros:.1} µs"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -313,6 +351,12 @@ fn main() {
     let customer_records: i64 = rapport_e2e::high_watermarks(&pipeline.topics.customer)
         .values()
         .sum();
+    // The workload merges no profiles, so identity writes one customer
+    // record per event: anything else means events were lost or doubled.
+    assert_eq!(
+        customer_records, total as i64,
+        "identity resolved {customer_records} customer records for {total} events"
+    );
     // The broker's CPU time per record it served, beside the client's: on
     // a machine whose cores both share, a rebuild is bound by the broker
     // only if the two together fit.
@@ -338,14 +382,7 @@ fn main() {
     let fresh_cpu_us = rebuild.cpu_seconds().unwrap_or(0.0) * 1e6 / customer_records as f64;
     let fresh_broker_us = per_record_us(broker_before, broker_cpu());
     // How much of the machine the rebuild (and the broker serving it) kept busy.
-    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-    let fresh_machine_busy = match (machine_before, rapport_e2e::machine_cpu_ticks()) {
-        (Some((busy_before, total_before)), Some((busy, total))) if total > total_before => {
-            let share = (busy - busy_before) as f64 / (total - total_before) as f64;
-            format!("{:.2} of {cores} cores", share * cores as f64)
-        }
-        _ => "-".to_owned(),
-    };
+    let fresh_machine_busy = machine_busy_since(machine_before);
     // Where the worker's threads' time went, per record.
     let fresh_stages = {
         let metrics = rebuild.metrics();
@@ -362,15 +399,7 @@ fn main() {
     };
     // And the CPU of each kind of thread, the projector's, librdkafka's
     // and RocksDB's alike.
-    let fresh_threads = rebuild
-        .threads_cpu_seconds()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(kind, seconds)| (kind, seconds * 1e6 / customer_records as f64))
-        .filter(|(_, micros)| *micros >= 0.05)
-        .map(|(kind, micros)| format!("{kind} {micros:.1} µs"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let fresh_threads = threads_per_record(&rebuild, Vec::new(), customer_records);
     let fresh_compaction = format!(
         "{}; CPU per record counting it {:.1} µs",
         compaction_left(&rebuild, "v1"),
@@ -456,6 +485,8 @@ fn main() {
     // until the new version applied every record.
     pipeline.projector.reset_peak_memory();
     let cpu_before = pipeline.projector.cpu_seconds().unwrap_or(0.0);
+    let threads_before = pipeline.projector.threads_cpu_seconds().unwrap_or_default();
+    let machine_before = rapport_e2e::machine_cpu_ticks();
     let started = Instant::now();
     let replayed =
         pipeline.rapportctl(&["replay", "customer_view", "--version", "bench", "--no-wait"]);
@@ -467,6 +498,8 @@ fn main() {
         started,
     );
     let replay_rate = replay.rate(customer_records);
+    let replay_machine_busy = machine_busy_since(machine_before);
+    let replay_threads = threads_per_record(&pipeline.projector, threads_before, customer_records);
     let replay_peak_kib = pipeline.projector.peak_memory_kib().unwrap_or(0);
     let replay_cpu_us = (pipeline.projector.cpu_seconds().unwrap_or(0.0) - cpu_before) * 1e6
         / customer_records as f64;
@@ -574,6 +607,10 @@ fn main() {
         "| peak resident memory of the projector during the replay (live + rebuild); its CPU time per record | {} MiB; {replay_cpu_us:.1} µs |",
         replay_peak_kib / 1024
     );
+    println!(
+        "| the projector's CPU per record during the replay by kind of thread | {replay_threads} |"
+    );
+    println!("| the whole machine's CPU in use during the replay | {replay_machine_busy} |");
     println!("| compaction the replay left for after it caught up | {replay_compaction} |");
     // Short runs are weighed down by start-up; the rate after the first
     // records shows the steady pace of each reader.
