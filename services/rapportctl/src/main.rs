@@ -50,7 +50,9 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Per service and projection: applied offset and log end per partition,
-    /// lag, events/s, state size on disk and the last error.
+    /// lag, events/s, state size on disk, the bytes RocksDB's compactions
+    /// still have to rewrite ("to compact": they run behind the fold, at a
+    /// lower priority, and catch up once a rebuild has) and the last error.
     Status {
         /// Print the raw JSON the services answered, for scripts.
         #[arg(long)]
