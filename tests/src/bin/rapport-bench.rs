@@ -162,6 +162,28 @@ fn machine_busy_since(before: Option<(u64, u64)>) -> String {
     }
 }
 
+/// Where the worker of version `family` spent its threads' time, per record
+/// (`rapport_projector_worker_microseconds_total`).
+fn worker_stages(service: &rapport_e2e::Service, family: &str, records: i64) -> String {
+    let label = format!("projection=\"{family}\"");
+    let metrics: String = service
+        .metrics()
+        .lines()
+        .filter(|line| line.contains(&label))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    ["wait_for_records", "fold", "wait_for_commit", "poll"]
+        .map(|stage| {
+            let micros = metric_sum(
+                &metrics,
+                "rapport_projector_worker_microseconds_total",
+                &format!("stage=\"{stage}\""),
+            );
+            format!("{stage} {:.1} µs", micros as f64 / records as f64)
+        })
+        .join(", ")
+}
+
 /// The CPU time `service`'s threads used per record since `before` (its
 /// `threads_cpu_seconds` then), by kind of thread, most first.
 fn threads_per_record(
@@ -384,19 +406,7 @@ fn main() {
     // How much of the machine the rebuild (and the broker serving it) kept busy.
     let fresh_machine_busy = machine_busy_since(machine_before);
     // Where the worker's threads' time went, per record.
-    let fresh_stages = {
-        let metrics = rebuild.metrics();
-        ["wait_for_records", "fold", "wait_for_commit", "poll"]
-            .map(|stage| {
-                let micros = metric_sum(
-                    &metrics,
-                    "rapport_projector_worker_microseconds_total",
-                    &format!("stage=\"{stage}\""),
-                );
-                format!("{stage} {:.1} µs", micros as f64 / customer_records as f64)
-            })
-            .join(", ")
-    };
+    let fresh_stages = worker_stages(&rebuild, "customer_view.v1", customer_records);
     // And the CPU of each kind of thread, the projector's, librdkafka's
     // and RocksDB's alike.
     let fresh_threads = threads_per_record(&rebuild, Vec::new(), customer_records);
@@ -499,6 +509,7 @@ fn main() {
     );
     let replay_rate = replay.rate(customer_records);
     let replay_machine_busy = machine_busy_since(machine_before);
+    let replay_stages = worker_stages(&pipeline.projector, "customer_view.bench", customer_records);
     let replay_threads = threads_per_record(&pipeline.projector, threads_before, customer_records);
     let replay_peak_kib = pipeline.projector.peak_memory_kib().unwrap_or(0);
     let replay_cpu_us = (pipeline.projector.cpu_seconds().unwrap_or(0.0) - cpu_before) * 1e6
@@ -606,6 +617,9 @@ fn main() {
     println!(
         "| peak resident memory of the projector during the replay (live + rebuild); its CPU time per record | {} MiB; {replay_cpu_us:.1} µs |",
         replay_peak_kib / 1024
+    );
+    println!(
+        "| the replay's applying thread per record, and its polling thread | {replay_stages} |"
     );
     println!(
         "| the projector's CPU per record during the replay by kind of thread | {replay_threads} |"
