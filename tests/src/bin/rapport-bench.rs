@@ -139,13 +139,14 @@ fn compaction_left(service: &rapport_e2e::Service, version: &str) -> String {
         std::thread::sleep(Duration::from_millis(50));
         drained = compaction_pending(service, version) == Some(0);
     }
-    match drained {
-        true => format!(
+    if drained {
+        format!(
             "{:.0} MB, done {:.1} s later",
             pending as f64 / 1e6,
             started.elapsed().as_secs_f64()
-        ),
-        false => format!("{:.0} MB, not done after 600 s", pending as f64 / 1e6),
+        )
+    } else {
+        format!("{:.0} MB, not done after 600 s", pending as f64 / 1e6)
     }
 }
 
@@ -188,16 +189,19 @@ fn worker_stages(service: &rapport_e2e::Service, family: &str, records: i64) -> 
 /// `threads_cpu_seconds` then), by kind of thread, most first.
 fn threads_per_record(
     service: &rapport_e2e::Service,
-    before: Vec<(String, f64)>,
+    before: &[(String, f64)],
     records: i64,
 ) -> String {
-    let before: std::collections::HashMap<String, f64> = before.into_iter().collect();
+    let before: std::collections::HashMap<&str, f64> = before
+        .iter()
+        .map(|(kind, seconds)| (kind.as_str(), *seconds))
+        .collect();
     let mut used: Vec<(String, f64)> = service
         .threads_cpu_seconds()
         .unwrap_or_default()
         .into_iter()
         .map(|(kind, seconds)| {
-            let since = seconds - before.get(&kind).copied().unwrap_or(0.0);
+            let since = seconds - before.get(kind.as_str()).copied().unwrap_or(0.0);
             (kind, since * 1e6 / records as f64)
         })
         .filter(|(_, micros)| *micros >= 0.05)
@@ -409,7 +413,7 @@ fn main() {
     let fresh_stages = worker_stages(&rebuild, "customer_view.v1", customer_records);
     // And the CPU of each kind of thread, the projector's, librdkafka's
     // and RocksDB's alike.
-    let fresh_threads = threads_per_record(&rebuild, Vec::new(), customer_records);
+    let fresh_threads = threads_per_record(&rebuild, &[], customer_records);
     let fresh_compaction = format!(
         "{}; CPU per record counting it {:.1} µs",
         compaction_left(&rebuild, "v1"),
@@ -510,7 +514,7 @@ fn main() {
     let replay_rate = replay.rate(customer_records);
     let replay_machine_busy = machine_busy_since(machine_before);
     let replay_stages = worker_stages(&pipeline.projector, "customer_view.bench", customer_records);
-    let replay_threads = threads_per_record(&pipeline.projector, threads_before, customer_records);
+    let replay_threads = threads_per_record(&pipeline.projector, &threads_before, customer_records);
     let replay_peak_kib = pipeline.projector.peak_memory_kib().unwrap_or(0);
     let replay_cpu_us = (pipeline.projector.cpu_seconds().unwrap_or(0.0) - cpu_before) * 1e6
         / customer_records as f64;
