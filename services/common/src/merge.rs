@@ -1,6 +1,7 @@
 //! Values RocksDB combines itself: a write appends a delta (a merge operand)
 //! instead of reading, decoding and rewriting the whole value, and RocksDB
-//! folds the deltas into the value whenever it reads, flushes or compacts.
+//! folds the deltas into the value whenever it reads or compacts the key
+//! (flushes leave them as they are; see [`decline_partial`]).
 //!
 //! The key's tag (see [`crate::keys`]) says how its deltas combine. Today
 //! only profiles (`P`) take deltas, of two kinds, told apart by their first
@@ -10,9 +11,9 @@
 //!   `ProfileState::fold`. This is what a projector appends: it costs a copy
 //!   of bytes it already has, where building, encoding and freeing a state
 //!   per record was a third of a rebuild's work;
-//! - an encoded `ProfileState` (its format byte, 1 or 2): what combining
-//!   deltas without the value gives, and what releases before format 3
-//!   appended. Combined with `ProfileState::append`, which is associative
+//! - an encoded `ProfileState` (its format byte, 1 or 2): what flushes
+//!   wrote when they still combined deltas without the value, and what
+//!   releases before format 3 appended. Combined with `ProfileState::append`, which is associative
 //!   and gives byte-for-byte the state a record-by-record fold would.
 //!
 //! The operator is registered on every column family a
@@ -59,10 +60,9 @@ pub fn append_delta(state: &mut ProfileState, delta: &[u8]) -> crate::Result<()>
     Ok(())
 }
 
-/// RocksDB's merge callback, for full merges (onto `existing`, or onto
-/// nothing) and partial ones (deltas combined into one delta) alike: both
-/// give an encoded state. `None` tells RocksDB the merge failed, which it
-/// reports as corruption to the read or compaction that needed it.
+/// RocksDB's merge callback: folds the deltas onto `existing`, or onto
+/// nothing, into an encoded state. `None` tells RocksDB the merge failed,
+/// which it reports as corruption to the read or compaction that needed it.
 pub(crate) fn combine(
     key: &[u8],
     existing: Option<&[u8]>,
@@ -75,6 +75,18 @@ pub(crate) fn combine(
             None
         }
     }
+}
+
+/// RocksDB's callback for combining deltas without the value below them,
+/// as a flush does: always declined, so the deltas stay as they are until a
+/// read or a compaction folds them onto the value (see `store`'s family
+/// options for why). A declined partial merge is not an error to RocksDB.
+pub(crate) fn decline_partial(
+    _key: &[u8],
+    _existing: Option<&[u8]>,
+    _operands: &MergeOperands,
+) -> Option<Vec<u8>> {
+    None
 }
 
 fn append_profiles<'a>(

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use rapport_common::config::{CommonArgs, override_with};
 use rapport_common::metrics::Registry;
-use rapport_common::store::Store;
+use rapport_common::store::{Merging, Store};
 use rapport_projector::query::{QueryState, router};
 use rapport_projector::versions::{META, Versions};
 
@@ -55,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
     override_with(&mut config.projector.data_dir, args.data_dir);
     override_with(&mut config.projector.partitions, args.partitions);
     override_with(&mut config.projector.max_batch, args.max_batch);
-    let store = Store::open(&config.projector.data_dir, &[META])?;
+    // Projections are appended to and rebuilt, not read on every write.
+    let store = Store::open_merging(&config.projector.data_dir, &[META], Merging::Late)?;
     let registry = Registry::default();
     let versions = Versions::start(config.clone(), store, registry.clone())?;
     let app = router(Arc::new(QueryState::new(

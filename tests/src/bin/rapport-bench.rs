@@ -463,7 +463,13 @@ fn main() {
         drop(records);
         let directory = tempfile::tempdir().expect("temp dir");
         let family = rapport_projector::apply::CUSTOMER_VIEW;
-        let store = rapport_common::store::Store::open(directory.path(), &[family]).expect("store");
+        // As the projector opens its store.
+        let store = rapport_common::store::Store::open_merging(
+            directory.path(),
+            &[family],
+            rapport_common::store::Merging::Late,
+        )
+        .expect("store");
         let metrics = rapport_projector::apply::ApplyMetrics::new(
             &rapport_common::metrics::Registry::default(),
             family,
