@@ -8,7 +8,9 @@
 //!    fresh projector from an empty store and by `rapportctl replay` beside
 //!    the live version, next to a plain rdkafka consumer reading the same
 //!    topic (the ratio says whether a rebuild is bound by the broker), and
-//!    the peak resident memory of the projector while it rebuilds, and
+//!    the same consumer with a short fetch wait (tansu holds every fetch
+//!    answer for the whole wait; see `kafka::FETCH_WAIT_MS`), the peak
+//!    resident memory of the projector while it rebuilds, and
 //!    the projector's fold and commit fed the same records from memory
 //!    (what a rebuild would reach if the broker cost nothing);
 //! 3. query: p50/p99 latency of `GET /v1/customers/{id}` with several clients
@@ -448,6 +450,38 @@ fn main() {
         rapport_e2e::process_cpu_seconds(std::process::id()),
     );
 
+    // 2c. The same plain consumer with a short fetch wait: tansu holds each
+    // fetch answer for the whole wait (see `kafka::FETCH_WAIT_MS`), so this
+    // is how fast the broker serves records when it is not made to wait.
+    let unheld_wait_ms = 5;
+    let unheld = {
+        let mut kafka = kafka.clone();
+        kafka
+            .properties
+            .insert("fetch.wait.max.ms".into(), unheld_wait_ms.to_string());
+        let started = Instant::now();
+        let mut consumed = 0i64;
+        let mut first = None;
+        read_whole_topic(
+            &kafka,
+            &pipeline.topics.customer,
+            "rapport-bench-read-unheld",
+            |_| {
+                consumed += 1;
+                first.get_or_insert_with(|| (started.elapsed(), consumed));
+            },
+        );
+        assert_eq!(
+            consumed, customer_records,
+            "the short-wait read missed records"
+        );
+        Timed {
+            elapsed: started.elapsed(),
+            first,
+        }
+    };
+    let unheld_rate = unheld.rate(customer_records);
+
     // 2d. The projector's fold and commit alone, fed the same records from
     // memory: what a rebuild would reach if the broker cost nothing.
     let from_memory = {
@@ -653,6 +687,20 @@ fn main() {
         steady(&read, consumed),
         steady(&fresh, customer_records),
         steady(&replay, customer_records)
+    );
+    println!(
+        "| the plain consumer with fetch.wait.max.ms={unheld_wait_ms} instead of Rapport's {} (tansu holds each fetch answer for the whole wait); the fresh rebuild and the replay as a share of it | {unheld_rate:.0} records/s ({customer_records} in {:.1} s), {}; {:.2}; {:.2} |",
+        rapport_common::kafka::FETCH_WAIT_MS,
+        unheld.elapsed.as_secs_f64(),
+        match unheld.after_start_up(customer_records) {
+            Some((rate, start_up)) => format!(
+                "{rate:.0} records/s after {:.2} s of start-up",
+                start_up.as_secs_f64()
+            ),
+            None => "-".to_owned(),
+        },
+        projector_rate / unheld_rate,
+        replay_rate / unheld_rate,
     );
     println!(
         "| GET /v1/customers/{{id}}, {clients} clients, ingest running | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests |",
