@@ -260,6 +260,27 @@ fn read_whole_topic(
     }
 }
 
+/// Reads `topic` whole with a plain consumer that does nothing with the
+/// records: how long it took, and how many there were.
+fn timed_read(
+    kafka: &rapport_common::config::KafkaConfig,
+    topic: &str,
+    client_id: &str,
+) -> (Timed, i64) {
+    let started = Instant::now();
+    let mut consumed = 0i64;
+    let mut first = None;
+    read_whole_topic(kafka, topic, client_id, |_| {
+        consumed += 1;
+        first.get_or_insert_with(|| (started.elapsed(), consumed));
+    });
+    let timed = Timed {
+        elapsed: started.elapsed(),
+        first,
+    };
+    (timed, consumed)
+}
+
 /// Every record of `topic`, copied out of the consumer.
 fn read_customer_topic(
     kafka: &rapport_common::config::KafkaConfig,
@@ -427,22 +448,7 @@ fn main() {
     // how fast the broker serves records to a client that does nothing.
     let broker_before = broker_cpu();
     let reader_before = rapport_e2e::process_cpu_seconds(std::process::id());
-    let started = Instant::now();
-    let mut consumed = 0i64;
-    let mut first_read = None;
-    read_whole_topic(
-        &kafka,
-        &pipeline.topics.customer,
-        "rapport-bench-read",
-        |_| {
-            consumed += 1;
-            first_read.get_or_insert_with(|| (started.elapsed(), consumed));
-        },
-    );
-    let read = Timed {
-        elapsed: started.elapsed(),
-        first: first_read,
-    };
+    let (read, consumed) = timed_read(&kafka, &pipeline.topics.customer, "rapport-bench-read");
     let read_rate = read.rate(consumed);
     let read_broker_us = per_record_us(broker_before, broker_cpu());
     let reader_us = per_record_us(
@@ -459,26 +465,16 @@ fn main() {
         kafka
             .properties
             .insert("fetch.wait.max.ms".into(), unheld_wait_ms.to_string());
-        let started = Instant::now();
-        let mut consumed = 0i64;
-        let mut first = None;
-        read_whole_topic(
+        let (unheld, consumed) = timed_read(
             &kafka,
             &pipeline.topics.customer,
             "rapport-bench-read-unheld",
-            |_| {
-                consumed += 1;
-                first.get_or_insert_with(|| (started.elapsed(), consumed));
-            },
         );
         assert_eq!(
             consumed, customer_records,
             "the short-wait read missed records"
         );
-        Timed {
-            elapsed: started.elapsed(),
-            first,
-        }
+        unheld
     };
     let unheld_rate = unheld.rate(customer_records);
 
