@@ -258,7 +258,7 @@ pub fn producer_reporting_to(
 /// bounds how often an idle consumer asks. The local broker, tansu 0.6,
 /// holds every answer until the whole wait has passed, records or not, and
 /// puts at most 5 MiB in it: a consumer there reads at most 5 MiB per wait,
-/// about 500 000 customer records a second at 50 ms (`make bench` shows
+/// about 450 000 customer records a second at 50 ms (`make bench` shows
 /// what the same consumer reads at 5 ms). A shorter wait reads faster but
 /// costs the broker CPU while idle: three consumers of 8 partitions each
 /// kept tansu (sqlite storage) 32 % of a core busy at 50 ms, 88 % at 10 ms.
@@ -277,6 +277,8 @@ pub const FETCH_WAIT_MS: u32 = 50;
 /// customer records behind. With it alone, a 5M-record replay read at
 /// 0.87–0.89 of the plain consumer's rate instead of 0.79–0.84 (A/B runs of
 /// `make bench`), for no more peak memory than the bench could tell apart.
+/// It applies to every consumer; identity's reader keeps its own buffer
+/// bounded by pausing partitions (`reader::Buffering`).
 pub const PREFETCH_RECORDS: u32 = 10_000_000;
 
 /// A consumer for manual partition assignment. Offsets are never committed to

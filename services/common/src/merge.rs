@@ -13,8 +13,9 @@
 //!   per record was a third of a rebuild's work;
 //! - an encoded `ProfileState` (its format byte, 1 or 2): what flushes
 //!   wrote when they still combined deltas without the value, and what
-//!   releases before format 3 appended. Combined with `ProfileState::append`, which is associative
-//!   and gives byte-for-byte the state a record-by-record fold would.
+//!   releases before format 3 appended. Combined with
+//!   `ProfileState::append`, which is associative and gives byte-for-byte
+//!   the state a record-by-record fold would.
 //!
 //! The operator is registered on every column family a
 //! [`crate::store::Store`] opens or creates, so every reader of a store sees

@@ -685,16 +685,10 @@ fn main() {
         steady(&replay, customer_records)
     );
     println!(
-        "| the plain consumer with fetch.wait.max.ms={unheld_wait_ms} instead of Rapport's {} (tansu holds each fetch answer for the whole wait); the fresh rebuild and the replay as a share of it | {unheld_rate:.0} records/s ({customer_records} in {:.1} s), {}; {:.2}; {:.2} |",
+        "| the plain consumer with fetch.wait.max.ms={unheld_wait_ms} instead of Rapport's {} (tansu holds each fetch answer for the whole wait), overall and after the first records; the fresh rebuild and the replay as a share of it | {unheld_rate:.0} records/s ({customer_records} in {:.1} s), {}; {:.2}; {:.2} |",
         rapport_common::kafka::FETCH_WAIT_MS,
         unheld.elapsed.as_secs_f64(),
-        match unheld.after_start_up(customer_records) {
-            Some((rate, start_up)) => format!(
-                "{rate:.0} records/s after {:.2} s of start-up",
-                start_up.as_secs_f64()
-            ),
-            None => "-".to_owned(),
-        },
+        steady(&unheld, customer_records),
         projector_rate / unheld_rate,
         replay_rate / unheld_rate,
     );
