@@ -483,28 +483,24 @@ impl Pipeline {
     }
 
     /// A second projector with an empty store over this pipeline's customer
-    /// topic (for rebuild measurements).
-    pub fn start_projector_only(other: &Pipeline) -> Service {
-        let config = other.dir.path().join("rapport.toml").display().to_string();
+    /// topic (for rebuild measurements), its data and log named after
+    /// `name`.
+    pub fn start_projector_only(other: &Pipeline, name: &str) -> Service {
+        let config = other.dir.path().join("rapport.toml");
         let port = free_port();
-        let data = other
-            .dir
-            .path()
-            .join("projector-rebuild")
-            .display()
-            .to_string();
+        let data = other.dir.path().join(name).display().to_string();
         let mut projector = Service {
             name: "rapport-projector",
             args: vec![
                 "--config".into(),
-                config,
+                config.display().to_string(),
                 "--listen".into(),
                 format!("127.0.0.1:{port}"),
                 "--data-dir".into(),
                 data,
             ],
             child: None,
-            log: other.dir.path().join("projector-rebuild.log"),
+            log: other.dir.path().join(format!("{name}.log")),
             port,
         };
         projector.spawn();

@@ -481,6 +481,82 @@ fn traffic(batches: usize, per_batch: usize) -> Vec<Vec<Value>> {
 }
 
 #[test]
+fn a_projector_far_behind_catches_up_then_hands_over_losing_nothing() {
+    let pipeline = Pipeline::start("catch-up");
+    // A backlog for a fresh projector to catch up with…
+    for batch in traffic(20, 100) {
+        pipeline.send_ok(&batch);
+    }
+    pipeline.wait_until_caught_up(PATIENCE);
+    let backlog = rapport_e2e::high_watermarks(&pipeline.topics.customer);
+    let late = Pipeline::start_projector_only(&pipeline, "projector-late");
+    let applied_to = |late: &rapport_e2e::Service, ends: &std::collections::BTreeMap<i32, i64>| {
+        let metrics = late.metrics();
+        ends.iter().all(|(partition, end)| {
+            *end == 0
+                || rapport_e2e::metric_sum(
+                    &metrics,
+                    "rapport_projector_applied_offset",
+                    &format!("partition=\"{partition}\""),
+                ) >= end - 1
+        })
+    };
+    let catching_up = |late: &rapport_e2e::Service| {
+        rapport_e2e::metric_sum(
+            &late.metrics(),
+            "rapport_projector_catching_up",
+            "customer_view.v1",
+        )
+    };
+    // …more arriving while it reads with short fetch waits…
+    let url = pipeline.ingest_url();
+    let sender = std::thread::spawn(move || {
+        for batch in traffic(10, 100) {
+            let (status, answer) =
+                rapport_e2e::post_json(&format!("{url}/v1/events"), &json!({ "events": batch }));
+            assert_eq!(status, 202, "{answer}");
+        }
+    });
+    // …and after it reached the end and handed its partitions to the
+    // consumer that waits longer, which must go on where the other stopped.
+    rapport_e2e::wait_for("the late projector to reach the end", PATIENCE, || {
+        applied_to(&late, &backlog) && catching_up(&late) == 0
+    });
+    sender.join().expect("the sender");
+    for batch in traffic(10, 100) {
+        pipeline.send_ok(&batch);
+    }
+    pipeline.wait_until_caught_up(PATIENCE);
+    let ends = rapport_e2e::high_watermarks(&pipeline.topics.customer);
+    rapport_e2e::wait_for("the late projector to apply the rest", PATIENCE, || {
+        applied_to(&late, &ends)
+    });
+    assert_eq!(catching_up(&late), 0, "the steady consumer kept reading");
+    let log = std::fs::read_to_string(pipeline.dir.path().join("projector-late.log"))
+        .expect("the late projector's log");
+    assert_eq!(
+        log.matches("caught up with the customer topic").count(),
+        1,
+        "one handover:\n{log}"
+    );
+
+    // Every record applied once, none lost at the handover: the same state
+    // as the projector that read along from the start.
+    let mut late = late;
+    late.stop();
+    let mut pipeline = pipeline;
+    pipeline.projector.stop();
+    let expected = rapport_e2e::projection_contents(&pipeline.dir.path().join("projector"));
+    let actual = rapport_e2e::projection_contents(&pipeline.dir.path().join("projector-late"));
+    assert!(
+        expected.len() > 1000,
+        "the projection holds the stream ({} keys)",
+        expected.len()
+    );
+    rapport_e2e::assert_same_contents(&expected, &actual);
+}
+
+#[test]
 fn kill_dash_nine_mid_stream_changes_nothing() {
     // Pipeline A runs undisturbed; pipeline B reads the same raw topic into
     // its own customer topic and is killed with SIGKILL again and again.

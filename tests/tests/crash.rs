@@ -44,7 +44,7 @@ fn a_projector_killed_at_twenty_random_instants_ends_identical() {
     println!("random seed {seed}");
     let mut random = Random(seed);
     let pipeline = Pipeline::start("crash20");
-    let mut crashy = Pipeline::start_projector_only(&pipeline);
+    let mut crashy = Pipeline::start_projector_only(&pipeline, "projector-rebuild");
 
     let total = 200_000;
     let batches = stream(total);

@@ -251,35 +251,91 @@ pub fn producer_reporting_to(
 }
 
 /// How long a fetch may wait at the broker for records (librdkafka's
-/// `fetch.wait.max.ms`), the consumers' default; `[kafka] properties` can
-/// set another.
+/// `fetch.wait.max.ms`) once a consumer has caught up with the log, the
+/// consumers' default; `[kafka] properties` can set another.
 ///
 /// Kafka answers a fetch as soon as it has records, so there this only
 /// bounds how often an idle consumer asks. The local broker, tansu 0.6,
 /// holds every answer until the whole wait has passed, records or not, and
 /// puts at most 5 MiB in it: a consumer there reads at most 5 MiB per wait,
-/// about 450 000 customer records a second at 50 ms (`make bench` shows
-/// what the same consumer reads at 5 ms). A shorter wait reads faster but
-/// costs the broker CPU while idle: three consumers of 8 partitions each
-/// kept tansu (sqlite storage) 32 % of a core busy at 50 ms, 88 % at 10 ms.
+/// about 450 000 customer records a second at 50 ms. A shorter wait reads
+/// faster but costs the broker CPU while idle: three consumers of 8
+/// partitions each kept tansu (sqlite storage) 32 % of a core busy at
+/// 50 ms, 88 % at 10 ms. So consumers far behind the log wait
+/// [`CATCH_UP_FETCH_WAIT_MS`] instead, and this once they reach its end.
 pub const FETCH_WAIT_MS: u32 = 50;
+
+/// The fetch wait of a consumer catching up with the log (see
+/// [`Fetching::CatchingUp`]): it always finds records, so the broker is
+/// never asked while idle, and against tansu it reads up to ten times
+/// as much per second as at [`FETCH_WAIT_MS`] (`make bench`: about 2
+/// million customer records a second for a plain consumer).
+pub const CATCH_UP_FETCH_WAIT_MS: u32 = 5;
+
+/// How long librdkafka waits before fetching again once the records it
+/// holds for the application reach their bound (`fetch.queue.backoff.ms`;
+/// its default is 1 s).
+///
+/// A consumer that fetches faster than its application takes records
+/// fills that bound and would then stop for a whole second while the
+/// application emptied it in a fraction of one: a projector catching up
+/// at [`CATCH_UP_FETCH_WAIT_MS`] waited for records a quarter of the time,
+/// and read a 5M-record rebuild at 438 000 records/s; with 10 ms, at
+/// 522 000, both cores busy (one `make bench` run). While the bound
+/// holds, librdkafka only checks the queue, without asking the broker.
+pub const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 
 /// How many fetched records librdkafka may hold for the application
 /// (`queued.min.messages`; its default is 100 000), so high that the byte
-/// bound, `queued.max.messages.kbytes` (64 MiB), is the one that applies.
+/// bound, `queued.max.messages.kbytes` (64 MiB; [`CATCH_UP_PREFETCH_KIB`]
+/// while catching up), is the one that applies.
 ///
-/// When the held records reach the bound, librdkafka stops fetching and
-/// asks again only after `fetch.queue.backoff.ms` (1 s). A projector
-/// rebuilding holds batches of up to 20 000 records in three stages, so
-/// 100 000 was reached whenever the fold fell a little behind, and each new
-/// fetch then also waited out tansu's hold (see [`FETCH_WAIT_MS`]). The
-/// byte bound pauses fetching the same way, but only about 330 000
+/// When the held records reach the bound, librdkafka stops fetching for
+/// [`FETCH_QUEUE_BACKOFF_MS`]. A projector rebuilding holds batches of up
+/// to 20 000 records in three stages, so 100 000 was reached whenever the
+/// fold fell a little behind, and (with librdkafka's 1 s backoff then)
+/// each new fetch also waited out tansu's hold (see [`FETCH_WAIT_MS`]).
+/// The byte bound pauses fetching the same way, but only about 330 000
 /// customer records behind. With it alone, a 5M-record replay read at
 /// 0.87–0.89 of the plain consumer's rate instead of 0.79–0.84 (A/B runs of
 /// `make bench`), for no more peak memory than the bench could tell apart.
 /// It applies to every consumer; identity's reader keeps its own buffer
 /// bounded by pausing partitions (`reader::Buffering`).
 pub const PREFETCH_RECORDS: u32 = 10_000_000;
+
+/// How many KiB of fetched records a consumer catching up may hold for
+/// the application (`queued.max.messages.kbytes`), a quarter of
+/// librdkafka's 64 MiB, which steady consumers keep.
+///
+/// At [`CATCH_UP_FETCH_WAIT_MS`] the bound is always reached, and a fetch
+/// refills it within milliseconds, so a smaller one keeps the fold as
+/// busy. Held records cost more than their bytes (librdkafka keeps each
+/// 5 MiB fetch answer until its last record is freed): with 64 MiB, a
+/// fresh 5M-record rebuild peaked at 688 MiB of resident memory, with
+/// 16 MiB at 356–575 MiB, against 318–332 MiB at the steady wait alone
+/// (`make bench`).
+pub const CATCH_UP_PREFETCH_KIB: u32 = 16 * 1024;
+
+/// Where a consumer reads relative to the end of the log, which sets how
+/// long its fetches wait at the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetching {
+    /// At or near the end: new records trickle in, and fetches wait
+    /// [`FETCH_WAIT_MS`] for them.
+    Steady,
+    /// Far behind (a rebuild, a restart after downtime): every fetch finds
+    /// records, and waits [`CATCH_UP_FETCH_WAIT_MS`].
+    CatchingUp,
+}
+
+impl Fetching {
+    fn wait_ms(self) -> u32 {
+        match self {
+            Fetching::Steady => FETCH_WAIT_MS,
+            Fetching::CatchingUp => CATCH_UP_FETCH_WAIT_MS,
+        }
+    }
+}
 
 /// A consumer for manual partition assignment. Offsets are never committed to
 /// the broker: the services keep them in RocksDB with the state they produced.
@@ -290,6 +346,25 @@ pub fn assigning_consumer(
 ) -> Result<(BaseConsumer<HealthContext>, Arc<BrokerHealth>)> {
     let context = HealthContext::default();
     let health = context.health.clone();
+    let consumer = assigning_consumer_with(
+        kafka,
+        client_id,
+        report_partition_end,
+        Fetching::Steady,
+        context,
+    )?;
+    Ok((consumer, health))
+}
+
+/// [`assigning_consumer`], fetching as `fetching` says and reporting to
+/// `context` (several consumers may share one [`BrokerHealth`]).
+pub fn assigning_consumer_with(
+    kafka: &KafkaConfig,
+    client_id: &str,
+    report_partition_end: bool,
+    fetching: Fetching,
+    context: HealthContext,
+) -> Result<BaseConsumer<HealthContext>> {
     let mut config = client_config(kafka, client_id);
     // librdkafka wants a group id even for manual assignment; nothing is
     // ever committed to it and the consumer never joins the group.
@@ -306,18 +381,24 @@ pub fn assigning_consumer(
             },
         )
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
+        .set("fetch.wait.max.ms", fetching.wait_ms().to_string())
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string())
         .set("queued.min.messages", PREFETCH_RECORDS.to_string());
+    if fetching == Fetching::CatchingUp {
+        config.set(
+            "queued.max.messages.kbytes",
+            CATCH_UP_PREFETCH_KIB.to_string(),
+        );
+    }
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }
-    let consumer = config
+    config
         .create_with_context(context)
         .map_err(|source| Error::Kafka {
             context: "creating a consumer".into(),
             source,
-        })?;
-    Ok((consumer, health))
+        })
 }
 
 /// The number of partitions of `topic`, waiting for the broker up to `timeout`.

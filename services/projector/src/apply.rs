@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rapport_common::config::{Config, TopicNames};
-use rapport_common::kafka::{Outgoing, Refused, produce_all};
+use rapport_common::kafka::{Fetching, Outgoing, Refused, produce_all};
 use rapport_common::metrics::{Counter, Gauge, Registry};
 use rapport_common::status::WorkerStatus;
 
@@ -98,6 +98,10 @@ pub struct ApplyMetrics {
     pub waiting_for_records_us: Counter,
     pub folding_us: Counter,
     pub waiting_for_commit_us: Counter,
+    /// 1 while the worker reads far behind the log's end, with short
+    /// fetch waits (`kafka::Fetching::CatchingUp`); 0 once it reached the
+    /// end of every partition it owns.
+    pub catching_up: Gauge,
     registry: Registry,
     family: String,
 }
@@ -131,6 +135,11 @@ impl ApplyMetrics {
             waiting_for_records_us: stage("apply", "wait_for_records"),
             folding_us: stage("apply", "fold"),
             waiting_for_commit_us: stage("apply", "wait_for_commit"),
+            catching_up: registry.gauge(
+                "rapport_projector_catching_up",
+                "1 while the worker reads far behind the end of the customer topic with short fetch waits, 0 once it reached the end of every partition it owns.",
+                &[("projection", family)],
+            ),
             registry: registry.clone(),
             family: family.to_owned(),
         }
@@ -879,9 +888,27 @@ pub fn run(
     } = links;
     // Ends of partitions are reported whether bounded or not: the status
     // says a partition was read to its end only once a fetch found it so.
-    let (consumer, health) =
-        rapport_common::kafka::assigning_consumer(&config.kafka, "rapport-projector", true)?;
-    status.attach_consumer(health);
+    // A worker starts behind the log (a rebuild, a restart) and reads with
+    // short fetch waits until it reaches the end of every partition, then
+    // hands its partitions to a consumer that waits longer (see
+    // `kafka::Fetching`). Both report to one health, which the status reads.
+    let context = rapport_common::kafka::HealthContext::default();
+    status.attach_consumer(context.health.clone());
+    let consumer_fetching = |fetching| {
+        rapport_common::kafka::assigning_consumer_with(
+            &config.kafka,
+            "rapport-projector",
+            true,
+            fetching,
+            context.clone(),
+        )
+    };
+    let consumer = consumer_fetching(Fetching::CatchingUp)?;
+    // A bounded version stops at its end, so it never hands over.
+    let steady = match bounds.until_ms {
+        None => Some(consumer_fetching(Fetching::Steady)?),
+        Some(_) => None,
+    };
     let topic = &config.topics.customer;
     let count =
         rapport_common::kafka::wait_for_partitions(&consumer, topic, Duration::from_secs(60))?;
@@ -920,6 +947,7 @@ pub fn run(
         ));
     }
     rapport_common::kafka::assign(&consumer, topic, &starts)?;
+    metrics.catching_up.set(1);
     tracing::info!(topic, projection = family, partitions = ?owned, offsets = ?positions.offsets, "projector starting after its stored offsets");
 
     let (producer, _) =
@@ -937,6 +965,12 @@ pub fn run(
     let disorder_ms = config.identity.reorder_grace_ms as i64;
     let poller = Poller {
         consumer: &consumer,
+        catching_up: steady.as_ref().map(|steady| CatchingUp {
+            steady,
+            starts,
+            next: BTreeMap::new(),
+            reached_end: Default::default(),
+        }),
         topic,
         owned: &owned,
         first_wanted,
@@ -1000,6 +1034,7 @@ pub fn run(
             }
         }
     });
+    metrics.catching_up.set(0);
     // Batches skip RocksDB's log; a stopped or finished worker puts what
     // they wrote on disk, so that a restart need not read it again.
     applied?;
@@ -1019,7 +1054,9 @@ enum Polled<'consumer> {
 /// Polls the customer topic into batches for the applying thread, and
 /// keeps track of where a bounded version ends.
 struct Poller<'a> {
-    consumer: &'a rdkafka::consumer::BaseConsumer<rapport_common::kafka::HealthContext>,
+    consumer: &'a ProjectorConsumer,
+    /// Until the worker reaches the end of the log: how it gets there.
+    catching_up: Option<CatchingUp<'a>>,
     topic: &'a str,
     owned: &'a [i32],
     /// The first offset each partition must deliver; earlier records a
@@ -1035,6 +1072,22 @@ struct Poller<'a> {
     max_batch: usize,
     status: &'a WorkerStatus,
     metrics: &'a ApplyMetrics,
+}
+
+type ProjectorConsumer = rdkafka::consumer::BaseConsumer<rapport_common::kafka::HealthContext>;
+
+/// A worker on its way from where it started to the end of the log, read
+/// with short fetch waits (`kafka::Fetching::CatchingUp`).
+struct CatchingUp<'a> {
+    /// The consumer, waiting longer, that takes the partitions over at the
+    /// end.
+    steady: &'a ProjectorConsumer,
+    /// Where the worker started each partition it owns.
+    starts: Vec<(i32, Offset)>,
+    /// The offset after the last record polled from each partition.
+    next: BTreeMap<i32, i64>,
+    /// The partitions whose end the catching-up consumer reached.
+    reached_end: std::collections::BTreeSet<i32>,
 }
 
 impl<'a> Poller<'a> {
@@ -1054,6 +1107,13 @@ impl<'a> Poller<'a> {
             }
             let polling = Instant::now();
             let batch = self.poll_batch(polling + Duration::from_millis(50));
+            if self.catching_up.as_ref().is_some_and(|catching_up| {
+                self.owned
+                    .iter()
+                    .all(|partition| catching_up.reached_end.contains(partition))
+            }) {
+                self.hand_over();
+            }
             self.metrics
                 .polling_us
                 .increment(polling.elapsed().as_micros() as u64);
@@ -1080,20 +1140,29 @@ impl<'a> Poller<'a> {
                 deadline.saturating_duration_since(Instant::now())
             };
             match self.consumer.poll(wait) {
-                Some(Ok(message))
+                Some(Ok(message)) => {
+                    if let Some(catching_up) = &mut self.catching_up {
+                        catching_up
+                            .next
+                            .insert(message.partition(), message.offset() + 1);
+                    }
                     if self
                         .past_end_ms
-                        .is_some_and(|end| message.timestamp().to_millis().unwrap_or(0) > end) =>
-                {
-                    self.finish(message.partition());
-                }
-                Some(Ok(message))
-                    if self
+                        .is_some_and(|end| message.timestamp().to_millis().unwrap_or(0) > end)
+                    {
+                        self.finish(message.partition());
+                    } else if self
                         .first_wanted
                         .get(&message.partition())
-                        .is_some_and(|first| message.offset() < *first) => {}
-                Some(Ok(message)) => batch.push(message),
+                        .is_none_or(|first| message.offset() >= *first)
+                    {
+                        batch.push(message);
+                    }
+                }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    if let Some(catching_up) = &mut self.catching_up {
+                        catching_up.reached_end.insert(partition);
+                    }
                     self.status.record_end_reached(partition);
                     if self.past_end_ms.is_some() {
                         self.finish(partition);
@@ -1110,6 +1179,58 @@ impl<'a> Poller<'a> {
             }
         }
         batch
+    }
+
+    /// Hands the partitions over from the catching-up consumer to the
+    /// steady one, each at the record after the last one polled. Records
+    /// the catching-up consumer fetched beyond it are left unread and
+    /// fetched again.
+    fn hand_over(&mut self) {
+        let Some(catching_up) = self.catching_up.take() else {
+            return;
+        };
+        let mut first_wanted = self.first_wanted.clone();
+        let starts: Vec<(i32, Offset)> = catching_up
+            .starts
+            .iter()
+            .map(|(partition, start)| {
+                // Records before the first wanted one are polled and dropped,
+                // so the later of the two is where the partition resumes.
+                let next = catching_up
+                    .next
+                    .get(partition)
+                    .copied()
+                    .max(first_wanted.get(partition).copied());
+                match next {
+                    Some(next) => {
+                        first_wanted.insert(*partition, next);
+                        (*partition, rapport_common::kafka::fetch_start(next))
+                    }
+                    // Nothing polled and nothing wanted first: the start
+                    // still holds (the beginning).
+                    None => (*partition, *start),
+                }
+            })
+            .collect();
+        let projection = &self.metrics.family;
+        if let Err(error) = rapport_common::kafka::assign(catching_up.steady, self.topic, &starts) {
+            // Still correct, only quicker to ask an idle broker again.
+            tracing::warn!(projection, %error, "could not hand the partitions to the steady consumer; keeping the catching-up one");
+            self.status.record_error(&error.to_string());
+            return;
+        }
+        if let Err(error) = self.consumer.unassign() {
+            // It stops fetching once it holds its bound of records.
+            tracing::warn!(projection, %error, "could not unassign the catching-up consumer");
+        }
+        self.consumer = catching_up.steady;
+        self.first_wanted = first_wanted;
+        self.metrics.catching_up.set(0);
+        tracing::info!(
+            projection,
+            offsets = ?starts,
+            "caught up with the customer topic; fetching with the steady wait from here"
+        );
     }
 
     /// Stops fetching a partition a bounded version has finished.

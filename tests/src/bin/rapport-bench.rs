@@ -7,12 +7,13 @@
 //! 2. rebuild: records/s folding the whole customer topic into RocksDB, by a
 //!    fresh projector from an empty store and by `rapportctl replay` beside
 //!    the live version, next to a plain rdkafka consumer reading the same
-//!    topic (the ratio says whether a rebuild is bound by the broker), and
-//!    the same consumer with a short fetch wait (tansu holds every fetch
-//!    answer for the whole wait; see `kafka::FETCH_WAIT_MS`), the peak
-//!    resident memory of the projector while it rebuilds, and
-//!    the projector's fold and commit fed the same records from memory
-//!    (what a rebuild would reach if the broker cost nothing);
+//!    topic with the fetch wait a projector catching up uses (the ratio
+//!    says whether a rebuild is bound by the broker), and the same consumer
+//!    with the steady wait (tansu holds every fetch answer for the whole
+//!    wait; see `kafka::FETCH_WAIT_MS`), the peak resident memory of the
+//!    projector while it rebuilds, and the projector's fold and commit fed
+//!    the same records from memory (what a rebuild would reach if the
+//!    broker cost nothing);
 //! 3. query: p50/p99 latency of `GET /v1/customers/{id}` with several clients
 //!    while ingest traffic keeps flowing.
 //!
@@ -215,6 +216,79 @@ fn threads_per_record(
         .join(", ")
 }
 
+/// The broker's CPU time so far, when `make bench` said which process it is.
+fn broker_cpu_seconds() -> Option<f64> {
+    std::env::var("RAPPORT_BROKER_PID")
+        .ok()
+        .and_then(|pid| pid.parse().ok())
+        .and_then(rapport_e2e::process_cpu_seconds)
+}
+
+/// CPU time per record between two readings of a process's CPU seconds.
+fn per_record_us(before: Option<f64>, after: Option<f64>, records: i64) -> String {
+    match (before, after) {
+        (Some(before), Some(after)) => format!("{:.1} µs", (after - before) * 1e6 / records as f64),
+        _ => "-".to_owned(),
+    }
+}
+
+/// What a fresh projector's rebuild of the whole customer topic measured.
+struct FreshRebuild {
+    timed: Timed,
+    rate: f64,
+    peak_kib: u64,
+    cpu_us: f64,
+    /// The broker's CPU per record while it served the rebuild.
+    broker_us: String,
+    machine_busy: String,
+    stages: String,
+    threads: String,
+    compaction: String,
+}
+
+/// Rebuilds the customer view in a fresh projector (its own process, an
+/// empty store named `name`) over the whole customer topic of `pipeline`:
+/// a rebuild with nothing else in the process. Waits for the compaction it
+/// leaves, then stops it.
+fn rebuild_fresh(pipeline: &Pipeline, name: &str, records: i64) -> FreshRebuild {
+    // The broker's CPU time per record it served, beside the client's: on
+    // a machine whose cores both share, a rebuild is bound by the broker
+    // only if the two together fit.
+    let broker_before = broker_cpu_seconds();
+    let machine_before = rapport_e2e::machine_cpu_ticks();
+    let started = Instant::now();
+    let rebuild = Pipeline::start_projector_only(pipeline, name);
+    let timed = wait_for_applied(&rebuild, "customer_view.v1", records, started);
+    let cpu_seconds = || rebuild.cpu_seconds().unwrap_or(0.0);
+    let rate = timed.rate(records);
+    let peak_kib = rebuild.peak_memory_kib().unwrap_or(0);
+    let cpu_us = cpu_seconds() * 1e6 / records as f64;
+    let broker_us = per_record_us(broker_before, broker_cpu_seconds(), records);
+    // How much of the machine the rebuild (and the broker serving it) kept busy.
+    let machine_busy = machine_busy_since(machine_before);
+    // Where the worker's threads' time went, per record.
+    let stages = worker_stages(&rebuild, "customer_view.v1", records);
+    // And the CPU of each kind of thread, the projector's, librdkafka's
+    // and RocksDB's alike.
+    let threads = threads_per_record(&rebuild, &[], records);
+    let compaction = format!(
+        "{}; CPU per record counting it {:.1} µs",
+        compaction_left(&rebuild, "v1"),
+        cpu_seconds() * 1e6 / records as f64
+    );
+    FreshRebuild {
+        timed,
+        rate,
+        peak_kib,
+        cpu_us,
+        broker_us,
+        machine_busy,
+        stages,
+        threads,
+        compaction,
+    }
+}
+
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -406,77 +480,39 @@ fn main() {
         customer_records, total as i64,
         "identity resolved {customer_records} customer records for {total} events"
     );
-    // The broker's CPU time per record it served, beside the client's: on
-    // a machine whose cores both share, a rebuild is bound by the broker
-    // only if the two together fit.
-    let broker_cpu = || {
-        std::env::var("RAPPORT_BROKER_PID")
-            .ok()
-            .and_then(|pid| pid.parse().ok())
-            .and_then(rapport_e2e::process_cpu_seconds)
-    };
-    let per_record_us = |before: Option<f64>, after: Option<f64>| match (before, after) {
-        (Some(before), Some(after)) => {
-            format!("{:.1} µs", (after - before) * 1e6 / customer_records as f64)
-        }
-        _ => "-".to_owned(),
-    };
-    let broker_before = broker_cpu();
-    let machine_before = rapport_e2e::machine_cpu_ticks();
-    let started = Instant::now();
-    let rebuild = Pipeline::start_projector_only(&pipeline);
-    let fresh = wait_for_applied(&rebuild, "customer_view.v1", customer_records, started);
-    let projector_rate = fresh.rate(customer_records);
-    let fresh_peak_kib = rebuild.peak_memory_kib().unwrap_or(0);
-    let fresh_cpu_us = rebuild.cpu_seconds().unwrap_or(0.0) * 1e6 / customer_records as f64;
-    let fresh_broker_us = per_record_us(broker_before, broker_cpu());
-    // How much of the machine the rebuild (and the broker serving it) kept busy.
-    let fresh_machine_busy = machine_busy_since(machine_before);
-    // Where the worker's threads' time went, per record.
-    let fresh_stages = worker_stages(&rebuild, "customer_view.v1", customer_records);
-    // And the CPU of each kind of thread, the projector's, librdkafka's
-    // and RocksDB's alike.
-    let fresh_threads = threads_per_record(&rebuild, &[], customer_records);
-    let fresh_compaction = format!(
-        "{}; CPU per record counting it {:.1} µs",
-        compaction_left(&rebuild, "v1"),
-        rebuild.cpu_seconds().unwrap_or(0.0) * 1e6 / customer_records as f64
-    );
-    drop(rebuild);
+    let fresh = rebuild_fresh(&pipeline, "projector-rebuild", customer_records);
 
-    // 2b. A plain rdkafka consumer reading the same topic from the start:
-    // how fast the broker serves records to a client that does nothing.
-    let broker_before = broker_cpu();
+    // 2b. A plain rdkafka consumer reading the same topic from the start,
+    // with the fetch wait of a projector catching up: how fast the broker
+    // serves records to a client that does nothing.
+    let broker_before = broker_cpu_seconds();
     let reader_before = rapport_e2e::process_cpu_seconds(std::process::id());
-    let (read, consumed) = timed_read(&kafka, &pipeline.topics.customer, "rapport-bench-read");
+    let (read, consumed) = {
+        let mut kafka = kafka.clone();
+        kafka.properties.insert(
+            "fetch.wait.max.ms".into(),
+            rapport_common::kafka::CATCH_UP_FETCH_WAIT_MS.to_string(),
+        );
+        timed_read(&kafka, &pipeline.topics.customer, "rapport-bench-read")
+    };
     let read_rate = read.rate(consumed);
-    let read_broker_us = per_record_us(broker_before, broker_cpu());
+    let read_broker_us = per_record_us(broker_before, broker_cpu_seconds(), customer_records);
     let reader_us = per_record_us(
         reader_before,
         rapport_e2e::process_cpu_seconds(std::process::id()),
+        customer_records,
     );
 
-    // 2c. The same plain consumer with a short fetch wait: tansu holds each
-    // fetch answer for the whole wait (see `kafka::FETCH_WAIT_MS`), so this
-    // is how fast the broker serves records when it is not made to wait.
-    let unheld_wait_ms = 5;
-    let unheld = {
-        let mut kafka = kafka.clone();
-        kafka
-            .properties
-            .insert("fetch.wait.max.ms".into(), unheld_wait_ms.to_string());
-        let (unheld, consumed) = timed_read(
-            &kafka,
-            &pipeline.topics.customer,
-            "rapport-bench-read-unheld",
-        );
-        assert_eq!(
-            consumed, customer_records,
-            "the short-wait read missed records"
-        );
-        unheld
-    };
-    let unheld_rate = unheld.rate(customer_records);
+    // 2c. The same plain consumer with the steady fetch wait: tansu holds
+    // each fetch answer for the whole wait (see `kafka::FETCH_WAIT_MS`), so
+    // this is how fast a consumer that never switched would read.
+    let (held, held_consumed) =
+        timed_read(&kafka, &pipeline.topics.customer, "rapport-bench-read-held");
+    assert_eq!(
+        held_consumed, customer_records,
+        "the steady-wait read missed records"
+    );
+    let held_rate = held.rate(customer_records);
 
     // 2d. The projector's fold and commit alone, fed the same records from
     // memory: what a rebuild would reach if the broker cost nothing.
@@ -525,13 +561,14 @@ fn main() {
             cpu_us: per_record_us(
                 cpu_before,
                 rapport_e2e::process_cpu_seconds(std::process::id()),
+                applied as i64,
             ),
             fold_us: metrics.folding_us.get() as f64 / applied as f64,
             wait_us: metrics.waiting_for_commit_us.get() as f64 / applied as f64,
         }
     };
 
-    // 2c. `rapportctl replay` beside the live version, timed from the request
+    // 2e. `rapportctl replay` beside the live version, timed from the request
     // until the new version applied every record.
     pipeline.projector.reset_peak_memory();
     let cpu_before = pipeline.projector.cpu_seconds().unwrap_or(0.0);
@@ -620,27 +657,41 @@ fn main() {
     );
     println!("| ingest / producer | {:.2} |", ingest_rate / producer_rate);
     println!(
-        "| plain rdkafka consumer reading the customer topic | {read_rate:.0} records/s ({consumed} in {:.1} s) |",
+        "| plain rdkafka consumer reading the customer topic, fetch.wait.max.ms={} as a projector catching up | {read_rate:.0} records/s ({consumed} in {:.1} s) |",
+        rapport_common::kafka::CATCH_UP_FETCH_WAIT_MS,
         read.elapsed.as_secs_f64()
     );
     println!(
         "| CPU time per record of the broker serving it; of that plain consumer | {read_broker_us}; {reader_us} |"
     );
     println!(
-        "| customer view rebuilt by a fresh projector (own process, empty store) | {projector_rate:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
-        fresh.elapsed.as_secs_f64(),
-        projector_rate / read_rate
+        "| customer view rebuilt by a fresh projector (own process, empty store) | {:.0} records/s ({customer_records} in {:.1} s), {:.2} of the plain read rate |",
+        fresh.rate,
+        fresh.timed.elapsed.as_secs_f64(),
+        fresh.rate / read_rate
     );
     println!(
-        "| peak resident memory of that projector; its CPU time per record; the broker's | {} MiB; {fresh_cpu_us:.1} µs; {fresh_broker_us} |",
-        fresh_peak_kib / 1024
+        "| peak resident memory of that projector; its CPU time per record; the broker's | {} MiB; {:.1} µs; {} |",
+        fresh.peak_kib / 1024,
+        fresh.cpu_us,
+        fresh.broker_us
     );
     println!(
-        "| that projector's applying thread per record, and its polling thread | {fresh_stages} |"
+        "| that projector's applying thread per record, and its polling thread | {} |",
+        fresh.stages
     );
-    println!("| that projector's CPU per record by kind of thread | {fresh_threads} |");
-    println!("| the whole machine's CPU in use during that rebuild | {fresh_machine_busy} |");
-    println!("| compaction that rebuild left for after it caught up | {fresh_compaction} |");
+    println!(
+        "| that projector's CPU per record by kind of thread | {} |",
+        fresh.threads
+    );
+    println!(
+        "| the whole machine's CPU in use during that rebuild | {} |",
+        fresh.machine_busy
+    );
+    println!(
+        "| compaction that rebuild left for after it caught up | {} |",
+        fresh.compaction
+    );
     println!(
         "| the same fold and commit fed from memory (no broker), in the bench process | {:.0} records/s, {:.2} of the plain read rate; CPU per record {}; folding {:.1} µs, waiting for the commit {:.1} µs per record |",
         from_memory.rate,
@@ -667,7 +718,8 @@ fn main() {
     println!("| the whole machine's CPU in use during the replay | {replay_machine_busy} |");
     println!("| compaction the replay left for after it caught up | {replay_compaction} |");
     // Short runs are weighed down by start-up; the rate after the first
-    // records shows the steady pace of each reader.
+    // records shows the steady pace of each reader, here as a share of the
+    // plain consumer's steady pace.
     let steady = |timed: &Timed, records: i64| match timed.after_start_up(records) {
         Some((rate, start_up)) => format!(
             "{rate:.0} records/s after {:.2} s of start-up ({:.2})",
@@ -681,16 +733,16 @@ fn main() {
     println!(
         "| after the first records: plain consumer; fresh projector; replay (ratio to the plain consumer's) | {}; {}; {} |",
         steady(&read, consumed),
-        steady(&fresh, customer_records),
+        steady(&fresh.timed, customer_records),
         steady(&replay, customer_records)
     );
     println!(
-        "| the plain consumer with fetch.wait.max.ms={unheld_wait_ms} instead of Rapport's {} (tansu holds each fetch answer for the whole wait), overall and after the first records; the fresh rebuild and the replay as a share of it | {unheld_rate:.0} records/s ({customer_records} in {:.1} s), {}; {:.2}; {:.2} |",
+        "| the plain consumer at the steady fetch.wait.max.ms={} (tansu holds each fetch answer for the whole wait), overall and after the first records; the fresh rebuild and the replay as a multiple of it | {held_rate:.0} records/s ({customer_records} in {:.1} s), {}; {:.2}; {:.2} |",
         rapport_common::kafka::FETCH_WAIT_MS,
-        unheld.elapsed.as_secs_f64(),
-        steady(&unheld, customer_records),
-        projector_rate / unheld_rate,
-        replay_rate / unheld_rate,
+        held.elapsed.as_secs_f64(),
+        steady(&held, customer_records),
+        fresh.rate / held_rate,
+        replay_rate / held_rate,
     );
     println!(
         "| GET /v1/customers/{{id}}, {clients} clients, ingest running | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests |",
