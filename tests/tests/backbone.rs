@@ -532,6 +532,32 @@ fn a_projector_far_behind_catches_up_then_hands_over_losing_nothing() {
         applied_to(&late, &ends)
     });
     assert_eq!(catching_up(&late), 0, "the steady consumer kept reading");
+    // The status takes the log's end from the consumer that reads now,
+    // not from the one that handed over (it would report the ends it saw
+    // then), including after both sent their statistics again.
+    let log_ends = || -> std::collections::BTreeMap<i32, i64> {
+        let (code, status) =
+            rapport_e2e::get_json(&format!("http://127.0.0.1:{}/v1/admin/status", late.port));
+        assert_eq!(code, 200, "{status}");
+        status["projections"][0]["consumer"]["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .filter_map(|partition| {
+                Some((
+                    partition["partition"].as_i64()? as i32,
+                    partition["log_end"].as_i64()?,
+                ))
+            })
+            .collect()
+    };
+    rapport_e2e::wait_for("the status to see the log's end", PATIENCE, || {
+        log_ends() == ends
+    });
+    std::thread::sleep(
+        2 * Duration::from_millis(rapport_common::kafka::STATISTICS_INTERVAL_MS as u64),
+    );
+    assert_eq!(log_ends(), ends, "the log's end as the status reports it");
     let log = std::fs::read_to_string(pipeline.dir.path().join("projector-late.log"))
         .expect("the late projector's log");
     assert_eq!(

@@ -971,6 +971,7 @@ pub fn run(
             next: BTreeMap::new(),
             reached_end: Default::default(),
         }),
+        retired: None,
         topic,
         owned: &owned,
         first_wanted,
@@ -1057,6 +1058,8 @@ struct Poller<'a> {
     consumer: &'a ProjectorConsumer,
     /// Until the worker reaches the end of the log: how it gets there.
     catching_up: Option<CatchingUp<'a>>,
+    /// After that, the consumer that read until then.
+    retired: Option<&'a ProjectorConsumer>,
     topic: &'a str,
     owned: &'a [i32],
     /// The first offset each partition must deliver; earlier records a
@@ -1114,6 +1117,7 @@ impl<'a> Poller<'a> {
             }) {
                 self.hand_over();
             }
+            self.serve_idle_consumer();
             self.metrics
                 .polling_us
                 .increment(polling.elapsed().as_micros() as u64);
@@ -1181,6 +1185,20 @@ impl<'a> Poller<'a> {
         batch
     }
 
+    /// Serves what librdkafka queued for the consumer that is not reading
+    /// (statistics, errors): it hands them out only when polled, and one
+    /// never polled would hold a statistics report a second for as long
+    /// as the process runs. It has no partitions, so it has no records.
+    fn serve_idle_consumer(&self) {
+        let idle = match &self.catching_up {
+            Some(catching_up) => Some(catching_up.steady),
+            None => self.retired,
+        };
+        if let Some(idle) = idle {
+            let _ = idle.poll(Duration::ZERO);
+        }
+    }
+
     /// Hands the partitions over from the catching-up consumer to the
     /// steady one, each at the record after the last one polled. Records
     /// the catching-up consumer fetched beyond it are left unread and
@@ -1223,6 +1241,7 @@ impl<'a> Poller<'a> {
             // It stops fetching once it holds its bound of records.
             tracing::warn!(projection, %error, "could not unassign the catching-up consumer");
         }
+        self.retired = Some(self.consumer);
         self.consumer = catching_up.steady;
         self.first_wanted = first_wanted;
         self.metrics.catching_up.set(0);
