@@ -74,6 +74,28 @@ impl BrokerHealth {
 #[derive(Clone, Default)]
 pub struct HealthContext {
     pub health: Arc<BrokerHealth>,
+    /// Set once this client's statistics no longer say where the log ends
+    /// (see [`HealthContext::stop_reporting_ends`]).
+    ends_retired: Arc<AtomicBool>,
+}
+
+impl HealthContext {
+    /// A context for another client that reports to the same health, and
+    /// stops reporting the log's ends on its own.
+    pub fn for_another_client(&self) -> Self {
+        Self {
+            health: self.health.clone(),
+            ends_retired: Arc::default(),
+        }
+    }
+
+    /// Stops taking the log's ends from this client's statistics, for a
+    /// consumer that handed its partitions to another sharing its health:
+    /// statistics it reports later, or queued before and handed out later,
+    /// would otherwise put back the ends it saw then.
+    pub fn stop_reporting_ends(&self) {
+        self.ends_retired.store(true, Ordering::Relaxed);
+    }
 }
 
 impl ClientContext for HealthContext {
@@ -100,6 +122,9 @@ impl ClientContext for HealthContext {
             .any(|broker| broker.state == "UP" && broker.nodeid >= 0);
         self.health.brokers_up.store(up, Ordering::Relaxed);
         self.health.statistics_seen.store(true, Ordering::Relaxed);
+        if self.ends_retired.load(Ordering::Relaxed) {
+            return;
+        }
         let reported_at_ms = crate::now_ms();
         let mut ends = self.health.log_ends.lock().expect("log ends lock");
         for (name, topic) in &statistics.topics {
@@ -221,7 +246,10 @@ pub fn producer_reporting_to(
     max_queued: u32,
     health: Arc<BrokerHealth>,
 ) -> Result<FutureProducer<HealthContext>> {
-    let context = HealthContext { health };
+    let context = HealthContext {
+        health,
+        ..HealthContext::default()
+    };
     let mut config = client_config(kafka, client_id);
     config
         // Java clients partition with murmur2; so do we, so that keys land on

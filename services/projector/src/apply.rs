@@ -900,7 +900,7 @@ pub fn run(
             "rapport-projector",
             true,
             fetching,
-            context.clone(),
+            context.for_another_client(),
         )
     };
     let consumer = consumer_fetching(Fetching::CatchingUp)?;
@@ -1241,6 +1241,7 @@ impl<'a> Poller<'a> {
             // It stops fetching once it holds its bound of records.
             tracing::warn!(projection, %error, "could not unassign the catching-up consumer");
         }
+        self.consumer.context().stop_reporting_ends();
         self.retired = Some(self.consumer);
         self.consumer = catching_up.steady;
         self.first_wanted = first_wanted;
