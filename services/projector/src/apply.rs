@@ -972,6 +972,7 @@ pub fn run(
             reached_end: Default::default(),
         }),
         retired: None,
+        health: &context.health,
         topic,
         owned: &owned,
         first_wanted,
@@ -1060,6 +1061,8 @@ struct Poller<'a> {
     catching_up: Option<CatchingUp<'a>>,
     /// After that, the consumer that read until then.
     retired: Option<&'a ProjectorConsumer>,
+    /// Where both consumers report the log's end.
+    health: &'a rapport_common::kafka::BrokerHealth,
     topic: &'a str,
     owned: &'a [i32],
     /// The first offset each partition must deliver; earlier records a
@@ -1093,6 +1096,37 @@ struct CatchingUp<'a> {
     reached_end: std::collections::BTreeSet<i32>,
 }
 
+impl CatchingUp<'_> {
+    /// Whether the catching-up consumer has read `partition` to its end:
+    /// librdkafka said so, or the worker's position (the record after the
+    /// last one polled, or `first_wanted` when that is later) reached the
+    /// end its fetches last reported.
+    ///
+    /// The second is needed against tansu 0.6 with sqlite storage: with
+    /// `make run` over existing data, a projector that started at the end
+    /// of an idle log received neither a record nor an end of partition
+    /// for as long as we watched (30 s), while its fetches reported the
+    /// end. It kept fetching every 5 ms until something new arrived.
+    fn read_to_end(
+        &self,
+        partition: i32,
+        first_wanted: Option<i64>,
+        health: &rapport_common::kafka::BrokerHealth,
+        topic: &str,
+    ) -> bool {
+        let position = self
+            .next
+            .get(&partition)
+            .copied()
+            .max(first_wanted)
+            .unwrap_or(0);
+        self.reached_end.contains(&partition)
+            || health
+                .log_end_reported(topic, partition)
+                .is_some_and(|(end, _)| position >= end)
+    }
+}
+
 impl<'a> Poller<'a> {
     /// Polls until `stop` is set, a bounded version is finished, or the
     /// applying thread is gone.
@@ -1111,9 +1145,14 @@ impl<'a> Poller<'a> {
             let polling = Instant::now();
             let batch = self.poll_batch(polling + Duration::from_millis(50));
             if self.catching_up.as_ref().is_some_and(|catching_up| {
-                self.owned
-                    .iter()
-                    .all(|partition| catching_up.reached_end.contains(partition))
+                self.owned.iter().all(|partition| {
+                    catching_up.read_to_end(
+                        *partition,
+                        self.first_wanted.get(partition).copied(),
+                        self.health,
+                        self.topic,
+                    )
+                })
             }) {
                 self.hand_over();
             }
