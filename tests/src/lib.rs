@@ -842,6 +842,33 @@ pub fn produce_raw(topic: &str, key: &[u8], payload: &[u8]) {
     rapport_common::kafka::produce_all(&producer, &[record]).expect("produce");
 }
 
+/// Whether the projector `service` has applied every partition of the
+/// customer topic up to `ends` (partition ends, from [`high_watermarks`]).
+pub fn applied_through(service: &Service, ends: &BTreeMap<i32, i64>) -> bool {
+    let metrics = service.metrics();
+    ends.iter().all(|(partition, end)| {
+        *end == 0
+            || metric_sum(
+                &metrics,
+                "rapport_projector_applied_offset",
+                &format!("partition=\"{partition}\""),
+            ) >= end - 1
+    })
+}
+
+/// Asserts that the stopped projectors' stores at `expected` and `actual`
+/// hold the same keys and values, and at least `at_least` keys.
+pub fn assert_same_projection(expected: &Path, actual: &Path, at_least: usize) {
+    let expected = projection_contents(expected);
+    let actual = projection_contents(actual);
+    assert!(
+        expected.len() >= at_least,
+        "the projection holds the stream ({} keys)",
+        expected.len()
+    );
+    assert_same_contents(&expected, &actual);
+}
+
 /// Every key and value of the live customer view in the projector store at
 /// `dir`, except the consumed offsets: a crashed identity re-produces
 /// records, so topic offsets may differ while the state must not.

@@ -490,17 +490,6 @@ fn a_projector_far_behind_catches_up_then_hands_over_losing_nothing() {
     pipeline.wait_until_caught_up(PATIENCE);
     let backlog = rapport_e2e::high_watermarks(&pipeline.topics.customer);
     let late = Pipeline::start_projector_only(&pipeline, "projector-late");
-    let applied_to = |late: &rapport_e2e::Service, ends: &std::collections::BTreeMap<i32, i64>| {
-        let metrics = late.metrics();
-        ends.iter().all(|(partition, end)| {
-            *end == 0
-                || rapport_e2e::metric_sum(
-                    &metrics,
-                    "rapport_projector_applied_offset",
-                    &format!("partition=\"{partition}\""),
-                ) >= end - 1
-        })
-    };
     let catching_up = |late: &rapport_e2e::Service| {
         rapport_e2e::metric_sum(
             &late.metrics(),
@@ -520,7 +509,7 @@ fn a_projector_far_behind_catches_up_then_hands_over_losing_nothing() {
     // …and after it reached the end and handed its partitions to the
     // consumer that waits longer, which must go on where the other stopped.
     rapport_e2e::wait_for("the late projector to reach the end", PATIENCE, || {
-        applied_to(&late, &backlog) && catching_up(&late) == 0
+        rapport_e2e::applied_through(&late, &backlog) && catching_up(&late) == 0
     });
     sender.join().expect("the sender");
     for batch in traffic(10, 100) {
@@ -529,7 +518,7 @@ fn a_projector_far_behind_catches_up_then_hands_over_losing_nothing() {
     pipeline.wait_until_caught_up(PATIENCE);
     let ends = rapport_e2e::high_watermarks(&pipeline.topics.customer);
     rapport_e2e::wait_for("the late projector to apply the rest", PATIENCE, || {
-        applied_to(&late, &ends)
+        rapport_e2e::applied_through(&late, &ends)
     });
     assert_eq!(catching_up(&late), 0, "the steady consumer kept reading");
     // The status takes the log's end from the consumer that reads now,
@@ -572,14 +561,11 @@ fn a_projector_far_behind_catches_up_then_hands_over_losing_nothing() {
     late.stop();
     let mut pipeline = pipeline;
     pipeline.projector.stop();
-    let expected = rapport_e2e::projection_contents(&pipeline.dir.path().join("projector"));
-    let actual = rapport_e2e::projection_contents(&pipeline.dir.path().join("projector-late"));
-    assert!(
-        expected.len() > 1000,
-        "the projection holds the stream ({} keys)",
-        expected.len()
+    rapport_e2e::assert_same_projection(
+        &pipeline.dir.path().join("projector"),
+        &pipeline.dir.path().join("projector-late"),
+        1000,
     );
-    rapport_e2e::assert_same_contents(&expected, &actual);
 }
 
 #[test]
@@ -621,14 +607,11 @@ fn kill_dash_nine_mid_stream_changes_nothing() {
     crashy.projector.stop();
     steady.identity.stop();
     crashy.identity.stop();
-    let expected = rapport_e2e::projection_contents(&steady.dir.path().join("projector"));
-    let actual = rapport_e2e::projection_contents(&crashy.dir.path().join("projector"));
-    assert!(
-        expected.len() > 1000,
-        "the projection holds the stream ({} keys)",
-        expected.len()
+    rapport_e2e::assert_same_projection(
+        &steady.dir.path().join("projector"),
+        &crashy.dir.path().join("projector"),
+        1000,
     );
-    rapport_e2e::assert_same_contents(&expected, &actual);
 }
 
 #[test]

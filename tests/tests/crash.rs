@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rapport_e2e::{Pipeline, assert_same_contents, event, projection_contents};
+use rapport_e2e::{Pipeline, event};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(300);
@@ -74,15 +74,7 @@ fn a_projector_killed_at_twenty_random_instants_ends_identical() {
     pipeline.wait_until_caught_up(PATIENCE);
     let ends = rapport_e2e::high_watermarks(&pipeline.topics.customer);
     rapport_e2e::wait_for("the killed projector to catch up", PATIENCE, || {
-        let metrics = crashy.metrics();
-        ends.iter().all(|(partition, end)| {
-            *end == 0
-                || rapport_e2e::metric_sum(
-                    &metrics,
-                    "rapport_projector_applied_offset",
-                    &format!("partition=\"{partition}\""),
-                ) == end - 1
-        })
+        rapport_e2e::applied_through(&crashy, &ends)
     });
     let (_, sample) = pipeline.get("/v1/customers/c-42");
     assert_eq!(
@@ -94,14 +86,11 @@ fn a_projector_killed_at_twenty_random_instants_ends_identical() {
     crashy.stop();
     let mut steady = pipeline;
     steady.projector.stop();
-    let expected = projection_contents(&steady.dir.path().join("projector"));
-    let actual = projection_contents(&steady.dir.path().join("projector-rebuild"));
-    assert!(
-        expected.len() > 100_000,
-        "the projection holds the stream ({} keys)",
-        expected.len()
+    rapport_e2e::assert_same_projection(
+        &steady.dir.path().join("projector"),
+        &steady.dir.path().join("projector-rebuild"),
+        100_000,
     );
-    assert_same_contents(&expected, &actual);
 }
 
 /// Records a version has committed, from the stored offsets the projector

@@ -289,8 +289,9 @@ pub fn producer_reporting_to(
 /// about 450 000 customer records a second at 50 ms. A shorter wait reads
 /// faster but costs the broker CPU while idle: three consumers of 8
 /// partitions each kept tansu (sqlite storage) 32 % of a core busy at
-/// 50 ms, 88 % at 10 ms. So consumers far behind the log wait
-/// [`CATCH_UP_FETCH_WAIT_MS`] instead, and this once they reach its end.
+/// 50 ms, 88 % at 10 ms. So a projector's worker far behind the log
+/// waits [`CATCH_UP_FETCH_WAIT_MS`] instead, and this once it reaches the
+/// end; the identity service's reader always waits this.
 pub const FETCH_WAIT_MS: u32 = 50;
 
 /// The fetch wait of a consumer catching up with the log (see
