@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rapport_common::config::KafkaConfig;
+pub use rapport_common::topics::Role;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -188,11 +189,24 @@ impl Topics {
     }
 
     pub fn create(&self, raw_partitions: i32, customer_partitions: i32) {
-        create_topics(&[
-            (&self.raw, raw_partitions),
-            (&self.customer, customer_partitions),
-            (&self.deadletters, 1),
-        ]);
+        self.create_overriding(raw_partitions, customer_partitions, &[]);
+    }
+
+    /// Like `create`, with some configuration values other than defined.
+    pub fn create_overriding(
+        &self,
+        raw_partitions: i32,
+        customer_partitions: i32,
+        overrides: &[(&str, &str)],
+    ) {
+        create_topics_overriding(
+            &[
+                (&self.raw, raw_partitions, Role::Raw),
+                (&self.customer, customer_partitions, Role::Customer),
+                (&self.deadletters, 1, Role::DeadLetters),
+            ],
+            overrides,
+        );
     }
 }
 
@@ -204,14 +218,37 @@ pub fn kafka() -> KafkaConfig {
     }
 }
 
-pub fn create_topics(topics: &[(&str, i32)]) {
+/// Creates each topic with the configuration the topic definition gives the
+/// topic playing its role (`infra/topics.toml`), as production does.
+pub fn create_topics(topics: &[(&str, i32, Role)]) {
+    create_topics_overriding(topics, &[]);
+}
+
+/// Like `create_topics`, with some configuration values other than defined.
+pub fn create_topics_overriding(topics: &[(&str, i32, Role)], overrides: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> =
         rapport_common::kafka::client_config(&kafka(), "rapport-e2e")
             .create()
             .expect("admin client");
+    let configs: Vec<BTreeMap<String, String>> = topics
+        .iter()
+        .map(|(_, _, role)| {
+            let mut config = rapport_common::topics::config_for(*role);
+            for (key, value) in overrides {
+                config.insert((*key).to_owned(), (*value).to_owned());
+            }
+            config
+        })
+        .collect();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .zip(&configs)
+        .map(|((name, partitions, _), config)| {
+            config.iter().fold(
+                NewTopic::new(name, *partitions, TopicReplication::Fixed(1)),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
     let results = block_on(admin.create_topics(
         new_topics.iter(),
@@ -228,7 +265,7 @@ pub fn create_topics(topics: &[(&str, i32)]) {
         .create()
         .expect("consumer");
     wait_for("topics to appear", Duration::from_secs(30), || {
-        topics.iter().all(|(name, partitions)| {
+        topics.iter().all(|(name, partitions, _)| {
             consumer
                 .fetch_metadata(Some(name), Duration::from_secs(5))
                 .ok()

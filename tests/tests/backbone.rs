@@ -574,7 +574,7 @@ fn kill_dash_nine_mid_stream_changes_nothing() {
     // its own customer topic and is killed with SIGKILL again and again.
     let mut steady = Pipeline::start("kill9");
     let crash_topics = steady.topics.with_customer_topic("crashy");
-    rapport_e2e::create_topics(&[(&crash_topics.customer, 4)]);
+    rapport_e2e::create_topics(&[(&crash_topics.customer, 4, rapport_e2e::Role::Customer)]);
     let mut crashy = Pipeline::start_on(crash_topics, false);
 
     let batches = traffic(60, 100);
@@ -673,7 +673,7 @@ fn the_ordered_reader_loses_nothing_when_it_pauses_a_partition() {
     use rdkafka::producer::FutureRecord;
 
     let topic = format!("test.reader.{}", uuid::Uuid::now_v7().simple());
-    rapport_e2e::create_topics(&[(&topic, 2)]);
+    rapport_e2e::create_topics(&[(&topic, 2, rapport_e2e::Role::Raw)]);
     let kafka = rapport_e2e::kafka();
     let (producer, _) =
         rapport_common::kafka::producer(&kafka, "rapport-e2e", Some(PATIENCE), 10_000)

@@ -399,7 +399,7 @@ fn the_seek_finds_the_first_record_at_or_after_a_time_on_the_broker() {
         BrokerAnswer, FoundBy, KafkaPartition, Wanted, find_start, find_start_on_broker,
     };
     let topics = rapport_e2e::Topics::unique("seek");
-    rapport_e2e::create_topics(&[(&topics.customer, 2)]);
+    rapport_e2e::create_topics(&[(&topics.customer, 2, rapport_e2e::Role::Customer)]);
     let kafka = rapport_common::config::KafkaConfig {
         brokers: rapport_e2e::brokers(),
         properties: Default::default(),

@@ -1,7 +1,9 @@
 //! The broker goes away while a storefront keeps sending: every request in
 //! the outage is answered 503 promptly, and every event answered 202 is in
-//! the projection exactly once after the broker is back. And a projector
-//! restarted on a restarted broker still finds the end of an idle log.
+//! the projection exactly once after the broker is back. A restarted broker
+//! still holds the whole log, so a replay after it equals the live version.
+//! And a projector restarted on a restarted broker still finds the end of an
+//! idle log.
 
 use std::time::{Duration, Instant};
 
@@ -168,4 +170,50 @@ fn a_projector_restarted_at_the_end_of_an_idle_log_switches_to_the_steady_wait()
         ),
         0
     );
+}
+
+/// The topics are created with the configuration of the topic definition
+/// (`Topics::create`). With retention.ms = -1 there, tansu's SQLite storage
+/// deleted every record when the broker started again: the projections kept
+/// their state, but the log could no longer be read or replayed.
+#[test]
+fn a_restarted_broker_still_holds_the_whole_log_and_a_replay_equals_live() {
+    let mut broker = PrivateBroker::start();
+    let topics = Topics::unique("log-survives");
+    topics.create(2, 2);
+    let pipeline = Pipeline::start_on(topics.clone(), true);
+    for chunk in 0..10 {
+        let events: Vec<_> = (0..100)
+            .map(|id| {
+                event(
+                    "web.page_viewed",
+                    "2026-11-01T10:00:00Z",
+                    json!({"customer_id": format!("c-{}", (chunk * 100 + id) % 300)}),
+                    json!({"url": format!("/{chunk}")}),
+                )
+            })
+            .collect();
+        pipeline.send_ok(&events);
+    }
+    pipeline.wait_until_caught_up(Duration::from_secs(60));
+    let raw_before = rapport_e2e::read_all(&topics.raw);
+    let customer_before = rapport_e2e::read_all(&topics.customer);
+    assert_eq!(raw_before.len(), 1000);
+
+    broker.stop();
+    broker.resume();
+    assert_eq!(
+        rapport_e2e::read_all(&topics.raw),
+        raw_before,
+        "the raw topic after the restart"
+    );
+    assert_eq!(
+        rapport_e2e::read_all(&topics.customer),
+        customer_before,
+        "the customer topic after the restart"
+    );
+    let replayed = pipeline.rapportctl(&["replay", "customer_view", "--version", "r2"]);
+    assert!(replayed.contains("caught up"), "{replayed}");
+    let verified = pipeline.rapportctl(&["verify", "customer_view", "--other", "r2"]);
+    assert!(verified.contains("identical"), "{verified}");
 }

@@ -9,6 +9,7 @@ pub mod merge;
 pub mod metrics;
 pub mod status;
 pub mod store;
+pub mod topics;
 pub mod worker;
 
 /// Errors of the shared plumbing. `Display` says what failed and where.

@@ -22,6 +22,7 @@ use rapport_common::kafka::block_on;
 use rapport_common::metrics::Registry;
 use rapport_common::status::{ConsumerReport, WorkerStatus};
 use rapport_common::store::Store;
+use rapport_common::topics::{self, Role};
 use rapport_common::{Error, keys};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -547,7 +548,8 @@ impl Versions {
 
     /// Creates the version's customer topic like the live one: same
     /// partitions (so every customer lands on the same partition number),
-    /// same replication, unlimited retention. Waits until it is visible.
+    /// same replication, the customer topic's configuration from the topic
+    /// definition. Waits until it is visible.
     fn create_topic(
         &self,
         topic: &str,
@@ -555,9 +557,11 @@ impl Versions {
         replication: i32,
     ) -> Result<(), VersionError> {
         let admin = self.admin_client()?;
-        let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
-            .set("retention.ms", "-1")
-            .set("cleanup.policy", "delete");
+        let config = topics::config_for(Role::Customer);
+        let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+        for (key, value) in &config {
+            new_topic = new_topic.set(key, value);
+        }
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = block_on(admin.create_topics([&new_topic], &options)).map_err(|error| {
             VersionError::Unavailable(format!("creating topic {topic}: {error}"))

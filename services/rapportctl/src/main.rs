@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use rapport_common::config::CommonArgs;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rapport_common::topics::{self, TopicDefinition};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
-use serde::Deserialize;
 
 /// Operate a Rapport deployment: see where every service stands, rebuild
 /// projections and the identifier graph beside the live ones and compare
@@ -177,7 +177,9 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum TopicsAction {
     /// Create every defined topic that does not exist yet. Existing topics are
-    /// left alone (a partition-count mismatch is reported as an error).
+    /// never changed: a partition count or a configuration value (of the
+    /// keys the definition sets) that differs from the definition is
+    /// reported, and the command fails.
     Create {
         /// Topic definition file; default: the copy built into rapportctl,
         /// identical to infra/topics.toml.
@@ -188,7 +190,8 @@ enum TopicsAction {
         #[arg(long)]
         replication_factor: Option<i32>,
     },
-    /// Show each defined topic's partition count on the cluster.
+    /// Show each defined topic's partition count on the cluster, and the
+    /// configuration values that differ from the definition.
     Describe {
         #[arg(long)]
         file: Option<PathBuf>,
@@ -222,41 +225,14 @@ enum DeadLettersAction {
     },
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TopicFile {
-    topic: Vec<TopicDefinition>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TopicDefinition {
-    name: String,
-    partitions: i32,
-    replication_factor: i32,
-    #[serde(default)]
-    config: BTreeMap<String, String>,
-}
-
-const BUILT_IN_TOPICS: &str = include_str!("../../../infra/topics.toml");
-
 fn load_topics(file: Option<&PathBuf>) -> anyhow::Result<Vec<TopicDefinition>> {
     let text = match file {
         Some(path) => {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
         }
-        None => BUILT_IN_TOPICS.to_owned(),
+        None => topics::BUILT_IN.to_owned(),
     };
-    let parsed: TopicFile = toml::from_str(&text).context("parsing the topic definition")?;
-    for topic in &parsed.topic {
-        if topic.partitions < 1 || topic.replication_factor < 1 {
-            bail!(
-                "topic {}: partitions and replication_factor must be at least 1",
-                topic.name
-            );
-        }
-    }
-    Ok(parsed.topic)
+    Ok(topics::parse(&text)?)
 }
 
 fn partition_counts(
@@ -275,6 +251,58 @@ fn partition_counts(
         .collect())
 }
 
+/// Each named topic's configuration as the broker reports it.
+async fn broker_configs(
+    admin: &AdminClient<DefaultClientContext>,
+    names: &[&str],
+) -> anyhow::Result<BTreeMap<String, BTreeMap<String, String>>> {
+    if names.is_empty() {
+        // librdkafka refuses a request for nothing.
+        return Ok(BTreeMap::new());
+    }
+    let specifiers: Vec<ResourceSpecifier<'_>> = names
+        .iter()
+        .map(|name| ResourceSpecifier::Topic(name))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .describe_configs(&specifiers, &options)
+        .await
+        .context("reading the topics' configuration")?;
+    let mut configs = BTreeMap::new();
+    for (name, result) in names.iter().zip(results) {
+        let resource =
+            result.with_context(|| format!("reading the configuration of topic {name}"))?;
+        let entries = resource
+            .entries
+            .into_iter()
+            .filter_map(|entry| entry.value.map(|value| (entry.name, value)))
+            .collect();
+        configs.insert((*name).to_owned(), entries);
+    }
+    Ok(configs)
+}
+
+/// Says how an existing topic's configuration differs from its definition;
+/// returns whether it does.
+fn report_drift(topic: &TopicDefinition, on_broker: &BTreeMap<String, String>) -> bool {
+    let drift = topics::config_drift(&topic.config, on_broker);
+    for (key, defined, actual) in &drift {
+        eprintln!(
+            "{}: {key} is {} on the broker but {defined} in the definition",
+            topic.name,
+            actual.as_deref().unwrap_or("not set")
+        );
+        if key == "retention.ms" && actual.as_deref() == Some("-1") {
+            eprintln!(
+                "{}: tansu 0.6 with SQLite storage reads retention.ms -1 literally and deletes every record of the topic when it starts and every ten minutes, so this log has lost its history and cannot be replayed",
+                topic.name
+            );
+        }
+    }
+    !drift.is_empty()
+}
+
 async fn create_topics(
     config: &rapport_common::config::Config,
     file: Option<&PathBuf>,
@@ -286,11 +314,17 @@ async fn create_topics(
         rapport_common::kafka::client_config(&config.kafka, "rapportctl")
             .create()
             .context("creating an admin client")?;
+    let present: Vec<&str> = topics
+        .iter()
+        .filter(|topic| existing.get(&topic.name).is_some_and(|count| *count > 0))
+        .map(|topic| topic.name.as_str())
+        .collect();
+    let configs = broker_configs(&admin, &present).await?;
     let mut failed = false;
+    let mut drifted = false;
     for topic in &topics {
-        if let Some(&partitions) = existing.get(&topic.name)
-            && partitions > 0
-        {
+        if let Some(on_broker) = configs.get(&topic.name) {
+            let partitions = existing[&topic.name];
             if partitions as i32 == topic.partitions {
                 println!("{}: exists with {} partitions", topic.name, partitions);
             } else {
@@ -300,6 +334,7 @@ async fn create_topics(
                 );
                 failed = true;
             }
+            drifted |= report_drift(topic, on_broker);
             continue;
         }
         let replication =
@@ -326,24 +361,65 @@ async fn create_topics(
             }
         }
     }
-    if failed {
+    if drifted {
+        eprintln!(
+            "rapportctl never changes an existing topic: alter it with your Kafka tools. tansu 0.6 cannot alter a topic; for `make run`, stop it, delete ./data and start afresh"
+        );
+    }
+    if failed || drifted {
         bail!("some topics are not as defined");
     }
     Ok(())
 }
 
-fn describe_topics(
+async fn describe_topics(
     config: &rapport_common::config::Config,
     file: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
     let topics = load_topics(file)?;
     let existing = partition_counts(&config.kafka)?;
-    println!("{:<32} {:>10} {:>10}", "topic", "defined", "on broker");
+    let admin: AdminClient<DefaultClientContext> =
+        rapport_common::kafka::client_config(&config.kafka, "rapportctl")
+            .create()
+            .context("creating an admin client")?;
+    let present: Vec<&str> = topics
+        .iter()
+        .filter(|topic| existing.get(&topic.name).is_some_and(|count| *count > 0))
+        .map(|topic| topic.name.as_str())
+        .collect();
+    let configs = broker_configs(&admin, &present).await?;
+    println!(
+        "{:<32} {:>10} {:>10}  config",
+        "topic", "defined", "on broker"
+    );
     for topic in &topics {
         let actual = existing
             .get(&topic.name)
             .map_or("missing".to_owned(), |count| count.to_string());
-        println!("{:<32} {:>10} {:>10}", topic.name, topic.partitions, actual);
+        let config = match configs.get(&topic.name) {
+            None => "-".to_owned(),
+            Some(on_broker) => {
+                let drift = topics::config_drift(&topic.config, on_broker);
+                if drift.is_empty() {
+                    "as defined".to_owned()
+                } else {
+                    drift
+                        .iter()
+                        .map(|(key, defined, actual)| {
+                            format!(
+                                "{key}={} (defined {defined})",
+                                actual.as_deref().unwrap_or("unset")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            }
+        };
+        println!(
+            "{:<32} {:>10} {:>10}  {config}",
+            topic.name, topic.partitions, actual
+        );
     }
     Ok(())
 }
@@ -1162,7 +1238,7 @@ async fn main() -> anyhow::Result<()> {
         } => create_topics(&config, file.as_ref(), replication_factor).await,
         Command::Topics {
             action: TopicsAction::Describe { file },
-        } => describe_topics(&config, file.as_ref()),
+        } => describe_topics(&config, file.as_ref()).await,
     }
 }
 
