@@ -227,12 +227,16 @@ impl OrderedReader {
                     let Some(buffer) = self.buffers.get_mut(partition as usize) else {
                         continue;
                     };
-                    if buffer.ended {
+                    let offset = message.offset();
+                    // Kafka never delivers an offset twice; tansu 0.6 does
+                    // where the log has a gap (see the projector's
+                    // `Poller::last_taken`). Identity would drop the copies
+                    // by event id, but their offsets are not theirs.
+                    if buffer.ended || buffer.next_offset.is_some_and(|next| offset < next) {
                         continue;
                     }
                     buffer.at_end = false;
                     buffer.end_reported_as_of_ms = None;
-                    let offset = message.offset();
                     buffer.next_offset = Some(offset + 1);
                     if buffer.bound.is_none_or(|bound| offset <= bound) {
                         buffer.queue.push_back(RawRecord {

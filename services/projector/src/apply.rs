@@ -976,6 +976,7 @@ pub fn run(
         topic,
         owned: &owned,
         first_wanted,
+        last_taken: BTreeMap::new(),
         past_end_ms: bounds
             .until_ms
             .map(|until| until.saturating_add(disorder_ms)),
@@ -1068,6 +1069,12 @@ struct Poller<'a> {
     /// The first offset each partition must deliver; earlier records a
     /// rewound fetch returns are dropped (see `kafka::fetch_start`).
     first_wanted: BTreeMap<i32, i64>,
+    /// The offset of the last record taken from each partition. A record
+    /// at or before it is dropped: Kafka never delivers an offset twice,
+    /// but tansu 0.6 does where a partition's log has a gap (its fetch
+    /// steps forward by the number of records it found, so it serves the
+    /// records after the gap again, labelled with earlier offsets).
+    last_taken: BTreeMap<i32, i64>,
     /// For a bounded version: a record received after this instant shows
     /// that its partition holds nothing more the version wants.
     past_end_ms: Option<i64>,
@@ -1176,6 +1183,7 @@ impl<'a> Poller<'a> {
     /// until `deadline` for the rest.
     fn poll_batch(&mut self, deadline: Instant) -> Vec<rdkafka::message::BorrowedMessage<'a>> {
         let mut batch = Vec::new();
+        let mut repeated = 0u64;
         while batch.len() < self.max_batch {
             let wait = if batch.is_empty() {
                 Duration::from_millis(100)
@@ -1184,21 +1192,29 @@ impl<'a> Poller<'a> {
             };
             match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
+                    let (partition, offset) = (message.partition(), message.offset());
+                    if self
+                        .last_taken
+                        .get(&partition)
+                        .is_some_and(|last| offset <= *last)
+                    {
+                        repeated += 1;
+                        continue;
+                    }
                     if let Some(catching_up) = &mut self.catching_up {
-                        catching_up
-                            .next
-                            .insert(message.partition(), message.offset() + 1);
+                        catching_up.next.insert(partition, offset + 1);
                     }
                     if self
                         .past_end_ms
                         .is_some_and(|end| message.timestamp().to_millis().unwrap_or(0) > end)
                     {
-                        self.finish(message.partition());
+                        self.finish(partition);
                     } else if self
                         .first_wanted
-                        .get(&message.partition())
-                        .is_none_or(|first| message.offset() >= *first)
+                        .get(&partition)
+                        .is_none_or(|first| offset >= *first)
                     {
+                        self.last_taken.insert(partition, offset);
                         batch.push(message);
                     }
                 }
@@ -1220,6 +1236,14 @@ impl<'a> Poller<'a> {
                 }
                 None => break,
             }
+        }
+        if repeated > 0 {
+            let topic = self.topic;
+            tracing::warn!(
+                topic,
+                repeated,
+                "the broker delivered offsets it had already delivered; dropped those records"
+            );
         }
         batch
     }
