@@ -4,6 +4,8 @@
 //! every channel, including guests who buy by email, browse on a device and
 //! register later (so identity merges them), and a few households sharing an
 //! email (so identity records conflicts). Then a live trickle until Ctrl-C.
+//! The backfill's event ids follow from the seed, so running the demo again
+//! sends events identity already has, and drops.
 
 use std::time::{Duration, Instant};
 
@@ -86,6 +88,15 @@ const SKUS: [(&str, i64); 5] = [
 fn event(kind: &str, at_ms: i64, customer: Value, data: Value) -> (i64, Value) {
     let body = json!({"event_id": uuid::Uuid::now_v7().to_string(), "type": kind, "occurred_at": format_rfc3339(at_ms), "customer": customer, "data": data});
     (at_ms, body)
+}
+
+/// The id of a backfill event: the same for the same seed, customer and
+/// event, so a second run (every `make run` starts the demo) sends the same
+/// events again and identity drops them by id instead of doubling the
+/// history.
+fn backfill_event_id(seed: u64, customer: u32, number: usize) -> String {
+    let name = format!("rapport-demo/backfill/{seed}/{customer}/{number}");
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
 }
 
 /// The whole life of one demo customer, as timestamped events.
@@ -290,7 +301,13 @@ fn main() -> anyhow::Result<()> {
     let mut random = Random(args.seed.max(1));
 
     let mut history: Vec<(i64, Value)> = (0..args.customers)
-        .flat_map(|index| customer_history(index, &mut random, start_ms, now_ms))
+        .flat_map(|index| {
+            let mut events = customer_history(index, &mut random, start_ms, now_ms);
+            for (number, (_, event)) in events.iter_mut().enumerate() {
+                event["event_id"] = json!(backfill_event_id(args.seed, index, number));
+            }
+            events
+        })
         .collect();
     // Send in the order things happened, so registrations follow guest checkouts.
     history.sort_by_key(|(at, _)| *at);
