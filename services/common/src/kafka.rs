@@ -62,6 +62,12 @@ impl BrokerHealth {
             .collect()
     }
 
+    /// Takes `end` as the partition's end, reported at `reported_at_ms`.
+    pub fn record_log_end(&self, topic: &str, partition: i32, end: i64, reported_at_ms: i64) {
+        let mut ends = self.log_ends.lock().expect("log ends lock");
+        ends.insert((topic.to_owned(), partition), (end, reported_at_ms));
+    }
+
     /// The last reported end of one partition, and when the report came.
     pub fn log_end_reported(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
         let ends = self.log_ends.lock().expect("log ends lock");
@@ -126,15 +132,12 @@ impl ClientContext for HealthContext {
             return;
         }
         let reported_at_ms = crate::now_ms();
-        let mut ends = self.health.log_ends.lock().expect("log ends lock");
         for (name, topic) in &statistics.topics {
             for (partition, stats) in &topic.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue.
                 if *partition >= 0 && stats.hi_offset >= 0 {
-                    ends.insert(
-                        (name.clone(), *partition),
-                        (stats.hi_offset, reported_at_ms),
-                    );
+                    self.health
+                        .record_log_end(name, *partition, stats.hi_offset, reported_at_ms);
                 }
             }
         }

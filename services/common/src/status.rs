@@ -34,7 +34,9 @@ pub struct PartitionStatus {
     pub partition: i32,
     /// Last applied offset; absent before the first record.
     pub applied_offset: Option<i64>,
-    /// The partition's end (next offset) as the last fetch reported it.
+    /// The partition's end (next offset) as the last fetch reported it, or
+    /// the offset after the applied one when that is later (the report
+    /// can be up to a second old).
     pub log_end: Option<i64>,
     /// Records between the applied offset and the end.
     pub lag: Option<i64>,
@@ -162,7 +164,13 @@ impl WorkerStatus {
             .into_iter()
             .map(|partition| {
                 let applied_offset = applied.get(&partition).copied();
-                let log_end = ends.get(&partition).copied();
+                // The end comes from statistics up to a second old, so it can
+                // lie before a record already applied; that record's being
+                // there says more.
+                let log_end = match (ends.get(&partition).copied(), applied_offset) {
+                    (Some(end), Some(applied)) => Some(end.max(applied + 1)),
+                    (end, _) => end,
+                };
                 let start = starts.get(&partition);
                 // Before the first record is applied, what lies before the
                 // start is not to be read, so it is not lag either.
@@ -214,6 +222,26 @@ impl WorkerStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_end_is_never_shown_before_a_record_already_applied() {
+        let status = WorkerStatus::new("t");
+        let health = Arc::new(BrokerHealth::default());
+        // Partition 0's report is older than the last batch; partition 1's
+        // is ahead of it.
+        health.record_log_end("t", 0, 95, 1);
+        health.record_log_end("t", 1, 50, 1);
+        status.attach_consumer(health);
+        status.record_batch(&BTreeMap::from([(0, 99), (1, 39)]), 50);
+        let report = status.report();
+        let shown: Vec<_> = report
+            .partitions
+            .iter()
+            .map(|partition| (partition.log_end, partition.lag))
+            .collect();
+        assert_eq!(shown, vec![(Some(100), Some(0)), (Some(50), Some(10))]);
+        assert_eq!(report.total_lag, 10);
+    }
 
     #[test]
     fn lag_counts_what_is_left_after_the_applied_offset() {
