@@ -1109,11 +1109,13 @@ impl CatchingUp<'_> {
     /// last one polled, or `first_wanted` when that is later) reached the
     /// end its fetches last reported.
     ///
-    /// The second is needed against tansu 0.6 with sqlite storage: with
-    /// `make run` over existing data, a projector that started at the end
-    /// of an idle log received neither a record nor an end of partition
-    /// for as long as we watched (30 s), while its fetches reported the
-    /// end. It kept fetching every 5 ms until something new arrived.
+    /// The second is needed where the records before the end are gone:
+    /// tansu 0.6 then answers a fetch below the end with neither a record
+    /// nor an end of partition, while reporting the end. Seen with `make
+    /// run` over existing data, when tansu's SQLite storage had deleted the
+    /// log under retention.ms = -1 (see `rapport_common::topics`): the
+    /// projector, started at an idle end, kept fetching every 5 ms until
+    /// something new arrived.
     fn read_to_end(
         &self,
         partition: i32,
