@@ -295,7 +295,7 @@ fn report_drift(topic: &TopicDefinition, on_broker: &BTreeMap<String, String>) -
         );
         if key == "retention.ms" && actual.as_deref() == Some("-1") {
             eprintln!(
-                "{}: tansu 0.6 with SQLite storage reads retention.ms -1 literally and deletes every record of the topic when it starts and every ten minutes, so this log has lost its history and cannot be replayed",
+                "{}: Kafka reads -1 as unlimited too, but tansu 0.6 with SQLite storage (make run's broker) reads it literally and deletes every record of the topic when it starts and every ten minutes; on that broker this log has lost its history and cannot be replayed",
                 topic.name
             );
         }
