@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rapport_common::config::KafkaConfig;
 pub use rapport_common::topics::Role;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -244,10 +244,7 @@ pub fn create_topics_overriding(topics: &[(&str, i32, Role)], overrides: &[(&str
         .iter()
         .zip(&configs)
         .map(|((name, partitions, _), config)| {
-            config.iter().fold(
-                NewTopic::new(name, *partitions, TopicReplication::Fixed(1)),
-                |topic, (key, value)| topic.set(key, value),
-            )
+            rapport_common::topics::new_topic(name, *partitions, 1, config)
         })
         .collect();
     let results = block_on(admin.create_topics(

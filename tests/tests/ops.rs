@@ -1,4 +1,5 @@
-//! Operating a running pipeline with `rapportctl`: status and dead letters.
+//! Operating a running pipeline with `rapportctl`: status, dead letters,
+//! replays and topics.
 
 use std::time::Duration;
 
@@ -487,5 +488,65 @@ fn the_seek_finds_the_first_record_at_or_after_a_time_on_the_broker() {
             .expect("seek"),
         None,
         "a partition without records has nothing to seek"
+    );
+}
+
+/// `topics create` makes what is missing from a definition, `describe`
+/// compares, and an existing topic whose configuration differs from the
+/// definition fails `create` with the difference named.
+#[test]
+fn topics_create_and_describe_hold_the_cluster_to_the_definition() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let name = format!("test.topics.{}", uuid::Uuid::new_v4().simple());
+    let definition = |retention: &str| {
+        let path = dir.path().join(format!("topics-{retention}.toml"));
+        std::fs::write(
+            &path,
+            format!("[[topic]]\nname = \"{name}\"\npartitions = 2\nreplication_factor = 3\nconfig = {{ \"retention.ms\" = \"{retention}\" }}\n"),
+        )
+        .expect("write the definition");
+        path
+    };
+    let rapportctl = |args: &[&str], file: &std::path::Path| {
+        let output = std::process::Command::new(rapport_e2e::bin_dir().join("rapportctl"))
+            .args(["--brokers", &rapport_e2e::brokers(), "topics"])
+            .args(args)
+            .arg("--file")
+            .arg(file)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("run rapportctl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    let defined = definition("9223372036854775807");
+
+    let (created, text) = rapportctl(&["create", "--replication-factor", "1"], &defined);
+    assert!(
+        created && text.contains("created with 2 partitions"),
+        "{text}"
+    );
+    let (described, text) = rapportctl(&["describe"], &defined);
+    assert!(described && text.contains("as defined"), "{text}");
+    let (again, text) = rapportctl(&["create", "--replication-factor", "1"], &defined);
+    assert!(again && text.contains("exists with 2 partitions"), "{text}");
+
+    let other = definition("-1");
+    let (refused, text) = rapportctl(&["create", "--replication-factor", "1"], &other);
+    assert!(
+        !refused
+            && text.contains(
+                "retention.ms is 9223372036854775807 on the broker but -1 in the definition"
+            ),
+        "{text}"
+    );
+    let (_, text) = rapportctl(&["describe"], &other);
+    assert!(
+        text.contains("retention.ms=9223372036854775807 (defined -1)"),
+        "{text}"
     );
 }

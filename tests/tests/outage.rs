@@ -9,7 +9,17 @@
 use std::time::{Duration, Instant};
 
 use rapport_e2e::{Pipeline, PrivateBroker, Topics, event, post_json};
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// One page view of `customer`, the only kind of event these tests send.
+fn page_view(customer: &str, url: &str) -> Value {
+    event(
+        "web.page_viewed",
+        "2026-11-01T10:00:00Z",
+        json!({"customer_id": customer}),
+        json!({"url": url}),
+    )
+}
 
 #[test]
 fn a_broker_outage_loses_nothing_acknowledged_and_hangs_nobody() {
@@ -26,14 +36,7 @@ fn a_broker_outage_loses_nothing_acknowledged_and_hangs_nobody() {
         next += 5;
         let events: Vec<_> = ids
             .iter()
-            .map(|id| {
-                event(
-                    "web.page_viewed",
-                    "2026-11-01T10:00:00Z",
-                    json!({"customer_id": format!("c-{id}")}),
-                    json!({"url": "/"}),
-                )
-            })
+            .map(|id| page_view(&format!("c-{id}"), "/"))
             .collect();
         let started = Instant::now();
         let (status, answer) = post_json(&url, &json!({ "events": events }));
@@ -132,14 +135,7 @@ fn a_projector_restarted_at_the_end_of_an_idle_log_switches_to_the_steady_wait()
     // More than a producer batch per partition (see `kafka::fetch_start`).
     for chunk in 0..50 {
         let events: Vec<_> = (0..500)
-            .map(|id| {
-                event(
-                    "web.page_viewed",
-                    "2026-11-01T10:00:00Z",
-                    json!({"customer_id": format!("c-{}", chunk * 500 + id)}),
-                    json!({"url": "/"}),
-                )
-            })
+            .map(|id| page_view(&format!("c-{}", chunk * 500 + id), "/"))
             .collect();
         pipeline.send_ok(&events);
     }
@@ -187,11 +183,9 @@ fn a_restarted_broker_still_holds_the_whole_log_and_a_replay_equals_live() {
     for chunk in 0..10 {
         let events: Vec<_> = (0..100)
             .map(|id| {
-                event(
-                    "web.page_viewed",
-                    "2026-11-01T10:00:00Z",
-                    json!({"customer_id": format!("c-{}", (chunk * 100 + id) % 300)}),
-                    json!({"url": format!("/{chunk}")}),
+                page_view(
+                    &format!("c-{}", (chunk * 100 + id) % 300),
+                    &format!("/{chunk}"),
                 )
             })
             .collect();
@@ -236,16 +230,9 @@ fn a_record_the_broker_delivers_again_is_taken_once() {
     let topics = Topics::unique("repeats");
     topics.create_overriding(1, 1, &[("retention.ms", "-1")]);
     let mut pipeline = Pipeline::start_on(topics, true);
-    let visits = |customer: &str, count: usize| -> Vec<serde_json::Value> {
+    let visits = |customer: &str, count: usize| -> Vec<Value> {
         (0..count)
-            .map(|visit| {
-                event(
-                    "web.page_viewed",
-                    "2026-11-01T10:00:00Z",
-                    json!({"customer_id": customer}),
-                    json!({"url": format!("/{visit}")}),
-                )
-            })
+            .map(|visit| page_view(customer, &format!("/{visit}")))
             .collect()
     };
     for chunk in 0..5 {

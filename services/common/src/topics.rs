@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use rdkafka::admin::{NewTopic, TopicReplication};
 use serde::Deserialize;
 
 use crate::config::TopicNames;
@@ -74,6 +75,23 @@ pub fn config_for(role: Role) -> BTreeMap<String, String> {
         .find(|topic| topic.name == name)
         .map(|topic| topic.config)
         .unwrap_or_default()
+}
+
+/// A topic to create with `config` as its topic-level configuration.
+pub fn new_topic<'a>(
+    name: &'a str,
+    partitions: i32,
+    replication_factor: i32,
+    config: &'a BTreeMap<String, String>,
+) -> NewTopic<'a> {
+    config.iter().fold(
+        NewTopic::new(
+            name,
+            partitions,
+            TopicReplication::Fixed(replication_factor),
+        ),
+        |topic, (key, value)| topic.set(key, value),
+    )
 }
 
 /// The keys whose value on the broker differs from the definition, with

@@ -24,7 +24,7 @@ use rapport_common::status::{ConsumerReport, WorkerStatus};
 use rapport_common::store::Store;
 use rapport_common::topics::{self, Role};
 use rapport_common::{Error, keys};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::{Deserialize, Serialize};
@@ -558,10 +558,7 @@ impl Versions {
     ) -> Result<(), VersionError> {
         let admin = self.admin_client()?;
         let config = topics::config_for(Role::Customer);
-        let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
-        for (key, value) in &config {
-            new_topic = new_topic.set(key, value);
-        }
+        let new_topic = topics::new_topic(topic, partitions, replication, &config);
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = block_on(admin.create_topics([&new_topic], &options)).map_err(|error| {
             VersionError::Unavailable(format!("creating topic {topic}: {error}"))

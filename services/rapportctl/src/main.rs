@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use rapport_common::config::CommonArgs;
 use rapport_common::topics::{self, TopicDefinition};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -283,6 +283,42 @@ async fn broker_configs(
     Ok(configs)
 }
 
+/// The defined topics and how the cluster holds them.
+struct Cluster {
+    topics: Vec<TopicDefinition>,
+    /// Partition count of every topic on the cluster.
+    existing: BTreeMap<String, usize>,
+    admin: AdminClient<DefaultClientContext>,
+    /// Configuration of each defined topic the cluster has.
+    configs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Cluster {
+    async fn read(
+        config: &rapport_common::config::Config,
+        file: Option<&PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let topics = load_topics(file)?;
+        let existing = partition_counts(&config.kafka)?;
+        let admin: AdminClient<DefaultClientContext> =
+            rapport_common::kafka::client_config(&config.kafka, "rapportctl")
+                .create()
+                .context("creating an admin client")?;
+        let present: Vec<&str> = topics
+            .iter()
+            .filter(|topic| existing.get(&topic.name).is_some_and(|count| *count > 0))
+            .map(|topic| topic.name.as_str())
+            .collect();
+        let configs = broker_configs(&admin, &present).await?;
+        Ok(Self {
+            topics,
+            existing,
+            admin,
+            configs,
+        })
+    }
+}
+
 /// Says how an existing topic's configuration differs from its definition;
 /// returns whether it does.
 fn report_drift(topic: &TopicDefinition, on_broker: &BTreeMap<String, String>) -> bool {
@@ -308,18 +344,12 @@ async fn create_topics(
     file: Option<&PathBuf>,
     replication_factor: Option<i32>,
 ) -> anyhow::Result<()> {
-    let topics = load_topics(file)?;
-    let existing = partition_counts(&config.kafka)?;
-    let admin: AdminClient<DefaultClientContext> =
-        rapport_common::kafka::client_config(&config.kafka, "rapportctl")
-            .create()
-            .context("creating an admin client")?;
-    let present: Vec<&str> = topics
-        .iter()
-        .filter(|topic| existing.get(&topic.name).is_some_and(|count| *count > 0))
-        .map(|topic| topic.name.as_str())
-        .collect();
-    let configs = broker_configs(&admin, &present).await?;
+    let Cluster {
+        topics,
+        existing,
+        admin,
+        configs,
+    } = Cluster::read(config, file).await?;
     let mut failed = false;
     let mut drifted = false;
     for topic in &topics {
@@ -337,12 +367,12 @@ async fn create_topics(
             drifted |= report_drift(topic, on_broker);
             continue;
         }
-        let replication =
-            TopicReplication::Fixed(replication_factor.unwrap_or(topic.replication_factor));
-        let mut new_topic = NewTopic::new(&topic.name, topic.partitions, replication);
-        for (key, value) in &topic.config {
-            new_topic = new_topic.set(key, value);
-        }
+        let new_topic = topics::new_topic(
+            &topic.name,
+            topic.partitions,
+            replication_factor.unwrap_or(topic.replication_factor),
+            &topic.config,
+        );
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin
             .create_topics([&new_topic], &options)
@@ -376,18 +406,12 @@ async fn describe_topics(
     config: &rapport_common::config::Config,
     file: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
-    let topics = load_topics(file)?;
-    let existing = partition_counts(&config.kafka)?;
-    let admin: AdminClient<DefaultClientContext> =
-        rapport_common::kafka::client_config(&config.kafka, "rapportctl")
-            .create()
-            .context("creating an admin client")?;
-    let present: Vec<&str> = topics
-        .iter()
-        .filter(|topic| existing.get(&topic.name).is_some_and(|count| *count > 0))
-        .map(|topic| topic.name.as_str())
-        .collect();
-    let configs = broker_configs(&admin, &present).await?;
+    let Cluster {
+        topics,
+        existing,
+        configs,
+        ..
+    } = Cluster::read(config, file).await?;
     println!(
         "{:<32} {:>10} {:>10}  config",
         "topic", "defined", "on broker"
