@@ -86,6 +86,12 @@ impl Default for IngestConfig {
     }
 }
 
+/// RocksDB's own default memtable size, 64 MiB.
+pub const DEFAULT_MEMTABLE_BYTES: usize = 64 << 20;
+/// The smallest memtable a service accepts: below it RocksDB would flush
+/// a file for every few commits.
+pub const MIN_MEMTABLE_BYTES: usize = 64 << 10;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdentityConfig {
@@ -96,6 +102,8 @@ pub struct IdentityConfig {
     pub reorder_grace_ms: u64,
     /// Most raw events resolved per committed batch.
     pub max_batch: usize,
+    /// Bytes of the graph's RocksDB memtable before it is flushed to a file.
+    pub memtable_bytes: usize,
 }
 
 impl Default for IdentityConfig {
@@ -105,6 +113,7 @@ impl Default for IdentityConfig {
             data_dir: "data/identity".into(),
             reorder_grace_ms: 200,
             max_batch: 2_000,
+            memtable_bytes: DEFAULT_MEMTABLE_BYTES,
         }
     }
 }
@@ -121,6 +130,12 @@ pub struct ProjectorConfig {
     pub max_batch: usize,
     /// Customer-topic partitions this process owns; empty means all.
     pub partitions: Vec<i32>,
+    /// Bytes of a projection's RocksDB memtable before it is flushed to a
+    /// file. Projections skip RocksDB's write-ahead log (the customer topic
+    /// is theirs), so after a crash a projection refolds what its memtable
+    /// held: this bounds the work a restart redoes, and the memory a
+    /// projection version takes.
+    pub memtable_bytes: usize,
 }
 
 impl Default for ProjectorConfig {
@@ -130,6 +145,7 @@ impl Default for ProjectorConfig {
             data_dir: "data/projector".into(),
             max_batch: 20_000,
             partitions: Vec::new(),
+            memtable_bytes: DEFAULT_MEMTABLE_BYTES,
         }
     }
 }
@@ -193,6 +209,23 @@ impl CommonArgs {
     }
 }
 
+impl Config {
+    /// Checks what the flags may have changed after [`CommonArgs::load`].
+    pub fn validate(&self) -> Result<()> {
+        for (key, bytes) in [
+            ("identity.memtable_bytes", self.identity.memtable_bytes),
+            ("projector.memtable_bytes", self.projector.memtable_bytes),
+        ] {
+            if bytes < MIN_MEMTABLE_BYTES {
+                return Err(Error::Config(format!(
+                    "{key} = {bytes} is below the smallest memtable, {MIN_MEMTABLE_BYTES} bytes"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +237,15 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(config.analytics, defaults.analytics);
         assert_eq!(config.projector.max_batch, defaults.projector.max_batch);
+        assert_eq!(
+            config.projector.memtable_bytes,
+            defaults.projector.memtable_bytes
+        );
+        assert_eq!(
+            config.identity.memtable_bytes,
+            defaults.identity.memtable_bytes
+        );
+        config.validate().expect("the example is valid");
         assert_eq!(config.topics.customer, defaults.topics.customer);
         config.analytics.validate().expect("the defaults are valid");
         // A broken threshold is refused with its key named
@@ -232,6 +274,15 @@ mod tests {
         assert_eq!(config.kafka.brokers, "k1:9092,k2:9092");
         assert_eq!(config.projector.max_batch, 10);
         assert_eq!(config.ingest.listen.port(), 8080);
+    }
+
+    #[test]
+    fn a_memtable_below_the_smallest_is_refused_by_name() {
+        let config = Config::parse("[projector]\nmemtable_bytes = 1024\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("projector.memtable_bytes = 1024"), "{error}");
+        let config = Config::parse("[identity]\nmemtable_bytes = 65536\n").unwrap();
+        config.validate().expect("the smallest is allowed");
     }
 
     #[test]

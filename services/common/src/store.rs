@@ -26,7 +26,28 @@ pub type Entry = (Box<[u8]>, Box<[u8]>);
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
-    merging: Merging,
+    tuning: Tuning,
+}
+
+/// How every column family of a store is tuned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    pub merging: Merging,
+    /// Bytes a column family's memtable holds before RocksDB flushes it to
+    /// a file; `None` keeps RocksDB's default (64 MiB). Where commits skip
+    /// the write-ahead log ([`Durability::SourceLog`]), this is also how
+    /// much folding a crash can undo: a small value makes crash tests
+    /// recover from a state flushed part-way.
+    pub memtable_bytes: Option<usize>,
+}
+
+impl From<Merging> for Tuning {
+    fn from(merging: Merging) -> Self {
+        Self {
+            merging,
+            memtable_bytes: None,
+        }
+    }
 }
 
 /// When RocksDB merges the files its flushes write into the data below.
@@ -53,12 +74,12 @@ impl Store {
     /// family in `families` and keeping those that already exist; merging
     /// [`Merging::Early`].
     pub fn open(path: &Path, families: &[&str]) -> Result<Self> {
-        Self::open_merging(path, families, Merging::Early)
+        Self::open_tuned(path, families, Merging::Early.into())
     }
 
-    /// [`Store::open`], with `merging` for every column family, those
+    /// [`Store::open`], with `tuning` for every column family, those
     /// [created](Store::create_family) later included.
-    pub fn open_merging(path: &Path, families: &[&str], merging: Merging) -> Result<Self> {
+    pub fn open_tuned(path: &Path, families: &[&str], tuning: Tuning) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(|source| Error::Io {
             context: format!("creating {}", path.display()),
             source,
@@ -90,7 +111,7 @@ impl Store {
         }
         let descriptors = names
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, family_options(merging)));
+            .map(|name| ColumnFamilyDescriptor::new(name, family_options(tuning)));
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(|source| {
             Error::Storage {
                 context: format!("opening {}", path.display()),
@@ -99,7 +120,7 @@ impl Store {
         })?;
         Ok(Self {
             db: Arc::new(db),
-            merging,
+            tuning,
         })
     }
 
@@ -222,7 +243,7 @@ impl Store {
         })?;
         let descriptors = names
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, family_options(Merging::Early)));
+            .map(|name| ColumnFamilyDescriptor::new(name, family_options(Merging::Early.into())));
         let db = DB::open_cf_descriptors_read_only(&options, path, descriptors, false).map_err(
             |source| Error::Storage {
                 context: format!("opening {} read-only", path.display()),
@@ -231,7 +252,7 @@ impl Store {
         )?;
         Ok(Self {
             db: Arc::new(db),
-            merging: Merging::Early,
+            tuning: Merging::Early.into(),
         })
     }
 
@@ -315,7 +336,7 @@ impl Store {
             return Ok(());
         }
         self.db
-            .create_cf(family, &family_options(self.merging))
+            .create_cf(family, &family_options(self.tuning))
             .map_err(|source| Error::Storage {
                 context: format!("creating {family}"),
                 source,
@@ -377,10 +398,10 @@ impl Store {
     }
 }
 
-/// The options of every column family: the defaults, `merging`, and the
+/// The options of every column family: the defaults, `tuning`, and the
 /// operator that combines appended deltas (registered everywhere, so that
 /// any store this crate opens reads them).
-fn family_options(merging: Merging) -> Options {
+fn family_options(tuning: Tuning) -> Options {
     // A batch's keys arrive sorted, each kind (the first byte, see
     // `keys`) in a run of its own: remembering where the last key of each
     // kind went into the memtable makes the next insert a short walk
@@ -401,7 +422,10 @@ fn family_options(merging: Merging) -> Options {
         crate::merge::combine,
         crate::merge::decline_partial,
     );
-    if merging == Merging::Late {
+    if let Some(bytes) = tuning.memtable_bytes {
+        options.set_write_buffer_size(bytes);
+    }
+    if tuning.merging == Merging::Late {
         options.set_level_zero_file_num_compaction_trigger(16);
         // RocksDB slows writes down (and then stops them) when this many
         // files wait, so that compaction catches up; above the trigger by
@@ -899,45 +923,84 @@ mod tests {
         assert_eq!(stored_profile(&store), folded.encode(), "compacted");
     }
 
+    /// A column family's option as RocksDB wrote it to the newest OPTIONS
+    /// file of the database at `directory`.
+    fn stored_option(directory: &Path, family: &str, option: &str) -> String {
+        let newest = std::fs::read_dir(directory)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|file| {
+                file.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("OPTIONS-")
+            })
+            .max()
+            .unwrap();
+        let options = std::fs::read_to_string(newest).unwrap();
+        let section = options
+            .split("[CFOptions \"")
+            .find(|section| section.starts_with(&format!("{family}\"")))
+            .unwrap();
+        let prefix = format!("{option}=");
+        section
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(prefix.as_str()))
+            .unwrap()
+            .to_owned()
+    }
+
     #[test]
     fn a_store_merging_late_gives_every_family_the_later_trigger() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path();
-        let store = Store::open_merging(path, &["opened"], Merging::Late).unwrap();
+        let store = Store::open_tuned(path, &["opened"], Merging::Late.into()).unwrap();
         // Created after opening, as projection versions are.
         store.create_family("created").unwrap();
         drop(store);
         Store::open(&path.join("early"), &["view"]).unwrap();
-        // RocksDB writes each family's options to the newest OPTIONS file.
-        let trigger_of = |directory: &Path, family: &str| -> String {
-            let newest = std::fs::read_dir(directory)
-                .unwrap()
-                .map(|entry| entry.unwrap().path())
-                .filter(|file| {
-                    file.file_name()
-                        .unwrap()
-                        .to_string_lossy()
-                        .starts_with("OPTIONS-")
-                })
-                .max()
-                .unwrap();
-            let options = std::fs::read_to_string(newest).unwrap();
-            let section = options
-                .split("[CFOptions \"")
-                .find(|section| section.starts_with(&format!("{family}\"")))
-                .unwrap();
-            section
-                .lines()
-                .find_map(|line| {
-                    line.trim()
-                        .strip_prefix("level0_file_num_compaction_trigger=")
-                })
-                .unwrap()
-                .to_owned()
+        let trigger = "level0_file_num_compaction_trigger";
+        assert_eq!(stored_option(path, "opened", trigger), "16");
+        assert_eq!(stored_option(path, "created", trigger), "16");
+        assert_eq!(stored_option(&path.join("early"), "view", trigger), "4");
+    }
+
+    #[test]
+    fn a_memtable_size_reaches_every_family_and_makes_flushes() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path();
+        let tuning = Tuning {
+            merging: Merging::Late,
+            memtable_bytes: Some(64 << 10),
         };
-        assert_eq!(trigger_of(path, "opened"), "16");
-        assert_eq!(trigger_of(path, "created"), "16");
-        assert_eq!(trigger_of(&path.join("early"), "view"), "4");
+        let store = Store::open_tuned(path, &["opened"], tuning).unwrap();
+        store.create_family("created").unwrap();
+        // 512 KiB of writes that skip the write-ahead log, as a
+        // projection's: fewer flushes than the 16 files a compaction waits for.
+        let value = vec![7u8; 1000];
+        for batch in 0..16 {
+            let mut staged = store.stage("created");
+            for index in 0..32 {
+                staged.put(format!("k{batch:03}{index:03}").into_bytes(), value.clone());
+            }
+            staged
+                .seal()
+                .commit_with(
+                    &PackedWrites::default(),
+                    &PackedWrites::default(),
+                    Durability::SourceLog,
+                )
+                .unwrap();
+        }
+        let files = store.int_property("created", "rocksdb.num-files-at-level0");
+        assert!(
+            files >= 4,
+            "a 64 KiB memtable flushed {files} times for 512 KiB"
+        );
+        drop(store);
+        let bytes = "write_buffer_size";
+        assert_eq!(stored_option(path, "opened", bytes), "65536");
+        assert_eq!(stored_option(path, "created", bytes), "65536");
     }
 
     #[test]

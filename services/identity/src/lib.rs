@@ -232,6 +232,17 @@ impl IdentityMetrics {
             &[("partition", &partition)],
         )
     }
+
+    /// Set once, when the resolver starts: the last committed raw offset of
+    /// a partition found in the store.
+    pub fn resumed_offset(&self, partition: i32) -> Gauge {
+        let partition = partition.to_string();
+        self.registry.gauge(
+            "rapport_identity_resumed_offset",
+            "Last committed raw-topic offset per partition found in the store when the resolver started; -1 when none was stored.",
+            &[("partition", &partition)],
+        )
+    }
 }
 
 /// What one batch of raw records yields: customer records and dead letters.
@@ -434,6 +445,11 @@ pub fn run_resolver(
         .collect();
     for (partition, offset) in &stored {
         metrics.applied_offset(*partition).set(*offset);
+    }
+    for (partition, offset) in applied.iter().enumerate() {
+        metrics
+            .resumed_offset(partition as i32)
+            .set(offset.unwrap_or(-1));
     }
     status.record_batch(&stored, 0);
     tracing::info!(topic = %topics.raw, family = %resolver.family, partitions, ?applied, bounds = ?resolver.bounds, "resolver starting after its stored offsets");

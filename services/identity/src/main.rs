@@ -13,7 +13,7 @@ use clap::Parser;
 use rapport_common::config::{CommonArgs, override_with};
 use rapport_common::metrics::Registry;
 use rapport_common::status::WorkerStatus;
-use rapport_common::store::Store;
+use rapport_common::store::{Merging, Store, Tuning};
 use rapport_identity::admin::{AdminState, router};
 use rapport_identity::versions::{Versions, baselines_dir};
 use rapport_identity::{FAMILY, IdentityMetrics, run};
@@ -39,6 +39,10 @@ struct Args {
     /// before it is resolved. Default 200.
     #[arg(long, env = "RAPPORT_IDENTITY_REORDER_GRACE_MS")]
     reorder_grace_ms: Option<u64>,
+    /// Bytes of the graph's RocksDB memtable before it is flushed to a
+    /// file. Default 67108864 (64 MiB).
+    #[arg(long, env = "RAPPORT_IDENTITY_MEMTABLE_BYTES")]
+    memtable_bytes: Option<usize>,
 }
 
 #[tokio::main]
@@ -49,7 +53,13 @@ async fn main() -> anyhow::Result<()> {
     override_with(&mut config.identity.listen, args.listen);
     override_with(&mut config.identity.data_dir, args.data_dir);
     override_with(&mut config.identity.reorder_grace_ms, args.reorder_grace_ms);
-    let store = Store::open(&config.identity.data_dir, &[FAMILY])?;
+    override_with(&mut config.identity.memtable_bytes, args.memtable_bytes);
+    config.validate()?;
+    let tuning = Tuning {
+        merging: Merging::Early,
+        memtable_bytes: Some(config.identity.memtable_bytes),
+    };
+    let store = Store::open_tuned(&config.identity.data_dir, &[FAMILY], tuning)?;
     let registry = Registry::default();
     let metrics = IdentityMetrics::new(&registry);
     let stop = Arc::new(AtomicBool::new(false));

@@ -153,6 +153,16 @@ impl ApplyMetrics {
             &[("projection", &self.family), ("partition", &partition)],
         )
     }
+
+    /// Set once, when the worker starts: how far the state on disk had got.
+    fn resumed_offset(&self, partition: i32) -> Gauge {
+        let partition = partition.to_string();
+        self.registry.gauge(
+            "rapport_projector_resumed_offset",
+            "Last applied offset per owned partition found in the store when this worker started; -1 when none was stored.",
+            &[("projection", &self.family), ("partition", &partition)],
+        )
+    }
 }
 
 /// Every so many records of a profile, the commit writes the profile whole
@@ -920,6 +930,10 @@ pub fn run(
     let mut positions = Positions::load(store, family)?;
     for (partition, offset) in &positions.offsets {
         metrics.applied_offset(*partition).set(*offset);
+    }
+    for partition in &owned {
+        let stored = positions.offsets.get(partition).copied();
+        metrics.resumed_offset(*partition).set(stored.unwrap_or(-1));
     }
     status.record_batch(&positions.offsets, 0);
     let mut first_wanted: BTreeMap<i32, i64> = BTreeMap::new();

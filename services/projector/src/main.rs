@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use rapport_common::config::{CommonArgs, override_with};
 use rapport_common::metrics::Registry;
-use rapport_common::store::{Merging, Store};
+use rapport_common::store::{Merging, Store, Tuning};
 use rapport_projector::query::{QueryState, router};
 use rapport_projector::versions::{META, Versions};
 
@@ -44,6 +44,11 @@ struct Args {
     /// as in a rebuild). Default 20000.
     #[arg(long, env = "RAPPORT_PROJECTOR_MAX_BATCH")]
     max_batch: Option<usize>,
+    /// Bytes of a projection's RocksDB memtable before it is flushed to a
+    /// file; also what a crash makes a projection fold again (projections
+    /// skip RocksDB's write-ahead log). Default 67108864 (64 MiB).
+    #[arg(long, env = "RAPPORT_PROJECTOR_MEMTABLE_BYTES")]
+    memtable_bytes: Option<usize>,
 }
 
 #[tokio::main]
@@ -55,8 +60,14 @@ async fn main() -> anyhow::Result<()> {
     override_with(&mut config.projector.data_dir, args.data_dir);
     override_with(&mut config.projector.partitions, args.partitions);
     override_with(&mut config.projector.max_batch, args.max_batch);
-    // Projections are appended to and rebuilt, not read on every write.
-    let store = Store::open_merging(&config.projector.data_dir, &[META], Merging::Late)?;
+    override_with(&mut config.projector.memtable_bytes, args.memtable_bytes);
+    config.validate()?;
+    let tuning = Tuning {
+        // Projections are appended to and rebuilt, not read on every write.
+        merging: Merging::Late,
+        memtable_bytes: Some(config.projector.memtable_bytes),
+    };
+    let store = Store::open_tuned(&config.projector.data_dir, &[META], tuning)?;
     let registry = Registry::default();
     let versions = Versions::start(config.clone(), store, registry.clone())?;
     let app = router(Arc::new(QueryState::new(

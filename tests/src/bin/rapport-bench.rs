@@ -530,10 +530,10 @@ fn main() {
         let directory = tempfile::tempdir().expect("temp dir");
         let family = rapport_projector::apply::CUSTOMER_VIEW;
         // As the projector opens its store.
-        let store = rapport_common::store::Store::open_merging(
+        let store = rapport_common::store::Store::open_tuned(
             directory.path(),
             &[family],
-            rapport_common::store::Merging::Late,
+            rapport_common::store::Merging::Late.into(),
         )
         .expect("store");
         let metrics = rapport_projector::apply::ApplyMetrics::new(
