@@ -51,30 +51,48 @@ pub struct KafkaSink {
     topic: String,
     /// Makes a new producer sharing `health`, for when the current one failed for good.
     renew: Box<dyn Fn() -> rapport_common::Result<FutureProducer<HealthContext>> + Send + Sync>,
+    /// How long a request waits for the broker's acknowledgements.
+    delivery_timeout: Duration,
+    /// Set when the broker no longer accepts the producer's id or epoch.
+    identity_refused: std::sync::atomic::AtomicBool,
 }
 
 impl KafkaSink {
+    /// `delivery_timeout` is also the producer's `message.timeout.ms`.
     pub fn new(
         producer: FutureProducer<HealthContext>,
         health: Arc<BrokerHealth>,
         topic: String,
         renew: Box<dyn Fn() -> rapport_common::Result<FutureProducer<HealthContext>> + Send + Sync>,
+        delivery_timeout: Duration,
     ) -> Self {
         Self {
             producer: std::sync::RwLock::new(producer),
             health,
             topic,
             renew,
+            delivery_timeout,
+            identity_refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// An idempotent producer can fail for good (say, a restarted broker
     /// forgot its sequence numbers); then every later send fails too. Swap
-    /// in a new one so that the next request can succeed.
-    fn renew_if_fatal(&self, producer: &FutureProducer<HealthContext>) {
+    /// in a new one so that the next request can succeed. librdkafka says
+    /// so with a fatal error, or, after a delivery timed out and it gave
+    /// the producer a new epoch, the broker refuses that epoch on every
+    /// record (tansu 0.6 answers "producer fenced" from then on, where
+    /// Kafka accepts it).
+    fn renew_if_failed_for_good(&self, producer: &FutureProducer<HealthContext>) {
         use rdkafka::producer::Producer as _;
-        let Some((code, reason)) = producer.client().fatal_error() else {
-            return;
+        use std::sync::atomic::Ordering;
+        let (code, reason) = match producer.client().fatal_error() {
+            Some((code, reason)) => (code.to_string(), reason),
+            None if self.identity_refused.swap(false, Ordering::Relaxed) => (
+                "refused producer id".to_owned(),
+                "the broker no longer accepts the producer's id or epoch".to_owned(),
+            ),
+            None => return,
         };
         tracing::error!(%code, reason, "the producer failed for good; making a new one");
         match (self.renew)() {
@@ -111,11 +129,28 @@ impl KafkaSink {
             }
         }
         // Every record is in flight; each future resolves on the broker's
-        // acknowledgement or after the producer's delivery timeout.
+        // acknowledgement or after the producer's delivery timeout. That
+        // timeout does not cover a record already sent to a broker that
+        // then died: librdkafka's idempotent producer keeps it until the
+        // connection's fate is known, which took 9 s for a 3 s timeout in
+        // the outage test. The request waits no longer than the timeout;
+        // a record acknowledged later is a copy the storefront's retry
+        // sends again under the same event id, and identity drops it.
+        let deadline = tokio::time::Instant::now() + self.delivery_timeout;
         for delivery in deliveries {
-            match delivery.await {
+            let Ok(delivered) = tokio::time::timeout_at(deadline, delivery).await else {
+                return Err(PublishError::Unavailable(format!(
+                    "the broker did not acknowledge within {} ms",
+                    self.delivery_timeout.as_millis()
+                )));
+            };
+            match delivered {
                 Ok(Ok(_)) => {}
                 Ok(Err((error, _))) => {
+                    if refuses_the_producer(&error) {
+                        self.identity_refused
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     return Err(PublishError::Unavailable(format!(
                         "the broker did not acknowledge: {error}"
                     )));
@@ -131,6 +166,21 @@ impl KafkaSink {
     }
 }
 
+/// Errors that say the broker will not take another record from this
+/// producer's id and epoch, whatever is sent.
+fn refuses_the_producer(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+        )
+    )
+}
+
 impl EventSink for KafkaSink {
     async fn publish(&self, events: Vec<proto::Event>) -> Result<(), PublishError> {
         if !self.health.is_up() {
@@ -141,7 +191,7 @@ impl EventSink for KafkaSink {
         let producer = self.producer.read().expect("producer lock").clone();
         let outcome = self.send_all(&producer, &events).await;
         if outcome.is_err() {
-            self.renew_if_fatal(&producer);
+            self.renew_if_failed_for_good(&producer);
         }
         outcome
     }

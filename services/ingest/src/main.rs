@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
             health.clone(),
             config.topics.raw.clone(),
             Box::new(renew),
+            delivery_timeout,
         )
     };
     rapport_common::kafka::watch_reconnection(&producer, health);
