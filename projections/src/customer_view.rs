@@ -658,11 +658,9 @@ fn write_summary(event: &Event, out: &mut String) {
             }
         }
         Some(Payload::OrderPlaced(order)) => put!(
-            "order {} placed, {}.{:02} {}",
+            "order {} placed, {}",
             order.order_id,
-            order.total_minor / 100,
-            (order.total_minor % 100).abs(),
-            order.currency
+            crate::money::format_minor(order.total_minor, &order.currency)
         ),
         Some(Payload::OrderCancelled(order)) => {
             put!("order {} cancelled", order.order_id);
@@ -1181,6 +1179,17 @@ mod tests {
             "complaint ticket t-1 opened: "
         );
         assert_eq!(line(placed_payload(-1050)), "order o-1 placed, -10.50 CNY");
+        // Yen have no minor unit, dinars three.
+        let placed_in = |currency: &str| {
+            event::Payload::OrderPlaced(OrderPlaced {
+                order_id: "o-2".into(),
+                total_minor: 12_900,
+                currency: currency.into(),
+                items: vec![],
+            })
+        };
+        assert_eq!(line(placed_in("JPY")), "order o-2 placed, 12900 JPY");
+        assert_eq!(line(placed_in("BHD")), "order o-2 placed, 12.900 BHD");
         assert_eq!(
             line(event::Payload::SurveyAnswered(SurveyAnswered {
                 survey_id: "s-1".into(),

@@ -5,6 +5,7 @@
 pub mod analytics;
 pub mod customer_view;
 pub mod identity;
+pub mod money;
 pub mod time;
 
 /// Errors of the pure layer: only decoding stored state can fail.
