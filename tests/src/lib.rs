@@ -41,15 +41,26 @@ pub struct PrivateBroker {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    storage: &'static str,
 }
 
 impl PrivateBroker {
     /// Starts the broker and points this thread's harness at it.
     pub fn start() -> Self {
+        Self::start_on("sqlite://tansu.db")
+    }
+
+    /// A broker that keeps its log in memory only: lost when it stops.
+    pub fn start_in_memory() -> Self {
+        Self::start_on("memory://tansu/")
+    }
+
+    fn start_on(storage: &'static str) -> Self {
         let mut broker = Self {
             dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
             child: None,
+            storage,
         };
         broker.resume();
         let address = format!("127.0.0.1:{}", broker.port);
@@ -83,7 +94,7 @@ impl PrivateBroker {
                 "--advertised-listener-url",
                 &listener,
                 "--storage-engine",
-                "sqlite://tansu.db",
+                self.storage,
             ])
             .env_remove("STORAGE_ENGINE")
             .stdout(Stdio::null())
@@ -101,6 +112,43 @@ impl PrivateBroker {
             Duration::from_secs(20),
             || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
         );
+    }
+
+    /// The last lines of the broker's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(40).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Stops the broker's process (SIGSTOP): connections stay open, nothing
+    /// is answered, as with a hung machine or a network partition.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen broker run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the broker runs");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} the broker");
+    }
+
+    /// Kills the broker with SIGKILL: no chance to answer what it was
+    /// handling or to close a connection cleanly.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the broker");
+            let _ = child.wait();
+        }
     }
 
     /// Stops the broker cleanly (SIGTERM), as an operator would.
@@ -152,12 +200,25 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// A port no other service of this test process has been given, free when
+/// asked. Ports come from a counter below the kernel's ephemeral range
+/// (32768 and up on Linux): an ephemeral port, released and handed to a
+/// service, could meanwhile go to another test's service or connection,
+/// and a /healthz answered by that stranger passed for ours. cargo runs
+/// test binaries one after another; each starts at an offset of its own.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let offset = (std::process::id() % 220) * 100;
+    for _ in 0..COUNT {
+        let taken = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (FIRST + (offset + taken) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + COUNT);
 }
 
 /// Topic names unique to one test.
@@ -410,14 +471,30 @@ impl Service {
         }
     }
 
+    /// The service's `/metrics` text. An unreachable endpoint fails the
+    /// test: it must never read as a page of zeros.
     pub fn metrics(&self) -> String {
+        self.try_metrics().unwrap_or_else(|error| {
+            panic!(
+                "{} on port {} serves no /metrics: {error}; log:\n{}",
+                self.name,
+                self.port,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            )
+        })
+    }
+
+    /// The service's `/metrics` text, or why it could not be read.
+    pub fn try_metrics(&self) -> Result<String, String> {
         let url = format!("http://127.0.0.1:{}/metrics", self.port);
-        http_agent()
+        let mut response = http_agent()
             .get(&url)
             .call()
-            .ok()
-            .and_then(|mut response| response.body_mut().read_to_string().ok())
-            .unwrap_or_default()
+            .map_err(|error| error.to_string())?;
+        response
+            .body_mut()
+            .read_to_string()
+            .map_err(|error| error.to_string())
     }
 }
 
@@ -427,15 +504,34 @@ impl Drop for Service {
     }
 }
 
-/// The sum of every series of a metric family in Prometheus text.
+/// The sum of the series of metric `name` whose labels contain
+/// `label_filter`, in Prometheus text. A metric with no such series fails
+/// the test: a missing gauge is not a zero (see [`metric_value`] where it
+/// may legitimately be missing).
 pub fn metric_sum(text: &str, name: &str, label_filter: &str) -> i64 {
-    text.lines()
+    metric_value(text, name, label_filter).unwrap_or_else(|| {
+        let exported: Vec<&str> = text.lines().filter(|line| line.starts_with(name)).collect();
+        panic!("no series of {name} matches {label_filter:?}; exported: {exported:?}")
+    })
+}
+
+/// [`metric_sum`], or `None` when no series matches (a gauge not set yet).
+/// A series whose value does not parse as an integer fails the test.
+pub fn metric_value(text: &str, name: &str, label_filter: &str) -> Option<i64> {
+    let values: Vec<i64> = text
+        .lines()
         .filter(|line| {
             !line.starts_with('#') && line.starts_with(name) && line.contains(label_filter)
         })
         .filter(|line| line[name.len()..].starts_with([' ', '{']))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<i64>().ok())
-        .sum()
+        .map(|line| {
+            line.rsplit(' ')
+                .next()
+                .and_then(|value| value.parse::<i64>().ok())
+                .unwrap_or_else(|| panic!("{name}: not an integer in {line:?}"))
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// A whole pipeline: ingest, identity and projector on their own topics and
@@ -456,14 +552,26 @@ impl Pipeline {
         Self::start_on(topics, true)
     }
 
+    /// Creates topics and starts all three services with `extra` appended to
+    /// their configuration file (TOML sections other than kafka and topics).
+    pub fn start_configured(label: &str, extra: &str) -> Self {
+        let topics = Topics::unique(label);
+        topics.create(4, 4);
+        Self::start_on_configured(topics, true, extra)
+    }
+
     /// Starts services over existing topics; without ingest when `with_ingest`
     /// is false (a second pipeline reading another's raw topic).
     pub fn start_on(topics: Topics, with_ingest: bool) -> Self {
+        Self::start_on_configured(topics, with_ingest, "")
+    }
+
+    fn start_on_configured(topics: Topics, with_ingest: bool, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("rapport.toml");
         std::fs::write(
             &config,
-            format!("[kafka]\nbrokers = \"{}\"\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\n", brokers(), topics.raw, topics.customer, topics.deadletters),
+            format!("[kafka]\nbrokers = \"{}\"\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\n{extra}", brokers(), topics.raw, topics.customer, topics.deadletters),
         )
         .expect("write config");
         let config_arg = config.display().to_string();
@@ -520,6 +628,11 @@ impl Pipeline {
     /// topic (for rebuild measurements), its data and log named after
     /// `name`.
     pub fn start_projector_only(other: &Pipeline, name: &str) -> Service {
+        Self::start_projector_only_with(other, name, &[])
+    }
+
+    /// [`Pipeline::start_projector_only`] with extra command-line arguments.
+    pub fn start_projector_only_with(other: &Pipeline, name: &str, extra: &[&str]) -> Service {
         let config = other.dir.path().join("rapport.toml");
         let port = free_port();
         let data = other.dir.path().join(name).display().to_string();
@@ -537,6 +650,7 @@ impl Pipeline {
             log: other.dir.path().join(format!("{name}.log")),
             port,
         };
+        projector.add_args(extra);
         projector.spawn();
         projector
     }
@@ -654,11 +768,40 @@ impl Pipeline {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
-    /// Waits until identity has resolved the whole raw topic and the
-    /// projector has applied the whole customer topic.
+    /// The column family of the projection version that serves queries,
+    /// such as `customer_view.v1`, from the projector's status.
+    pub fn live_projection(&self) -> String {
+        let (status, body) = self.get("/v1/admin/status");
+        assert_eq!(status, 200, "projector status: {body}");
+        body["projections"]
+            .as_array()
+            .and_then(|projections| {
+                projections
+                    .iter()
+                    .find(|projection| projection["live"] == true)
+            })
+            .and_then(|live| {
+                Some(format!(
+                    "{}.{}",
+                    live["projection"].as_str()?,
+                    live["version"].as_str()?
+                ))
+            })
+            .unwrap_or_else(|| panic!("no live projection in the status: {body}"))
+    }
+
+    /// Waits until identity has resolved the whole raw topic and the live
+    /// projection has applied the whole customer topic.
     pub fn wait_until_caught_up(&self, patience: Duration) {
+        let live = self.live_projection();
+        // A partition with no gauge yet has applied nothing.
         let applied = |metrics: &str, name: &str, partition: i32| {
-            metric_sum(metrics, name, &format!("partition=\"{partition}\""))
+            let labels = if name.starts_with("rapport_projector") {
+                format!("projection=\"{live}\",partition=\"{partition}\"")
+            } else {
+                format!("partition=\"{partition}\"")
+            };
+            metric_value(metrics, name, &labels)
         };
         let mut last = String::new();
         let (mut raw_tail, mut customer_tail) = (
@@ -669,7 +812,7 @@ impl Pipeline {
         while Instant::now() < deadline {
             let raw_ends = raw_tail.ends();
             let identity_metrics = self.identity.metrics();
-            let identity_at: BTreeMap<i32, i64> = raw_ends
+            let identity_at: BTreeMap<i32, Option<i64>> = raw_ends
                 .keys()
                 .map(|partition| {
                     (
@@ -684,7 +827,7 @@ impl Pipeline {
                 .collect();
             let customer_ends = customer_tail.ends();
             let projector_metrics = self.projector.metrics();
-            let projector_at: BTreeMap<i32, i64> = customer_ends
+            let projector_at: BTreeMap<i32, Option<i64>> = customer_ends
                 .keys()
                 .map(|partition| {
                     (
@@ -697,9 +840,9 @@ impl Pipeline {
                     )
                 })
                 .collect();
-            let done = |ends: &BTreeMap<i32, i64>, at: &BTreeMap<i32, i64>| {
+            let done = |ends: &BTreeMap<i32, i64>, at: &BTreeMap<i32, Option<i64>>| {
                 ends.iter()
-                    .all(|(partition, end)| *end == 0 || at[partition] == end - 1)
+                    .all(|(partition, end)| *end == 0 || at[partition] == Some(end - 1))
             };
             if done(&raw_ends, &identity_at) && done(&customer_ends, &projector_at) {
                 return;
@@ -728,7 +871,8 @@ pub struct TopicTail {
     consumer: BaseConsumer<rapport_common::kafka::HealthContext>,
     topic: String,
     next: BTreeMap<i32, i64>,
-    payloads: Vec<(i32, i64, Vec<u8>)>,
+    /// Partition, offset, key and payload of every record read.
+    payloads: Vec<(i32, i64, Vec<u8>, Vec<u8>)>,
     keep_payloads: bool,
     /// Partitions whose end was reported after their last record.
     at_end: std::collections::BTreeSet<i32>,
@@ -780,6 +924,7 @@ impl TopicTail {
                         self.payloads.push((
                             message.partition(),
                             message.offset(),
+                            message.key().unwrap_or_default().to_vec(),
                             message.payload().unwrap_or_default().to_vec(),
                         ));
                     }
@@ -806,11 +951,25 @@ pub fn read_all(topic: &str) -> Vec<Vec<u8>> {
     let mut tail = TopicTail::new(topic, true);
     tail.ends();
     tail.payloads
-        .sort_by_key(|(partition, offset, _)| (*partition, *offset));
+        .sort_by_key(|(partition, offset, _, _)| (*partition, *offset));
     tail.payloads
         .into_iter()
-        .map(|(_, _, payload)| payload)
+        .map(|(_, _, _, payload)| payload)
         .collect()
+}
+
+/// The distinct record keys of each partition of `topic` (for the customer
+/// topic: the canonical customer ids each partition holds).
+pub fn keys_by_partition(topic: &str) -> BTreeMap<i32, std::collections::BTreeSet<String>> {
+    let mut tail = TopicTail::new(topic, true);
+    tail.ends();
+    let mut keys: BTreeMap<i32, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for (partition, _, key, _) in tail.payloads {
+        keys.entry(partition)
+            .or_default()
+            .insert(String::from_utf8(key).expect("a UTF-8 key"));
+    }
+    keys
 }
 
 pub fn http_agent() -> ureq::Agent {
@@ -876,17 +1035,154 @@ pub fn produce_raw(topic: &str, key: &[u8], payload: &[u8]) {
     rapport_common::kafka::produce_all(&producer, &[record]).expect("produce");
 }
 
+/// Records a stream has brought up to the offsets in the series of `name`
+/// that match `filter`: the sum of offset + 1 over partitions; `None`
+/// while no series is exported.
+fn offsets_as_records(metrics: &str, name: &str, filter: &str) -> Option<i64> {
+    let mut any = false;
+    let records = metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(filter))
+        .map(|line| {
+            any = true;
+            let offset: i64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|value| value.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: not an offset in {line:?}"));
+            offset + 1
+        })
+        .sum();
+    any.then_some(records)
+}
+
+/// Customer records the projector has committed into `projection` (a
+/// column family such as `customer_view.r2`), from the offsets it reports:
+/// they survive restarts, unlike its record counters.
+pub fn committed_records(projector: &Service, projection: &str) -> i64 {
+    let label = format!("projection=\"{projection}\"");
+    offsets_as_records(
+        &projector.metrics(),
+        "rapport_projector_applied_offset",
+        &label,
+    )
+    .unwrap_or(0)
+}
+
+/// Customer records `projection`'s state on disk held when the projector
+/// started, or `None` before its worker has read its stored offsets.
+pub fn resumed_records(projector: &Service, projection: &str) -> Option<i64> {
+    let label = format!("projection=\"{projection}\"");
+    offsets_as_records(
+        &projector.metrics(),
+        "rapport_projector_resumed_offset",
+        &label,
+    )
+}
+
+/// Raw records identity has committed, from the offsets it reports.
+pub fn identity_committed_records(identity: &Service) -> i64 {
+    offsets_as_records(&identity.metrics(), "rapport_identity_applied_offset", "").unwrap_or(0)
+}
+
+/// Raw records identity's graph held when it started, or `None` before its
+/// resolver has read its stored offsets.
+pub fn identity_resumed_records(identity: &Service) -> Option<i64> {
+    offsets_as_records(&identity.metrics(), "rapport_identity_resumed_offset", "")
+}
+
+/// What one SIGKILL found: how far the service had committed just before
+/// it was killed, and how far the state it restarted from had got.
+#[derive(Debug, Clone, Copy)]
+pub struct Kill {
+    pub committed: i64,
+    pub resumed: i64,
+}
+
+/// Waits until `committed(service)` reaches `target` (of `total`) and
+/// the service has committed something since it started, kills it with
+/// SIGKILL there, restarts it and waits until it says where it resumed. Fails the test if the service had already finished the stream
+/// (a kill that tests nothing) or if it restarted from nothing. (It may
+/// resume a little past `committed`: a batch can commit between the
+/// reading and the kill.)
+pub fn kill_when_committed(
+    service: &mut Service,
+    target: i64,
+    total: i64,
+    committed: impl Fn(&Service) -> i64,
+    resumed: impl Fn(&Service) -> Option<i64>,
+) -> Kill {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // Where this run started: a kill counts only once the service has
+    // applied something since, so that it dies while applying, not while
+    // starting.
+    let mut started_from = None;
+    wait_for(
+        "the service to report where it started",
+        Duration::from_secs(60),
+        || {
+            started_from = resumed(service);
+            started_from.is_some()
+        },
+    );
+    let started_from = started_from.expect("waited for");
+    let at = loop {
+        let at = committed(service);
+        if at >= target && at > started_from {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} stopped at {at} records of {total} before the kill at {target} (it started from {started_from})",
+            service.name
+        );
+        // Tight: a batch is a few milliseconds of work.
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    service.kill_hard();
+    assert!(
+        at < total,
+        "{} had committed all {total} records before the kill at {target}",
+        service.name
+    );
+    service.spawn();
+    let mut from = None;
+    wait_for(
+        "the restarted service to report where it resumed",
+        Duration::from_secs(60),
+        || {
+            from = resumed(service);
+            from.is_some()
+        },
+    );
+    let from = from.expect("waited for");
+    assert!(
+        from > 0,
+        "{} restarted from nothing after committing {at} records: its state on disk was lost",
+        service.name
+    );
+    Kill {
+        committed: at,
+        resumed: from,
+    }
+}
+
+/// The projection version a new projector serves: its column family.
+pub const FIRST_LIVE_PROJECTION: &str = "customer_view.v1";
+
 /// Whether the projector `service` has applied every partition of the
-/// customer topic up to `ends` (partition ends, from [`high_watermarks`]).
-pub fn applied_through(service: &Service, ends: &BTreeMap<i32, i64>) -> bool {
+/// customer topic up to `ends` (partition ends, from [`high_watermarks`])
+/// into `projection` (a column family such as `customer_view.v1`).
+pub fn applied_through(service: &Service, projection: &str, ends: &BTreeMap<i32, i64>) -> bool {
     let metrics = service.metrics();
     ends.iter().all(|(partition, end)| {
         *end == 0
-            || metric_sum(
+            || metric_value(
                 &metrics,
                 "rapport_projector_applied_offset",
-                &format!("partition=\"{partition}\""),
-            ) >= end - 1
+                &format!("projection=\"{projection}\",partition=\"{partition}\""),
+            )
+            .is_some_and(|applied| applied >= end - 1)
     })
 }
 

@@ -509,7 +509,8 @@ fn a_projector_far_behind_catches_up_then_hands_over_losing_nothing() {
     // …and after it reached the end and handed its partitions to the
     // consumer that waits longer, which must go on where the other stopped.
     rapport_e2e::wait_for("the late projector to reach the end", PATIENCE, || {
-        rapport_e2e::applied_through(&late, &backlog) && catching_up(&late) == 0
+        rapport_e2e::applied_through(&late, rapport_e2e::FIRST_LIVE_PROJECTION, &backlog)
+            && catching_up(&late) == 0
     });
     sender.join().expect("the sender");
     for batch in traffic(10, 100) {
@@ -518,7 +519,7 @@ fn a_projector_far_behind_catches_up_then_hands_over_losing_nothing() {
     pipeline.wait_until_caught_up(PATIENCE);
     let ends = rapport_e2e::high_watermarks(&pipeline.topics.customer);
     rapport_e2e::wait_for("the late projector to apply the rest", PATIENCE, || {
-        rapport_e2e::applied_through(&late, &ends)
+        rapport_e2e::applied_through(&late, rapport_e2e::FIRST_LIVE_PROJECTION, &ends)
     });
     assert_eq!(catching_up(&late), 0, "the steady consumer kept reading");
     // The status takes the log's end from the consumer that reads now,
@@ -571,24 +572,66 @@ fn a_projector_far_behind_catches_up_then_hands_over_losing_nothing() {
 #[test]
 fn kill_dash_nine_mid_stream_changes_nothing() {
     // Pipeline A runs undisturbed; pipeline B reads the same raw topic into
-    // its own customer topic and is killed with SIGKILL again and again.
+    // its own customer topic while its identity and projector are killed
+    // with SIGKILL in turn, each at a point of the stream it is applying.
     let mut steady = Pipeline::start("kill9");
     let crash_topics = steady.topics.with_customer_topic("crashy");
     rapport_e2e::create_topics(&[(&crash_topics.customer, 4, rapport_e2e::Role::Customer)]);
     let mut crashy = Pipeline::start_on(crash_topics, false);
-
-    let batches = traffic(60, 100);
-    for (index, batch) in batches.iter().enumerate() {
-        steady.send_ok(batch);
-        // SIGKILL while records are in flight: every fifth batch, alternating.
-        match index % 10 {
-            2 | 7 => crashy.projector.restart(),
-            4 | 9 => crashy.identity.restart(),
-            _ => {}
-        }
+    // Small memtables: both stores flush many times over the stream, so
+    // the projector restarts from a state flushed part-way.
+    for service in [&mut crashy.identity, &mut crashy.projector] {
+        service.add_args(&["--memtable-bytes", "65536"]);
+        service.restart();
     }
-    crashy.identity.restart();
-    crashy.projector.restart();
+
+    let batches = traffic(200, 100);
+    let total: i64 = batches.iter().map(|batch| batch.len() as i64).sum();
+    // Sent at a steady pace, so that the kills below fall while both
+    // services are applying the stream, not after it.
+    let sender = {
+        let url = steady.ingest_url();
+        std::thread::spawn(move || {
+            for batch in batches {
+                let (status, answer) = rapport_e2e::post_json(
+                    &format!("{url}/v1/events"),
+                    &json!({ "events": batch }),
+                );
+                assert_eq!(status, 202, "{answer}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    // Sixteen kills at even points of the stream, identity and projector in
+    // turn; each customer record comes from one raw event.
+    let live = rapport_e2e::FIRST_LIVE_PROJECTION;
+    for kill in 1..=16 {
+        let target = total * kill / 17;
+        let outcome = if kill % 2 == 0 {
+            rapport_e2e::kill_when_committed(
+                &mut crashy.identity,
+                target,
+                total,
+                rapport_e2e::identity_committed_records,
+                rapport_e2e::identity_resumed_records,
+            )
+        } else {
+            rapport_e2e::kill_when_committed(
+                &mut crashy.projector,
+                target,
+                total,
+                |projector| rapport_e2e::committed_records(projector, live),
+                |projector| rapport_e2e::resumed_records(projector, live),
+            )
+        };
+        let who = if kill % 2 == 0 {
+            "identity"
+        } else {
+            "projector"
+        };
+        println!("kill {kill} ({who}): {outcome:?}");
+    }
+    sender.join().expect("the sender");
     steady.wait_until_caught_up(Duration::from_secs(180));
     crashy.wait_until_caught_up(Duration::from_secs(180));
 

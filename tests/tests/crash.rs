@@ -1,6 +1,8 @@
-//! Effectively once under SIGKILL: a projector killed at random instants
-//! while it applies a large stream, and while it rebuilds a version, ends
-//! with exactly the state of an undisturbed run.
+//! Effectively once under SIGKILL: a projector killed at twenty points
+//! spread over a large stream while it applies it, and while it rebuilds a
+//! version, ends with exactly the state of an undisturbed run. Each kill
+//! is placed by the records the projector has committed, and each restart
+//! must resume from a state flushed part-way.
 
 use std::time::Duration;
 
@@ -38,13 +40,60 @@ fn stream(total: usize) -> Vec<Vec<Value>> {
     events.chunks(500).map(<[Value]>::to_vec).collect()
 }
 
+/// A memtable this small is flushed every few hundred records, so every
+/// kill lands on a state flushed part-way: the case crash recovery exists
+/// for. With the 64 MiB default the whole run would fit in memory and
+/// every restart would refold from offset 0.
+const SMALL_MEMTABLE: &str = "262144";
+
+/// `kills` targets spread over `from..total`: the k-th lies at a random
+/// point in the middle half of the k-th of `kills + 1` equal slices.
+fn spread_targets(random: &mut Random, from: i64, total: i64, kills: usize) -> Vec<i64> {
+    let slice = (total - from) / (kills as i64 + 1);
+    (1..=kills as i64)
+        .map(|kill| from + slice * kill - slice / 4 + random.below((slice / 2) as u64) as i64)
+        .collect()
+}
+
+/// Prints what the kills found and asserts that some of them lost
+/// committed work that was not flushed yet, so that recovery refolded it.
+fn report(kills: &[rapport_e2e::Kill]) {
+    for (index, kill) in kills.iter().enumerate() {
+        println!(
+            "kill {index}: SIGKILL at {} committed records, resumed from {} on disk",
+            kill.committed, kill.resumed
+        );
+    }
+    for pair in kills.windows(2) {
+        assert!(
+            pair[1].resumed >= pair[0].resumed,
+            "the state on disk went back from {} to {}",
+            pair[0].resumed,
+            pair[1].resumed
+        );
+    }
+    let refolded = kills
+        .iter()
+        .filter(|kill| kill.resumed < kill.committed)
+        .count();
+    assert!(
+        refolded > 0,
+        "no kill caught unflushed work, so no restart refolded anything: {kills:?}"
+    );
+}
+
 #[test]
-fn a_projector_killed_at_twenty_random_instants_ends_identical() {
+fn a_projector_killed_at_twenty_points_of_a_live_stream_ends_identical() {
     let seed = rapport_common::now_ms() as u64 | 1;
     println!("random seed {seed}");
     let mut random = Random(seed);
     let pipeline = Pipeline::start("crash20");
-    let mut crashy = Pipeline::start_projector_only(&pipeline, "projector-rebuild");
+    let live = rapport_e2e::FIRST_LIVE_PROJECTION;
+    let mut crashy = Pipeline::start_projector_only_with(
+        &pipeline,
+        "projector-rebuild",
+        &["--memtable-bytes", SMALL_MEMTABLE],
+    );
 
     let total = 200_000;
     let batches = stream(total);
@@ -60,21 +109,26 @@ fn a_projector_killed_at_twenty_random_instants_ends_identical() {
             }
         })
     };
-    for kill in 0..20 {
-        std::thread::sleep(Duration::from_millis(150 + random.below(600)));
-        let applied = rapport_e2e::metric_sum(
-            &crashy.metrics(),
-            "rapport_projector_records_total",
-            "outcome=",
-        );
-        println!("kill {kill}: SIGKILL after {applied} records in this run");
-        crashy.restart();
-    }
+    // Each event is one customer record; the kills follow the crashy
+    // projector through the whole stream while it applies it.
+    let kills: Vec<rapport_e2e::Kill> = spread_targets(&mut random, 0, total as i64, 20)
+        .into_iter()
+        .map(|target| {
+            rapport_e2e::kill_when_committed(
+                &mut crashy,
+                target,
+                total as i64,
+                |projector| rapport_e2e::committed_records(projector, live),
+                |projector| rapport_e2e::resumed_records(projector, live),
+            )
+        })
+        .collect();
+    report(&kills);
     sender.join().expect("the sender");
     pipeline.wait_until_caught_up(PATIENCE);
     let ends = rapport_e2e::high_watermarks(&pipeline.topics.customer);
     rapport_e2e::wait_for("the killed projector to catch up", PATIENCE, || {
-        rapport_e2e::applied_through(&crashy, &ends)
+        rapport_e2e::applied_through(&crashy, live, &ends)
     });
     let (_, sample) = pipeline.get("/v1/customers/c-42");
     assert_eq!(
@@ -93,23 +147,8 @@ fn a_projector_killed_at_twenty_random_instants_ends_identical() {
     );
 }
 
-/// Records a version has committed, from the stored offsets the projector
-/// reports (they survive restarts, unlike the record counters).
-fn committed_records(projector: &rapport_e2e::Service, family: &str) -> i64 {
-    let metrics = projector.metrics();
-    let label = format!("projection=\"{family}\"");
-    metrics
-        .lines()
-        .filter(|line| {
-            line.starts_with("rapport_projector_applied_offset{") && line.contains(&label)
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<i64>().ok())
-        .map(|offset| offset + 1)
-        .sum()
-}
-
 #[test]
-fn a_rebuild_killed_at_twenty_random_instants_still_equals_the_live_version() {
+fn a_rebuild_killed_at_twenty_points_still_equals_the_live_version() {
     let seed = rapport_common::now_ms() as u64 | 1;
     println!("random seed {seed}");
     let mut random = Random(seed);
@@ -123,43 +162,28 @@ fn a_rebuild_killed_at_twenty_random_instants_still_equals_the_live_version() {
         .sum();
     // Small batches: more commits for the kills to fall between, and a
     // rebuild slow enough that all twenty land before it catches up.
-    pipeline.projector.add_args(&["--max-batch", "1000"]);
+    pipeline
+        .projector
+        .add_args(&["--max-batch", "1000", "--memtable-bytes", SMALL_MEMTABLE]);
     pipeline.projector.restart();
     pipeline.rapportctl(&["replay", "customer_view", "--version", "r2", "--no-wait"]);
-    let kills = 20;
+    let rebuild = "customer_view.r2";
     // Kills stay clear of the end by more than a batch and the polling lag,
     // so that each one interrupts the rebuild and none comes after it.
     let last_target = total - (total / 10).max(5_000);
-    let mut floor = 0;
-    for kill in 0..kills {
-        // A random point in what is left, spread so that all twenty fall
-        // inside the rebuild; the projector dies wherever it is then
-        // (polling, folding, or committing a batch).
-        let reached = committed_records(&pipeline.projector, "customer_view.r2").max(floor);
-        let left = (last_target - reached).max(1) as u64;
-        let spread = (2 * left / (kills - kill + 1) as u64).max(1);
-        let target = reached + 1 + random.below(spread).min(left - 1) as i64;
-        // Polled tightly: a batch is a few milliseconds of work.
-        let deadline = std::time::Instant::now() + PATIENCE;
-        let at = loop {
-            let at = committed_records(&pipeline.projector, "customer_view.r2");
-            if at >= target {
-                break at;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the rebuild stopped at {at}"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        println!("kill {kill}: SIGKILL with {at} of {total} records committed");
-        floor = at;
-        assert!(
-            at < total,
-            "kill {kill} came after the rebuild had finished"
-        );
-        pipeline.projector.restart();
-    }
+    let kills: Vec<rapport_e2e::Kill> = spread_targets(&mut random, 0, last_target, 20)
+        .into_iter()
+        .map(|target| {
+            rapport_e2e::kill_when_committed(
+                &mut pipeline.projector,
+                target,
+                total,
+                |projector| rapport_e2e::committed_records(projector, rebuild),
+                |projector| rapport_e2e::resumed_records(projector, rebuild),
+            )
+        })
+        .collect();
+    report(&kills);
     let verified = pipeline.rapportctl(&[
         "verify",
         "customer_view",
