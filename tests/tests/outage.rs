@@ -1,14 +1,19 @@
-//! The broker goes away while a storefront keeps sending: every request in
-//! the outage is answered 503 promptly, and every event answered 202 is in
-//! the projection exactly once after the broker is back. A restarted broker
+//! The broker hangs, or dies, while storefronts have requests in flight:
+//! every request is answered within the delivery timeout and a margin;
+//! refused batches are sent again with the same event ids until accepted,
+//! and every event is in the projection exactly once; what was
+//! acknowledged before the broker died is still in its log. A restarted broker
 //! still holds the whole log, so a replay after it equals the live version.
 //! A projector applies each record once even when the broker delivers it
 //! again. And a projector restarted on a restarted broker still finds the
 //! end of an idle log.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rapport_e2e::{Pipeline, PrivateBroker, Topics, event, post_json};
+use prost::Message as _;
+use rapport_e2e::{Pipeline, PrivateBroker, Topics, event};
 use serde_json::{Value, json};
 
 /// One page view of `customer`, the only kind of event these tests send.
@@ -21,106 +26,240 @@ fn page_view(customer: &str, url: &str) -> Value {
     )
 }
 
-#[test]
-fn a_broker_outage_loses_nothing_acknowledged_and_hangs_nobody() {
-    let mut broker = PrivateBroker::start();
-    let topics = Topics::unique("outage");
-    topics.create(2, 2);
-    let pipeline = Pipeline::start_on(topics, true);
-    let url = format!("{}/v1/events", pipeline.ingest_url());
+/// How long ingest waits for the broker in the outage tests, and how much
+/// longer than that a request may take to be answered: HTTP, scheduling on
+/// a machine running other tests in parallel, and the 503's own path.
+const DELIVERY_TIMEOUT: Duration = Duration::from_millis(3_000);
+const ANSWER_MARGIN: Duration = Duration::from_millis(5_000);
 
-    // One event per customer, so "exactly once" is a count of one.
-    let mut next = 0u32;
-    let mut send = |accepted: &mut Vec<u32>, refused: &mut Vec<u32>, slowest: &mut Duration| {
-        let ids: Vec<u32> = (next..next + 5).collect();
-        next += 5;
-        let events: Vec<_> = ids
-            .iter()
-            .map(|id| page_view(&format!("c-{id}"), "/"))
+/// One request a sender made: when it started and ended, and its answer.
+struct Request {
+    started: Instant,
+    ended: Instant,
+    status: u16,
+}
+
+/// What the storefronts did: every request, and the customers whose batch
+/// was accepted (each customer has one page view).
+#[derive(Default)]
+struct Sent {
+    requests: Vec<Request>,
+    accepted: Vec<String>,
+}
+
+/// Four storefronts sending at once, none of them ever pausing.
+struct Storefronts {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    senders: Vec<std::thread::JoinHandle<Sent>>,
+}
+
+impl Storefronts {
+    fn start(url: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let senders = (0..4)
+            .map(|sender| {
+                let (url, stop, accepted) = (url.to_owned(), stop.clone(), accepted.clone());
+                std::thread::spawn(move || storefront(&url, sender, &stop, &accepted))
+            })
             .collect();
-        let started = Instant::now();
-        let (status, answer) = post_json(&url, &json!({ "events": events }));
-        *slowest = (*slowest).max(started.elapsed());
-        match status {
-            202 => accepted.extend(ids),
-            503 => refused.extend(ids),
-            other => panic!("ingest answered {other}: {answer}"),
-        }
-        status
-    };
-    let (mut accepted, mut refused, mut slowest) = (Vec::new(), Vec::new(), Duration::ZERO);
-
-    for _ in 0..20 {
-        assert_eq!(
-            send(&mut accepted, &mut refused, &mut slowest),
-            202,
-            "before the outage"
-        );
-    }
-    broker.stop();
-    let outage_started = Instant::now();
-    let mut during = Vec::new();
-    while outage_started.elapsed() < Duration::from_secs(8) {
-        during.push(send(&mut accepted, &mut refused, &mut slowest));
-    }
-    // The first requests may still be acknowledged from before the stop was
-    // noticed; once the outage is known, every answer is a prompt 503.
-    let tail = &during[during.len() / 2..];
-    assert!(
-        tail.iter().all(|status| *status == 503),
-        "requests in the outage: {during:?}"
-    );
-    assert!(
-        slowest < Duration::from_secs(10),
-        "a request took {slowest:?}: none may hang"
-    );
-
-    broker.resume();
-    let back = Instant::now();
-    let mut recovered = false;
-    while back.elapsed() < Duration::from_secs(60) && !recovered {
-        recovered = send(&mut accepted, &mut refused, &mut slowest) == 202;
-        if !recovered {
-            std::thread::sleep(Duration::from_millis(250));
+        Self {
+            stop,
+            accepted,
+            senders,
         }
     }
-    assert!(
-        recovered,
-        "ingest accepts again once the broker is back; its log:\n{}",
-        pipeline.log("ingest.log")
-    );
-    for _ in 0..10 {
-        assert_eq!(
-            send(&mut accepted, &mut refused, &mut slowest),
-            202,
-            "after the outage"
-        );
+
+    /// Waits until `count` batches were accepted in all, failing with the
+    /// logs after two minutes.
+    fn wait_for_accepted(&self, count: usize, pipeline: &Pipeline, broker: &PrivateBroker) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.accepted.load(Ordering::Relaxed) < count {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} batches accepted; ingest's log:\n{}\nthe broker's log:\n{}",
+                self.accepted.load(Ordering::Relaxed),
+                pipeline.log("ingest.log"),
+                broker.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    fn stop(self) -> Sent {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Sent::default();
+        for sender in self.senders {
+            let sent = sender.join().expect("a sender");
+            all.requests.extend(sent.requests);
+            all.accepted.extend(sent.accepted);
+        }
+        all
+    }
+}
+
+/// A storefront's sender: batches of five page views, each of a customer of
+/// its own, sent one after another; a refused batch is sent again, with the
+/// same event ids, until it is accepted or the sender is stopped.
+fn storefront(url: &str, sender: usize, stop: &AtomicBool, accepted: &AtomicUsize) -> Sent {
+    let mut sent = Sent::default();
+    let agent = rapport_e2e::http_agent_with_timeout(Duration::from_secs(60));
+    for batch in 0.. {
+        let customers: Vec<String> = (0..5)
+            .map(|index| format!("c-{sender}-{batch}-{index}"))
+            .collect();
+        let events: Vec<Value> = customers.iter().map(|id| page_view(id, "/")).collect();
+        let body = json!({ "events": events });
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return sent;
+            }
+            let started = Instant::now();
+            let status = match agent.post(url).send_json(&body) {
+                Ok(response) => response.status().as_u16(),
+                Err(error) => panic!("sender {sender}: ingest gave no answer: {error}"),
+            };
+            sent.requests.push(Request {
+                started,
+                ended: Instant::now(),
+                status,
+            });
+            match status {
+                202 => break,
+                503 => std::thread::sleep(Duration::from_millis(200)),
+                other => panic!("sender {sender}: ingest answered {other}"),
+            }
+        }
+        sent.accepted.extend(customers);
+        accepted.fetch_add(1, Ordering::Relaxed);
+    }
+    sent
+}
+
+/// A pipeline on `broker` whose ingest waits `DELIVERY_TIMEOUT`.
+fn outage_pipeline(broker: PrivateBroker, label: &str) -> (PrivateBroker, Pipeline, String) {
+    let topics = Topics::unique(label);
+    topics.create(2, 2);
+    let mut pipeline = Pipeline::start_on(topics, true);
+    let ingest = pipeline.ingest.as_mut().expect("ingest");
+    ingest.add_args(&[
+        "--delivery-timeout-ms",
+        &DELIVERY_TIMEOUT.as_millis().to_string(),
+    ]);
+    ingest.restart();
+    let url = format!("{}/v1/events", pipeline.ingest_url());
+    (broker, pipeline, url)
+}
+
+/// Asserts that requests were in flight at `outage`, that some were refused
+/// after it, and that none took longer than the delivery timeout and the
+/// margin; prints what happened.
+fn assert_answered_in_time(sent: &Sent, outage: Instant) {
+    let in_flight = sent
+        .requests
+        .iter()
+        .filter(|request| request.started < outage && request.ended > outage)
+        .count();
+    assert!(
+        in_flight > 0,
+        "no request was in flight when the outage began"
+    );
+    assert!(
+        sent.requests
+            .iter()
+            .any(|request| request.status == 503 && request.started > outage),
+        "no request was refused in the outage"
+    );
+    let bound = DELIVERY_TIMEOUT + ANSWER_MARGIN;
+    let slowest = sent
+        .requests
+        .iter()
+        .map(|request| request.ended - request.started)
+        .max()
+        .expect("requests were made");
+    assert!(
+        slowest <= bound,
+        "a request took {slowest:?}, more than {bound:?}"
+    );
+    println!(
+        "{} requests, {in_flight} in flight when the outage began, {} refused, slowest {slowest:?}; {} customers accepted",
+        sent.requests.len(),
+        sent.requests
+            .iter()
+            .filter(|request| request.status == 503)
+            .count(),
+        sent.accepted.len()
+    );
+}
+
+/// The broker stops answering (SIGSTOP, as a hung machine or a partition
+/// would) while requests are in flight, for longer than ingest waits. The
+/// requests in flight are refused; their records may still be written when
+/// the broker comes back, after the storefront sent them again. Every event
+/// must end in the projection exactly once.
+#[test]
+fn a_broker_that_hangs_mid_request_loses_nothing_and_doubles_nothing() {
+    let (broker, pipeline, url) = outage_pipeline(PrivateBroker::start_in_memory(), "hang");
+    let storefronts = Storefronts::start(&url);
+    storefronts.wait_for_accepted(40, &pipeline, &broker);
+    let outage = Instant::now();
+    broker.freeze();
+    std::thread::sleep(DELIVERY_TIMEOUT + Duration::from_secs(3));
+    broker.thaw();
+    storefronts.wait_for_accepted(storefronts.accepted() + 40, &pipeline, &broker);
+    let sent = storefronts.stop();
+    assert_answered_in_time(&sent, outage);
 
     pipeline.wait_until_caught_up(Duration::from_secs(120));
-    for id in &accepted {
-        let (status, view) = pipeline.get(&format!("/v1/customers/c-{id}"));
-        assert_eq!(status, 200, "acknowledged event of c-{id} is missing");
+    for customer in &sent.accepted {
+        let (status, view) = pipeline.get(&format!("/v1/customers/{customer}"));
+        assert_eq!(status, 200, "the accepted event of {customer} is missing");
         assert_eq!(
             view["event_counts"]["web.page_viewed"], 1,
-            "c-{id} counted more than once"
+            "{customer} counted more than once"
         );
     }
-    // A refused request may have been produced in part before the broker
-    // went away; the client retries those, and nothing is ever doubled.
-    for id in &refused {
-        let (status, view) = pipeline.get(&format!("/v1/customers/c-{id}"));
+}
+
+/// The broker dies (SIGKILL) while requests are in flight: every request is
+/// answered within the delivery timeout and the margin, and every event
+/// acknowledged before is in the raw log when the broker is back.
+///
+/// Storefronts cannot send again afterwards on the local broker: tansu 0.6
+/// with SQLite storage, killed in the middle of a produce, fails every
+/// later produce ("more or less than one row", `tansu-storage` lite.rs), so
+/// the retries are tested by the hang above. The log it kept is read back.
+#[test]
+fn a_broker_killed_mid_request_answers_everyone_in_time_and_keeps_what_it_acknowledged() {
+    let (mut broker, pipeline, url) = outage_pipeline(PrivateBroker::start(), "killed");
+    let raw = pipeline.topics.raw.clone();
+    let storefronts = Storefronts::start(&url);
+    storefronts.wait_for_accepted(40, &pipeline, &broker);
+    let outage = Instant::now();
+    broker.kill();
+    std::thread::sleep(DELIVERY_TIMEOUT + Duration::from_secs(3));
+    let sent = storefronts.stop();
+    assert_answered_in_time(&sent, outage);
+
+    broker.resume();
+    let logged: std::collections::BTreeSet<String> = rapport_e2e::read_all(&raw)
+        .iter()
+        .map(|payload| {
+            let event = rapport_proto::v1::Event::decode(payload.as_slice()).expect("an event");
+            event.customer.expect("a customer").customer_id
+        })
+        .collect();
+    for customer in &sent.accepted {
         assert!(
-            status == 404 || view["event_counts"]["web.page_viewed"] == 1,
-            "c-{id}: {view}"
+            logged.contains(customer),
+            "the acknowledged event of {customer} is lost"
         );
     }
-    assert!(
-        !refused.is_empty() && accepted.len() >= 150,
-        "{} accepted, {} refused",
-        accepted.len(),
-        refused.len()
-    );
 }
 
 #[test]
