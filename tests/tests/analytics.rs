@@ -43,6 +43,32 @@ fn regulars() -> Vec<Value> {
     events
 }
 
+fn score_of(value: &Value) -> u8 {
+    let score = value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a score: {value}"));
+    assert!((1..=5).contains(&score), "a score is 1 to 5: {score}");
+    score as u8
+}
+
+/// The segment slug the README's RFM grid gives an (R, FM) cell.
+fn documented_segment(r: u8, fm: u8) -> &'static str {
+    match (r, fm) {
+        (5, 4..=5) => "champions",
+        (3..=4, 4..=5) => "loyal_customers",
+        (4..=5, 2..=3) => "potential_loyalists",
+        (5, 1) => "new_customers",
+        (4, 1) => "promising",
+        (3, 3) => "need_attention",
+        (3, 1..=2) => "about_to_sleep",
+        (1..=2, 3..=4) => "at_risk",
+        (1..=2, 5) => "cant_lose_them",
+        (2, 1..=2) => "hibernating",
+        (1, 1..=2) => "lost",
+        _ => panic!("no segment for R {r}, FM {fm}"),
+    }
+}
+
 fn scores(pipeline: &Pipeline, customer: &str, as_of: &str) -> Value {
     pipeline.wait_for_json(
         &format!("/v1/customers/{customer}/scores?as_of={as_of}"),
@@ -109,18 +135,33 @@ fn scores_segments_and_models_follow_the_log() {
     assert_eq!(rfm["recency_days"], 61);
     assert_eq!(rfm["currency"], "USD");
     assert_eq!(rfm["m"], 5, "the biggest spender");
-    assert!(rfm["segment"].is_string());
-    let churn = &at_first["churn"];
-    let p_alive = churn["p_alive"].as_f64().expect("BG/NBD fitted");
-    assert!((0.0..=1.0).contains(&p_alive));
-    assert_eq!(churn["at_risk"], p_alive < 0.5);
-    assert!(churn["reason"].as_str().unwrap().contains("P(alive)"));
-    assert!(
-        at_first["clv"]["expected_value_minor"].is_number(),
-        "{at_first}"
+    // The segment is the documented grid's cell for the scores.
+    let (r, f, m) = (
+        score_of(&rfm["r"]),
+        score_of(&rfm["f"]),
+        score_of(&rfm["m"]),
     );
-    assert!(at_first["lifecycle"].is_string());
-    assert!(at_first["value_tier"].is_string());
+    assert_eq!(
+        rfm["segment"],
+        documented_segment(r, (f + m).div_ceil(2)),
+        "{rfm}"
+    );
+    // Four occasions in the last year: loyal while P(alive) holds up, per
+    // the documented order of the lifecycle rules.
+    let p_alive = at_first["churn"]["p_alive"]
+        .as_f64()
+        .expect("BG/NBD fitted");
+    let expected_stage = if p_alive < 0.1 {
+        "churned"
+    } else if p_alive < 0.5 {
+        "at_risk"
+    } else {
+        "loyal"
+    };
+    assert_eq!(at_first["lifecycle"], expected_stage, "{at_first}");
+    // The CDNOW test checks P(alive), expected purchases and CLV against
+    // independent values; here only that the money is the reporting currency's.
+    assert_eq!(at_first["clv"]["currency"], "USD");
     let loyalty = &at_first["loyalty"];
     assert_eq!(loyalty["tier"], "Silver", "950.00 in the last 12 months");
     assert_eq!(loyalty["points"], 950 - 1_000);
@@ -143,19 +184,18 @@ fn scores_segments_and_models_follow_the_log() {
     );
     assert_eq!(updated["rfm"]["recency_days"], 2);
 
-    // The models are fitted over every buyer
+    // The models are fitted over every buyer (the CDNOW test checks the
+    // fitted values against published ones)…
     let (status, model) = pipeline.get(&format!("/v1/models/bgnbd?as_of={AS_OF}"));
     assert_eq!(status, 200, "{model}");
     assert_eq!(model["customers"], 13);
-    for parameter in ["r", "alpha", "a", "b"] {
-        assert!(model[parameter].as_f64().unwrap() > 0.0, "{model}");
-    }
-    assert!(model["log_likelihood"].as_f64().unwrap() < 0.0);
+    // …and Gamma-Gamma over the repeat buyers acquired in the cohort:
+    // c-reg-01, 02, 03, 05, 06, 07, 09, 10, 11 and c-vip.
     let (status, model) = pipeline.get(&format!(
         "/v1/models/gamma-gamma?as_of={AS_OF}&cohort_from=2026-01-01&cohort_to=2026-12-31"
     ));
     assert_eq!(status, 200, "{model}");
-    assert!(model["customers"].as_u64().unwrap() >= 2);
+    assert_eq!(model["customers"], 10, "{model}");
 
     // Segments count every customer once per segmentation
     let (status, segments) = pipeline.get(&format!("/v1/segments?as_of={AS_OF}"));

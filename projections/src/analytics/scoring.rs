@@ -696,9 +696,20 @@ mod tests {
         assert_eq!(rfm.m, 5, "the biggest spender");
         let churn = scores.churn.expect("a buyer");
         let p_alive = churn.p_alive.expect("BG/NBD fitted");
-        assert!((0.0..=1.0).contains(&p_alive));
-        assert_eq!(churn.at_risk, p_alive < config.churn.p_alive_below);
-        assert!(churn.reason.contains("P(alive)"));
+        // P(alive) by the paper's closed form (Fader, Hardie & Lee 2005,
+        // eq. 13) at the fitted parameters: x = 2 repeats, t_x = 20 and
+        // T = 100 days, in weeks.
+        let fitted = models.bg_nbd.as_ref().expect("fitted").parameters;
+        let (x, t_x, age) = (2.0, 20.0 / 7.0, 100.0 / 7.0);
+        let by_hand = 1.0
+            / (1.0
+                + fitted.a / (fitted.b + x - 1.0)
+                    * ((fitted.alpha + age) / (fitted.alpha + t_x)).powf(fitted.r + x));
+        assert!(
+            (p_alive - by_hand).abs() < 1e-9,
+            "{p_alive} against {by_hand}"
+        );
+        assert!(churn.reason.contains("P(alive)"), "{}", churn.reason);
         assert!(scores.clv.expect("a buyer").expected_value_minor.is_some());
         assert!(scores.lifecycle.is_some());
         assert!(scores.value_tier.is_some());

@@ -291,7 +291,15 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{model}");
         assert_eq!(model["customers"], 30);
         assert_eq!(model["time_unit"], "weeks");
-        assert!(model["r"].as_f64().unwrap() > 0.0);
+        // Customer c first buys on day 100 + 3c: by 8 May 1970 (day 127)
+        // the first ten have, and the fit sees no one else.
+        let (status, early) = get(&app, "/v1/models/bgnbd?as_of=1970-05-08").await;
+        assert_eq!(status, StatusCode::OK, "{early}");
+        assert_eq!(early["customers"], 10, "{early}");
+        assert_ne!(
+            early["r"], model["r"],
+            "a different population, a different fit"
+        );
         let (status, model) = get(
             &app,
             &format!(
