@@ -353,6 +353,33 @@ pub fn wait_for(what: &str, patience: Duration, mut condition: impl FnMut() -> b
     panic!("timed out after {patience:?} waiting for {what}");
 }
 
+/// Polls `value` until it gives one, failing the test after a minute.
+pub fn wait_for_value<T>(what: &str, mut value: impl FnMut() -> Option<T>) -> T {
+    let mut found = None;
+    wait_for(what, Duration::from_secs(60), || {
+        found = value();
+        found.is_some()
+    });
+    found.expect("waited for")
+}
+
+/// Sends `batches` to ingest at `ingest_url` on a thread of its own, one
+/// after another with `pause` between them, insisting on 202 for each.
+pub fn send_in_background(
+    ingest_url: &str,
+    batches: Vec<Vec<Value>>,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    let url = format!("{ingest_url}/v1/events");
+    std::thread::spawn(move || {
+        for batch in batches {
+            let (status, answer) = post_json(&url, &serde_json::json!({ "events": batch }));
+            assert_eq!(status, 202, "{answer}");
+            std::thread::sleep(pause);
+        }
+    })
+}
+
 /// One service process.
 pub struct Service {
     name: &'static str,
@@ -1116,16 +1143,9 @@ pub fn kill_when_committed(
     // Where this run started: a kill counts only once the service has
     // applied something since, so that it dies while applying, not while
     // starting.
-    let mut started_from = None;
-    wait_for(
-        "the service to report where it started",
-        Duration::from_secs(60),
-        || {
-            started_from = resumed(service);
-            started_from.is_some()
-        },
-    );
-    let started_from = started_from.expect("waited for");
+    let started_from = wait_for_value("the service to report where it started", || {
+        resumed(service)
+    });
     let at = loop {
         let at = committed(service);
         if at >= target && at > started_from {
@@ -1146,16 +1166,9 @@ pub fn kill_when_committed(
         service.name
     );
     service.spawn();
-    let mut from = None;
-    wait_for(
-        "the restarted service to report where it resumed",
-        Duration::from_secs(60),
-        || {
-            from = resumed(service);
-            from.is_some()
-        },
-    );
-    let from = from.expect("waited for");
+    let from = wait_for_value("the restarted service to report where it resumed", || {
+        resumed(service)
+    });
     assert!(
         from > 0,
         "{} restarted from nothing after committing {at} records: its state on disk was lost",
@@ -1165,6 +1178,34 @@ pub fn kill_when_committed(
         committed: at,
         resumed: from,
     }
+}
+
+/// [`kill_when_committed`] for a projector, counting what `projection`
+/// (a column family such as `customer_view.v1`) has committed.
+pub fn kill_projector_when_committed(
+    projector: &mut Service,
+    projection: &str,
+    target: i64,
+    total: i64,
+) -> Kill {
+    kill_when_committed(
+        projector,
+        target,
+        total,
+        |projector| committed_records(projector, projection),
+        |projector| resumed_records(projector, projection),
+    )
+}
+
+/// [`kill_when_committed`] for identity, counting raw records.
+pub fn kill_identity_when_committed(identity: &mut Service, target: i64, total: i64) -> Kill {
+    kill_when_committed(
+        identity,
+        target,
+        total,
+        identity_committed_records,
+        identity_resumed_records,
+    )
 }
 
 /// The projection version a new projector serves: its column family.

@@ -589,40 +589,17 @@ fn kill_dash_nine_mid_stream_changes_nothing() {
     let total: i64 = batches.iter().map(|batch| batch.len() as i64).sum();
     // Sent at a steady pace, so that the kills below fall while both
     // services are applying the stream, not after it.
-    let sender = {
-        let url = steady.ingest_url();
-        std::thread::spawn(move || {
-            for batch in batches {
-                let (status, answer) = rapport_e2e::post_json(
-                    &format!("{url}/v1/events"),
-                    &json!({ "events": batch }),
-                );
-                assert_eq!(status, 202, "{answer}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let sender =
+        rapport_e2e::send_in_background(&steady.ingest_url(), batches, Duration::from_millis(100));
     // Sixteen kills at even points of the stream, identity and projector in
     // turn; each customer record comes from one raw event.
     let live = rapport_e2e::FIRST_LIVE_PROJECTION;
     for kill in 1..=16 {
         let target = total * kill / 17;
         let outcome = if kill % 2 == 0 {
-            rapport_e2e::kill_when_committed(
-                &mut crashy.identity,
-                target,
-                total,
-                rapport_e2e::identity_committed_records,
-                rapport_e2e::identity_resumed_records,
-            )
+            rapport_e2e::kill_identity_when_committed(&mut crashy.identity, target, total)
         } else {
-            rapport_e2e::kill_when_committed(
-                &mut crashy.projector,
-                target,
-                total,
-                |projector| rapport_e2e::committed_records(projector, live),
-                |projector| rapport_e2e::resumed_records(projector, live),
-            )
+            rapport_e2e::kill_projector_when_committed(&mut crashy.projector, live, target, total)
         };
         let who = if kill % 2 == 0 {
             "identity"

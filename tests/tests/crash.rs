@@ -97,30 +97,13 @@ fn a_projector_killed_at_twenty_points_of_a_live_stream_ends_identical() {
 
     let total = 200_000;
     let batches = stream(total);
-    let sender = {
-        let url = pipeline.ingest_url();
-        std::thread::spawn(move || {
-            for batch in batches {
-                let (status, answer) = rapport_e2e::post_json(
-                    &format!("{url}/v1/events"),
-                    &json!({ "events": batch }),
-                );
-                assert_eq!(status, 202, "{answer}");
-            }
-        })
-    };
+    let sender = rapport_e2e::send_in_background(&pipeline.ingest_url(), batches, Duration::ZERO);
     // Each event is one customer record; the kills follow the crashy
     // projector through the whole stream while it applies it.
     let kills: Vec<rapport_e2e::Kill> = spread_targets(&mut random, 0, total as i64, 20)
         .into_iter()
         .map(|target| {
-            rapport_e2e::kill_when_committed(
-                &mut crashy,
-                target,
-                total as i64,
-                |projector| rapport_e2e::committed_records(projector, live),
-                |projector| rapport_e2e::resumed_records(projector, live),
-            )
+            rapport_e2e::kill_projector_when_committed(&mut crashy, live, target, total as i64)
         })
         .collect();
     report(&kills);
@@ -174,12 +157,11 @@ fn a_rebuild_killed_at_twenty_points_still_equals_the_live_version() {
     let kills: Vec<rapport_e2e::Kill> = spread_targets(&mut random, 0, last_target, 20)
         .into_iter()
         .map(|target| {
-            rapport_e2e::kill_when_committed(
+            rapport_e2e::kill_projector_when_committed(
                 &mut pipeline.projector,
+                rebuild,
                 target,
                 total,
-                |projector| rapport_e2e::committed_records(projector, rebuild),
-                |projector| rapport_e2e::resumed_records(projector, rebuild),
             )
         })
         .collect();
