@@ -185,7 +185,33 @@ fn events_of_every_type_appear_in_the_customer_view() {
     assert_eq!(status, 200);
     assert_eq!(timeline["items"].as_array().unwrap().len(), 5);
     assert_eq!(timeline["items"][0]["type"], "points.redeemed");
-    assert!(timeline["next_before"].is_string());
+    // Page after page, five at a time, back to the first event: every
+    // event once, newest first.
+    let mut types: Vec<Value> = Vec::new();
+    let mut page = timeline;
+    loop {
+        types.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["type"].clone()),
+        );
+        let Some(cursor) = page["next_before"].as_str() else {
+            break;
+        };
+        let (status, next) = pipeline.get(&format!(
+            "/v1/customers/c-every/timeline?limit=5&before={cursor}"
+        ));
+        assert_eq!(status, 200, "{next}");
+        page = next;
+    }
+    let sent: Vec<Value> = events
+        .iter()
+        .rev()
+        .map(|event| event["type"].clone())
+        .collect();
+    assert_eq!(types, sent);
 }
 
 #[test]
