@@ -3,7 +3,7 @@
 # in-memory storage and runs the benchmark driver against it. Prints
 # throughput and latency percentiles; never fails on a slow machine.
 #
-#   RAPPORT_BENCH_EVENTS (100000; the README's figures use 1000000 and
+#   RAPPORT_BENCH_EVENTS (100000; docs/performance.md's figures use 1000000 and
 #   5000000, about 4 and 15 minutes on a 2-core machine),
 #   RAPPORT_BENCH_CUSTOMERS (events / 20), RAPPORT_BENCH_CLIENTS (4),
 #   RAPPORT_BENCH_QUERIES per client (2000),

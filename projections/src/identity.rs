@@ -3,7 +3,7 @@
 //!
 //! The graph lives in the identity service's store; this module only reads it
 //! through [`GraphView`] and answers with a [`Resolution`] that says, as data,
-//! what to write and what to publish. Rules (also in the README):
+//! what to write and what to publish. Rules (also in docs/identity.md):
 //!
 //! * the storefront's `customer_id` is canonical and never merged into anything;
 //! * an identifier seen for the first time joins the profile the event

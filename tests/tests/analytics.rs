@@ -51,7 +51,7 @@ fn score_of(value: &Value) -> u8 {
     score as u8
 }
 
-/// The segment slug the README's RFM grid gives an (R, FM) cell.
+/// The segment slug the documented RFM grid (docs/analytics.md) gives an (R, FM) cell.
 fn documented_segment(r: u8, fm: u8) -> &'static str {
     match (r, fm) {
         (5, 4..=5) => "champions",

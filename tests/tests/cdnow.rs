@@ -166,7 +166,7 @@ fn the_cdnow_sample_fits_as_published_and_scores_as_lifetimes_does() {
             1e-5,
         );
         // At risk exactly when P(alive) is below the default 0.5; the
-        // one-time buyer is judged by the gap rule instead (see the README).
+        // one-time buyer is judged by the gap rule instead (see docs/analytics.md).
         if customer != 2357 {
             assert_eq!(churn["at_risk"], p_alive < 0.5, "{customer}: {churn}");
         }

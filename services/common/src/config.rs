@@ -21,7 +21,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub projector: ProjectorConfig,
     /// Thresholds of the customer analytics (RFM, churn, CLV, lifecycle,
-    /// value tiers, loyalty); see the README.
+    /// value tiers, loyalty); see docs/analytics.md.
     pub analytics: rapport_projections::analytics::config::AnalyticsConfig,
 }
 
@@ -98,7 +98,7 @@ pub struct IdentityConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// How long a record waits for possibly earlier records on other raw
-    /// partitions before it is resolved; see README, "Reading order".
+    /// partitions before it is resolved; see docs/identity.md.
     pub reorder_grace_ms: u64,
     /// Most raw events resolved per committed batch.
     pub max_batch: usize,

@@ -16,8 +16,8 @@ use rapport_projector::versions::{META, Versions};
 /// The folding thread allocates and frees many small values per record
 /// (decoded records, deltas, timeline entries) and frees each batch after
 /// the commit thread read it; with glibc's malloc that was a fifth of a
-/// rebuild's CPU, and more in a long-running process. See the README's
-/// benchmark section for what mimalloc changed.
+/// rebuild's CPU, and more in a long-running process (measured with
+/// `make bench`, see docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

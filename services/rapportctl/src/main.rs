@@ -1140,7 +1140,7 @@ fn dead_letters(
                     topic: letter.source_topic.clone(),
                     key: letter.key.clone(),
                     payload: letter.payload.clone(),
-                    // A retry is received now; see the README on record times.
+                    // A retry is received now; see docs/operating.md on record times.
                     timestamp_ms: Some(rapport_common::now_ms()),
                     headers: vec![(
                         rapport_common::kafka::RETRY_HEADER.to_owned(),
