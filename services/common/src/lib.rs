@@ -2,6 +2,7 @@
 //! RocksDB storage and its key scheme, metrics, HTTP errors and logging.
 
 pub mod config;
+pub mod digest;
 pub mod http;
 pub mod kafka;
 pub mod keys;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use rapport_common::digest::Digest;
 use rapport_common::store::Entry;
 use rapport_common::{Result, keys};
 use serde::Serialize;
@@ -20,38 +21,6 @@ pub const GRAPH_TAGS: [u8; 4] = [
 
 /// How many differing keys a comparison lists.
 pub const MAX_DIFFERENCES: usize = 10;
-
-/// 64-bit FNV-1a, a stable and dependency-free digest.
-#[derive(Debug, Clone, Copy)]
-pub struct Digest(u64);
-
-impl Default for Digest {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Digest {
-    fn bytes(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    /// Adds one entry; lengths go first so that no two entry lists digest
-    /// the same bytes.
-    pub fn entry(&mut self, key: &[u8], value: &[u8]) {
-        self.bytes(&(key.len() as u64).to_be_bytes());
-        self.bytes(key);
-        self.bytes(&(value.len() as u64).to_be_bytes());
-        self.bytes(value);
-    }
-
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
-}
 
 /// One side of a comparison.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -13,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use rapport_common::digest::{Digest, stable_hash};
 use rapport_common::http::{ApiError, FieldError};
 use rapport_common::metrics::Registry;
 use rapport_common::store::Store;
@@ -557,14 +558,6 @@ struct VerifyParams {
     other: String,
 }
 
-/// 64-bit FNV-1a: a stable, dependency-free digest for comparing states.
-fn fnv1a(hash: &mut u64, bytes: &[u8]) {
-    for byte in bytes {
-        *hash ^= u64::from(*byte);
-        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-}
-
 /// A stored value as `verify` compares it: as today's release would write
 /// it, so that a version built before a value format changed equals its
 /// rebuild. Only timeline values have had two formats; a value that does
@@ -624,20 +617,19 @@ async fn verify(
                     if key[0] == keys::OFFSET {
                         offsets[index].insert(key.to_vec(), value.to_vec());
                     } else {
-                        let mut hash = 0xcbf2_9ce4_8422_2325;
-                        fnv1a(&mut hash, &comparable_value(key, value));
+                        let hash = stable_hash(&comparable_value(key, value));
                         entries[index].insert(key.to_vec(), hash);
                     }
                 },
             )?;
             let checksum = |map: &std::collections::BTreeMap<Vec<u8>, u64>| {
-                let mut hash = 0xcbf2_9ce4_8422_2325;
+                let mut digest = Digest::default();
                 for (key, value) in map {
-                    fnv1a(&mut hash, &(key.len() as u64).to_be_bytes());
-                    fnv1a(&mut hash, key);
-                    fnv1a(&mut hash, &value.to_be_bytes());
+                    digest.bytes(&(key.len() as u64).to_be_bytes());
+                    digest.bytes(key);
+                    digest.bytes(&value.to_be_bytes());
                 }
-                format!("{hash:016x}")
+                digest.hex()
             };
             let differing: Vec<String> = entries[0]
                 .iter()

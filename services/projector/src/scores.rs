@@ -25,6 +25,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use rapport_common::digest::stable_hash;
 use rapport_common::metrics::{Gauge, Registry};
 use rapport_common::{Result, keys};
 use rapport_projections::analytics::bg_nbd::{BgNbdFit, Cohort, fit_bg_nbd};
@@ -279,18 +280,11 @@ pub struct Board {
     fits: VecDeque<(FitKey, Fits)>,
 }
 
-/// 64-bit FNV-1a, stable across processes (unlike the std hasher).
-fn stable_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// The buyers the models are fitted on: everyone up to [`MAX_FIT_SAMPLE`],
 /// else those with the lowest hashes of their ids. In a fixed order, so the
 /// fit does not depend on how a hash map happened to iterate.
 fn fit_sample(summaries: &mut [(&str, RepeatSummary)]) -> Vec<RepeatSummary> {
-    summaries.sort_unstable_by_key(|(id, _)| (stable_hash(id), *id));
+    summaries.sort_unstable_by_key(|(id, _)| (stable_hash(id.as_bytes()), *id));
     summaries
         .iter()
         .take(MAX_FIT_SAMPLE)
