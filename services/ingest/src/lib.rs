@@ -301,6 +301,8 @@ fn invalid(details: Vec<FieldError>) -> ApiError {
         details.iter().filter_map(|detail| detail.index).collect();
     let message = if events.is_empty() {
         "the request is invalid; nothing was accepted".to_owned()
+    } else if events.len() == 1 {
+        "1 of the events is invalid; nothing was accepted".to_owned()
     } else {
         format!(
             "{} of the events are invalid; nothing was accepted",
