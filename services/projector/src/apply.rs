@@ -14,7 +14,6 @@ use rapport_common::kafka::{Fetching, Outgoing, Refused, produce_all};
 use rapport_common::metrics::{Counter, Gauge, Registry};
 use rapport_common::status::WorkerStatus;
 
-use crate::versions::StartFrom;
 use rapport_common::store::{Durability, PackedWrites, Sealed, Staged, Store};
 use rapport_common::{Result, keys, merge};
 use rapport_projections::customer_view::{self, EffectOf, ProfileState};
@@ -22,6 +21,8 @@ use rapport_proto::v1 as proto;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+
+use crate::position::{Bounds, Positions, StartFrom, TimeWindow, encode_watermark};
 
 /// The column family of the unified customer view, version 1.
 pub const CUSTOMER_VIEW: &str = "customer_view.v1";
@@ -36,52 +37,6 @@ pub struct Consumed {
     pub payload: Vec<u8>,
     /// Set on a record re-submitted from the dead letters: which letter.
     pub retry_of: Option<String>,
-}
-
-/// Where a projection stands: the last applied offset per partition and,
-/// per (partition, raw partition), the last applied source position.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Positions {
-    pub offsets: BTreeMap<i32, i64>,
-    pub watermarks: BTreeMap<(i32, i32), (i64, u32)>,
-}
-
-fn decode_offset(bytes: &[u8]) -> Option<i64> {
-    Some(i64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
-}
-
-fn encode_watermark(offset: i64, index: u32) -> Vec<u8> {
-    let mut bytes = offset.to_be_bytes().to_vec();
-    bytes.extend_from_slice(&index.to_be_bytes());
-    bytes
-}
-
-fn decode_watermark(bytes: &[u8]) -> Option<(i64, u32)> {
-    Some((
-        decode_offset(bytes)?,
-        u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?),
-    ))
-}
-
-impl Positions {
-    /// Reads the stored positions of a projection.
-    pub fn load(store: &Store, family: &str) -> Result<Self> {
-        let mut positions = Positions::default();
-        for (key, value) in store.scan_prefix(family, &[keys::OFFSET], usize::MAX)? {
-            if let (Ok(partition), Some(offset)) =
-                (keys::decode_offset(&key), decode_offset(&value))
-            {
-                positions.offsets.insert(partition, offset);
-            }
-        }
-        for (key, value) in store.scan_prefix(family, &[keys::WATERMARK], usize::MAX)? {
-            if let (Ok(pair), Some(mark)) = (keys::decode_watermark(&key), decode_watermark(&value))
-            {
-                positions.watermarks.insert(pair, mark);
-            }
-        }
-        Ok(positions)
-    }
 }
 
 /// Counters of one projection.
@@ -293,29 +248,6 @@ impl Changes {
         if let Some(pending) = self.0.lock().expect("changes lock").as_mut() {
             pending.extend(profiles);
         }
-    }
-}
-
-/// What part of the log a version holds.
-#[derive(Debug, Clone)]
-pub struct Bounds {
-    pub from: StartFrom,
-    /// Hold only records received at or before this instant.
-    pub until_ms: Option<i64>,
-}
-
-/// The receive times a version folds; records outside only advance its
-/// offsets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TimeWindow {
-    pub not_before_ms: Option<i64>,
-    pub not_after_ms: Option<i64>,
-}
-
-impl TimeWindow {
-    pub fn holds(&self, timestamp_ms: i64) -> bool {
-        self.not_before_ms.is_none_or(|start| timestamp_ms >= start)
-            && self.not_after_ms.is_none_or(|end| timestamp_ms <= end)
     }
 }
 

@@ -2,7 +2,11 @@
 //! ([`apply`]) and answers queries over them ([`query`]).
 
 pub mod apply;
+pub mod position;
 pub mod query;
+mod read;
+mod request;
+pub mod router;
 pub mod scores;
 mod scores_http;
 pub mod seek;
@@ -21,10 +25,10 @@ mod tests {
     use serde_json::Value;
     use tower::ServiceExt;
 
-    use crate::apply::{
-        ApplyMetrics, CUSTOMER_VIEW, Consumed, DeadLetters, Positions, apply_batch,
-    };
-    use crate::query::{QueryState, router};
+    use crate::apply::{ApplyMetrics, CUSTOMER_VIEW, Consumed, DeadLetters, apply_batch};
+    use crate::position::Positions;
+    use crate::query::QueryState;
+    use crate::router::router;
     use rapport_common::config::TopicNames;
     use rapport_common::kafka::Outgoing;
 
@@ -110,7 +114,7 @@ mod tests {
             &consumed,
             &mut Positions::default(),
             &metrics,
-            crate::apply::TimeWindow::default(),
+            crate::position::TimeWindow::default(),
             DeadLetters {
                 topics: &TopicNames::default(),
                 publish: &mut |_: &[Outgoing]| panic!("no dead letters expected"),

@@ -10,7 +10,8 @@ use clap::Parser;
 use rapport_common::config::{CommonArgs, override_with};
 use rapport_common::metrics::Registry;
 use rapport_common::store::{Merging, Store, Tuning};
-use rapport_projector::query::{QueryState, router};
+use rapport_projector::query::QueryState;
+use rapport_projector::router::router;
 use rapport_projector::versions::{META, Versions};
 
 /// The folding thread allocates and frees many small values per record

@@ -1,23 +1,21 @@
-//! The query API over the projections.
-//!
-//! A person is read as the merge of their root profile and every profile
-//! absorbed into it (see `ProfileState::merge`), so a merge never has to move
-//! data between partitions.
+//! The query API's handlers over the projections: customers, timelines,
+//! identifier conflicts, and the admin endpoints (status, versions,
+//! replays, verification). The routes are in [`crate::router`], people are
+//! read through [`crate::read`].
 
-use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use rapport_common::digest::{Digest, stable_hash};
 use rapport_common::http::{ApiError, FieldError};
 use rapport_common::metrics::Registry;
-use rapport_common::store::Store;
 
+use crate::read::{Person, View, person_of};
+use crate::request::{bad_query, invalid_field, not_found};
 use crate::versions::Versions;
 use rapport_common::{Result, keys};
 use rapport_projections::analytics::config::AnalyticsConfig;
@@ -46,14 +44,6 @@ impl QueryState {
     }
 }
 
-/// The projection version one request reads.
-pub(crate) struct View<'a> {
-    pub(crate) store: &'a Store,
-    pub(crate) family: String,
-    /// The version's name (the live one when the request named none).
-    pub(crate) version: String,
-}
-
 impl QueryState {
     pub(crate) fn view(&self, version: Option<&str>) -> Result<View<'_>, ApiError> {
         let family = self
@@ -66,103 +56,6 @@ impl QueryState {
             version: version.map_or_else(|| self.versions.live(), str::to_owned),
         })
     }
-}
-
-/// The query HTTP API.
-pub fn router(state: Arc<QueryState>) -> Router {
-    Router::new()
-        .route("/v1/customers", get(find_customer))
-        .route("/v1/customers/{customer_id}", get(get_customer))
-        .route("/v1/customers/{customer_id}/timeline", get(get_timeline))
-        .route(
-            "/v1/customers/{customer_id}/scores",
-            get(crate::scores_http::customer_scores),
-        )
-        .route("/v1/models/bgnbd", get(crate::scores_http::bg_nbd_model))
-        .route(
-            "/v1/models/gamma-gamma",
-            get(crate::scores_http::gamma_gamma_model),
-        )
-        .route("/v1/segments", get(crate::scores_http::segment_counts))
-        .route(
-            "/v1/segments/{kind}/{name}/customers",
-            get(crate::scores_http::segment_members),
-        )
-        .route("/v1/identity/conflicts", get(list_conflicts))
-        .route("/v1/admin/status", get(admin_status))
-        .route("/v1/admin/replays", axum::routing::post(create_replay))
-        .route("/v1/admin/versions", get(list_versions))
-        .route(
-            "/v1/admin/versions/{version}/switch",
-            axum::routing::post(switch_version),
-        )
-        .route(
-            "/v1/admin/versions/{version}",
-            axum::routing::delete(drop_version),
-        )
-        .route("/v1/admin/verify", get(verify))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-fn load_profile(state: &View<'_>, id: &str) -> Result<Option<ProfileState>> {
-    match state.store.get(&state.family, &keys::profile(id))? {
-        Some(bytes) => Ok(Some(ProfileState::decode(&bytes)?)),
-        None => Ok(None),
-    }
-}
-
-/// One person: the root profile id and every profile that belongs to them.
-pub(crate) struct Person {
-    pub(crate) root: String,
-    pub(crate) members: Vec<(String, ProfileState)>,
-}
-
-/// Follows merges from `id` to the person it belongs to now, then gathers
-/// every profile absorbed into that person.
-pub(crate) fn person_of(state: &View<'_>, id: &str) -> Result<Option<Person>> {
-    let Some(mut current) = load_profile(state, id)? else {
-        return Ok(None);
-    };
-    let mut root = id.to_owned();
-    let mut chain = vec![(root.clone(), current.clone())];
-    // Bounded: merge chains are short, and a cycle would be a bug.
-    for _ in 0..64 {
-        let Some(next) = current.merged_into.clone() else {
-            break;
-        };
-        root = next;
-        match load_profile(state, &root)? {
-            Some(profile) => {
-                current = profile;
-                chain.push((root.clone(), current.clone()));
-            }
-            // The survivor's partition has not caught up yet.
-            None => break,
-        }
-    }
-    let mut members = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut queue: VecDeque<(String, ProfileState)> = chain.into_iter().rev().collect();
-    while let Some((member_id, profile)) = queue.pop_front() {
-        if !seen.insert(member_id.clone()) {
-            continue;
-        }
-        for absorbed in &profile.absorbed {
-            if !seen.contains(absorbed)
-                && let Some(absorbed_profile) = load_profile(state, absorbed)?
-            {
-                queue.push_back((absorbed.clone(), absorbed_profile));
-            }
-        }
-        members.push((member_id, profile));
-    }
-    Ok(Some(Person { root, members }))
-}
-
-pub(crate) fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no customer {id}"))
 }
 
 fn document(person: &Person) -> CustomerDocument {
@@ -179,7 +72,7 @@ fn document(person: &Person) -> CustomerDocument {
     CustomerDocument::render(&person.root, &merged, merged_ids)
 }
 
-async fn get_customer(
+pub(crate) async fn get_customer(
     State(state): State<Arc<QueryState>>,
     Path(customer_id): Path<String>,
     params: Result<Query<VersionParams>, QueryRejection>,
@@ -192,7 +85,7 @@ async fn get_customer(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LookupParams {
+pub(crate) struct LookupParams {
     version: Option<String>,
     customer_id: Option<String>,
     email: Option<String>,
@@ -200,15 +93,7 @@ struct LookupParams {
     anonymous_id: Option<String>,
 }
 
-/// Turns a query-string rejection into a 400 that says what is accepted.
-pub(crate) fn bad_query(rejection: QueryRejection, usage: &str) -> ApiError {
-    ApiError::Invalid {
-        message: format!("{}; {usage}", rejection.body_text()),
-        details: vec![],
-    }
-}
-
-async fn find_customer(
+pub(crate) async fn find_customer(
     State(state): State<Arc<QueryState>>,
     params: Result<Query<LookupParams>, QueryRejection>,
 ) -> Result<Json<CustomerDocument>, ApiError> {
@@ -255,14 +140,14 @@ async fn find_customer(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TimelineParams {
+pub(crate) struct TimelineParams {
     version: Option<String>,
     limit: Option<usize>,
     before: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-struct TimelineItem {
+pub(crate) struct TimelineItem {
     occurred_at: String,
     event_id: String,
     #[serde(rename = "type")]
@@ -274,7 +159,7 @@ struct TimelineItem {
 }
 
 #[derive(Debug, Serialize)]
-struct TimelinePage {
+pub(crate) struct TimelinePage {
     customer_id: String,
     items: Vec<TimelineItem>,
     /// Pass as `before=` to get the next, older page; absent on the last page.
@@ -290,7 +175,7 @@ fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     Some((at.parse().ok()?, event_id.to_owned()))
 }
 
-async fn get_timeline(
+pub(crate) async fn get_timeline(
     State(state): State<Arc<QueryState>>,
     Path(customer_id): Path<String>,
     params: Result<Query<TimelineParams>, QueryRejection>,
@@ -374,7 +259,7 @@ async fn get_timeline(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ConflictParams {
+pub(crate) struct ConflictParams {
     version: Option<String>,
     limit: Option<usize>,
 }
@@ -382,12 +267,12 @@ struct ConflictParams {
 /// `?version=` names a projection version; without it the live one is read.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VersionParams {
+pub(crate) struct VersionParams {
     version: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-struct ConflictItem {
+pub(crate) struct ConflictItem {
     recorded_at: String,
     identifier: String,
     owner: String,
@@ -395,7 +280,7 @@ struct ConflictItem {
     cause_event_id: String,
 }
 
-async fn list_conflicts(
+pub(crate) async fn list_conflicts(
     State(state): State<Arc<QueryState>>,
     params: Result<Query<ConflictParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -422,15 +307,15 @@ async fn list_conflicts(
     Ok(Json(serde_json::json!({ "conflicts": conflicts })))
 }
 
-async fn admin_status(State(state): State<Arc<QueryState>>) -> Json<serde_json::Value> {
+pub(crate) async fn admin_status(State(state): State<Arc<QueryState>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "service": "projector", "projections": state.versions.reports() }))
 }
 
-async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
 }
 
-async fn metrics(State(state): State<Arc<QueryState>>) -> Response {
+pub(crate) async fn metrics(State(state): State<Arc<QueryState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.registry.render(),
@@ -440,7 +325,7 @@ async fn metrics(State(state): State<Arc<QueryState>>) -> Response {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReplayRequest {
+pub(crate) struct ReplayRequest {
     /// Only `customer_view` today.
     projection: String,
     version: Option<String>,
@@ -453,18 +338,7 @@ struct ReplayRequest {
     source_topic: Option<String>,
 }
 
-pub(crate) fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Invalid {
-        message: format!("bad {field}"),
-        details: vec![FieldError {
-            index: None,
-            field: field.to_owned(),
-            message: message.into(),
-        }],
-    }
-}
-
-async fn create_replay(
+pub(crate) async fn create_replay(
     State(state): State<Arc<QueryState>>,
     request: Result<Json<ReplayRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
@@ -478,7 +352,7 @@ async fn create_replay(
             format!("must be {}", crate::versions::PROJECTION),
         ));
     }
-    let from = crate::versions::StartFrom::parse(request.from.as_deref().unwrap_or("beginning"))
+    let from = crate::position::StartFrom::parse(request.from.as_deref().unwrap_or("beginning"))
         .map_err(|message| invalid_field("from", message))?;
     let until_ms = match request.until.as_deref() {
         None => None,
@@ -508,20 +382,20 @@ async fn create_replay(
     ))
 }
 
-async fn list_versions(State(state): State<Arc<QueryState>>) -> Json<serde_json::Value> {
+pub(crate) async fn list_versions(State(state): State<Arc<QueryState>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "live": state.versions.live(), "versions": state.versions.reports() }))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SwitchParams {
+pub(crate) struct SwitchParams {
     /// Required to make live a version that reads another topic than the
     /// customer topic: it keeps reading that topic.
     #[serde(default)]
     follow_other_topic: bool,
 }
 
-async fn switch_version(
+pub(crate) async fn switch_version(
     State(state): State<Arc<QueryState>>,
     Path(version): Path<String>,
     params: Result<Query<SwitchParams>, QueryRejection>,
@@ -537,7 +411,7 @@ async fn switch_version(
     ))
 }
 
-async fn drop_version(
+pub(crate) async fn drop_version(
     State(state): State<Arc<QueryState>>,
     Path(version): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -552,7 +426,7 @@ async fn drop_version(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VerifyParams {
+pub(crate) struct VerifyParams {
     /// The two versions to compare; default the live one and `other`.
     live: Option<String>,
     other: String,
@@ -577,7 +451,7 @@ fn comparable_value<'a>(key: &[u8], value: &'a [u8]) -> std::borrow::Cow<'a, [u8
 /// Compares two versions from one snapshot: their consumed offsets, a
 /// checksum of their state (profiles, timelines, index, conflicts and source
 /// watermarks) and the first keys that differ.
-async fn verify(
+pub(crate) async fn verify(
     State(state): State<Arc<QueryState>>,
     params: Result<Query<VerifyParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {

@@ -41,7 +41,7 @@ use rapport_projections::analytics::value_tier::ValueTier;
 use rapport_projections::customer_view::ProfileState;
 
 use crate::apply::Changes;
-use crate::query::{View, person_of};
+use crate::read::{View, person_of};
 
 /// Models are refitted once this share of the population changed since the fit…
 pub const REFIT_AFTER_SHARE: f64 = 0.01;

@@ -17,7 +17,9 @@ use rapport_projections::time::{format_day, parse_day, utc_day};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::query::{QueryState, View, bad_query, invalid_field, not_found, person_of};
+use crate::query::QueryState;
+use crate::read::{View, person_of};
+use crate::request::{bad_query, invalid_field, not_found};
 use crate::scores::{FitKey, SegmentKind};
 
 /// Today (UTC), the default `as_of`. Reading the clock is fine here: this

@@ -39,8 +39,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::apply::Positions;
-use crate::versions::StartFrom;
+use crate::position::{Positions, StartFrom};
 
 /// A record as the search sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

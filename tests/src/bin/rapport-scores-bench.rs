@@ -17,10 +17,10 @@ use rapport_common::config::TopicNames;
 use rapport_common::kafka::Outgoing;
 use rapport_common::metrics::Registry;
 use rapport_common::store::Store;
-use rapport_projector::apply::{
-    ApplyMetrics, Consumed, DeadLetters, Positions, TimeWindow, apply_batch,
-};
-use rapport_projector::query::{QueryState, router};
+use rapport_projector::apply::{ApplyMetrics, Consumed, DeadLetters, apply_batch};
+use rapport_projector::position::{Positions, TimeWindow};
+use rapport_projector::query::QueryState;
+use rapport_projector::router::router;
 use rapport_projector::versions::{FIRST_VERSION, Versions, family_of};
 use rapport_proto::v1::{self as proto, customer_record::Body};
 
