@@ -992,6 +992,17 @@ mod tests {
                 )
                 .unwrap();
         }
+        // Flushes run in the background: wait until none is pending.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while store.int_property("created", "rocksdb.num-immutable-mem-table") > 0
+            || store.int_property("created", "rocksdb.mem-table-flush-pending") > 0
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "flushes never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let files = store.int_property("created", "rocksdb.num-files-at-level0");
         assert!(
             files >= 4,
