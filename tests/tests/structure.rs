@@ -1,7 +1,7 @@
 //! The modules of each crate form a tree: no two modules use each other,
-//! directly or around a circle. A module "uses" a sibling when its code
-//! (comments and its `#[cfg(test)]` part left out) names `crate::sibling`
-//! or `super::sibling`.
+//! directly or around a circle. A module "uses" a sibling when its code or
+//! its doc comments (plain comments and its `#[cfg(test)]` part left out)
+//! name `crate::sibling` or `super::sibling`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -47,10 +47,12 @@ fn uses(directory: &Path) -> BTreeMap<String, BTreeSet<String>> {
     for (module, source) in &sources {
         let code = source.split("#[cfg(test)]").next().unwrap_or_default();
         let mut used = BTreeSet::new();
-        for line in code
-            .lines()
-            .filter(|line| !line.trim_start().starts_with("//"))
-        {
+        // Doc comments count (an intra-doc link is a use); plain comments do not.
+        let plain_comment = |line: &str| {
+            let line = line.trim_start();
+            line.starts_with("//") && !line.starts_with("///") && !line.starts_with("//!")
+        };
+        for line in code.lines().filter(|line| !plain_comment(line)) {
             for prefix in ["crate::", "super::"] {
                 for (at, _) in line.match_indices(prefix) {
                     let name: String = line[at + prefix.len()..]

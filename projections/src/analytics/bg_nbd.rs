@@ -87,7 +87,7 @@ impl BgNbdParameters {
 
     /// P(alive at `as_of` | x, t_x, T), eq. 11. A customer with no repeat
     /// purchase cannot have dropped out yet under BG/NBD, so this is 1 for
-    /// them; see [`super::churn`] for how one-time buyers are judged instead.
+    /// them; the churn rules judge one-time buyers another way.
     pub fn probability_alive(&self, customer: &RepeatSummary) -> f64 {
         if customer.repeat_occasions == 0 {
             return 1.0;

@@ -70,7 +70,7 @@ impl Default for BgNbdConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ClvConfig {
     pub horizon_days: i64,
-    /// Applied per 30-day month; see [`super::gamma_gamma::customer_lifetime_value`].
+    /// Applied per 30-day month, as the CLV in `gamma_gamma` describes.
     pub monthly_discount_rate: f64,
 }
 

@@ -17,9 +17,8 @@
 //!   `ProfileState::append`, which is associative and gives byte-for-byte
 //!   the state a record-by-record fold would.
 //!
-//! The operator is registered on every column family a
-//! [`crate::store::Store`] opens or creates, so every reader of a store sees
-//! combined values.
+//! The store registers the operator on every column family it opens or
+//! creates, so every reader of a store sees combined values.
 
 use prost::Message as _;
 use rapport_projections::customer_view::{self, ProfileState};

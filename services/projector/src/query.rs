@@ -1,7 +1,7 @@
 //! The query API's handlers over the projections: customers, timelines,
 //! identifier conflicts, and the admin endpoints (status, versions,
-//! replays, verification). The routes are in [`crate::router`], people are
-//! read through [`crate::read`].
+//! replays, verification). The routes are declared in the router module;
+//! people are read through the `read` module.
 
 use std::sync::Arc;
 
