@@ -620,6 +620,7 @@ fn kill_dash_nine_mid_stream_changes_nothing() {
     // Sixteen kills at even points of the stream, identity and projector in
     // turn; each customer record comes from one raw event.
     let live = rapport_e2e::FIRST_LIVE_PROJECTION;
+    let (mut identity_kills, mut projector_kills) = (Vec::new(), Vec::new());
     for kill in 1..=16 {
         let target = total * kill / 17;
         let outcome = if kill % 2 == 0 {
@@ -633,6 +634,28 @@ fn kill_dash_nine_mid_stream_changes_nothing() {
             "projector"
         };
         println!("kill {kill} ({who}): {outcome:?}");
+        if kill % 2 == 0 {
+            identity_kills.push(outcome);
+        } else {
+            projector_kills.push(outcome);
+        }
+    }
+    // A state on disk never goes back, and restarts after the first few
+    // resume from one flushed part-way rather than from nothing.
+    for (who, kills) in [
+        ("identity", &identity_kills),
+        ("projector", &projector_kills),
+    ] {
+        for pair in kills.windows(2) {
+            assert!(
+                pair[1].resumed >= pair[0].resumed,
+                "{who}'s state on disk went back: {kills:?}"
+            );
+        }
+        assert!(
+            kills.last().is_some_and(|kill| kill.resumed > 0),
+            "{who} never resumed from a state flushed part-way: {kills:?}"
+        );
     }
     sender.join().expect("the sender");
     steady.wait_until_caught_up(Duration::from_secs(180));

@@ -55,8 +55,10 @@ fn spread_targets(random: &mut Random, from: i64, total: i64, kills: usize) -> V
         .collect()
 }
 
-/// Prints what the kills found and asserts that some of them lost
-/// committed work that was not flushed yet, so that recovery refolded it.
+/// Prints what the kills found and asserts that the state on disk never
+/// went back, that most restarts resumed from a state flushed part-way,
+/// and that some kills lost committed work not flushed yet, so that
+/// recovery refolded it.
 fn report(kills: &[rapport_e2e::Kill]) {
     for (index, kill) in kills.iter().enumerate() {
         println!(
@@ -72,6 +74,14 @@ fn report(kills: &[rapport_e2e::Kill]) {
             pair[1].resumed
         );
     }
+    // An early kill can come before the first flush and resume from
+    // nothing; most must resume from a state flushed part-way.
+    let part_way = kills.iter().filter(|kill| kill.resumed > 0).count();
+    assert!(
+        part_way * 4 >= kills.len() * 3,
+        "only {part_way} of {} restarts resumed from a state flushed part-way: {kills:?}",
+        kills.len()
+    );
     let refolded = kills
         .iter()
         .filter(|kill| kill.resumed < kill.committed)
