@@ -275,7 +275,7 @@ impl Topics {
 pub fn kafka() -> KafkaConfig {
     KafkaConfig {
         brokers: brokers(),
-        properties: BTreeMap::new(),
+        ..KafkaConfig::default()
     }
 }
 

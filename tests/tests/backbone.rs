@@ -779,13 +779,21 @@ fn the_ordered_reader_loses_nothing_when_it_pauses_a_partition() {
     let (consumer, _) =
         rapport_common::kafka::assigning_consumer(&kafka, "rapport-e2e-reader", true)
             .expect("consumer");
-    let mut reader = OrderedReader::new(consumer, &topic, 2, &[None, None], Duration::ZERO, None)
-        .expect("reader")
-        .with_buffering(Buffering {
-            pause_above: 10,
-            resume_below: 5,
-            polls_per_fill: 7,
-        });
+    let mut reader = OrderedReader::new(
+        consumer,
+        &topic,
+        2,
+        &[None, None],
+        Duration::ZERO,
+        None,
+        rapport_common::broker::BrokerKind::Tansu,
+    )
+    .expect("reader")
+    .with_buffering(Buffering {
+        pause_above: 10,
+        resume_below: 5,
+        polls_per_fill: 7,
+    });
     let mut delivered = Vec::new();
     let deadline = std::time::Instant::now() + PATIENCE;
     while delivered.len() < RECORDS as usize + 1 && std::time::Instant::now() < deadline {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use prost::Message as _;
+use rapport_common::broker::BrokerKind;
 use rapport_e2e::{Pipeline, event, produce_raw};
 use rapport_proto::v1 as proto;
 use serde_json::{Value, json};
@@ -80,6 +81,89 @@ fn status_shows_every_partition_caught_up() {
             .is_some_and(|header| header.ends_with("to compact")),
         "{table}"
     );
+}
+
+/// `/metrics` holds a latency histogram per route, the freshness of what
+/// the live projection applies, and its lag per partition.
+#[test]
+fn metrics_show_route_latency_freshness_and_lag() {
+    let pipeline = Pipeline::start("metrics");
+    let live = format!("projection=\"{}\"", rapport_e2e::FIRST_LIVE_PROJECTION);
+    // Freshness counts only what a worker applies at the end of the log.
+    rapport_e2e::wait_for("the live worker to reach the end", PATIENCE, || {
+        rapport_e2e::metric_value(
+            &pipeline.projector.metrics(),
+            "rapport_projector_catching_up",
+            &live,
+        ) == Some(0)
+    });
+    let events: Vec<Value> = (0..40)
+        .map(|index| {
+            event(
+                "web.page_viewed",
+                "2026-11-01T10:00:00Z",
+                json!({"customer_id": format!("c-{index}")}),
+                json!({"url": "/"}),
+            )
+        })
+        .collect();
+    pipeline.send_ok(&events);
+    pipeline.wait_until_caught_up(PATIENCE);
+    for _ in 0..3 {
+        let (status, _) = pipeline.get("/v1/customers/c-1");
+        assert_eq!(status, 200);
+    }
+
+    let projector = pipeline.projector.metrics();
+    let reads = rapport_e2e::metric_sum(
+        &projector,
+        "rapport_http_request_duration_seconds_count",
+        "service=\"projector\",method=\"GET\",route=\"/v1/customers/{customer_id}\",status=\"200\"",
+    );
+    assert_eq!(
+        reads, 3,
+        "one observation per read, under the declared route"
+    );
+    let fresh = rapport_e2e::metric_sum(
+        &projector,
+        "rapport_projector_freshness_seconds_count",
+        &live,
+    );
+    assert_eq!(
+        fresh, 40,
+        "each record applied at the end of the log is timed once"
+    );
+    let ingest = pipeline.ingest.as_ref().expect("ingest").metrics();
+    assert!(
+        rapport_e2e::metric_sum(
+            &ingest,
+            "rapport_http_request_duration_seconds_count",
+            "service=\"ingest\",method=\"POST\",route=\"/v1/events\"",
+        ) >= 1,
+        "{ingest}"
+    );
+    assert!(
+        ingest.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+
+    // The fetch statistics that give the ends arrive once a second.
+    rapport_e2e::wait_for("the lag to read zero on every partition", PATIENCE, || {
+        let text = pipeline.projector.metrics();
+        let partitions = text
+            .lines()
+            .filter(|line| {
+                line.starts_with("rapport_projector_lag_records{") && line.contains(&live)
+            })
+            .count();
+        partitions == 4
+            && rapport_e2e::metric_value(&text, "rapport_projector_lag_records", &live) == Some(0)
+            && rapport_e2e::metric_value(
+                &pipeline.identity.metrics(),
+                "rapport_identity_lag_records",
+                "",
+            ) == Some(0)
+    });
 }
 
 #[test]
@@ -285,12 +369,9 @@ fn a_bounded_replay_holds_exactly_what_was_received_by_then() {
 
 /// The records of every partition of `topic`: (offset, timestamp).
 fn offsets_and_times(topic: &str) -> std::collections::BTreeMap<i32, Vec<(i64, i64)>> {
-    let kafka = rapport_common::config::KafkaConfig {
-        brokers: rapport_e2e::brokers(),
-        properties: Default::default(),
-    };
+    let kafka = rapport_e2e::kafka();
     let mut by_partition: std::collections::BTreeMap<i32, Vec<(i64, i64)>> = Default::default();
-    for record in rapport_common::kafka::read_to_end(&kafka, topic, PATIENCE).expect("read") {
+    for record in rapport_common::broker::read_to_end(&kafka, topic, PATIENCE).expect("read") {
         by_partition
             .entry(record.partition)
             .or_default()
@@ -401,10 +482,7 @@ fn the_seek_finds_the_first_record_at_or_after_a_time_on_the_broker() {
     };
     let topics = rapport_e2e::Topics::unique("seek");
     rapport_e2e::create_topics(&[(&topics.customer, 2, rapport_e2e::Role::Customer)]);
-    let kafka = rapport_common::config::KafkaConfig {
-        brokers: rapport_e2e::brokers(),
-        properties: Default::default(),
-    };
+    let kafka = rapport_e2e::kafka();
     let (producer, _) = rapport_common::kafka::producer(
         &kafka,
         "rapport-e2e",
@@ -460,6 +538,7 @@ fn the_seek_finds_the_first_record_at_or_after_a_time_on_the_broker() {
                 partition,
                 exact(at_ms),
                 ask_broker,
+                BrokerKind::Tansu,
             )
             .expect("seek")
             .expect("records");
@@ -476,7 +555,8 @@ fn the_seek_finds_the_first_record_at_or_after_a_time_on_the_broker() {
             assert!(start.reads <= 20, "{start:?}");
         }
         // A wrong answer (tansu's offset 0 for "none that late") is caught.
-        let mut log = KafkaPartition::new(&consumer, &topics.customer, partition);
+        let mut log =
+            KafkaPartition::new(&consumer, &topics.customer, partition, BrokerKind::Tansu);
         let span = log.span().expect("span").expect("records");
         assert_eq!((span.low, span.end), (0, 25_000));
         let start =
@@ -484,8 +564,15 @@ fn the_seek_finds_the_first_record_at_or_after_a_time_on_the_broker() {
         assert_eq!(start.offset, truth(at_ms), "at {at_ms}, told 0: {start:?}");
     }
     assert_eq!(
-        find_start_on_broker(&consumer, &topics.customer, empty, exact(base_ms), true)
-            .expect("seek"),
+        find_start_on_broker(
+            &consumer,
+            &topics.customer,
+            empty,
+            exact(base_ms),
+            true,
+            BrokerKind::Tansu
+        )
+        .expect("seek"),
         None,
         "a partition without records has nothing to seek"
     );

@@ -271,7 +271,7 @@ fn a_projector_restarted_at_the_end_of_an_idle_log_switches_to_the_steady_wait()
     // brings neither records nor an end of partition.
     topics.create_overriding(2, 2, &[("retention.ms", "-1")]);
     let mut pipeline = Pipeline::start_on(topics, true);
-    // More than a producer batch per partition (see `kafka::fetch_start`).
+    // More than a producer batch per partition (see `BrokerKind::fetch_start`).
     for chunk in 0..50 {
         let events: Vec<_> = (0..500)
             .map(|id| page_view(&format!("c-{}", chunk * 500 + id), "/"))
@@ -360,7 +360,7 @@ fn a_restarted_broker_still_holds_the_whole_log_and_a_replay_equals_live() {
 /// made here the way they were made in `make run`: SQLite storage with
 /// retention.ms = -1 deletes every record when the broker starts. A
 /// restarted projector starts fetching up to a batch before its position
-/// (see `kafka::fetch_start`), so the first record after the restart comes
+/// (see `BrokerKind::fetch_start`), so the first record after the restart comes
 /// back thousands of times; it must be folded once, and none of its
 /// copies may even reach the fold.
 #[test]

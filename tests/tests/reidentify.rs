@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prost::Message as _;
-use rapport_common::config::KafkaConfig;
 use rapport_e2e::{Pipeline, event, get_json, post_json};
 use rapport_proto::v1::{self as proto, customer_record::Body};
 use serde_json::{Value, json};
@@ -110,21 +109,14 @@ fn round(number: usize) -> Vec<Value> {
     events
 }
 
-fn kafka() -> KafkaConfig {
-    KafkaConfig {
-        brokers: rapport_e2e::brokers(),
-        properties: BTreeMap::new(),
-    }
-}
-
 /// A record as the comparison sees it: key, payload, timestamp.
 type Record = (Vec<u8>, Vec<u8>, i64);
 
 /// Every record of a customer topic per partition, in offset order.
 fn customer_records(topic: &str) -> BTreeMap<i32, Vec<Record>> {
     let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-    for record in
-        rapport_common::kafka::read_to_end(&kafka(), topic, PATIENCE).expect("read the topic")
+    for record in rapport_common::broker::read_to_end(&rapport_e2e::kafka(), topic, PATIENCE)
+        .expect("read the topic")
     {
         by_partition.entry(record.partition).or_default().push((
             record.key,
@@ -146,7 +138,12 @@ fn checksum_lines(output: &str) -> Vec<String> {
 
 #[test]
 fn a_reidentified_graph_and_customer_topic_equal_the_live_ones_while_traffic_goes_on() {
-    let mut pipeline = Pipeline::start("reidentify");
+    // The live graph orders records across raw partitions with a reorder
+    // grace, the version by their stamps alone: they agree when no record
+    // reaches the broker later than the grace after ingest stamped it. A
+    // busy 2-core machine can take longer than the 200 ms default.
+    let mut pipeline =
+        Pipeline::start_configured("reidentify", "[identity]\nreorder_grace_ms = 2000\n");
     for number in 0..4 {
         pipeline.send_ok(&round(number));
     }
@@ -268,13 +265,14 @@ fn a_reidentified_graph_and_customer_topic_equal_the_live_ones_while_traffic_goe
     // The version, its baseline and its state survive a crash of identity,
     // and comparing again gives the same checksums.
     pipeline.identity.restart();
-    let table = pipeline.rapportctl(&["status"]);
-    assert!(
-        table
+    // The version's worker reports its partitions once it has read its
+    // stored offsets, a moment after the service answers.
+    rapport_e2e::wait_for("status to list the version again", PATIENCE, || {
+        pipeline
+            .rapportctl(&["status"])
             .lines()
-            .any(|line| line.contains("identity") && line.contains("r2")),
-        "{table}"
-    );
+            .any(|line| line.contains("identity") && line.contains("r2"))
+    });
     let again = pipeline.rapportctl(&["reidentify", "--compare", "r2"]);
     assert_eq!(checksum_lines(&again), first_checksums, "{again}");
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::broker::BrokerKind;
 use crate::{Error, Result};
 
 /// The whole configuration file.
@@ -33,6 +34,10 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties (security.protocol, sasl.*, …), applied to
     /// every client after Rapport's own settings.
     pub properties: BTreeMap<String, String>,
+    /// Which implementation the brokers run, `"kafka"` or `"tansu"` (the
+    /// local broker): what it takes to read every offset once, in order
+    /// (see `crate::broker` and docs/broker.md).
+    pub broker_kind: BrokerKind,
 }
 
 impl Default for KafkaConfig {
@@ -40,6 +45,7 @@ impl Default for KafkaConfig {
         Self {
             brokers: "127.0.0.1:9092".to_owned(),
             properties: BTreeMap::new(),
+            broker_kind: BrokerKind::default(),
         }
     }
 }
@@ -184,6 +190,11 @@ pub struct CommonArgs {
     /// Kafka bootstrap servers, host:port[,host:port…]. Default 127.0.0.1:9092.
     #[arg(long, env = "RAPPORT_BROKERS")]
     pub brokers: Option<String>,
+    /// What the brokers run: `kafka` (Apache Kafka or a faithful managed
+    /// service) or `tansu` (the local broker, the default). Against tansu
+    /// the readers work around its quirks (docs/broker.md).
+    #[arg(long, env = "RAPPORT_BROKER_KIND", value_enum)]
+    pub broker_kind: Option<BrokerKind>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "RAPPORT_LOG_JSON")]
     pub log_json: bool,
@@ -196,6 +207,7 @@ impl CommonArgs {
         if let Some(brokers) = &self.brokers {
             config.kafka.brokers = brokers.clone();
         }
+        override_with(&mut config.kafka.broker_kind, self.broker_kind);
         if config.kafka.brokers.trim().is_empty() {
             return Err(Error::Config(
                 "kafka.brokers must name at least one broker".to_owned(),
@@ -290,5 +302,17 @@ mod tests {
         let error = Config::parse("[projector]\nmax_bacth = 10\n").unwrap_err();
         assert!(error.contains("max_bacth"), "{error}");
         assert!(Config::parse("[nope]\n").is_err());
+    }
+
+    #[test]
+    fn the_broker_kind_is_read_and_a_wrong_one_is_named() {
+        assert_eq!(Config::default().kafka.broker_kind, BrokerKind::Tansu);
+        let config = Config::parse("[kafka]\nbroker_kind = \"kafka\"\n").unwrap();
+        assert_eq!(config.kafka.broker_kind, BrokerKind::Kafka);
+        let error = Config::parse("[kafka]\nbroker_kind = \"redpanda\"\n").unwrap_err();
+        assert!(
+            error.contains("broker_kind") || error.contains("redpanda"),
+            "{error}"
+        );
     }
 }

@@ -202,23 +202,10 @@ pub fn client_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
     config
 }
 
-/// The most records our producers put in one record batch.
+/// The most records our producers put in one record batch, and so the
+/// furthest a reader rewinds against tansu (see
+/// [`crate::broker::BrokerKind::fetch_start`]).
 pub const MAX_RECORDS_PER_BATCH: i64 = 10_000;
-
-/// Where to start fetching so that the record at `next` is delivered.
-///
-/// tansu 0.6 answers a fetch at an offset inside a record batch with the
-/// batches that start at or after it, silently skipping the rest of the
-/// batch that holds the offset (Kafka returns the whole batch and the client
-/// drops what precedes the offset). So consumers start up to one batch
-/// earlier and drop records before `next` themselves; that is correct on
-/// both brokers and costs at most one batch per partition on a restart (or
-/// when identity's reader resumes a partition it paused). librdkafka itself
-/// fetches again from inside a batch after a pause, so every resume must
-/// seek here first.
-pub fn fetch_start(next: i64) -> rdkafka::Offset {
-    rdkafka::Offset::Offset((next - MAX_RECORDS_PER_BATCH).max(0))
-}
 
 /// An idempotent, `acks=all` producer. `delivery_timeout` bounds how long a
 /// record may wait for the broker; `None` retries until it is delivered,
@@ -619,61 +606,4 @@ pub fn assign<C: ConsumerContext>(
         context: format!("assigning {topic}"),
         source,
     })
-}
-
-/// A consumed record, owned.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp_ms: i64,
-    pub key: Vec<u8>,
-    pub payload: Vec<u8>,
-}
-
-/// Reads every record of `topic` from the beginning until each partition
-/// reports its end, in partition then offset order. For operator tools on
-/// small topics (dead letters), not for the data path.
-pub fn read_to_end(kafka: &KafkaConfig, topic: &str, patience: Duration) -> Result<Vec<Record>> {
-    use rdkafka::message::Message as _;
-    let (consumer, _) = assigning_consumer(kafka, "rapport-read", true)?;
-    let partitions = partition_count(&consumer, topic, Duration::from_secs(10))?;
-    let starts: Vec<(i32, rdkafka::Offset)> = (0..partitions)
-        .map(|partition| (partition, rdkafka::Offset::Beginning))
-        .collect();
-    assign(&consumer, topic, &starts)?;
-    let mut at_end = std::collections::BTreeSet::new();
-    let mut records = Vec::new();
-    let deadline = std::time::Instant::now() + patience;
-    while (at_end.len() as i32) < partitions {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::Config(format!(
-                "could not read {topic} to its end within {patience:?}"
-            )));
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                at_end.remove(&message.partition());
-                records.push(Record {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
-                    key: message.key().unwrap_or_default().to_vec(),
-                    payload: message.payload().unwrap_or_default().to_vec(),
-                });
-            }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                at_end.insert(partition);
-            }
-            Some(Err(source)) => {
-                return Err(Error::Kafka {
-                    context: format!("reading {topic}"),
-                    source,
-                });
-            }
-            None => {}
-        }
-    }
-    records.sort_by_key(|record| (record.partition, record.offset));
-    Ok(records)
 }

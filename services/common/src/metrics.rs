@@ -1,128 +1,178 @@
-//! A small Prometheus registry: counters and gauges keyed by name and labels,
-//! rendered in the text exposition format at `/metrics`.
+//! The services' Prometheus metrics: counters, gauges and histograms keyed
+//! by name and labels, on the `prometheus-client` crate, served in the
+//! OpenMetrics text format at `/metrics`.
 //!
-//! Hot paths hold an `Arc<AtomicU64>` obtained once, so updating a metric is
-//! one atomic add; the lock is only taken to register or render.
+//! A service asks the [`Registry`] for a series once (by name, help and
+//! labels) and keeps the handle: updating it is an atomic operation, and
+//! asking again for the same name and labels returns the same series.
+//! Counter names end in `_total`, as they appear in the exposition.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter as CounterSeries;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge as GaugeSeries;
+use prometheus_client::metrics::histogram::{Histogram as HistogramSeries, exponential_buckets};
+
+type Labels = Vec<(String, String)>;
+
+/// The content type of the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Bucket bounds of a histogram family, in its unit.
+#[derive(Clone)]
+struct Buckets(Vec<f64>);
+
+impl MetricConstructor<HistogramSeries> for Buckets {
+    fn new_metric(&self) -> HistogramSeries {
+        HistogramSeries::new(self.0.iter().copied())
+    }
 }
 
-struct Family {
-    help: &'static str,
-    kind: Kind,
-    series: BTreeMap<String, Arc<AtomicU64>>,
+#[derive(Default)]
+struct Families {
+    registry: prometheus_client::registry::Registry,
+    counters: HashMap<&'static str, Family<Labels, CounterSeries>>,
+    gauges: HashMap<&'static str, Family<Labels, GaugeSeries>>,
+    histograms: HashMap<&'static str, Family<Labels, HistogramSeries, Buckets>>,
 }
 
 /// A process-wide set of metrics.
 #[derive(Clone, Default)]
 pub struct Registry {
-    families: Arc<Mutex<BTreeMap<&'static str, Family>>>,
+    families: Arc<Mutex<Families>>,
 }
 
 /// A monotonically increasing count.
 #[derive(Clone)]
-pub struct Counter(Arc<AtomicU64>);
+pub struct Counter(CounterSeries);
 
 impl Counter {
     pub fn increment(&self, by: u64) {
-        self.0.fetch_add(by, Ordering::Relaxed);
+        self.0.inc_by(by);
     }
+
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-/// A value that goes up and down (stored as `i64`).
+/// A value that goes up and down.
 #[derive(Clone)]
-pub struct Gauge(Arc<AtomicU64>);
+pub struct Gauge(GaugeSeries);
 
 impl Gauge {
     pub fn set(&self, value: i64) {
-        self.0.store(value as u64, Ordering::Relaxed);
+        self.0.set(value);
     }
+
     pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed) as i64
+        self.0.get()
     }
 }
 
-fn label_text(labels: &[(&str, &str)]) -> String {
-    if labels.is_empty() {
-        return String::new();
+/// A distribution of observations (latencies, ages), in buckets, so that a
+/// percentile can be read in Prometheus with `histogram_quantile`.
+#[derive(Clone)]
+pub struct Histogram(HistogramSeries);
+
+impl Histogram {
+    pub fn observe(&self, value: f64) {
+        self.0.observe(value);
     }
-    let parts: Vec<String> = labels
+}
+
+/// Buckets for durations in seconds: 100 µs doubling up to about 52 s.
+pub fn seconds_buckets() -> Vec<f64> {
+    exponential_buckets(0.000_1, 2.0, 20).collect()
+}
+
+/// `help` without its final full stop, which the encoder adds.
+fn sentence(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
+}
+
+fn label_set(labels: &[(&str, &str)]) -> Labels {
+    labels
         .iter()
-        .map(|(name, value)| {
-            format!(
-                "{name}=\"{}\"",
-                value
-                    .replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n")
-            )
-        })
-        .collect();
-    format!("{{{}}}", parts.join(","))
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
 }
 
 impl Registry {
-    fn series(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        kind: Kind,
-        labels: &[(&str, &str)],
-    ) -> Arc<AtomicU64> {
-        let mut families = self.families.lock().expect("metrics lock");
-        let family = families.entry(name).or_insert_with(|| Family {
-            help,
-            kind,
-            series: BTreeMap::new(),
-        });
-        family.series.entry(label_text(labels)).or_default().clone()
-    }
-
+    /// The counter `name` (ending in `_total`) with `labels`.
     pub fn counter(
         &self,
         name: &'static str,
         help: &'static str,
         labels: &[(&str, &str)],
     ) -> Counter {
-        Counter(self.series(name, help, Kind::Counter, labels))
+        let mut families = self.families.lock().expect("metrics lock");
+        let Families {
+            registry, counters, ..
+        } = &mut *families;
+        let family = counters.entry(name).or_insert_with(|| {
+            let family = Family::default();
+            // The encoder adds the suffix back.
+            let stem = name.strip_suffix("_total").unwrap_or(name);
+            registry.register(stem, sentence(help), family.clone());
+            family
+        });
+        Counter(family.get_or_create_owned(&label_set(labels)))
     }
 
+    /// The gauge `name` with `labels`.
     pub fn gauge(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Gauge {
-        Gauge(self.series(name, help, Kind::Gauge, labels))
+        let mut families = self.families.lock().expect("metrics lock");
+        let Families {
+            registry, gauges, ..
+        } = &mut *families;
+        let family = gauges.entry(name).or_insert_with(|| {
+            let family = Family::default();
+            registry.register(name, sentence(help), family.clone());
+            family
+        });
+        Gauge(family.get_or_create_owned(&label_set(labels)))
     }
 
-    /// The Prometheus text exposition of every registered series.
+    /// The histogram `name` with `labels`; `buckets` (upper bounds, rising)
+    /// are taken the first time the name is asked for.
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        buckets: impl FnOnce() -> Vec<f64>,
+        labels: &[(&str, &str)],
+    ) -> Histogram {
+        let mut families = self.families.lock().expect("metrics lock");
+        let Families {
+            registry,
+            histograms,
+            ..
+        } = &mut *families;
+        let family = histograms.entry(name).or_insert_with(|| {
+            let family = Family::new_with_constructor(Buckets(buckets()));
+            registry.register(name, sentence(help), family.clone());
+            family
+        });
+        Histogram(family.get_or_create_owned(&label_set(labels)))
+    }
+
+    /// The OpenMetrics text exposition of every registered series.
     pub fn render(&self) -> String {
         let families = self.families.lock().expect("metrics lock");
         let mut text = String::new();
-        for (name, family) in families.iter() {
-            let kind = if family.kind == Kind::Counter {
-                "counter"
-            } else {
-                "gauge"
-            };
-            let _ = writeln!(text, "# HELP {name} {}\n# TYPE {name} {kind}", family.help);
-            for (labels, value) in &family.series {
-                let raw = value.load(Ordering::Relaxed);
-                match family.kind {
-                    Kind::Counter => writeln!(text, "{name}{labels} {raw}"),
-                    Kind::Gauge => writeln!(text, "{name}{labels} {}", raw as i64),
-                }
-                .expect("writing to a String");
-            }
-        }
+        prometheus_client::encoding::text::encode(&mut text, &families.registry)
+            .expect("writing to a String");
         text
+    }
+
+    /// The answer of a `/metrics` route.
+    pub fn response(&self) -> Response {
+        ([(header::CONTENT_TYPE, CONTENT_TYPE)], self.render()).into_response()
     }
 }
 
@@ -142,16 +192,60 @@ mod tests {
             .increment(3);
         registry.gauge("rapport_lag", "Lag.", &[]).set(-2);
         let text = registry.render();
-        assert!(text.contains("# TYPE rapport_events_total counter"));
-        assert!(text.contains("rapport_events_total{type=\"order.\\\"placed\\\"\"} 3"));
-        assert!(text.contains("rapport_lag -2"));
+        assert!(text.contains("# TYPE rapport_events counter"), "{text}");
+        assert!(
+            text.contains("# HELP rapport_events Events seen.\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rapport_events_total{type=\"order.\\\"placed\\\"\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("rapport_lag -2"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[test]
     fn the_same_series_is_shared() {
         let registry = Registry::default();
-        registry.counter("c", "h", &[("a", "b")]).increment(1);
-        registry.counter("c", "h", &[("a", "b")]).increment(1);
-        assert_eq!(registry.counter("c", "h", &[("a", "b")]).get(), 2);
+        registry.counter("c_total", "h", &[("a", "b")]).increment(1);
+        registry.counter("c_total", "h", &[("a", "b")]).increment(1);
+        assert_eq!(registry.counter("c_total", "h", &[("a", "b")]).get(), 2);
+        assert_eq!(registry.counter("c_total", "h", &[("a", "c")]).get(), 0);
+    }
+
+    #[test]
+    fn a_histogram_counts_each_observation_into_its_buckets() {
+        let registry = Registry::default();
+        let latency = registry.histogram(
+            "rapport_request_duration_seconds",
+            "Request latency.",
+            seconds_buckets,
+            &[("route", "/v1/events")],
+        );
+        for seconds in [0.000_05, 0.003, 0.003, 2.0] {
+            latency.observe(seconds);
+        }
+        let text = registry.render();
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|line| line.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+                .to_owned()
+        };
+        assert!(line("rapport_request_duration_seconds_count").ends_with(" 4"));
+        assert!(
+            line("rapport_request_duration_seconds_bucket{le=\"0.0001\",route=\"/v1/events\"}")
+                .ends_with(" 1")
+        );
+        assert!(
+            line("rapport_request_duration_seconds_bucket{le=\"0.0032\",route=\"/v1/events\"}")
+                .ends_with(" 3"),
+            "{text}"
+        );
+        assert!(
+            line("rapport_request_duration_seconds_bucket{le=\"+Inf\",route=\"/v1/events\"}")
+                .ends_with(" 4")
+        );
     }
 }

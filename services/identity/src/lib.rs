@@ -233,6 +233,17 @@ impl IdentityMetrics {
         )
     }
 
+    /// Raw records of a partition not resolved yet, by the end the
+    /// consumer's fetches last reported.
+    pub fn lag_records(&self, partition: i32) -> Gauge {
+        let partition = partition.to_string();
+        self.registry.gauge(
+            "rapport_identity_lag_records",
+            "Raw-topic records of each partition not resolved yet, by the partition end the consumer's fetches last reported (librdkafka statistics, once a second).",
+            &[("partition", &partition)],
+        )
+    }
+
     /// Set once, when the resolver starts: the last committed raw offset of
     /// a partition found in the store.
     pub fn resumed_offset(&self, partition: i32) -> Gauge {
@@ -431,7 +442,7 @@ pub fn run_resolver(
     let topics = &resolver.topics;
     let (consumer, health) =
         rapport_common::kafka::assigning_consumer(&config.kafka, &resolver.client_id, true)?;
-    status.attach_consumer(health);
+    status.attach_consumer(health.clone());
     let partitions = rapport_common::kafka::wait_for_partitions(
         &consumer,
         &topics.raw,
@@ -460,11 +471,23 @@ pub fn run_resolver(
         &applied,
         Duration::from_millis(config.identity.reorder_grace_ms),
         resolver.bounds.as_deref(),
+        config.kafka.broker_kind,
     )?;
     let (mut producer, _) =
         rapport_common::kafka::producer(&config.kafka, &resolver.client_id, None, 100_000)?;
 
+    let mut next_offsets: BTreeMap<i32, i64> = (0..partitions)
+        .map(|partition| {
+            let applied = applied.get(partition as usize).copied().flatten();
+            (partition, applied.map_or(0, |offset| offset + 1))
+        })
+        .collect();
     while !stop.load(Ordering::Relaxed) {
+        for (partition, next) in &next_offsets {
+            if let Some((end, _)) = health.log_end_reported(&topics.raw, *partition) {
+                metrics.lag_records(*partition).set((end - next).max(0));
+            }
+        }
         if resolver.bounds.is_some() && reader.finished() {
             tracing::info!(family = %resolver.family, "resolver reached its bounds");
             return Ok(Stopped::ReachedBounds);
@@ -506,6 +529,7 @@ pub fn run_resolver(
         staged.commit()?;
         for (partition, offset) in &last_offsets {
             metrics.applied_offset(*partition).set(*offset);
+            next_offsets.insert(*partition, offset + 1);
         }
         status.record_batch(&last_offsets, batch.len() as u64);
         metrics.produced.increment(output.records.len() as u64);

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
-use axum::http::header;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Parser;
 use rapport_common::config::{CommonArgs, override_with};
@@ -77,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
             .name("identity-resolve".into())
             .spawn(move || run(&config, &store, stop, metrics, status))?
     };
+    let measured = registry.clone();
     let app = router(Arc::new(AdminState {
         versions: versions.clone(),
         store: store.clone(),
@@ -86,16 +85,8 @@ async fn main() -> anyhow::Result<()> {
         "/healthz",
         get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
     )
-    .route(
-        "/metrics",
-        get(move || async move {
-            (
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                registry.render(),
-            )
-                .into_response()
-        }),
-    );
+    .route("/metrics", get(move || async move { registry.response() }));
+    let app = rapport_common::http::with_request_metrics(app, &measured, "identity");
     let listener = tokio::net::TcpListener::bind(config.identity.listen)
         .await
         .with_context(|| format!("binding {}", config.identity.listen))?;

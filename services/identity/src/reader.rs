@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use rapport_common::broker::{Admission, BrokerKind, OffsetGate, end_reached_as_of};
 use rapport_common::kafka::HealthContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -45,10 +46,8 @@ struct PartitionBuffer {
     /// The consumer reported the end of the partition after the last record
     /// we buffered: nothing more was there at that moment.
     at_end: bool,
-    /// The next offset to buffer, once known.
-    next_offset: Option<i64>,
     /// Unix ms as of which the broker's reported end (in the client's
-    /// statistics) was `next_offset`: the end of the partition without
+    /// statistics) was the next offset to buffer: the end of the partition without
     /// the consumer's end-of-partition event, which can be lost (a pause
     /// and resume drops it, and it is not sent again at the same offset).
     end_reported_as_of_ms: Option<i64>,
@@ -92,9 +91,10 @@ pub type Bounds = [Option<i64>];
 
 pub struct OrderedReader {
     consumer: BaseConsumer<HealthContext>,
-    /// Per partition, the first offset to deliver; a rewound fetch returns
-    /// earlier records too (see `kafka::fetch_start`).
-    first_wanted: Vec<i64>,
+    /// Which records of each partition to take: from the first offset
+    /// wanted, each once (see `rapport_common::broker`).
+    gate: OffsetGate,
+    broker: BrokerKind,
     topic: String,
     buffers: Vec<PartitionBuffer>,
     grace_ms: i64,
@@ -126,6 +126,7 @@ impl OrderedReader {
     /// Assigns all `partitions` of `topic`, each starting after its entry in
     /// `applied` (or at the beginning). With `bounds`, each partition stops
     /// after its bound (see [`Bounds`]) and the grace period is not used.
+    /// `broker` says what the brokers run (see `rapport_common::broker`).
     pub fn new(
         consumer: BaseConsumer<HealthContext>,
         topic: &str,
@@ -133,14 +134,18 @@ impl OrderedReader {
         applied: &[Option<i64>],
         grace: Duration,
         bounds: Option<&Bounds>,
+        broker: BrokerKind,
     ) -> rapport_common::Result<Self> {
         let applied_of = |partition: i32| applied.get(partition as usize).copied().flatten();
+        let mut gate = OffsetGate::default();
+        for partition in 0..partitions {
+            if let Some(offset) = applied_of(partition) {
+                gate.start_at(partition, offset + 1);
+            }
+        }
         let buffers: Vec<PartitionBuffer> = (0..partitions)
             .map(|partition| match bounds {
-                None => PartitionBuffer {
-                    next_offset: applied_of(partition).map(|offset| offset + 1),
-                    ..PartitionBuffer::default()
-                },
+                None => PartitionBuffer::default(),
                 Some(bounds) => {
                     let bound = bounds.get(partition as usize).copied().flatten();
                     let ended = match (bound, applied_of(partition)) {
@@ -160,7 +165,7 @@ impl OrderedReader {
         let starts: Vec<(i32, Offset)> = (0..partitions)
             .filter(|partition| !buffers[*partition as usize].ended)
             .map(|partition| match applied_of(partition) {
-                Some(offset) => (partition, rapport_common::kafka::fetch_start(offset + 1)),
+                Some(offset) => (partition, broker.fetch_start(offset + 1)),
                 None => (partition, Offset::Beginning),
             })
             .collect();
@@ -169,9 +174,8 @@ impl OrderedReader {
         }
         Ok(Self {
             consumer,
-            first_wanted: (0..partitions)
-                .map(|partition| applied_of(partition).map_or(0, |offset| offset + 1))
-                .collect(),
+            gate,
+            broker,
             topic: topic.to_owned(),
             buffers,
             grace_ms: grace.as_millis() as i64,
@@ -217,27 +221,20 @@ impl OrderedReader {
             };
             timeout = Duration::ZERO;
             match result {
-                Ok(message)
-                    if self
-                        .first_wanted
-                        .get(message.partition() as usize)
-                        .is_some_and(|first| message.offset() < *first) => {}
                 Ok(message) => {
                     let partition = message.partition();
                     let Some(buffer) = self.buffers.get_mut(partition as usize) else {
                         continue;
                     };
                     let offset = message.offset();
-                    // Kafka never delivers an offset twice; tansu 0.6 does
-                    // where the log has a gap (see the projector's
-                    // `Poller::last_taken`). Identity would drop the copies
-                    // by event id, but their offsets are not theirs.
-                    if buffer.ended || buffer.next_offset.is_some_and(|next| offset < next) {
+                    // A record before the start of a rewound fetch, or one
+                    // delivered again (identity would drop the copies by
+                    // event id, but their offsets are not theirs).
+                    if buffer.ended || self.gate.admit(partition, offset) != Admission::Take {
                         continue;
                     }
                     buffer.at_end = false;
                     buffer.end_reported_as_of_ms = None;
-                    buffer.next_offset = Some(offset + 1);
                     if buffer.bound.is_none_or(|bound| offset <= bound) {
                         buffer.queue.push_back(RawRecord {
                             partition,
@@ -273,12 +270,10 @@ impl OrderedReader {
             if buffer.bounded() || !buffer.queue.is_empty() || buffer.at_end {
                 continue;
             }
-            buffer.end_reported_as_of_ms = buffer.next_offset.and_then(|next| {
-                let (end, reported_at_ms) =
-                    health.log_end_reported(&self.topic, partition as i32)?;
-                (end == next)
-                    .then_some(reported_at_ms - 2 * rapport_common::kafka::STATISTICS_INTERVAL_MS)
-            });
+            buffer.end_reported_as_of_ms = self
+                .gate
+                .next(partition as i32)
+                .and_then(|next| end_reached_as_of(health, &self.topic, partition as i32, next));
         }
     }
 
@@ -306,7 +301,7 @@ impl OrderedReader {
     /// as it comes again. librdkafka would resume after the last record
     /// this reader took, which can be inside a record batch, and tansu
     /// answers a fetch there without the rest of that batch (see
-    /// `kafka::fetch_start`): those records would be skipped without a
+    /// `BrokerKind::fetch_start`): those records would be skipped without a
     /// trace, or, if it was the partition's last batch, the reader would
     /// wait for them for good.
     fn apply_backpressure(&mut self) {
@@ -346,18 +341,22 @@ impl OrderedReader {
 
     /// Points a paused partition's fetch at a producer batch before the
     /// next record it wants (see [`OrderedReader::apply_backpressure`]).
+    /// Against Kafka librdkafka's own resume is right, and nothing is done.
     fn rewind(&mut self, partition: i32) -> rdkafka::error::KafkaResult<()> {
-        let Some(next) = self.buffers[partition as usize].next_offset else {
+        if !self.broker.seeks_before_resume() {
+            return Ok(());
+        }
+        let Some(next) = self.gate.next(partition) else {
             // Nothing taken yet: the fetch still starts where it was assigned.
             return Ok(());
         };
         self.consumer.seek(
             &self.topic,
             partition,
-            rapport_common::kafka::fetch_start(next),
+            self.broker.fetch_start(next),
             Duration::from_secs(10),
         )?;
-        self.first_wanted[partition as usize] = next;
+        self.gate.start_at(partition, next);
         Ok(())
     }
 }

@@ -261,11 +261,13 @@ impl<S: EventSink> Ingest<S> {
 
 /// The ingest HTTP API.
 pub fn router<S: EventSink>(ingest: Arc<Ingest<S>>) -> Router {
-    Router::new()
+    let registry = ingest.registry.clone();
+    let routes = Router::new()
         .route("/v1/events", post(post_events::<S>))
         .route("/healthz", get(healthz::<S>))
         .route("/metrics", get(metrics::<S>))
-        .with_state(ingest)
+        .with_state(ingest);
+    rapport_common::http::with_request_metrics(routes, &registry, "ingest")
 }
 
 enum BodyKind {
@@ -485,11 +487,7 @@ async fn healthz<S: EventSink>(State(ingest): State<Arc<Ingest<S>>>) -> Response
 }
 
 async fn metrics<S: EventSink>(State(ingest): State<Arc<Ingest<S>>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        ingest.registry.render(),
-    )
-        .into_response()
+    ingest.registry.response()
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! ([`apply`]) and answers queries over them ([`query`]).
 
 pub mod apply;
+pub mod changes;
+mod error;
 pub mod position;
 pub mod query;
 mod read;
@@ -11,6 +13,8 @@ pub mod scores;
 mod scores_http;
 pub mod seek;
 pub mod versions;
+
+pub use error::{Error, Result};
 
 #[cfg(test)]
 mod tests {
@@ -235,6 +239,33 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = get(&app, "/v1/customers/x/timeline?limit=0").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+        let response = app
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let text = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8(text.to_vec()).unwrap();
+        assert!(
+            text.contains("rapport_http_request_duration_seconds_count{service=\"projector\",method=\"GET\",route=\"/v1/customers/{customer_id}\",status=\"404\"} 1"),
+            "{text}"
+        );
+
+        // Versions: a missing one is 404, dropping the live one a clash.
+        let (status, body) = get(&app, "/v1/customers/x?version=v9").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let answer = |request: Request<Body>| {
+            let app = app.clone();
+            async move { app.oneshot(request).await.unwrap().status() }
+        };
+        let switch = Request::post("/v1/admin/versions/v9/switch").body(Body::empty());
+        assert_eq!(answer(switch.unwrap()).await, StatusCode::NOT_FOUND);
+        let drop_live = Request::delete("/v1/admin/versions/v1").body(Body::empty());
+        assert_eq!(answer(drop_live.unwrap()).await, StatusCode::CONFLICT);
+        let drop_missing = Request::delete("/v1/admin/versions/v9").body(Body::empty());
+        assert_eq!(answer(drop_missing.unwrap()).await, StatusCode::NOT_FOUND);
     }
 
     /// Thirty customers with purchase histories, applied through the real

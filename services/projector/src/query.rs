@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rapport_common::digest::{Digest, stable_hash};
 use rapport_common::http::{ApiError, FieldError};
@@ -46,10 +46,7 @@ impl QueryState {
 
 impl QueryState {
     pub(crate) fn view(&self, version: Option<&str>) -> Result<View<'_>, ApiError> {
-        let family = self
-            .versions
-            .family_for(version)
-            .map_err(ApiError::NotFound)?;
+        let family = self.versions.family_for(version)?;
         Ok(View {
             store: self.versions.store(),
             family,
@@ -316,11 +313,7 @@ pub(crate) async fn healthz() -> Response {
 }
 
 pub(crate) async fn metrics(State(state): State<Arc<QueryState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.registry.render(),
-    )
-        .into_response()
+    state.registry.response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,8 +364,7 @@ pub(crate) async fn create_replay(
         versions.create(request.version, from, until_ms, request.source_topic)
     })
     .await
-    .map_err(|error| ApiError::Internal(error.to_string()))?
-    .map_err(|refusal| invalid_field(refusal.field, refusal.message))?;
+    .map_err(|error| ApiError::Internal(error.to_string()))??;
     let topic = state.versions.topic_of(&spec.version);
     Ok((
         StatusCode::CREATED,
@@ -402,10 +394,7 @@ pub(crate) async fn switch_version(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(params) = params
         .map_err(|rejection| bad_query(rejection, "use follow_other_topic=true or nothing"))?;
-    state
-        .versions
-        .switch(&version, params.follow_other_topic)
-        .map_err(|message| invalid_field("version", message))?;
+    state.versions.switch(&version, params.follow_other_topic)?;
     Ok(Json(
         serde_json::json!({ "live": version, "topic": state.versions.topic_of(&version) }),
     ))
@@ -419,8 +408,7 @@ pub(crate) async fn drop_version(
     let name = version.clone();
     tokio::task::spawn_blocking(move || versions.drop_version(&name))
         .await
-        .map_err(|error| ApiError::Internal(error.to_string()))?
-        .map_err(|message| invalid_field("version", message))?;
+        .map_err(|error| ApiError::Internal(error.to_string()))??;
     Ok(Json(serde_json::json!({ "dropped": version })))
 }
 
@@ -458,14 +446,8 @@ pub(crate) async fn verify(
     let Query(params) =
         params.map_err(|rejection| bad_query(rejection, "use other= and optionally live="))?;
     let left_version = params.live.unwrap_or_else(|| state.versions.live());
-    let left = state
-        .versions
-        .family_for(Some(&left_version))
-        .map_err(ApiError::NotFound)?;
-    let right = state
-        .versions
-        .family_for(Some(&params.other))
-        .map_err(ApiError::NotFound)?;
+    let left = state.versions.family_for(Some(&left_version))?;
+    let right = state.versions.family_for(Some(&params.other))?;
     let topics = [
         state.versions.topic_of(&left_version),
         state.versions.topic_of(&params.other),

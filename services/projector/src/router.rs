@@ -10,7 +10,8 @@ use crate::scores_http;
 
 /// The query HTTP API.
 pub fn router(state: Arc<QueryState>) -> Router {
-    Router::new()
+    let registry = state.registry.clone();
+    let routes = Router::new()
         .route("/v1/customers", get(query::find_customer))
         .route("/v1/customers/{customer_id}", get(query::get_customer))
         .route(
@@ -49,5 +50,6 @@ pub fn router(state: Arc<QueryState>) -> Router {
         .route("/v1/admin/verify", get(query::verify))
         .route("/healthz", get(query::healthz))
         .route("/metrics", get(query::metrics))
-        .with_state(state)
+        .with_state(state);
+    rapport_common::http::with_request_metrics(routes, &registry, "projector")
 }

@@ -8,7 +8,7 @@
 //! * a [`Board`] per projection version keeps each person's
 //!   [`CustomerFacts`], built by one scan of the version's profiles and then
 //!   kept current from the profiles each applied batch changed
-//!   ([`crate::apply::Changes`]);
+//!   ([`crate::changes::Changes`]);
 //! * per `as_of` it keeps a [`Snapshot`]: the exact RFM population (updated
 //!   one person at a time, so a person's scores reflect their latest event at
 //!   once), the fitted models and everyone's segment labels. Models are
@@ -40,7 +40,7 @@ use rapport_projections::analytics::scoring::{
 use rapport_projections::analytics::value_tier::ValueTier;
 use rapport_projections::customer_view::ProfileState;
 
-use crate::apply::Changes;
+use crate::changes::Changes;
 use crate::read::{View, person_of};
 
 /// Models are refitted once this share of the population changed since the fit…

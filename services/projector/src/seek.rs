@@ -28,6 +28,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rapport_common::broker::BrokerKind;
 use rapport_common::config::{Config, KafkaConfig};
 use rapport_common::kafka::HealthContext;
 use rapport_common::status::WorkerStatus;
@@ -284,17 +285,24 @@ pub struct KafkaPartition<'a> {
     consumer: &'a BaseConsumer<HealthContext>,
     topic: &'a str,
     partition: i32,
+    broker: BrokerKind,
 }
 
 impl<'a> KafkaPartition<'a> {
     /// `consumer` must report partition ends
     /// ([`assigning_consumer`](rapport_common::kafka::assigning_consumer)
     /// with `report_partition_end`); each read reassigns it.
-    pub fn new(consumer: &'a BaseConsumer<HealthContext>, topic: &'a str, partition: i32) -> Self {
+    pub fn new(
+        consumer: &'a BaseConsumer<HealthContext>,
+        topic: &'a str,
+        partition: i32,
+        broker: BrokerKind,
+    ) -> Self {
         Self {
             consumer,
             topic,
             partition,
+            broker,
         }
     }
 
@@ -333,9 +341,10 @@ impl<'a> KafkaPartition<'a> {
 
     /// The offsets of the partition's records; `None` when it holds none.
     ///
-    /// Found by reading, not from ListOffsets, which tansu 0.6 answers with
-    /// the start of the last record batch + 1 instead of the end: that
-    /// answer only says where to start reading towards the end.
+    /// Found by reading the last record, not from ListOffsets alone, which
+    /// tansu 0.6 answers with the start of the last record batch + 1
+    /// instead of the end: that answer only says where to start reading
+    /// towards the end.
     pub fn span(&self) -> Result<Option<Span>> {
         let mut low = None;
         self.read_from(Offset::Beginning, |seen| {
@@ -350,7 +359,8 @@ impl<'a> KafkaPartition<'a> {
             .fetch_watermarks(self.topic, self.partition, Duration::from_secs(10))
             .map_or(low, |(_, high)| high.max(low));
         let mut last = low;
-        self.read_from(rapport_common::kafka::fetch_start(near_end), |seen| {
+        let last_record = (near_end - 1).max(low);
+        self.read_from(self.broker.fetch_start(last_record), |seen| {
             last = last.max(seen.offset);
             true
         })?;
@@ -387,8 +397,9 @@ impl<'a> KafkaPartition<'a> {
 impl PartitionLog for KafkaPartition<'_> {
     fn first_from(&mut self, offset: i64) -> Result<Option<Seen>> {
         let mut found = None;
-        // Rewound by up to a producer batch: see `kafka::fetch_start`.
-        self.read_from(rapport_common::kafka::fetch_start(offset), |seen| {
+        // Against tansu, rewound by up to a producer batch (see
+        // `BrokerKind::fetch_start`): what precedes `offset` is passed over.
+        self.read_from(self.broker.fetch_start(offset), |seen| {
             if seen.offset >= offset {
                 found = Some(seen);
             }
@@ -420,8 +431,9 @@ pub fn find_start_on_broker(
     partition: i32,
     wanted: Wanted,
     ask_broker: bool,
+    broker: BrokerKind,
 ) -> Result<Option<Start>> {
-    let mut log = KafkaPartition::new(consumer, topic, partition);
+    let mut log = KafkaPartition::new(consumer, topic, partition, broker);
     let Some(span) = log.span()? else {
         return Ok(None);
     };
@@ -459,7 +471,14 @@ pub fn time_starts(
         }
         // An empty partition is read from its beginning; the fold leaves
         // out records before the time.
-        if let Some(start) = find_start_on_broker(&consumer, topic, *partition, wanted, true)? {
+        if let Some(start) = find_start_on_broker(
+            &consumer,
+            topic,
+            *partition,
+            wanted,
+            true,
+            config.kafka.broker_kind,
+        )? {
             tracing::info!(topic, partition, offset = start.offset, reads = start.reads, found_by = %start.found_by, "rebuild starts at a time");
             status.record_start(*partition, start.offset, &start.found_by.to_string());
             starts.insert(*partition, start.offset);

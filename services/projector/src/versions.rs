@@ -14,7 +14,8 @@ use rapport_common::store::Store;
 use rapport_common::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{ApplyMetrics, Changes, WorkerLinks, run};
+use crate::apply::{ApplyMetrics, WorkerLinks, run};
+use crate::changes::Changes;
 use crate::position::{Bounds, StartFrom};
 
 /// Where version specs and the live pointer are kept.
@@ -74,22 +75,6 @@ impl VersionSpec {
         self.source_topic
             .as_deref()
             .unwrap_or(&config.topics.customer)
-    }
-}
-
-/// Why a version was not created: the request field at fault and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl Refusal {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
     }
 }
 
@@ -253,7 +238,7 @@ impl Versions {
         from: StartFrom,
         until_ms: Option<i64>,
         source_topic: Option<String>,
-    ) -> std::result::Result<VersionSpec, Refusal> {
+    ) -> crate::Result<VersionSpec> {
         let version = {
             let workers = self.workers.lock().expect("versions lock");
             let version = version.unwrap_or_else(|| {
@@ -263,15 +248,14 @@ impl Versions {
                     .expect("a free name")
             });
             if workers.contains_key(&version) {
-                return Err(Refusal::new(
-                    "version",
-                    format!("version {version} already exists; drop it first"),
-                ));
+                return Err(crate::Error::Conflict(format!(
+                    "version {version} already exists; drop it first"
+                )));
             }
             version
         };
         if !valid_name(&version) {
-            return Err(Refusal::new(
+            return Err(crate::Error::refused(
                 "version",
                 format!("version name {version:?} must be 1-64 letters, digits, - or _"),
             ));
@@ -279,7 +263,7 @@ impl Versions {
         if let Some(until) = until_ms
             && until > rapport_common::now_ms()
         {
-            return Err(Refusal::new(
+            return Err(crate::Error::refused(
                 "until",
                 "until must not lie in the future: a bounded snapshot ends at a time already received",
             ));
@@ -295,27 +279,25 @@ impl Versions {
             until_ms,
             source_topic,
         };
-        let failed = |error: Error| Refusal::new("version", error.to_string());
         let mut staged = self.store.stage(META);
         staged.put(
             spec_key(&spec.version),
             postcard::to_stdvec(&spec).expect("specs serialise"),
         );
-        staged.commit().map_err(failed)?;
-        self.spawn(spec.clone()).map_err(failed)?;
+        staged.commit()?;
+        self.spawn(spec.clone())?;
         tracing::info!(version = %spec.version, from = ?spec.from, until_ms = ?spec.until_ms, topic = spec.topic(&self.config), "rebuild started");
         Ok(spec)
     }
 
     /// Refuses a source topic that does not exist or lacks a partition
     /// this projector owns.
-    fn check_source_topic(&self, topic: &str) -> std::result::Result<(), Refusal> {
+    fn check_source_topic(&self, topic: &str) -> crate::Result<()> {
         use rdkafka::consumer::BaseConsumer;
         let unavailable = |error: String| {
-            Refusal::new(
-                "source_topic",
-                format!("could not read the cluster's topics: {error}"),
-            )
+            crate::Error::Unavailable(format!(
+                "could not read the cluster's topics to check source_topic: {error}"
+            ))
         };
         let client: BaseConsumer =
             rapport_common::kafka::client_config(&self.config.kafka, "rapport-projector-admin")
@@ -328,7 +310,7 @@ impl Versions {
         ) {
             Ok(partitions) => partitions,
             Err(Error::MissingTopic(_)) => {
-                return Err(Refusal::new(
+                return Err(crate::Error::refused(
                     "source_topic",
                     format!("topic {topic} does not exist"),
                 ));
@@ -344,7 +326,7 @@ impl Versions {
             .filter(|partition| *partition >= partitions)
             .collect();
         if !missing.is_empty() {
-            return Err(Refusal::new(
+            return Err(crate::Error::refused(
                 "source_topic",
                 format!(
                     "topic {topic} has {partitions} partitions; this projector owns {missing:?} too"
@@ -357,31 +339,33 @@ impl Versions {
     /// Makes `version` the one queries read by default. A version that
     /// reads another topic than the configured customer topic keeps reading
     /// it once live, so that takes `follow_other_topic`.
-    pub fn switch(
-        &self,
-        version: &str,
-        follow_other_topic: bool,
-    ) -> std::result::Result<(), String> {
+    pub fn switch(&self, version: &str, follow_other_topic: bool) -> crate::Result<()> {
         let workers = self.workers.lock().expect("versions lock");
         let worker = workers
             .get(version)
-            .ok_or_else(|| format!("no version {version}"))?;
+            .ok_or_else(|| crate::Error::NotFound(format!("no version {version}")))?;
         if worker.spec.until_ms.is_some() {
-            return Err(format!(
-                "version {version} is a bounded snapshot; it can be queried with ?version= but not made live"
+            return Err(crate::Error::refused(
+                "version",
+                format!(
+                    "version {version} is a bounded snapshot; it can be queried with ?version= but not made live"
+                ),
             ));
         }
         if let Some(topic) = &worker.spec.source_topic
             && !follow_other_topic
         {
-            return Err(format!(
-                "version {version} reads {topic}, not the customer topic {}; once live it keeps reading {topic} and sees only what is written there (a re-identification's topic stops at its bounds); switch with follow_other_topic=true (`rapportctl switch --follow-other-topic`) if that is meant",
-                self.config.topics.customer
+            return Err(crate::Error::refused(
+                "follow_other_topic",
+                format!(
+                    "version {version} reads {topic}, not the customer topic {}; once live it keeps reading {topic} and sees only what is written there (a re-identification's topic stops at its bounds); switch with follow_other_topic=true (`rapportctl switch --follow-other-topic`) if that is meant",
+                    self.config.topics.customer
+                ),
             ));
         }
         let mut staged = self.store.stage(META);
         staged.put(LIVE_KEY.to_vec(), version.as_bytes().to_vec());
-        staged.commit().map_err(|error| error.to_string())?;
+        staged.commit()?;
         *self.live.write().expect("live lock") = version.to_owned();
         tracing::info!(version, "switched the live version");
         Ok(())
@@ -389,28 +373,26 @@ impl Versions {
 
     /// Stops a version's worker and deletes its state. The live version
     /// cannot be dropped.
-    pub fn drop_version(&self, version: &str) -> std::result::Result<(), String> {
+    pub fn drop_version(&self, version: &str) -> crate::Result<()> {
         if *self.live.read().expect("live lock") == version {
-            return Err(format!(
+            return Err(crate::Error::Conflict(format!(
                 "version {version} is live; switch to another version first"
-            ));
+            )));
         }
         let mut worker = self
             .workers
             .lock()
             .expect("versions lock")
             .remove(version)
-            .ok_or_else(|| format!("no version {version}"))?;
+            .ok_or_else(|| crate::Error::NotFound(format!("no version {version}")))?;
         worker.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = worker.thread.take() {
             let _ = thread.join();
         }
         let mut staged = self.store.stage(META);
         staged.delete(spec_key(version));
-        staged.commit().map_err(|error| error.to_string())?;
-        self.store
-            .drop_family(&worker.spec.family())
-            .map_err(|error| error.to_string())?;
+        staged.commit()?;
+        self.store.drop_family(&worker.spec.family())?;
         tracing::info!(version, "dropped a version");
         Ok(())
     }
@@ -420,7 +402,7 @@ impl Versions {
     }
 
     /// The column family a query reads: the named version, or the live one.
-    pub fn family_for(&self, version: Option<&str>) -> std::result::Result<String, String> {
+    pub fn family_for(&self, version: Option<&str>) -> crate::Result<String> {
         match version {
             None => Ok(family_of(&self.live())),
             Some(name)
@@ -432,7 +414,7 @@ impl Versions {
             {
                 Ok(family_of(name))
             }
-            Some(name) => Err(format!("no version {name}")),
+            Some(name) => Err(crate::Error::NotFound(format!("no version {name}"))),
         }
     }
 

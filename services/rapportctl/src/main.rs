@@ -1072,7 +1072,7 @@ fn dead_letters(
     use prost::Message as _;
     let topic = &config.topics.deadletters;
     let records =
-        rapport_common::kafka::read_to_end(&config.kafka, topic, Duration::from_secs(60))?;
+        rapport_common::broker::read_to_end(&config.kafka, topic, Duration::from_secs(60))?;
     let letters: Vec<(i64, rapport_proto::v1::DeadLetter)> = records
         .iter()
         .map(|record| {

@@ -412,10 +412,7 @@ fn main() {
     // 1b. The same kind of records straight from rdkafka, same producer settings.
     let copy_topic = format!("{}.producer-baseline", pipeline.topics.raw);
     create_topics(&[(&copy_topic, 4, rapport_e2e::Role::Customer)]);
-    let kafka = rapport_common::config::KafkaConfig {
-        brokers: rapport_e2e::brokers(),
-        properties: Default::default(),
-    };
+    let kafka = rapport_e2e::kafka();
     let (producer, _) = rapport_common::kafka::producer(
         &kafka,
         "rapport-bench",
