@@ -1,0 +1,294 @@
+//! Projection versions: rebuild one beside the live version and follow it
+//! until it caught up, switch the live pointer, drop a version, and verify
+//! two versions against each other.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::client::Services;
+use crate::progress::progress;
+
+/// What `replay` builds.
+pub(crate) struct ReplayRequest<'a> {
+    pub(crate) projection: &'a str,
+    pub(crate) version: Option<String>,
+    pub(crate) from: &'a str,
+    pub(crate) until: Option<String>,
+    pub(crate) identity_version: Option<&'a str>,
+    pub(crate) switch: bool,
+    pub(crate) no_wait: bool,
+}
+
+/// The customer topic identity wrote for a graph version.
+fn identity_version_topic(services: &Services, name: &str) -> anyhow::Result<String> {
+    let report = services
+        .identity
+        .get::<serde_json::Value>(&format!("/v1/admin/versions/{name}"))
+        .with_context(|| {
+            format!("asking identity for the graph version {name} (rapportctl status lists them)")
+        })?;
+    let topic = report["topic"]
+        .as_str()
+        .with_context(|| format!("identity did not name the topic of {name}"))?;
+    if report["state"] == "failed" {
+        bail!(
+            "graph version {name} failed: {}; drop it with `rapportctl reidentify --drop {name}`",
+            report["consumer"]["last_error"]["message"]
+                .as_str()
+                .unwrap_or("see the identity log")
+        );
+    }
+    Ok(topic.to_owned())
+}
+
+pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow::Result<()> {
+    let ReplayRequest {
+        projection,
+        version,
+        from,
+        until,
+        identity_version,
+        switch,
+        no_wait,
+    } = request;
+    let source_topic = match identity_version {
+        Some(name) => Some(identity_version_topic(services, name)?),
+        None => None,
+    };
+    let body = serde_json::json!({"projection": projection, "version": version, "from": from, "until": until, "source_topic": source_topic});
+    let created = services
+        .projector
+        .post::<serde_json::Value>("/v1/admin/replays", Some(&body))?;
+    let version = created["version"]
+        .as_str()
+        .context("the projector did not name the version")?
+        .to_owned();
+    println!(
+        "rebuilding {projection} into version {version} from {}",
+        created["topic"].as_str().unwrap_or("the customer topic")
+    );
+    if no_wait {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut starts_shown = std::collections::BTreeSet::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let listing = services
+            .projector
+            .get::<serde_json::Value>("/v1/admin/versions")?;
+        let report = listing["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|report| report["version"] == version.as_str())
+            .cloned()
+            .context("the version disappeared")?;
+        let consumer = &report["consumer"];
+        // The last error stays in the status after the worker got over it
+        // (a broker restart mid-rebuild); the rebuild failed only if its
+        // worker stopped on it.
+        if let Some(error) = consumer["last_error"]["message"].as_str()
+            && report["failed"] == true
+        {
+            progress("");
+            bail!("the rebuild failed: {error}");
+        }
+        for partition in consumer["partitions"].as_array().into_iter().flatten() {
+            if let (Some(number), Some(offset)) = (
+                partition["partition"].as_i64(),
+                partition["start_offset"].as_i64(),
+            ) && starts_shown.insert(number)
+            {
+                progress("");
+                println!(
+                    "partition {number} starts at offset {offset}, found by {}",
+                    partition["start_found_by"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        // Records applied by this rebuild: from each partition's start (0,
+        // or where a `--from` put it) to its applied offset.
+        let applied: i64 = consumer["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|partition| {
+                let start = partition["start_offset"].as_i64().unwrap_or(0);
+                partition["applied_offset"]
+                    .as_i64()
+                    .map_or(0, |offset| (offset + 1 - start).max(0))
+            })
+            .sum();
+        let lag = consumer["total_lag"].as_i64().unwrap_or(0);
+        let rate = consumer["events_per_second"].as_f64().unwrap_or(0.0);
+        let eta = if rate > 0.0 {
+            format!("{:.0} s", lag as f64 / rate)
+        } else {
+            "-".to_owned()
+        };
+        let caught_up = caught_up(&consumer["partitions"]);
+        let done = if report["until"].is_string() {
+            report["finished"] == true
+        } else {
+            caught_up
+        };
+        progress(&format!(
+            "{version}: {applied} records applied, {lag} behind, {rate:.0} events/s, ETA {eta}"
+        ));
+        if done {
+            progress("");
+            println!(
+                "version {version} {} after {:.1} s ({applied} records)",
+                if report["until"].is_string() {
+                    "reached its end"
+                } else {
+                    "caught up"
+                },
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+    }
+    if switch {
+        switch_live(services, &version, false)?;
+    }
+    Ok(())
+}
+
+/// Whether a version has caught up, from its status's partitions: every
+/// partition's end is known and has been applied up to. Where nothing was
+/// applied (an empty partition, or a start at a time later than all of it)
+/// the end is trusted only once the worker read to it: a broker that lost a
+/// topic for a moment reports an end of 0.
+fn caught_up(partitions: &serde_json::Value) -> bool {
+    let Some(partitions) = partitions.as_array() else {
+        return false;
+    };
+    !partitions.is_empty()
+        && partitions.iter().all(|partition| {
+            match (
+                partition["log_end"].as_i64(),
+                partition["applied_offset"].as_i64(),
+            ) {
+                (Some(end), Some(applied)) => applied == end - 1,
+                (Some(end), None) => {
+                    partition["reached_end"] == true
+                        && partition["start_offset"].as_i64().unwrap_or(0) >= end
+                }
+                (None, _) => false,
+            }
+        })
+}
+
+pub(crate) fn switch_live(
+    services: &Services,
+    version: &str,
+    follow_other_topic: bool,
+) -> anyhow::Result<()> {
+    let query = if follow_other_topic {
+        "?follow_other_topic=true"
+    } else {
+        ""
+    };
+    let answer = services.projector.post::<serde_json::Value>(
+        &format!("/v1/admin/versions/{version}/switch{query}"),
+        None::<&serde_json::Value>,
+    )?;
+    println!(
+        "version {version} is live, reading {}",
+        answer["topic"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// Stops a version's worker and deletes its state.
+pub(crate) fn drop_version(services: &Services, version: &str) -> anyhow::Result<()> {
+    services
+        .projector
+        .delete::<serde_json::Value>(&format!("/v1/admin/versions/{version}"))?;
+    println!("version {version} dropped");
+    Ok(())
+}
+
+pub(crate) fn verify(services: &Services, other: &str, patience: Duration) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut explain_topics = true;
+    loop {
+        let report = services
+            .projector
+            .get::<serde_json::Value>(&format!("/v1/admin/verify?other={other}"))?;
+        let topics = &report["topics"];
+        if topics[0] != topics[1] {
+            // Said once: the comparison is by offset, partition by partition.
+            if std::mem::take(&mut explain_topics) {
+                println!(
+                    "{} reads {}, {} reads {}: compared at equal offsets, which holds the same records only if both topics do (a re-identification of an unchanged log)",
+                    report["versions"][0], topics[0], report["versions"][1], topics[1]
+                );
+            }
+        }
+        if report["same_offsets"] == true {
+            println!(
+                "{} vs {}: {} vs {} keys, checksums {} vs {}",
+                report["versions"][0],
+                report["versions"][1],
+                report["keys"][0],
+                report["keys"][1],
+                report["checksums"][0],
+                report["checksums"][1]
+            );
+            if report["identical"] == true {
+                println!("identical");
+                return Ok(());
+            }
+            for key in report["first_differences"].as_array().into_iter().flatten() {
+                println!("differs at {}", key.as_str().unwrap_or(""));
+            }
+            bail!("the versions differ");
+        }
+        if std::time::Instant::now() > deadline {
+            if report["topics"][0] != report["topics"][1] {
+                bail!(
+                    "the versions did not reach the same offsets within {patience:?}: they read different topics, and one has records the other lacks (traffic since the re-identification, or records identity produced twice after a crash)"
+                );
+            }
+            bail!(
+                "the versions did not reach the same offsets within {patience:?}; is traffic still flowing?"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_version_is_caught_up_once_every_end_is_applied_or_read_to() {
+        let applied = json!({"partition": 0, "applied_offset": 9, "log_end": 10});
+        assert!(caught_up(&json!([applied])));
+        let behind = json!({"partition": 1, "applied_offset": 3, "log_end": 10});
+        assert!(!caught_up(&json!([applied, behind])));
+        // An end of 0 with nothing applied: empty, or a broker that lost the
+        // topic for a moment. Only reading to the end tells them apart.
+        let unread = json!({"partition": 1, "log_end": 0, "reached_end": false});
+        assert!(!caught_up(&json!([applied, unread])));
+        let read = json!({"partition": 1, "log_end": 0, "reached_end": true});
+        assert!(caught_up(&json!([applied, read])));
+        // Started at a time later than everything in the partition.
+        let sought =
+            json!({"partition": 1, "log_end": 40, "start_offset": 40, "reached_end": true});
+        assert!(caught_up(&json!([applied, sought])));
+        let not_started = json!({"partition": 1, "log_end": 40, "reached_end": true});
+        assert!(!caught_up(&json!([applied, not_started])));
+        assert!(
+            !caught_up(&json!([{"partition": 0, "applied_offset": 9}])),
+            "end unknown"
+        );
+        assert!(!caught_up(&json!([])));
+    }
+}
