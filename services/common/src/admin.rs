@@ -162,6 +162,18 @@ pub enum GraphVersionState {
     Failed,
 }
 
+impl GraphVersionState {
+    /// The state as the answers spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Finished => "finished",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// One raw partition of a graph version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GraphPartition {
@@ -418,6 +430,7 @@ mod tests {
                 round_trips::<GraphVersion>(graph_version(state)).state,
                 expected
             );
+            assert_eq!(expected.as_str(), state);
         }
         round_trips::<GraphVersions>(json!({"live": "v1", "versions": []}));
         round_trips::<ReidentifyRequest>(json!({"version": "r2"}));

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
+use rapport_common::admin::{
+    GraphComparison, GraphDropped, GraphSummary, GraphVersion, GraphVersionState, ReidentifyRequest,
+};
 
 use crate::client::Services;
 use crate::progress::progress;
@@ -25,90 +28,78 @@ pub(crate) fn reidentify(
 ) -> anyhow::Result<()> {
     let version = match action {
         Reidentify::Drop(version) => {
-            let answer = services
+            let answer: GraphDropped = services
                 .identity
-                .delete::<serde_json::Value>(&format!("/v1/admin/versions/{version}"))?;
-            println!(
-                "graph version {version} dropped{}",
-                if answer["topic_deleted"] == true {
-                    format!(
-                        ", topic {} deleted",
-                        answer["topic"].as_str().unwrap_or("?")
-                    )
-                } else {
-                    format!(
-                        "; topic {} could not be deleted (see the identity log)",
-                        answer["topic"].as_str().unwrap_or("?")
-                    )
-                }
-            );
+                .delete(&format!("/v1/admin/versions/{version}"))?;
+            let topic = &answer.topic;
+            if answer.topic_deleted {
+                println!("graph version {version} dropped, topic {topic} deleted");
+            } else {
+                println!(
+                    "graph version {version} dropped; topic {topic} could not be deleted (see the identity log)"
+                );
+            }
             return Ok(());
         }
         Reidentify::Compare(version) => version,
         Reidentify::Start { version, no_wait } => {
-            let created = services.identity.post::<serde_json::Value>(
-                "/v1/admin/reidentify",
-                Some(&serde_json::json!({ "version": version })),
-            )?;
-            let version = created["version"]
-                .as_str()
-                .context("identity did not name the version")?
-                .to_owned();
-            let bounds: Vec<String> = created["partitions"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let created: GraphVersion = services
+                .identity
+                .post("/v1/admin/reidentify", Some(&ReidentifyRequest { version }))?;
+            let bounds: Vec<String> = created
+                .partitions
+                .iter()
                 .map(|partition| {
                     format!(
                         "{}:{}",
-                        partition["partition"],
-                        partition["bound"]
-                            .as_i64()
+                        partition.partition,
+                        partition
+                            .bound
                             .map_or("-".to_owned(), |bound| bound.to_string())
                     )
                 })
                 .collect();
             println!(
-                "re-identifying into version {version}: graph {}, topic {}",
-                created["family"].as_str().unwrap_or("?"),
-                created["topic"].as_str().unwrap_or("?")
+                "re-identifying into version {}: graph {}, topic {}",
+                created.version, created.family, created.topic
             );
             println!(
                 "bounded by the live graph's raw offsets {} ({} raw records)",
                 bounds.join(" "),
-                created["raw_records_total"]
+                created.raw_records_total
             );
             if no_wait {
                 return Ok(());
             }
-            version
+            created.version
         }
     };
     wait_for_version(services, &version, patience)?;
-    let report = services
+    let report: GraphComparison = services
         .identity
-        .get::<serde_json::Value>(&format!("/v1/admin/versions/{version}/compare"))?;
-    let side = |name: &str, summary: &serde_json::Value| {
+        .get(&format!("/v1/admin/versions/{version}/compare"))?;
+    let side = |name: &str, summary: &GraphSummary| {
+        let offsets: Vec<String> = summary
+            .offsets
+            .iter()
+            .map(|(partition, offset)| format!("{partition}:{offset}"))
+            .collect();
         println!(
             "{name:<12} {:>10} keys  checksum {}  offsets {}",
-            summary["keys"],
-            summary["checksum"].as_str().unwrap_or("?"),
-            summary["offsets"]
+            summary.keys,
+            summary.checksum,
+            offsets.join(" ")
         );
     };
-    side("live (v1)", &report["live"]);
-    side(&version, &report["version"]);
-    if report["equal"] == true {
+    side("live (v1)", &report.live);
+    side(&version, &report.version);
+    if report.equal {
         println!("equal");
         return Ok(());
     }
     println!("different");
-    for difference in report["first_differences"].as_array().into_iter().flatten() {
-        println!(
-            "differs at {} ({})",
-            difference["key"].as_str().unwrap_or("?"),
-            difference["difference"].as_str().unwrap_or("?")
-        );
+    for difference in &report.first_differences {
+        println!("differs at {} ({})", difference.key, difference.difference);
     }
     bail!("the re-identified graph {version} differs from the live graph")
 }
@@ -117,13 +108,13 @@ pub(crate) fn reidentify(
 fn wait_for_version(services: &Services, version: &str, patience: Duration) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     loop {
-        let report = services
+        let report: GraphVersion = services
             .identity
-            .get::<serde_json::Value>(&format!("/v1/admin/versions/{version}"))?;
-        let read = report["raw_records_read"].as_i64().unwrap_or(0);
-        let total = report["raw_records_total"].as_i64().unwrap_or(0);
-        match report["state"].as_str() {
-            Some("finished") => {
+            .get(&format!("/v1/admin/versions/{version}"))?;
+        let read = report.raw_records_read;
+        let total = report.raw_records_total;
+        match report.state {
+            GraphVersionState::Finished => {
                 progress("");
                 println!(
                     "version {version} resolved {total} raw records in {:.1} s",
@@ -131,15 +122,17 @@ fn wait_for_version(services: &Services, version: &str, patience: Duration) -> a
                 );
                 return Ok(());
             }
-            Some("running") => {}
-            other => {
+            GraphVersionState::Running => {}
+            state @ (GraphVersionState::Stopped | GraphVersionState::Failed) => {
                 progress("");
                 bail!(
                     "version {version} is {}: {}",
-                    other.unwrap_or("unknown"),
-                    report["consumer"]["last_error"]["message"]
-                        .as_str()
-                        .unwrap_or("see the identity log")
+                    state.as_str(),
+                    report
+                        .consumer
+                        .last_error
+                        .as_ref()
+                        .map_or("see the identity log", |error| error.message.as_str())
                 );
             }
         }
@@ -149,9 +142,7 @@ fn wait_for_version(services: &Services, version: &str, patience: Duration) -> a
                 "version {version} did not finish within {patience:?} ({read} of {total} raw records); it keeps running, compare it later with --compare {version}"
             );
         }
-        let rate = report["consumer"]["events_per_second"]
-            .as_f64()
-            .unwrap_or(0.0);
+        let rate = report.consumer.events_per_second;
         let eta = if rate > 0.0 {
             format!("{:.0} s", (total - read) as f64 / rate)
         } else {

@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+use rapport_common::admin::{
+    self, GraphVersion, GraphVersionState, ProjectionDropped, ProjectionVersions, ReplayStarted,
+    VerifyReport, VersionSwitched,
+};
+use rapport_common::status::{ConsumerReport, PartitionStatus};
+
 use crate::client::Services;
 use crate::progress::progress;
 
@@ -22,24 +28,26 @@ pub(crate) struct ReplayRequest<'a> {
 
 /// The customer topic identity wrote for a graph version.
 fn identity_version_topic(services: &Services, name: &str) -> anyhow::Result<String> {
-    let report = services
+    let report: GraphVersion = services
         .identity
-        .get::<serde_json::Value>(&format!("/v1/admin/versions/{name}"))
+        .get(&format!("/v1/admin/versions/{name}"))
         .with_context(|| {
             format!("asking identity for the graph version {name} (rapportctl status lists them)")
         })?;
-    let topic = report["topic"]
-        .as_str()
-        .with_context(|| format!("identity did not name the topic of {name}"))?;
-    if report["state"] == "failed" {
+    if report.state == GraphVersionState::Failed {
         bail!(
             "graph version {name} failed: {}; drop it with `rapportctl reidentify --drop {name}`",
-            report["consumer"]["last_error"]["message"]
-                .as_str()
-                .unwrap_or("see the identity log")
+            last_error_message(&report.consumer).unwrap_or("see the identity log")
         );
     }
-    Ok(topic.to_owned())
+    Ok(report.topic)
+}
+
+fn last_error_message(consumer: &ConsumerReport) -> Option<&str> {
+    consumer
+        .last_error
+        .as_ref()
+        .map(|error| error.message.as_str())
 }
 
 pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow::Result<()> {
@@ -56,17 +64,18 @@ pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow:
         Some(name) => Some(identity_version_topic(services, name)?),
         None => None,
     };
-    let body = serde_json::json!({"projection": projection, "version": version, "from": from, "until": until, "source_topic": source_topic});
-    let created = services
-        .projector
-        .post::<serde_json::Value>("/v1/admin/replays", Some(&body))?;
-    let version = created["version"]
-        .as_str()
-        .context("the projector did not name the version")?
-        .to_owned();
+    let body = admin::ReplayRequest {
+        projection: projection.to_owned(),
+        version,
+        from: Some(from.to_owned()),
+        until,
+        source_topic,
+    };
+    let created: ReplayStarted = services.projector.post("/v1/admin/replays", Some(&body))?;
+    let version = created.version;
     println!(
         "rebuilding {projection} into version {version} from {}",
-        created["topic"].as_str().unwrap_or("the customer topic")
+        created.topic.as_deref().unwrap_or("the customer topic")
     );
     if no_wait {
         return Ok(());
@@ -75,64 +84,58 @@ pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow:
     let mut starts_shown = std::collections::BTreeSet::new();
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let listing = services
-            .projector
-            .get::<serde_json::Value>("/v1/admin/versions")?;
-        let report = listing["versions"]
-            .as_array()
+        let listing: ProjectionVersions = services.projector.get("/v1/admin/versions")?;
+        let report = listing
+            .versions
             .into_iter()
-            .flatten()
-            .find(|report| report["version"] == version.as_str())
-            .cloned()
+            .find(|report| report.version == version)
             .context("the version disappeared")?;
-        let consumer = &report["consumer"];
+        let consumer = &report.consumer;
         // The last error stays in the status after the worker got over it
         // (a broker restart mid-rebuild); the rebuild failed only if its
         // worker stopped on it.
-        if let Some(error) = consumer["last_error"]["message"].as_str()
-            && report["failed"] == true
+        if let Some(error) = last_error_message(consumer)
+            && report.failed
         {
             progress("");
             bail!("the rebuild failed: {error}");
         }
-        for partition in consumer["partitions"].as_array().into_iter().flatten() {
-            if let (Some(number), Some(offset)) = (
-                partition["partition"].as_i64(),
-                partition["start_offset"].as_i64(),
-            ) && starts_shown.insert(number)
+        for partition in &consumer.partitions {
+            if let Some(offset) = partition.start_offset
+                && starts_shown.insert(partition.partition)
             {
                 progress("");
                 println!(
-                    "partition {number} starts at offset {offset}, found by {}",
-                    partition["start_found_by"].as_str().unwrap_or("?")
+                    "partition {} starts at offset {offset}, found by {}",
+                    partition.partition,
+                    partition.start_found_by.as_deref().unwrap_or("?")
                 );
             }
         }
         // Records applied by this rebuild: from each partition's start (0,
         // or where a `--from` put it) to its applied offset.
-        let applied: i64 = consumer["partitions"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let applied: i64 = consumer
+            .partitions
+            .iter()
             .map(|partition| {
-                let start = partition["start_offset"].as_i64().unwrap_or(0);
-                partition["applied_offset"]
-                    .as_i64()
+                let start = partition.start_offset.unwrap_or(0);
+                partition
+                    .applied_offset
                     .map_or(0, |offset| (offset + 1 - start).max(0))
             })
             .sum();
-        let lag = consumer["total_lag"].as_i64().unwrap_or(0);
-        let rate = consumer["events_per_second"].as_f64().unwrap_or(0.0);
+        let lag = consumer.total_lag;
+        let rate = consumer.events_per_second;
         let eta = if rate > 0.0 {
             format!("{:.0} s", lag as f64 / rate)
         } else {
             "-".to_owned()
         };
-        let caught_up = caught_up(&consumer["partitions"]);
-        let done = if report["until"].is_string() {
-            report["finished"] == true
+        let bounded = report.until.is_some();
+        let done = if bounded {
+            report.finished
         } else {
-            caught_up
+            caught_up(&consumer.partitions)
         };
         progress(&format!(
             "{version}: {applied} records applied, {lag} behind, {rate:.0} events/s, ETA {eta}"
@@ -141,7 +144,7 @@ pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow:
             progress("");
             println!(
                 "version {version} {} after {:.1} s ({applied} records)",
-                if report["until"].is_string() {
+                if bounded {
                     "reached its end"
                 } else {
                     "caught up"
@@ -162,24 +165,17 @@ pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow:
 /// applied (an empty partition, or a start at a time later than all of it)
 /// the end is trusted only once the worker read to it: a broker that lost a
 /// topic for a moment reports an end of 0.
-fn caught_up(partitions: &serde_json::Value) -> bool {
-    let Some(partitions) = partitions.as_array() else {
-        return false;
-    };
+fn caught_up(partitions: &[PartitionStatus]) -> bool {
     !partitions.is_empty()
-        && partitions.iter().all(|partition| {
-            match (
-                partition["log_end"].as_i64(),
-                partition["applied_offset"].as_i64(),
-            ) {
+        && partitions.iter().all(
+            |partition| match (partition.log_end, partition.applied_offset) {
                 (Some(end), Some(applied)) => applied == end - 1,
                 (Some(end), None) => {
-                    partition["reached_end"] == true
-                        && partition["start_offset"].as_i64().unwrap_or(0) >= end
+                    partition.reached_end && partition.start_offset.unwrap_or(0) >= end
                 }
                 (None, _) => false,
-            }
-        })
+            },
+        )
 }
 
 pub(crate) fn switch_live(
@@ -192,22 +188,22 @@ pub(crate) fn switch_live(
     } else {
         ""
     };
-    let answer = services.projector.post::<serde_json::Value>(
+    let answer: VersionSwitched = services.projector.post(
         &format!("/v1/admin/versions/{version}/switch{query}"),
-        None::<&serde_json::Value>,
+        None::<&()>,
     )?;
     println!(
         "version {version} is live, reading {}",
-        answer["topic"].as_str().unwrap_or("?")
+        answer.topic.as_deref().unwrap_or("?")
     );
     Ok(())
 }
 
 /// Stops a version's worker and deletes its state.
 pub(crate) fn drop_version(services: &Services, version: &str) -> anyhow::Result<()> {
-    services
+    let _: ProjectionDropped = services
         .projector
-        .delete::<serde_json::Value>(&format!("/v1/admin/versions/{version}"))?;
+        .delete(&format!("/v1/admin/versions/{version}"))?;
     println!("version {version} dropped");
     Ok(())
 }
@@ -216,40 +212,35 @@ pub(crate) fn verify(services: &Services, other: &str, patience: Duration) -> an
     let deadline = std::time::Instant::now() + patience;
     let mut explain_topics = true;
     loop {
-        let report = services
+        let report: VerifyReport = services
             .projector
-            .get::<serde_json::Value>(&format!("/v1/admin/verify?other={other}"))?;
-        let topics = &report["topics"];
-        if topics[0] != topics[1] {
-            // Said once: the comparison is by offset, partition by partition.
-            if std::mem::take(&mut explain_topics) {
-                println!(
-                    "{} reads {}, {} reads {}: compared at equal offsets, which holds the same records only if both topics do (a re-identification of an unchanged log)",
-                    report["versions"][0], topics[0], report["versions"][1], topics[1]
-                );
-            }
-        }
-        if report["same_offsets"] == true {
+            .get(&format!("/v1/admin/verify?other={other}"))?;
+        let [live, other] = &report.versions;
+        let [live_topic, other_topic] = report.topics.each_ref().map(|topic| topic.as_deref());
+        // Said once: the comparison is by offset, partition by partition.
+        if live_topic != other_topic && std::mem::take(&mut explain_topics) {
             println!(
-                "{} vs {}: {} vs {} keys, checksums {} vs {}",
-                report["versions"][0],
-                report["versions"][1],
-                report["keys"][0],
-                report["keys"][1],
-                report["checksums"][0],
-                report["checksums"][1]
+                "{live} reads {}, {other} reads {}: compared at equal offsets, which holds the same records only if both topics do (a re-identification of an unchanged log)",
+                live_topic.unwrap_or("?"),
+                other_topic.unwrap_or("?")
             );
-            if report["identical"] == true {
+        }
+        if report.same_offsets {
+            println!(
+                "{live} vs {other}: {} vs {} keys, checksums {} vs {}",
+                report.keys[0], report.keys[1], report.checksums[0], report.checksums[1]
+            );
+            if report.identical {
                 println!("identical");
                 return Ok(());
             }
-            for key in report["first_differences"].as_array().into_iter().flatten() {
-                println!("differs at {}", key.as_str().unwrap_or(""));
+            for key in &report.first_differences {
+                println!("differs at {key}");
             }
             bail!("the versions differ");
         }
         if std::time::Instant::now() > deadline {
-            if report["topics"][0] != report["topics"][1] {
+            if live_topic != other_topic {
                 bail!(
                     "the versions did not reach the same offsets within {patience:?}: they read different topics, and one has records the other lacks (traffic since the re-identification, or records identity produced twice after a crash)"
                 );
@@ -267,28 +258,33 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Partitions as a status answer lists them.
+    fn partitions(sample: serde_json::Value) -> Vec<PartitionStatus> {
+        serde_json::from_value(sample).unwrap()
+    }
+
     #[test]
     fn a_version_is_caught_up_once_every_end_is_applied_or_read_to() {
         let applied = json!({"partition": 0, "applied_offset": 9, "log_end": 10});
-        assert!(caught_up(&json!([applied])));
+        assert!(caught_up(&partitions(json!([applied]))));
         let behind = json!({"partition": 1, "applied_offset": 3, "log_end": 10});
-        assert!(!caught_up(&json!([applied, behind])));
+        assert!(!caught_up(&partitions(json!([applied, behind]))));
         // An end of 0 with nothing applied: empty, or a broker that lost the
         // topic for a moment. Only reading to the end tells them apart.
         let unread = json!({"partition": 1, "log_end": 0, "reached_end": false});
-        assert!(!caught_up(&json!([applied, unread])));
+        assert!(!caught_up(&partitions(json!([applied, unread]))));
         let read = json!({"partition": 1, "log_end": 0, "reached_end": true});
-        assert!(caught_up(&json!([applied, read])));
+        assert!(caught_up(&partitions(json!([applied, read]))));
         // Started at a time later than everything in the partition.
         let sought =
             json!({"partition": 1, "log_end": 40, "start_offset": 40, "reached_end": true});
-        assert!(caught_up(&json!([applied, sought])));
+        assert!(caught_up(&partitions(json!([applied, sought]))));
         let not_started = json!({"partition": 1, "log_end": 40, "reached_end": true});
-        assert!(!caught_up(&json!([applied, not_started])));
+        assert!(!caught_up(&partitions(json!([applied, not_started]))));
         assert!(
-            !caught_up(&json!([{"partition": 0, "applied_offset": 9}])),
+            !caught_up(&partitions(json!([{"partition": 0, "applied_offset": 9}]))),
             "end unknown"
         );
-        assert!(!caught_up(&json!([])));
+        assert!(!caught_up(&partitions(json!([]))));
     }
 }

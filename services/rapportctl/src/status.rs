@@ -1,7 +1,10 @@
 //! Where every service stands: one row per consumer partition, from the
 //! services' `/v1/admin/status`.
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
+use rapport_common::admin::{IdentityStatus, ProjectorStatus};
+use rapport_common::status::ConsumerReport;
+use serde::de::DeserializeOwned;
 
 use crate::client::Services;
 
@@ -12,58 +15,42 @@ struct Stored {
     to_compact: u64,
 }
 
-impl Stored {
-    fn of(report: &serde_json::Value, bytes_field: &str) -> Self {
-        Self {
-            bytes: report[bytes_field].as_u64().unwrap_or(0),
-            to_compact: report["compaction_pending_bytes"].as_u64().unwrap_or(0),
-        }
-    }
-}
-
 fn print_consumer(
     name: &str,
     version: &str,
     live: &str,
     stored: &Stored,
-    consumer: &serde_json::Value,
+    consumer: &ConsumerReport,
 ) {
-    let rate = consumer["events_per_second"].as_f64().unwrap_or(0.0);
-    let text = |value: &serde_json::Value| {
-        value
-            .as_i64()
-            .map_or("-".to_owned(), |number| number.to_string())
-    };
-    for partition in consumer["partitions"].as_array().into_iter().flatten() {
+    let rate = consumer.events_per_second;
+    let text = |value: Option<i64>| value.map_or("-".to_owned(), |number| number.to_string());
+    for partition in &consumer.partitions {
         println!(
             "{name:<16} {version:<8} {live:<5} {:>9} {:>12} {:>12} {:>8} {rate:>10.0} {:>12} {:>12}",
-            text(&partition["partition"]),
-            text(&partition["applied_offset"]),
-            text(&partition["log_end"]),
-            text(&partition["lag"]),
+            partition.partition,
+            text(partition.applied_offset),
+            text(partition.log_end),
+            text(partition.lag),
             stored.bytes,
             stored.to_compact
         );
     }
-    let last_error = &consumer["last_error"];
-    if let Some(error) = last_error["message"].as_str() {
+    if let Some(error) = &consumer.last_error {
         // Whether the worker got over it matters more than the error itself.
-        let since = match last_error["batches_since"].as_u64() {
-            Some(0) | None => "no batch committed since".to_owned(),
-            Some(batches) => format!("{batches} batches committed since"),
+        let since = match error.batches_since {
+            0 => "no batch committed since".to_owned(),
+            batches => format!("{batches} batches committed since"),
         };
-        let ago = last_error["at_ms"]
-            .as_i64()
-            .map(|at_ms| {
-                let seconds = (rapport_common::now_ms() - at_ms).max(0) / 1000;
-                format!(" {seconds} s ago")
-            })
-            .unwrap_or_default();
-        println!("{name:<16} last error{ago} ({since}): {error}");
+        let seconds = (rapport_common::now_ms() - error.at_ms).max(0) / 1000;
+        println!(
+            "{name:<16} last error {seconds} s ago ({since}): {}",
+            error.message
+        );
     }
 }
 
-/// Prints the status table, or with `json` the services' answers as they are.
+/// Prints the status table, or with `json` the services' answers as they
+/// are: scripts get every field, also those this rapportctl does not know.
 pub(crate) fn show(services: &Services, json: bool) -> anyhow::Result<()> {
     let identity = services
         .identity
@@ -97,47 +84,62 @@ pub(crate) fn show(services: &Services, json: bool) -> anyhow::Result<()> {
         "bytes",
         "to compact"
     );
+    let identity = typed::<IdentityStatus>(identity, "identity");
     match &identity {
-        Ok(report) => print_consumer(
-            "identity",
-            "v1",
-            "yes",
-            &Stored::of(report, "graph_bytes"),
-            &report["consumer"],
-        ),
-        Err(error) => println!("identity: unreachable: {error:#}"),
-    }
-    if let Ok(report) = &identity {
-        for version in report["versions"].as_array().into_iter().flatten() {
-            print_consumer(
-                "identity",
-                version["version"].as_str().unwrap_or("?"),
-                "no",
-                &Stored::of(version, "graph_bytes"),
-                &version["consumer"],
-            );
-        }
-    }
-    match &projector {
         Ok(report) => {
-            for projection in report["projections"].as_array().into_iter().flatten() {
+            let live = Stored {
+                bytes: report.graph_bytes,
+                to_compact: report.compaction_pending_bytes,
+            };
+            print_consumer("identity", "v1", "yes", &live, &report.consumer);
+            for version in &report.versions {
+                let stored = Stored {
+                    bytes: version.graph_bytes,
+                    to_compact: version.compaction_pending_bytes,
+                };
                 print_consumer(
-                    projection["projection"].as_str().unwrap_or("?"),
-                    projection["version"].as_str().unwrap_or("?"),
-                    if projection["live"].as_bool() == Some(true) {
-                        "yes"
-                    } else {
-                        "no"
-                    },
-                    &Stored::of(projection, "state_bytes"),
-                    &projection["consumer"],
+                    "identity",
+                    &version.version,
+                    "no",
+                    &stored,
+                    &version.consumer,
                 );
             }
         }
-        Err(error) => println!("projector: unreachable: {error:#}"),
+        Err(error) => println!("identity: {error:#}"),
+    }
+    let projector = typed::<ProjectorStatus>(projector, "the projector");
+    match &projector {
+        Ok(report) => {
+            for projection in &report.projections {
+                let stored = Stored {
+                    bytes: projection.state_bytes,
+                    to_compact: projection.compaction_pending_bytes,
+                };
+                print_consumer(
+                    &projection.projection,
+                    &projection.version,
+                    if projection.live { "yes" } else { "no" },
+                    &stored,
+                    &projection.consumer,
+                );
+            }
+        }
+        Err(error) => println!("projector: {error:#}"),
     }
     if identity.is_err() || projector.is_err() {
         bail!("some services did not answer");
     }
     Ok(())
+}
+
+/// A status answer read into its type; says which service it was from and
+/// whether it did not answer or answered something unexpected.
+fn typed<Answer: DeserializeOwned>(
+    answer: anyhow::Result<serde_json::Value>,
+    service: &str,
+) -> anyhow::Result<Answer> {
+    let answer = answer.context("unreachable")?;
+    serde_json::from_value(answer)
+        .with_context(|| format!("the status of {service} is not as this rapportctl reads it"))
 }
