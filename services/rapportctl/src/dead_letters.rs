@@ -8,6 +8,8 @@ use prost::Message as _;
 use rapport_common::config::Config;
 use rapport_proto::v1::DeadLetter;
 
+use crate::progress::Progress;
+
 /// What `retry` re-submits.
 pub(crate) struct RetryFilter {
     /// Only letters refused by this service.
@@ -36,9 +38,17 @@ fn read_letters(config: &Config) -> anyhow::Result<Vec<(i64, DeadLetter)>> {
         .collect()
 }
 
+/// Every dead letter, with a spinner while the topic is read (up to a minute
+/// on a slow broker).
+fn read_showing_progress(config: &Config) -> anyhow::Result<Vec<(i64, DeadLetter)>> {
+    let progress = Progress::spinner("dead letters");
+    progress.message(format!("reading {}", config.topics.deadletters));
+    read_letters(config)
+}
+
 /// One line per dead letter.
 pub(crate) fn list(config: &Config) -> anyhow::Result<()> {
-    let letters = read_letters(config)?;
+    let letters = read_showing_progress(config)?;
     println!(
         "{:>8}  {:<10}  {:<40}  reason",
         "offset", "service", "refused record"
@@ -59,7 +69,7 @@ pub(crate) fn list(config: &Config) -> anyhow::Result<()> {
 
 /// Everything about the dead letter at `offset`, its bytes in hex.
 pub(crate) fn show(config: &Config, offset: i64) -> anyhow::Result<()> {
-    let letters = read_letters(config)?;
+    let letters = read_showing_progress(config)?;
     let (_, letter) = letters
         .iter()
         .find(|(at, _)| *at == offset)
@@ -92,7 +102,7 @@ pub(crate) fn retry(config: &Config, filter: RetryFilter) -> anyhow::Result<()> 
         from,
         dry_run,
     } = filter;
-    let letters = read_letters(config)?;
+    let letters = read_showing_progress(config)?;
     let chosen: Vec<&(i64, DeadLetter)> = letters
         .iter()
         .filter(|(offset, letter)| {

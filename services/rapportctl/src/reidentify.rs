@@ -9,7 +9,7 @@ use rapport_common::admin::{
 };
 
 use crate::client::Services;
-use crate::progress::progress;
+use crate::progress::Progress;
 
 /// What `reidentify` does.
 pub(crate) enum Reidentify {
@@ -107,6 +107,7 @@ pub(crate) fn reidentify(
 /// Shows progress until the version resolved every raw record up to its bounds.
 fn wait_for_version(services: &Services, version: &str, patience: Duration) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let progress = Progress::bar(version);
     loop {
         let report: GraphVersion = services
             .identity
@@ -115,16 +116,14 @@ fn wait_for_version(services: &Services, version: &str, patience: Duration) -> a
         let total = report.raw_records_total;
         match report.state {
             GraphVersionState::Finished => {
-                progress("");
-                println!(
+                progress.println(format_args!(
                     "version {version} resolved {total} raw records in {:.1} s",
                     started.elapsed().as_secs_f64()
-                );
+                ));
                 return Ok(());
             }
             GraphVersionState::Running => {}
             state @ (GraphVersionState::Stopped | GraphVersionState::Failed) => {
-                progress("");
                 bail!(
                     "version {version} is {}: {}",
                     state.as_str(),
@@ -137,7 +136,6 @@ fn wait_for_version(services: &Services, version: &str, patience: Duration) -> a
             }
         }
         if started.elapsed() > patience {
-            progress("");
             bail!(
                 "version {version} did not finish within {patience:?} ({read} of {total} raw records); it keeps running, compare it later with --compare {version}"
             );
@@ -148,18 +146,11 @@ fn wait_for_version(services: &Services, version: &str, patience: Duration) -> a
         } else {
             "-".to_owned()
         };
-        let done = if total > 0 {
-            read as f64 / total as f64
-        } else {
-            1.0
-        };
-        let filled = (done * 30.0).round() as usize;
-        progress(&format!(
-            "{version}: [{}{}] {:>3.0}% {read}/{total} raw records, {rate:.0} events/s, ETA {eta}",
-            "#".repeat(filled),
-            "-".repeat(30 - filled.min(30)),
-            done * 100.0
-        ));
+        progress.show(
+            read.max(0) as u64,
+            total.max(0) as u64,
+            format!("raw records, ETA {eta}, {rate:.0} events/s"),
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }

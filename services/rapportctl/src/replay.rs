@@ -13,7 +13,7 @@ use rapport_common::admin::{
 use rapport_common::status::{ConsumerReport, PartitionStatus};
 
 use crate::client::Services;
-use crate::progress::progress;
+use crate::progress::Progress;
 
 /// What `replay` builds.
 pub(crate) struct ReplayRequest<'a> {
@@ -80,6 +80,14 @@ pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow:
     if no_wait {
         return Ok(());
     }
+    // A bounded snapshot ends before the log does: how far it has to go
+    // is unknown until it gets there.
+    let bounded = body.until.is_some();
+    let progress = if bounded {
+        Progress::spinner(&version)
+    } else {
+        Progress::bar(&version)
+    };
     let started = std::time::Instant::now();
     let mut starts_shown = std::collections::BTreeSet::new();
     loop {
@@ -97,33 +105,20 @@ pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow:
         if let Some(error) = last_error_message(consumer)
             && report.failed
         {
-            progress("");
             bail!("the rebuild failed: {error}");
         }
         for partition in &consumer.partitions {
             if let Some(offset) = partition.start_offset
                 && starts_shown.insert(partition.partition)
             {
-                progress("");
-                println!(
+                progress.println(format_args!(
                     "partition {} starts at offset {offset}, found by {}",
                     partition.partition,
                     partition.start_found_by.as_deref().unwrap_or("?")
-                );
+                ));
             }
         }
-        // Records applied by this rebuild: from each partition's start (0,
-        // or where a `--from` put it) to its applied offset.
-        let applied: i64 = consumer
-            .partitions
-            .iter()
-            .map(|partition| {
-                let start = partition.start_offset.unwrap_or(0);
-                partition
-                    .applied_offset
-                    .map_or(0, |offset| (offset + 1 - start).max(0))
-            })
-            .sum();
+        let Applied { applied, to_apply } = Applied::of(consumer);
         let lag = consumer.total_lag;
         let rate = consumer.events_per_second;
         let eta = if rate > 0.0 {
@@ -131,18 +126,22 @@ pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow:
         } else {
             "-".to_owned()
         };
-        let bounded = report.until.is_some();
+        if bounded {
+            progress.message(format!("{applied} records applied, {rate:.0} events/s"));
+        } else {
+            progress.show(
+                applied,
+                to_apply,
+                format!("applied, ETA {eta}, {lag} behind, {rate:.0} events/s"),
+            );
+        }
         let done = if bounded {
             report.finished
         } else {
             caught_up(&consumer.partitions)
         };
-        progress(&format!(
-            "{version}: {applied} records applied, {lag} behind, {rate:.0} events/s, ETA {eta}"
-        ));
         if done {
-            progress("");
-            println!(
+            progress.println(format_args!(
                 "version {version} {} after {:.1} s ({applied} records)",
                 if bounded {
                     "reached its end"
@@ -150,14 +149,43 @@ pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow:
                     "caught up"
                 },
                 started.elapsed().as_secs_f64()
-            );
+            ));
             break;
         }
     }
+    drop(progress);
     if switch {
         switch_live(services, &version, false)?;
     }
     Ok(())
+}
+
+/// What a version has applied of the records it is to apply.
+struct Applied {
+    /// Records applied: from each partition's start (0, or where a `--from`
+    /// put it) to its applied offset.
+    applied: u64,
+    /// Records from each partition's start to its end, where the end is known.
+    to_apply: u64,
+}
+
+impl Applied {
+    fn of(consumer: &ConsumerReport) -> Self {
+        let mut counts = Self {
+            applied: 0,
+            to_apply: 0,
+        };
+        for partition in &consumer.partitions {
+            let start = partition.start_offset.unwrap_or(0);
+            if let Some(offset) = partition.applied_offset {
+                counts.applied += (offset + 1 - start).max(0) as u64;
+            }
+            if let Some(end) = partition.log_end {
+                counts.to_apply += (end - start).max(0) as u64;
+            }
+        }
+        counts
+    }
 }
 
 /// Whether a version has caught up, from its status's partitions: every
@@ -211,23 +239,25 @@ pub(crate) fn drop_version(services: &Services, version: &str) -> anyhow::Result
 pub(crate) fn verify(services: &Services, other: &str, patience: Duration) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + patience;
     let mut explain_topics = true;
+    let progress = Progress::bar(other);
     loop {
         let report: VerifyReport = services
             .projector
             .get(&format!("/v1/admin/verify?other={other}"))?;
-        let [live, other] = &report.versions;
+        let [live_family, other_family] = &report.versions;
         let [live_topic, other_topic] = report.topics.each_ref().map(|topic| topic.as_deref());
         // Said once: the comparison is by offset, partition by partition.
         if live_topic != other_topic && std::mem::take(&mut explain_topics) {
-            println!(
-                "{live} reads {}, {other} reads {}: compared at equal offsets, which holds the same records only if both topics do (a re-identification of an unchanged log)",
+            progress.println(format_args!(
+                "{live_family} reads {}, {other_family} reads {}: compared at equal offsets, which holds the same records only if both topics do (a re-identification of an unchanged log)",
                 live_topic.unwrap_or("?"),
                 other_topic.unwrap_or("?")
-            );
+            ));
         }
         if report.same_offsets {
+            drop(progress);
             println!(
-                "{live} vs {other}: {} vs {} keys, checksums {} vs {}",
+                "{live_family} vs {other_family}: {} vs {} keys, checksums {} vs {}",
                 report.keys[0], report.keys[1], report.checksums[0], report.checksums[1]
             );
             if report.identical {
@@ -247,6 +277,23 @@ pub(crate) fn verify(services: &Services, other: &str, patience: Duration) -> an
             }
             bail!(
                 "the versions did not reach the same offsets within {patience:?}; is traffic still flowing?"
+            );
+        }
+        // Only for the bar: a listing that fails here leaves it as it was,
+        // and the comparison above reports what is wrong with the service.
+        if let Ok(listing) = services
+            .projector
+            .get::<ProjectionVersions>("/v1/admin/versions")
+            && let Some(version) = listing
+                .versions
+                .iter()
+                .find(|version| version.version == other)
+        {
+            let Applied { applied, to_apply } = Applied::of(&version.consumer);
+            progress.show(
+                applied,
+                to_apply,
+                format!("applied, waiting to reach the offsets of {live_family}"),
             );
         }
         std::thread::sleep(Duration::from_millis(500));
