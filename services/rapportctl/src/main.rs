@@ -27,15 +27,17 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// projections and the identifier graph beside the live ones and compare
 /// them, inspect and re-submit dead letters, create and inspect topics.
 ///
-/// Kafka commands talk to the brokers named by --brokers (or RAPPORT_BROKERS,
-/// or [kafka] brokers in --config), default 127.0.0.1:9092. `status` asks the
-/// services' admin endpoints.
+/// Kafka commands (topics, deadletters) talk to the brokers named by
+/// --brokers (or RAPPORT_BROKERS, or [kafka] brokers in --config), default
+/// 127.0.0.1:9092. The others ask the services' admin endpoints at
+/// --query-url (the projector) and --identity-url.
 #[derive(Parser, Debug)]
 #[command(version, name = "rapportctl")]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Base URL of the projector's query API (serves /v1/admin/status).
+    /// Base URL of the projector's query API, whose /v1/admin endpoints
+    /// status, replay, switch, drop and verify use.
     #[arg(
         long,
         env = "RAPPORT_QUERY_URL",
@@ -43,8 +45,8 @@ struct Args {
         global = true
     )]
     query_url: String,
-    /// Base URL of the identity service's admin endpoints (serves
-    /// /v1/admin/status and the re-identification endpoints).
+    /// Base URL of the identity service's admin API, which status,
+    /// reidentify and replay --identity-version use.
     #[arg(
         long,
         visible_alias = "identity",
@@ -135,7 +137,7 @@ enum Command {
         #[arg(long)]
         other: String,
         /// How long to wait for both versions to reach the same offsets.
-        #[arg(long, default_value_t = 120)]
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         patience_s: u64,
     },
     /// Re-run identity resolution from the raw topic into a new version of
@@ -203,6 +205,8 @@ enum TopicsAction {
     /// Show each defined topic's partition count on the cluster, and the
     /// configuration values that differ from the definition.
     Describe {
+        /// Topic definition file; default: the copy built into rapportctl,
+        /// identical to infra/topics.toml.
         #[arg(long)]
         file: Option<PathBuf>,
     },
@@ -268,7 +272,7 @@ fn run(
             no_wait,
         } => replay::replay(
             services,
-            replay::ReplayRequest {
+            replay::ReplayOptions {
                 projection: &projection,
                 version,
                 from: &from,
@@ -294,8 +298,8 @@ fn run(
             patience_s,
         } => {
             let action = match (compare, drop) {
-                (Some(version), _) => Reidentify::Compare(version),
-                (_, Some(version)) => Reidentify::Drop(version),
+                (Some(name), _) => Reidentify::Compare(name),
+                (_, Some(name)) => Reidentify::Drop(name),
                 (None, None) => Reidentify::Start { version, no_wait },
             };
             reidentify::reidentify(services, action, Duration::from_secs(patience_s))

@@ -16,7 +16,7 @@ use crate::client::Services;
 use crate::progress::Progress;
 
 /// What `replay` builds.
-pub(crate) struct ReplayRequest<'a> {
+pub(crate) struct ReplayOptions<'a> {
     pub(crate) projection: &'a str,
     pub(crate) version: Option<String>,
     pub(crate) from: &'a str,
@@ -50,8 +50,8 @@ fn last_error_message(consumer: &ConsumerReport) -> Option<&str> {
         .map(|error| error.message.as_str())
 }
 
-pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow::Result<()> {
-    let ReplayRequest {
+pub(crate) fn replay(services: &Services, options: ReplayOptions<'_>) -> anyhow::Result<()> {
+    let ReplayOptions {
         projection,
         version,
         from,
@@ -59,7 +59,7 @@ pub(crate) fn replay(services: &Services, request: ReplayRequest<'_>) -> anyhow:
         identity_version,
         switch,
         no_wait,
-    } = request;
+    } = options;
     let source_topic = match identity_version {
         Some(name) => Some(identity_version_topic(services, name)?),
         None => None,
