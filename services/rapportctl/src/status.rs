@@ -24,15 +24,23 @@ fn print_consumer(
 ) {
     let rate = consumer.events_per_second;
     let text = |value: Option<i64>| value.map_or("-".to_owned(), |number| number.to_string());
-    for partition in &consumer.partitions {
+    let row = |partition: &str, applied: &str, log_end: &str, lag: &str| {
         println!(
-            "{name:<16} {version:<8} {live:<5} {:>9} {:>12} {:>12} {:>8} {rate:>10.0} {:>12} {:>12}",
-            partition.partition,
-            text(partition.applied_offset),
-            text(partition.log_end),
-            text(partition.lag),
-            stored.bytes,
-            stored.to_compact
+            "{name:<16} {version:<8} {live:<5} {partition:>9} {applied:>12} {log_end:>12} {lag:>8} {rate:>10.0} {:>12} {:>12}",
+            stored.bytes, stored.to_compact
+        );
+    };
+    // A worker reports no partition until it has read or applied
+    // something (one just restarted, say); its version still gets a row.
+    if consumer.partitions.is_empty() {
+        row("-", "-", "-", "-");
+    }
+    for partition in &consumer.partitions {
+        row(
+            &partition.partition.to_string(),
+            &text(partition.applied_offset),
+            &text(partition.log_end),
+            &text(partition.lag),
         );
     }
     if let Some(error) = &consumer.last_error {
