@@ -1,6 +1,7 @@
 //! Plumbing shared by the Rapport services: configuration, Kafka clients,
 //! RocksDB storage and its key scheme, metrics, HTTP errors and logging.
 
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod digest;

@@ -1,0 +1,456 @@
+//! The answers of the services' admin endpoints (`/v1/admin/...`) as types,
+//! so that the services and `rapportctl` agree on every field name at
+//! compile time rather than at run time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::status::ConsumerReport;
+
+/// A refused request: `{"error": "...", "details": [...]}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<ErrorDetail>,
+}
+
+/// One broken rule of a refused request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Position of the event in the batch, when the error is about one event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+// The projector (`--query-url`).
+
+/// Where a rebuild starts reading the customer topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartFrom {
+    Beginning,
+    Offset {
+        partition: i32,
+        offset: i64,
+    },
+    /// Only records received at or after this instant.
+    Time {
+        at_ms: i64,
+    },
+}
+
+/// `GET /v1/admin/status` of the projector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectorStatus {
+    /// `projector`.
+    pub service: String,
+    pub projections: Vec<ProjectionVersion>,
+}
+
+/// One version of a projection, as the status and the version listing show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectionVersion {
+    pub projection: String,
+    pub version: String,
+    pub live: bool,
+    pub from: StartFrom,
+    /// The end of a bounded snapshot (RFC 3339); none for a version that
+    /// follows the head.
+    pub until: Option<String>,
+    /// The topic it reads.
+    pub topic: String,
+    /// A bounded version that reached its end, or a worker that stopped.
+    pub finished: bool,
+    /// The worker stopped with an error: `consumer.last_error`. An error
+    /// there without this flag is one the worker got over.
+    pub failed: bool,
+    pub state_bytes: u64,
+    /// What RocksDB's compactions of this version still have to rewrite.
+    pub compaction_pending_bytes: u64,
+    pub consumer: ConsumerReport,
+}
+
+/// `GET /v1/admin/versions` of the projector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectionVersions {
+    pub live: String,
+    pub versions: Vec<ProjectionVersion>,
+}
+
+/// `POST /v1/admin/replays`: what to rebuild.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayRequest {
+    /// Only `customer_view` today.
+    pub projection: String,
+    /// Default: the next free vN.
+    pub version: Option<String>,
+    /// `beginning` (default), `offset:P:O` or `time:RFC3339`.
+    pub from: Option<String>,
+    /// `time:RFC3339`: a bounded snapshot of what ingest received by then.
+    pub until: Option<String>,
+    /// Another topic to build from than the customer topic: a graph
+    /// version's.
+    pub source_topic: Option<String>,
+}
+
+/// The answer to `POST /v1/admin/replays`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayStarted {
+    pub version: String,
+    pub family: String,
+    pub topic: Option<String>,
+}
+
+/// The answer to `POST /v1/admin/versions/{version}/switch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionSwitched {
+    pub live: String,
+    /// The topic the live version reads from now on.
+    pub topic: Option<String>,
+}
+
+/// The answer to `DELETE /v1/admin/versions/{version}` of the projector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectionDropped {
+    pub dropped: String,
+}
+
+/// `GET /v1/admin/verify?other=`: two versions compared from one
+/// snapshot. Each pair is the live (or `live=`) version, then `other`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// The two versions' column families.
+    pub versions: [String; 2],
+    /// The topics they read; offsets are compared partition by partition
+    /// also across topics.
+    pub topics: [Option<String>; 2],
+    pub same_offsets: bool,
+    pub keys: [u64; 2],
+    pub checksums: [String; 2],
+    /// Same offsets and no differing key.
+    pub identical: bool,
+    /// Up to ten differing keys.
+    pub first_differences: Vec<String>,
+}
+
+// The identity service (`--identity-url`).
+
+/// `GET /v1/admin/status` of the identity service: the live graph, and
+/// beside it the graph versions of re-identifications.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityStatus {
+    /// `identity`.
+    pub service: String,
+    pub graph_bytes: u64,
+    pub compaction_pending_bytes: u64,
+    pub consumer: ConsumerReport,
+    pub versions: Vec<GraphVersion>,
+}
+
+/// How a graph version's worker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphVersionState {
+    Running,
+    /// Resolved every raw record up to its bounds: ready to compare.
+    Finished,
+    /// Asked to stop (shutdown) before reaching its bounds.
+    Stopped,
+    Failed,
+}
+
+impl GraphVersionState {
+    /// The state as the answers spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Finished => "finished",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One raw partition of a graph version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphPartition {
+    pub partition: i32,
+    /// The last raw offset it will resolve; none when nothing is to be read.
+    pub bound: Option<i64>,
+    pub applied_offset: Option<i64>,
+}
+
+/// One graph version, as the status, the listing, `GET
+/// /v1/admin/versions/{version}` and `POST /v1/admin/reidentify` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphVersion {
+    pub version: String,
+    pub family: String,
+    /// The customer topic it writes.
+    pub topic: String,
+    pub created_at: String,
+    pub state: GraphVersionState,
+    pub partitions: Vec<GraphPartition>,
+    /// Raw records up to the bounds, and how many of them were resolved.
+    pub raw_records_total: i64,
+    pub raw_records_read: i64,
+    /// Refused records it skipped (the live resolver dead-lettered them).
+    pub dead_letters_skipped: u64,
+    pub graph_bytes: u64,
+    pub compaction_pending_bytes: u64,
+    pub consumer: ConsumerReport,
+}
+
+/// `GET /v1/admin/versions` of the identity service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphVersions {
+    /// Always `v1`: the live graph is not a version of its own.
+    pub live: String,
+    pub versions: Vec<GraphVersion>,
+}
+
+/// `POST /v1/admin/reidentify`: the graph version to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReidentifyRequest {
+    /// Default: the next free vN.
+    pub version: Option<String>,
+}
+
+/// The answer to `DELETE /v1/admin/versions/{version}` of the identity service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphDropped {
+    pub dropped: String,
+    /// The version's customer topic, and whether deleting it worked.
+    pub topic: String,
+    pub topic_deleted: bool,
+}
+
+/// `GET /v1/admin/versions/{version}/compare`: the live graph, as the
+/// version's baseline froze it, against the version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphComparison {
+    /// `v1` and the version.
+    pub versions: [String; 2],
+    /// Same offsets, same entries.
+    pub equal: bool,
+    pub live: GraphSummary,
+    pub version: GraphSummary,
+    /// Up to ten differing keys, in key order.
+    pub first_differences: Vec<GraphDifference>,
+}
+
+/// One side of a graph comparison.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphSummary {
+    /// Graph entries.
+    pub keys: u64,
+    pub checksum: String,
+    /// The last resolved raw offset per partition.
+    pub offsets: BTreeMap<i32, i64>,
+}
+
+/// Where two graphs differ at one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphDifference {
+    /// The key in words, e.g. `identifier email:a@b.com`.
+    pub key: String,
+    /// `only in the live graph`, `only in NAME` or `values differ`.
+    pub difference: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+    use serde_json::{Value, json};
+
+    /// Deserializes `sample` and checks that serializing it gives the
+    /// sample back: every field read, none renamed, none invented.
+    fn round_trips<T: Serialize + DeserializeOwned>(sample: Value) -> T {
+        let typed: T = serde_json::from_value(sample.clone())
+            .unwrap_or_else(|error| panic!("{error}: {sample:#}"));
+        assert_eq!(serde_json::to_value(&typed).unwrap(), sample);
+        typed
+    }
+
+    /// A consumer as `WorkerStatus::report` serializes it: one partition
+    /// applied and sought, one not started, and an error got over.
+    fn consumer(topic: &str) -> Value {
+        json!({
+            "topic": topic,
+            "partitions": [
+                {"partition": 0, "applied_offset": 41, "log_end": 50, "lag": 8,
+                 "start_offset": 12, "start_found_by": "offset for time", "reached_end": false},
+                {"partition": 1, "applied_offset": null, "log_end": 0, "lag": 0, "reached_end": true},
+            ],
+            "total_lag": 8,
+            "events_per_second": 1250.5,
+            "last_error": {"message": "broker gone", "at_ms": 1_700_000_000_000_i64, "batches_since": 3},
+        })
+    }
+
+    fn projection_version(version: &str, live: bool) -> Value {
+        json!({
+            "projection": "customer_view",
+            "version": version,
+            "live": live,
+            "from": {"Time": {"at_ms": 1_700_000_000_000_i64}},
+            "until": "2024-03-01T00:00:00Z",
+            "topic": "rapport.events.customer.v1",
+            "finished": false,
+            "failed": false,
+            "state_bytes": 123_456,
+            "compaction_pending_bytes": 0,
+            "consumer": consumer("rapport.events.customer.v1"),
+        })
+    }
+
+    fn graph_version(state: &str) -> Value {
+        json!({
+            "version": "r2",
+            "family": "identity.r2",
+            "topic": "rapport.events.customer.v1.r2",
+            "created_at": "2024-03-01T00:00:00Z",
+            "state": state,
+            "partitions": [
+                {"partition": 0, "bound": 99, "applied_offset": 49},
+                {"partition": 1, "bound": null, "applied_offset": null},
+            ],
+            "raw_records_total": 100,
+            "raw_records_read": 50,
+            "dead_letters_skipped": 1,
+            "graph_bytes": 4096,
+            "compaction_pending_bytes": 512,
+            "consumer": consumer("rapport.events.raw.v1"),
+        })
+    }
+
+    #[test]
+    fn error_answers_with_and_without_details() {
+        let refused: ErrorAnswer = round_trips(json!({
+            "error": "bad version",
+            "details": [{"field": "version", "message": "must be 1-64 letters, digits, - or _"}],
+        }));
+        assert_eq!(refused.details[0].field, "version");
+        round_trips::<ErrorAnswer>(json!({
+            "error": "invalid event",
+            "details": [{"index": 2, "field": "occurred_at", "message": "must be RFC 3339"}],
+        }));
+        let conflict: ErrorAnswer = round_trips(json!({"error": "version v1 is live"}));
+        assert!(conflict.details.is_empty());
+    }
+
+    #[test]
+    fn every_start_of_a_rebuild() {
+        for (sample, start) in [
+            (json!("Beginning"), StartFrom::Beginning),
+            (
+                json!({"Offset": {"partition": 1, "offset": 7}}),
+                StartFrom::Offset {
+                    partition: 1,
+                    offset: 7,
+                },
+            ),
+            (
+                json!({"Time": {"at_ms": 42}}),
+                StartFrom::Time { at_ms: 42 },
+            ),
+        ] {
+            assert_eq!(round_trips::<StartFrom>(sample), start);
+        }
+    }
+
+    #[test]
+    fn projector_status_and_versions() {
+        let status: ProjectorStatus = round_trips(json!({
+            "service": "projector",
+            "projections": [projection_version("v1", true), projection_version("r2", false)],
+        }));
+        let partitions = &status.projections[0].consumer.partitions;
+        assert_eq!(partitions[0].start_offset, Some(12));
+        assert!(partitions[1].reached_end && partitions[1].applied_offset.is_none());
+        let listing: ProjectionVersions = round_trips(json!({
+            "live": "v1",
+            "versions": [projection_version("v1", true)],
+        }));
+        assert!(listing.versions[0].live);
+        // A version that follows the head, with a worker that never erred.
+        let mut following = projection_version("v1", true);
+        following["from"] = json!("Beginning");
+        following["until"] = Value::Null;
+        following["consumer"]["last_error"] = Value::Null;
+        let version: ProjectionVersion = round_trips(following);
+        assert!(version.until.is_none() && version.consumer.last_error.is_none());
+    }
+
+    #[test]
+    fn projector_replay_switch_drop_and_verify() {
+        round_trips::<ReplayRequest>(json!({
+            "projection": "customer_view", "version": null, "from": "beginning",
+            "until": "time:2024-03-01T00:00:00Z", "source_topic": "rapport.events.customer.v1.r2",
+        }));
+        round_trips::<ReplayStarted>(json!({
+            "version": "r2", "family": "customer_view.r2", "topic": "rapport.events.customer.v1",
+        }));
+        round_trips::<VersionSwitched>(
+            json!({"live": "r2", "topic": "rapport.events.customer.v1"}),
+        );
+        round_trips::<ProjectionDropped>(json!({"dropped": "v1"}));
+        let report: VerifyReport = round_trips(json!({
+            "versions": ["customer_view.v1", "customer_view.r2"],
+            "topics": ["rapport.events.customer.v1", null],
+            "same_offsets": true,
+            "keys": [40, 41],
+            "checksums": ["9f86d081884c7d65", "60303ae22b998861"],
+            "identical": false,
+            "first_differences": ["P\u{0}c-7"],
+        }));
+        assert!(report.same_offsets && !report.identical);
+    }
+
+    #[test]
+    fn identity_status_versions_and_reidentify() {
+        let status: IdentityStatus = round_trips(json!({
+            "service": "identity",
+            "graph_bytes": 8192,
+            "compaction_pending_bytes": 0,
+            "consumer": consumer("rapport.events.raw.v1"),
+            "versions": [graph_version("running")],
+        }));
+        assert_eq!(status.versions[0].state, GraphVersionState::Running);
+        for (state, expected) in [
+            ("finished", GraphVersionState::Finished),
+            ("stopped", GraphVersionState::Stopped),
+            ("failed", GraphVersionState::Failed),
+        ] {
+            assert_eq!(
+                round_trips::<GraphVersion>(graph_version(state)).state,
+                expected
+            );
+            assert_eq!(expected.as_str(), state);
+        }
+        round_trips::<GraphVersions>(json!({"live": "v1", "versions": []}));
+        round_trips::<ReidentifyRequest>(json!({"version": "r2"}));
+        round_trips::<GraphDropped>(json!({
+            "dropped": "r2", "topic": "rapport.events.customer.v1.r2", "topic_deleted": true,
+        }));
+    }
+
+    #[test]
+    fn identity_comparison() {
+        let comparison: GraphComparison = round_trips(json!({
+            "versions": ["v1", "r2"],
+            "equal": false,
+            // Offsets are keyed by partition; JSON object keys are strings.
+            "live": {"keys": 12, "checksum": "ab12", "offsets": {"0": 99, "1": 4}},
+            "version": {"keys": 13, "checksum": "cd34", "offsets": {"0": 99, "1": 4}},
+            "first_differences": [
+                {"key": "identifier email:a@b.com", "difference": "only in r2"},
+            ],
+        }));
+        assert_eq!(comparison.live.offsets[&1], 4);
+    }
+}
