@@ -371,7 +371,7 @@ fn a_bounded_replay_holds_exactly_what_was_received_by_then() {
 fn offsets_and_times(topic: &str) -> std::collections::BTreeMap<i32, Vec<(i64, i64)>> {
     let kafka = rapport_e2e::kafka();
     let mut by_partition: std::collections::BTreeMap<i32, Vec<(i64, i64)>> = Default::default();
-    for record in rapport_common::broker::read_to_end(&kafka, topic, PATIENCE).expect("read") {
+    for record in rapport_common::read_all::read_to_end(&kafka, topic, PATIENCE).expect("read") {
         by_partition
             .entry(record.partition)
             .or_default()

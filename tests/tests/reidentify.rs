@@ -115,7 +115,7 @@ type Record = (Vec<u8>, Vec<u8>, i64);
 /// Every record of a customer topic per partition, in offset order.
 fn customer_records(topic: &str) -> BTreeMap<i32, Vec<Record>> {
     let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-    for record in rapport_common::broker::read_to_end(&rapport_e2e::kafka(), topic, PATIENCE)
+    for record in rapport_common::read_all::read_to_end(&rapport_e2e::kafka(), topic, PATIENCE)
         .expect("read the topic")
     {
         by_partition.entry(record.partition).or_default().push((

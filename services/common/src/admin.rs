@@ -42,6 +42,33 @@ pub enum StartFrom {
     },
 }
 
+impl StartFrom {
+    /// Parses `beginning`, `offset:PARTITION:OFFSET` or `time:RFC3339`.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        if text == "beginning" {
+            return Ok(Self::Beginning);
+        }
+        if let Some(rest) = text.strip_prefix("offset:") {
+            let (partition, offset) = rest
+                .split_once(':')
+                .ok_or("offset: needs PARTITION:OFFSET")?;
+            let partition = partition
+                .parse()
+                .map_err(|_| format!("bad partition {partition}"))?;
+            let offset = offset.parse().map_err(|_| format!("bad offset {offset}"))?;
+            return Ok(Self::Offset { partition, offset });
+        }
+        if let Some(rest) = text.strip_prefix("time:") {
+            let at_ms = rapport_projections::time::parse_rfc3339(rest)
+                .map_err(|error| error.to_string())?;
+            return Ok(Self::Time { at_ms });
+        }
+        Err(format!(
+            "{text} is not beginning, offset:P:O or time:RFC3339"
+        ))
+    }
+}
+
 /// `GET /v1/admin/status` of the projector.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProjectorStatus {
@@ -80,8 +107,9 @@ pub struct ProjectionVersions {
     pub versions: Vec<ProjectionVersion>,
 }
 
-/// `POST /v1/admin/replays`: what to rebuild.
+/// `POST /v1/admin/replays`: what to rebuild. Unknown fields are refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// Only `customer_view` today.
     pub projection: String,

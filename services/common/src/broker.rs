@@ -6,23 +6,17 @@
 //! not quite (docs/broker.md lists how), and every workaround for it lives
 //! here, switched on by `[kafka] broker_kind = "tansu"` and off for
 //! `"kafka"`. The projector's poller, identity's reader, the time seek and
-//! the operator tools take their start offsets, their record admission and
-//! their partition ends from this module and nowhere else.
+//! the operator tools take their start offsets and their record admission
+//! from this module; partition ends come from `BrokerHealth::end_reached_as_of`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use std::time::Duration;
-
-use rdkafka::error::KafkaError;
-
-use crate::config::KafkaConfig;
-use crate::kafka::{
-    BrokerHealth, MAX_RECORDS_PER_BATCH, STATISTICS_INTERVAL_MS, assign, assigning_consumer,
-    partition_count,
-};
-use crate::{Error, Result};
+/// The most records Rapport's producers put in one record batch, and so
+/// the furthest a reader rewinds against tansu (see
+/// [`BrokerKind::fetch_start`]).
+pub const MAX_RECORDS_PER_BATCH: i64 = 10_000;
 
 /// Which implementation of the Kafka protocol the services talk to. The
 /// key is `broker_kind` rather than `broker` so that it cannot be mistaken
@@ -62,26 +56,6 @@ impl BrokerKind {
     pub fn seeks_before_resume(self) -> bool {
         self == BrokerKind::Tansu
     }
-}
-
-/// When `position` (the next offset a reader wants) has reached the end of
-/// `topic`/`partition` as the client's fetch statistics last reported it:
-/// the instant as of which nothing more was in the log, allowing the
-/// statistics interval plus as long again for the fetch behind them.
-///
-/// Readers take a partition's end from the end-of-partition event or from
-/// this, whichever comes first, on either broker: librdkafka drops the
-/// event when a partition is paused and resumed and does not send it again
-/// at the same offset, and tansu answers a fetch below the end of a log
-/// whose early records are gone with neither a record nor the event.
-pub fn end_reached_as_of(
-    health: &BrokerHealth,
-    topic: &str,
-    partition: i32,
-    position: i64,
-) -> Option<i64> {
-    let (end, reported_at_ms) = health.log_end_reported(topic, partition)?;
-    (position >= end).then_some(reported_at_ms - 2 * STATISTICS_INTERVAL_MS)
 }
 
 /// What an [`OffsetGate`] says of a delivered record.
@@ -154,67 +128,6 @@ impl OffsetGate {
     }
 }
 
-/// A consumed record, owned.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp_ms: i64,
-    pub key: Vec<u8>,
-    pub payload: Vec<u8>,
-}
-
-/// Reads every record of `topic` from the beginning until each partition
-/// reports its end, in partition then offset order. For operator tools on
-/// small topics (dead letters), not for the data path.
-pub fn read_to_end(kafka: &KafkaConfig, topic: &str, patience: Duration) -> Result<Vec<Record>> {
-    use rdkafka::message::Message as _;
-    let (consumer, _) = assigning_consumer(kafka, "rapport-read", true)?;
-    let partitions = partition_count(&consumer, topic, Duration::from_secs(10))?;
-    let starts: Vec<(i32, rdkafka::Offset)> = (0..partitions)
-        .map(|partition| (partition, rdkafka::Offset::Beginning))
-        .collect();
-    assign(&consumer, topic, &starts)?;
-    let mut at_end = std::collections::BTreeSet::new();
-    let mut gate = OffsetGate::default();
-    let mut records = Vec::new();
-    let deadline = std::time::Instant::now() + patience;
-    while (at_end.len() as i32) < partitions {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::Config(format!(
-                "could not read {topic} to its end within {patience:?}"
-            )));
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                at_end.remove(&message.partition());
-                if gate.admit(message.partition(), message.offset()) != Admission::Take {
-                    continue;
-                }
-                records.push(Record {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
-                    key: message.key().unwrap_or_default().to_vec(),
-                    payload: message.payload().unwrap_or_default().to_vec(),
-                });
-            }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                at_end.insert(partition);
-            }
-            Some(Err(source)) => {
-                return Err(Error::Kafka {
-                    context: format!("reading {topic}"),
-                    source,
-                });
-            }
-            None => {}
-        }
-    }
-    records.sort_by_key(|record| (record.partition, record.offset));
-    Ok(records)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,18 +150,6 @@ mod tests {
         );
         assert_eq!(BrokerKind::Tansu.fetch_start(3), rdkafka::Offset::Offset(0));
         assert!(BrokerKind::Tansu.seeks_before_resume());
-    }
-
-    #[test]
-    fn a_reported_end_counts_once_the_position_reaches_it() {
-        let health = BrokerHealth::default();
-        health.record_log_end("t", 0, 10, 50_000);
-        assert_eq!(
-            end_reached_as_of(&health, "t", 0, 10),
-            Some(50_000 - 2 * STATISTICS_INTERVAL_MS)
-        );
-        assert_eq!(end_reached_as_of(&health, "t", 0, 9), None);
-        assert_eq!(end_reached_as_of(&health, "t", 1, 10), None);
     }
 
     #[test]

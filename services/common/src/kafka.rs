@@ -68,6 +68,21 @@ impl BrokerHealth {
         ends.insert((topic.to_owned(), partition), (end, reported_at_ms));
     }
 
+    /// When `position` (the next offset a reader wants) has reached the end of
+    /// `topic`/`partition` as the client's fetch statistics last reported it:
+    /// the instant as of which nothing more was in the log, allowing the
+    /// statistics interval plus as long again for the fetch behind them.
+    ///
+    /// Readers take a partition's end from the end-of-partition event or from
+    /// this, whichever comes first, on either broker: librdkafka drops the
+    /// event when a partition is paused and resumed and does not send it again
+    /// at the same offset, and tansu answers a fetch below the end of a log
+    /// whose early records are gone with neither a record nor the event.
+    pub fn end_reached_as_of(&self, topic: &str, partition: i32, position: i64) -> Option<i64> {
+        let (end, reported_at_ms) = self.log_end_reported(topic, partition)?;
+        (position >= end).then_some(reported_at_ms - 2 * STATISTICS_INTERVAL_MS)
+    }
+
     /// The last reported end of one partition, and when the report came.
     pub fn log_end_reported(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
         let ends = self.log_ends.lock().expect("log ends lock");
@@ -202,10 +217,7 @@ pub fn client_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
     config
 }
 
-/// The most records our producers put in one record batch, and so the
-/// furthest a reader rewinds against tansu (see
-/// [`crate::broker::BrokerKind::fetch_start`]).
-pub const MAX_RECORDS_PER_BATCH: i64 = 10_000;
+pub use crate::broker::MAX_RECORDS_PER_BATCH;
 
 /// An idempotent, `acks=all` producer. `delivery_timeout` bounds how long a
 /// record may wait for the broker; `None` retries until it is delivered,
@@ -606,4 +618,21 @@ pub fn assign<C: ConsumerContext>(
         context: format!("assigning {topic}"),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_end_counts_once_the_position_reaches_it() {
+        let health = BrokerHealth::default();
+        health.record_log_end("t", 0, 10, 50_000);
+        assert_eq!(
+            health.end_reached_as_of("t", 0, 10),
+            Some(50_000 - 2 * STATISTICS_INTERVAL_MS)
+        );
+        assert_eq!(health.end_reached_as_of("t", 0, 9), None);
+        assert_eq!(health.end_reached_as_of("t", 1, 10), None);
+    }
 }

@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod keys;
 pub mod merge;
 pub mod metrics;
+pub mod read_all;
 pub mod status;
 pub mod store;
 pub mod topics;

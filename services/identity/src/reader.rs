@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use rapport_common::broker::{Admission, BrokerKind, OffsetGate, end_reached_as_of};
+use rapport_common::broker::{Admission, BrokerKind, OffsetGate};
 use rapport_common::kafka::HealthContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -273,7 +273,7 @@ impl OrderedReader {
             buffer.end_reported_as_of_ms = self
                 .gate
                 .next(partition as i32)
-                .and_then(|next| end_reached_as_of(health, &self.topic, partition as i32, next));
+                .and_then(|next| health.end_reached_as_of(&self.topic, partition as i32, next));
         }
     }
 

@@ -6,49 +6,11 @@ use std::collections::BTreeMap;
 
 use rapport_common::store::Store;
 use rapport_common::{Result, keys};
-use serde::{Deserialize, Serialize};
 
-/// Where a rebuild starts reading the customer topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StartFrom {
-    Beginning,
-    Offset {
-        partition: i32,
-        offset: i64,
-    },
-    /// Only records received at or after this instant: each partition is
-    /// read from a start sought near it (see `seek`).
-    Time {
-        at_ms: i64,
-    },
-}
-
-impl StartFrom {
-    /// Parses `beginning`, `offset:PARTITION:OFFSET` or `time:RFC3339`.
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        if text == "beginning" {
-            return Ok(Self::Beginning);
-        }
-        if let Some(rest) = text.strip_prefix("offset:") {
-            let (partition, offset) = rest
-                .split_once(':')
-                .ok_or("offset: needs PARTITION:OFFSET")?;
-            let partition = partition
-                .parse()
-                .map_err(|_| format!("bad partition {partition}"))?;
-            let offset = offset.parse().map_err(|_| format!("bad offset {offset}"))?;
-            return Ok(Self::Offset { partition, offset });
-        }
-        if let Some(rest) = text.strip_prefix("time:") {
-            let at_ms = rapport_projections::time::parse_rfc3339(rest)
-                .map_err(|error| error.to_string())?;
-            return Ok(Self::Time { at_ms });
-        }
-        Err(format!(
-            "{text} is not beginning, offset:P:O or time:RFC3339"
-        ))
-    }
-}
+/// Where a rebuild starts: one type for the stored spec, the admin API
+/// and `rapportctl` (postcard stores it by variant, so the order of the
+/// variants is part of the stored format).
+pub use rapport_common::admin::StartFrom;
 
 /// What part of the log a version holds.
 #[derive(Debug, Clone)]

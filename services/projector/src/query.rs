@@ -10,6 +10,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use rapport_common::admin::{
+    ProjectionDropped, ProjectionVersions, ProjectorStatus, ReplayRequest, ReplayStarted,
+    VerifyReport, VersionSwitched,
+};
 use rapport_common::digest::{Digest, stable_hash};
 use rapport_common::http::{ApiError, FieldError};
 use rapport_common::metrics::Registry;
@@ -304,8 +308,11 @@ pub(crate) async fn list_conflicts(
     Ok(Json(serde_json::json!({ "conflicts": conflicts })))
 }
 
-pub(crate) async fn admin_status(State(state): State<Arc<QueryState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "service": "projector", "projections": state.versions.reports() }))
+pub(crate) async fn admin_status(State(state): State<Arc<QueryState>>) -> Json<ProjectorStatus> {
+    Json(ProjectorStatus {
+        service: "projector".to_owned(),
+        projections: state.versions.reports(),
+    })
 }
 
 pub(crate) async fn healthz() -> Response {
@@ -316,25 +323,10 @@ pub(crate) async fn metrics(State(state): State<Arc<QueryState>>) -> Response {
     state.registry.response()
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReplayRequest {
-    /// Only `customer_view` today.
-    projection: String,
-    version: Option<String>,
-    /// `beginning` (default), `offset:P:O` or `time:RFC3339`.
-    from: Option<String>,
-    /// `time:RFC3339`: a bounded snapshot of what ingest received by then.
-    until: Option<String>,
-    /// Another topic to build from than the customer topic: a graph
-    /// version's (`rapportctl reidentify`). Must exist.
-    source_topic: Option<String>,
-}
-
 pub(crate) async fn create_replay(
     State(state): State<Arc<QueryState>>,
     request: Result<Json<ReplayRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<ReplayStarted>), ApiError> {
     let Json(request) = request.map_err(|rejection| ApiError::Invalid {
         message: rejection.body_text(),
         details: vec![],
@@ -368,14 +360,21 @@ pub(crate) async fn create_replay(
     let topic = state.versions.topic_of(&spec.version);
     Ok((
         StatusCode::CREATED,
-        Json(
-            serde_json::json!({ "version": spec.version, "family": spec.family(), "topic": topic }),
-        ),
+        Json(ReplayStarted {
+            family: spec.family(),
+            version: spec.version,
+            topic,
+        }),
     ))
 }
 
-pub(crate) async fn list_versions(State(state): State<Arc<QueryState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "live": state.versions.live(), "versions": state.versions.reports() }))
+pub(crate) async fn list_versions(
+    State(state): State<Arc<QueryState>>,
+) -> Json<ProjectionVersions> {
+    Json(ProjectionVersions {
+        live: state.versions.live(),
+        versions: state.versions.reports(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,25 +390,26 @@ pub(crate) async fn switch_version(
     State(state): State<Arc<QueryState>>,
     Path(version): Path<String>,
     params: Result<Query<SwitchParams>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<VersionSwitched>, ApiError> {
     let Query(params) = params
         .map_err(|rejection| bad_query(rejection, "use follow_other_topic=true or nothing"))?;
     state.versions.switch(&version, params.follow_other_topic)?;
-    Ok(Json(
-        serde_json::json!({ "live": version, "topic": state.versions.topic_of(&version) }),
-    ))
+    Ok(Json(VersionSwitched {
+        topic: state.versions.topic_of(&version),
+        live: version,
+    }))
 }
 
 pub(crate) async fn drop_version(
     State(state): State<Arc<QueryState>>,
     Path(version): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ProjectionDropped>, ApiError> {
     let versions = state.versions.clone();
     let name = version.clone();
     tokio::task::spawn_blocking(move || versions.drop_version(&name))
         .await
         .map_err(|error| ApiError::Internal(error.to_string()))??;
-    Ok(Json(serde_json::json!({ "dropped": version })))
+    Ok(Json(ProjectionDropped { dropped: version }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -442,7 +442,7 @@ fn comparable_value<'a>(key: &[u8], value: &'a [u8]) -> std::borrow::Cow<'a, [u8
 pub(crate) async fn verify(
     State(state): State<Arc<QueryState>>,
     params: Result<Query<VerifyParams>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<VerifyReport>, ApiError> {
     let Query(params) =
         params.map_err(|rejection| bad_query(rejection, "use other= and optionally live="))?;
     let left_version = params.live.unwrap_or_else(|| state.versions.live());
@@ -453,68 +453,65 @@ pub(crate) async fn verify(
         state.versions.topic_of(&params.other),
     ];
     let versions = state.versions.clone();
-    let report =
-        tokio::task::spawn_blocking(move || -> rapport_common::Result<serde_json::Value> {
-            let mut entries: [std::collections::BTreeMap<Vec<u8>, u64>; 2] = Default::default();
-            let mut offsets: [std::collections::BTreeMap<Vec<u8>, Vec<u8>>; 2] = Default::default();
-            let state_tags = [
-                keys::PROFILE,
-                keys::TIMELINE,
-                keys::IDENTIFIER,
-                keys::CONFLICT,
-                keys::WATERMARK,
-                keys::RETRIED,
-                keys::OFFSET,
-            ];
-            versions.store().visit_snapshot(
-                &[&left, &right],
-                &state_tags,
-                |index, key, value| {
-                    if key[0] == keys::OFFSET {
-                        offsets[index].insert(key.to_vec(), value.to_vec());
-                    } else {
-                        let hash = stable_hash(&comparable_value(key, value));
-                        entries[index].insert(key.to_vec(), hash);
-                    }
-                },
-            )?;
-            let checksum = |map: &std::collections::BTreeMap<Vec<u8>, u64>| {
-                let mut digest = Digest::default();
-                for (key, value) in map {
-                    digest.bytes(&(key.len() as u64).to_be_bytes());
-                    digest.bytes(key);
-                    digest.bytes(&value.to_be_bytes());
+    let report = tokio::task::spawn_blocking(move || -> rapport_common::Result<VerifyReport> {
+        let mut entries: [std::collections::BTreeMap<Vec<u8>, u64>; 2] = Default::default();
+        let mut offsets: [std::collections::BTreeMap<Vec<u8>, Vec<u8>>; 2] = Default::default();
+        let state_tags = [
+            keys::PROFILE,
+            keys::TIMELINE,
+            keys::IDENTIFIER,
+            keys::CONFLICT,
+            keys::WATERMARK,
+            keys::RETRIED,
+            keys::OFFSET,
+        ];
+        versions
+            .store()
+            .visit_snapshot(&[&left, &right], &state_tags, |index, key, value| {
+                if key[0] == keys::OFFSET {
+                    offsets[index].insert(key.to_vec(), value.to_vec());
+                } else {
+                    let hash = stable_hash(&comparable_value(key, value));
+                    entries[index].insert(key.to_vec(), hash);
                 }
-                digest.hex()
-            };
-            let differing: Vec<String> = entries[0]
-                .iter()
-                .filter(|(key, value)| entries[1].get(*key) != Some(*value))
-                .map(|(key, _)| key)
-                .chain(
-                    entries[1]
-                        .keys()
-                        .filter(|key| !entries[0].contains_key(*key)),
-                )
-                .take(10)
-                .map(|key| String::from_utf8_lossy(key).into_owned())
-                .collect();
-            let same_offsets = offsets[0] == offsets[1];
-            Ok(serde_json::json!({
-                "versions": [left, right],
-                // Offsets are compared partition by partition, also across
-                // topics: equal records at equal offsets (a graph
-                // version's topic of an unchanged log) compare equal.
-                "topics": topics,
-                "same_offsets": same_offsets,
-                "keys": [entries[0].len(), entries[1].len()],
-                "checksums": [checksum(&entries[0]), checksum(&entries[1])],
-                "identical": same_offsets && differing.is_empty(),
-                "first_differences": differing,
-            }))
+            })?;
+        let checksum = |map: &std::collections::BTreeMap<Vec<u8>, u64>| {
+            let mut digest = Digest::default();
+            for (key, value) in map {
+                digest.bytes(&(key.len() as u64).to_be_bytes());
+                digest.bytes(key);
+                digest.bytes(&value.to_be_bytes());
+            }
+            digest.hex()
+        };
+        let differing: Vec<String> = entries[0]
+            .iter()
+            .filter(|(key, value)| entries[1].get(*key) != Some(*value))
+            .map(|(key, _)| key)
+            .chain(
+                entries[1]
+                    .keys()
+                    .filter(|key| !entries[0].contains_key(*key)),
+            )
+            .take(10)
+            .map(|key| String::from_utf8_lossy(key).into_owned())
+            .collect();
+        let same_offsets = offsets[0] == offsets[1];
+        Ok(VerifyReport {
+            versions: [left, right],
+            // Offsets are compared partition by partition, also across
+            // topics: equal records at equal offsets (a graph
+            // version's topic of an unchanged log) compare equal.
+            topics,
+            same_offsets,
+            keys: [entries[0].len() as u64, entries[1].len() as u64],
+            checksums: [checksum(&entries[0]), checksum(&entries[1])],
+            identical: same_offsets && differing.is_empty(),
+            first_differences: differing,
         })
-        .await
-        .map_err(|error| ApiError::Internal(error.to_string()))??;
+    })
+    .await
+    .map_err(|error| ApiError::Internal(error.to_string()))??;
     Ok(Json(report))
 }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
+use rapport_common::admin::ProjectionVersion;
 use rapport_common::config::Config;
 use rapport_common::metrics::Registry;
 use rapport_common::status::WorkerStatus;
@@ -101,29 +102,6 @@ pub struct Versions {
     registry: Registry,
     workers: Mutex<BTreeMap<String, Worker>>,
     live: RwLock<String>,
-}
-
-/// One version as `/v1/admin/status` and `/v1/admin/versions` show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct VersionReport {
-    pub projection: String,
-    pub version: String,
-    pub live: bool,
-    pub from: StartFrom,
-    pub until: Option<String>,
-    /// The topic it reads.
-    pub topic: String,
-    /// A bounded version that reached its end, or a worker that stopped.
-    pub finished: bool,
-    /// The worker stopped with an error: `consumer.last_error`. An error
-    /// there without this flag is one the worker got over (a broker that
-    /// restarted, say).
-    pub failed: bool,
-    pub state_bytes: u64,
-    /// What RocksDB estimates its compactions of this version still have
-    /// to rewrite: after a rebuild catches up, the work it left for later.
-    pub compaction_pending_bytes: u64,
-    pub consumer: rapport_common::status::ConsumerReport,
 }
 
 fn spec_key(version: &str) -> Vec<u8> {
@@ -425,12 +403,12 @@ impl Versions {
         workers.get(version).map(|worker| worker.changes.clone())
     }
 
-    pub fn reports(&self) -> Vec<VersionReport> {
+    pub fn reports(&self) -> Vec<ProjectionVersion> {
         let live = self.live();
         let workers = self.workers.lock().expect("versions lock");
         workers
             .values()
-            .map(|worker| VersionReport {
+            .map(|worker| ProjectionVersion {
                 projection: PROJECTION.to_owned(),
                 version: worker.spec.version.clone(),
                 live: worker.spec.version == live,

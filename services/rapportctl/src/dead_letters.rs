@@ -25,7 +25,7 @@ pub(crate) struct RetryFilter {
 fn read_letters(config: &Config) -> anyhow::Result<Vec<(i64, DeadLetter)>> {
     let topic = &config.topics.deadletters;
     let records =
-        rapport_common::broker::read_to_end(&config.kafka, topic, Duration::from_secs(60))?;
+        rapport_common::read_all::read_to_end(&config.kafka, topic, Duration::from_secs(60))?;
     records
         .iter()
         .map(|record| {

@@ -12,7 +12,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use rapport_common::broker::{Admission, BrokerKind, OffsetGate, end_reached_as_of};
+use rapport_common::broker::{Admission, BrokerKind, OffsetGate};
 
 use super::metrics::ApplyMetrics;
 
@@ -93,7 +93,10 @@ impl CatchingUp<'_> {
             .max(poller.gate.first_wanted(partition))
             .unwrap_or(0);
         self.reached_end.contains(&partition)
-            || end_reached_as_of(poller.health, poller.topic, partition, position).is_some()
+            || poller
+                .health
+                .end_reached_as_of(poller.topic, partition, position)
+                .is_some()
     }
 }
 
