@@ -240,8 +240,10 @@ pub struct GraphVersions {
     pub versions: Vec<GraphVersion>,
 }
 
-/// `POST /v1/admin/reidentify`: the graph version to start.
+/// `POST /v1/admin/reidentify`: the graph version to start. Unknown fields
+/// are refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReidentifyRequest {
     /// Default: the next free vN.
     pub version: Option<String>,
@@ -271,7 +273,7 @@ pub struct GraphComparison {
 }
 
 /// One side of a graph comparison.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphSummary {
     /// Graph entries.
     pub keys: u64,

@@ -11,9 +11,13 @@ use axum::{Json, Router};
 use rapport_common::http::ApiError;
 use rapport_common::status::WorkerStatus;
 use rapport_common::store::Store;
-use serde::Deserialize;
 
 use crate::FAMILY;
+use rapport_common::admin::{
+    GraphComparison, GraphDifference, GraphDropped, GraphVersion, GraphVersions, IdentityStatus,
+    ReidentifyRequest,
+};
+
 use crate::versions::{LIVE_VERSION, VersionError, Versions};
 
 /// What the handlers share.
@@ -37,21 +41,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
-async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "service": "identity",
-        "graph_bytes": state.store.size_on_disk(FAMILY),
-        "compaction_pending_bytes": state.store.pending_compaction_bytes(FAMILY),
-        "consumer": state.status.report(),
-        "versions": state.versions.reports(),
-    }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReidentifyRequest {
-    /// Name of the new version; default the next free vN.
-    version: Option<String>,
+async fn status(State(state): State<Arc<AdminState>>) -> Json<IdentityStatus> {
+    Json(IdentityStatus {
+        service: "identity".to_owned(),
+        graph_bytes: state.store.size_on_disk(FAMILY),
+        compaction_pending_bytes: state.store.pending_compaction_bytes(FAMILY),
+        consumer: state.status.report(),
+        versions: state.versions.reports(),
+    })
 }
 
 /// Runs blocking version work (RocksDB, broker admin calls) off the runtime.
@@ -67,31 +64,34 @@ async fn blocking<T: Send + 'static>(
 async fn reidentify(
     State(state): State<Arc<AdminState>>,
     request: Result<Json<ReidentifyRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<GraphVersion>), ApiError> {
     let Json(request) = request.map_err(|rejection| ApiError::Invalid {
         message: format!("{}; send {{\"version\": \"NAME\"}}", rejection.body_text()),
         details: vec![],
     })?;
     let versions = state.versions.clone();
     let report = blocking(move || versions.create(request.version)).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!(report))))
+    Ok((StatusCode::CREATED, Json(report)))
 }
 
-async fn list_versions(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"live": LIVE_VERSION, "versions": state.versions.reports()}))
+async fn list_versions(State(state): State<Arc<AdminState>>) -> Json<GraphVersions> {
+    Json(GraphVersions {
+        live: LIVE_VERSION.to_owned(),
+        versions: state.versions.reports(),
+    })
 }
 
 async fn one_version(
     State(state): State<Arc<AdminState>>,
     Path(version): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::json!(state.versions.report(&version)?)))
+) -> Result<Json<GraphVersion>, ApiError> {
+    Ok(Json(state.versions.report(&version)?))
 }
 
 async fn drop_version(
     State(state): State<Arc<AdminState>>,
     Path(version): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<GraphDropped>, ApiError> {
     let versions = state.versions.clone();
     Ok(Json(
         blocking(move || versions.drop_version(&version)).await?,
@@ -103,12 +103,12 @@ async fn drop_version(
 async fn compare_version(
     State(state): State<Arc<AdminState>>,
     Path(version): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<GraphComparison>, ApiError> {
     let versions = state.versions.clone();
     let name = version.clone();
     let comparison = blocking(move || versions.compare(&name)).await?;
     let only_in_version = format!("only in {version}");
-    let differences: Vec<serde_json::Value> = comparison
+    let differences: Vec<GraphDifference> = comparison
         .first_differences
         .iter()
         .map(|difference| {
@@ -117,16 +117,19 @@ async fn compare_version(
                 "only in right" => only_in_version.as_str(),
                 other => other,
             };
-            serde_json::json!({"key": difference.key, "difference": what})
+            GraphDifference {
+                key: difference.key.clone(),
+                difference: what.to_owned(),
+            }
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "versions": [LIVE_VERSION, version],
-        "equal": comparison.equal,
-        "live": comparison.left,
-        "version": comparison.right,
-        "first_differences": differences,
-    })))
+    Ok(Json(GraphComparison {
+        versions: [LIVE_VERSION.to_owned(), version],
+        equal: comparison.equal,
+        live: comparison.left,
+        version: comparison.right,
+        first_differences: differences,
+    }))
 }
 
 #[cfg(test)]

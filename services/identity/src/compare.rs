@@ -2,8 +2,6 @@
 //! first keys where they differ, streaming both in key order so that graphs
 //! of any size are compared in constant memory.
 
-use std::collections::BTreeMap;
-
 use rapport_common::digest::Digest;
 use rapport_common::store::Entry;
 use rapport_common::{Result, keys};
@@ -22,15 +20,7 @@ pub const GRAPH_TAGS: [u8; 4] = [
 /// How many differing keys a comparison lists.
 pub const MAX_DIFFERENCES: usize = 10;
 
-/// One side of a comparison.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct GraphSummary {
-    /// Graph entries (see [`GRAPH_TAGS`]).
-    pub keys: u64,
-    pub checksum: String,
-    /// The last resolved raw offset per partition.
-    pub offsets: BTreeMap<i32, i64>,
-}
+pub use rapport_common::admin::GraphSummary;
 
 /// Where two graphs differ at one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -191,6 +181,8 @@ pub fn compare(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use rapport_projections::identity::{Identifier, IdentifierKind};
 

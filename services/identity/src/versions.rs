@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use rapport_common::admin::GraphDropped;
 use rapport_common::config::{Config, TopicNames};
 use rapport_common::http::{ApiError, FieldError};
 use rapport_common::kafka::block_on;
 use rapport_common::metrics::Registry;
-use rapport_common::status::{ConsumerReport, WorkerStatus};
+use rapport_common::status::WorkerStatus;
 use rapport_common::store::Store;
 use rapport_common::topics::{self, Role};
 use rapport_common::{Error, keys};
@@ -109,56 +110,18 @@ impl From<Error> for VersionError {
     }
 }
 
-/// How a version's worker stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkerState {
-    Running,
-    /// Resolved every raw record up to its bounds: ready to compare.
-    Finished,
-    /// Asked to stop (shutdown) before reaching its bounds.
-    Stopped,
-    Failed,
-}
+pub use rapport_common::admin::GraphVersionState;
 
 struct Worker {
     spec: VersionSpec,
     stop: Arc<AtomicBool>,
     status: Arc<WorkerStatus>,
     metrics: IdentityMetrics,
-    state: Arc<Mutex<WorkerState>>,
+    state: Arc<Mutex<GraphVersionState>>,
     thread: Option<JoinHandle<rapport_common::Result<Stopped>>>,
 }
 
-/// One raw partition of a version.
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionProgress {
-    pub partition: i32,
-    /// The last raw offset it will resolve; none when nothing is to be read.
-    pub bound: Option<i64>,
-    pub applied_offset: Option<i64>,
-}
-
-/// One version as `/v1/admin/versions` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct VersionReport {
-    pub version: String,
-    pub family: String,
-    pub topic: String,
-    pub created_at: String,
-    pub state: WorkerState,
-    pub partitions: Vec<PartitionProgress>,
-    /// Raw records up to the bounds, and how many of them were resolved.
-    pub raw_records_total: i64,
-    pub raw_records_read: i64,
-    /// Refused records it skipped (the live resolver dead-lettered them).
-    pub dead_letters_skipped: u64,
-    pub graph_bytes: u64,
-    /// What RocksDB estimates its compactions of this graph still have to
-    /// rewrite.
-    pub compaction_pending_bytes: u64,
-    pub consumer: ConsumerReport,
-}
+pub use rapport_common::admin::{GraphPartition, GraphVersion};
 
 /// Runs a worker per version and creates, drops and compares versions.
 pub struct Versions {
@@ -243,7 +206,7 @@ impl Versions {
         let status = WorkerStatus::new(&self.config.topics.raw);
         // Its own registry: /metrics shows the live resolver only.
         let metrics = IdentityMetrics::new(&Registry::default());
-        let state = Arc::new(Mutex::new(WorkerState::Running));
+        let state = Arc::new(Mutex::new(GraphVersionState::Running));
         let thread = {
             let (config, store, stop, metrics, state) = (
                 self.config.clone(),
@@ -259,9 +222,9 @@ impl Versions {
                 move || run_resolver(&resolver, &config, &store, &stop, &metrics, &worker_status),
                 move |outcome| {
                     *state.lock().expect("state lock") = match outcome {
-                        Ok(Stopped::ReachedBounds) => WorkerState::Finished,
-                        Ok(Stopped::Asked) => WorkerState::Stopped,
-                        Err(_) => WorkerState::Failed,
+                        Ok(Stopped::ReachedBounds) => GraphVersionState::Finished,
+                        Ok(Stopped::Asked) => GraphVersionState::Stopped,
+                        Err(_) => GraphVersionState::Failed,
                     };
                 },
             )?
@@ -283,7 +246,7 @@ impl Versions {
     /// Starts re-identifying into a new version, bounded by the live
     /// resolver's committed offsets now. On any error nothing is left
     /// behind: no topic, baseline, column family or spec.
-    pub fn create(&self, version: Option<String>) -> Result<VersionReport, VersionError> {
+    pub fn create(&self, version: Option<String>) -> Result<GraphVersion, VersionError> {
         let _lifecycle = self.lifecycle.lock().expect("lifecycle lock");
         let version = match version {
             Some(version) => version,
@@ -380,7 +343,7 @@ impl Versions {
     }
 
     /// Stops a version's worker and deletes its graph, baseline and topic.
-    pub fn drop_version(&self, version: &str) -> Result<serde_json::Value, VersionError> {
+    pub fn drop_version(&self, version: &str) -> Result<GraphDropped, VersionError> {
         let _lifecycle = self.lifecycle.lock().expect("lifecycle lock");
         if version == LIVE_VERSION {
             return Err(VersionError::Exists(format!(
@@ -410,16 +373,18 @@ impl Versions {
             }
         };
         tracing::info!(version, topic_deleted, "dropped a graph version");
-        Ok(
-            serde_json::json!({"dropped": version, "topic": worker.spec.topic, "topic_deleted": topic_deleted}),
-        )
+        Ok(GraphDropped {
+            dropped: version.to_owned(),
+            topic: worker.spec.topic.clone(),
+            topic_deleted,
+        })
     }
 
     /// Compares a finished version's graph with the baseline it was bounded by.
     pub fn compare(&self, version: &str) -> Result<Comparison, VersionError> {
         let _lifecycle = self.lifecycle.lock().expect("lifecycle lock");
         let report = self.report(version)?;
-        if report.state != WorkerState::Finished {
+        if report.state != GraphVersionState::Finished {
             return Err(VersionError::NotReady(format!(
                 "version {version} is {:?} at {} of {} raw records; compare once it finished",
                 report.state, report.raw_records_read, report.raw_records_total
@@ -436,7 +401,7 @@ impl Versions {
         Ok(comparison)
     }
 
-    pub fn report(&self, version: &str) -> Result<VersionReport, VersionError> {
+    pub fn report(&self, version: &str) -> Result<GraphVersion, VersionError> {
         let workers = self.workers.lock().expect("versions lock");
         let worker = workers
             .get(version)
@@ -444,7 +409,7 @@ impl Versions {
         Ok(self.report_of(worker))
     }
 
-    pub fn reports(&self) -> Vec<VersionReport> {
+    pub fn reports(&self) -> Vec<GraphVersion> {
         let workers = self.workers.lock().expect("versions lock");
         workers
             .values()
@@ -452,7 +417,7 @@ impl Versions {
             .collect()
     }
 
-    fn report_of(&self, worker: &Worker) -> VersionReport {
+    fn report_of(&self, worker: &Worker) -> GraphVersion {
         let consumer = worker.status.report();
         let applied: BTreeMap<i32, i64> = consumer
             .partitions
@@ -463,24 +428,24 @@ impl Versions {
                     .map(|offset| (status.partition, offset))
             })
             .collect();
-        let partitions: Vec<PartitionProgress> = worker
+        let partitions: Vec<GraphPartition> = worker
             .spec
             .bounds
             .iter()
             .enumerate()
-            .map(|(partition, bound)| PartitionProgress {
+            .map(|(partition, bound)| GraphPartition {
                 partition: partition as i32,
                 bound: *bound,
                 applied_offset: applied.get(&(partition as i32)).copied(),
             })
             .collect();
         let count = |offset: Option<i64>| offset.map_or(0, |offset| offset + 1);
-        VersionReport {
+        GraphVersion {
             version: worker.spec.version.clone(),
             family: family_of(&worker.spec.version),
             topic: worker.spec.topic.clone(),
             created_at: rapport_projections::time::format_rfc3339(worker.spec.created_at_ms),
-            state: worker.state.lock().expect("state lock").clone(),
+            state: *worker.state.lock().expect("state lock"),
             raw_records_total: partitions
                 .iter()
                 .map(|progress| count(progress.bound))
