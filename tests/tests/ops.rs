@@ -11,10 +11,9 @@ use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 
-#[test]
-fn status_shows_every_partition_caught_up() {
-    let pipeline = Pipeline::start("status");
-    let events: Vec<Value> = (0..40)
+/// One page view by each of `customers` customers, c-0 onwards.
+fn one_visit_each(customers: usize) -> Vec<Value> {
+    (0..customers)
         .map(|index| {
             event(
                 "web.page_viewed",
@@ -23,7 +22,13 @@ fn status_shows_every_partition_caught_up() {
                 json!({"url": "/"}),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn status_shows_every_partition_caught_up() {
+    let pipeline = Pipeline::start("status");
+    let events = one_visit_each(40);
     pipeline.send_ok(&events);
     pipeline.wait_until_caught_up(PATIENCE);
 
@@ -97,16 +102,7 @@ fn metrics_show_route_latency_freshness_and_lag() {
             &live,
         ) == Some(0)
     });
-    let events: Vec<Value> = (0..40)
-        .map(|index| {
-            event(
-                "web.page_viewed",
-                "2026-11-01T10:00:00Z",
-                json!({"customer_id": format!("c-{index}")}),
-                json!({"url": "/"}),
-            )
-        })
-        .collect();
+    let events = one_visit_each(40);
     pipeline.send_ok(&events);
     pipeline.wait_until_caught_up(PATIENCE);
     for _ in 0..3 {
