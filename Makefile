@@ -8,6 +8,9 @@
 #   make bench   throughput and latency figures for this machine (the log,
 #                then the analytics for RAPPORT_SCORES_CUSTOMERS=1000000)
 #   make lint    rustfmt and clippy, warnings are errors
+#   make fuzz    the fuzz-style properties of the parsers and routers with
+#                RAPPORT_FUZZ_CASES cases each (default 1000000; make test
+#                runs them with 20 000)
 #
 # Build artefacts are reused between runs; set CARGO_TARGET_DIR to share them
 # between checkouts (CI keeps them in ~/.cache/rapport/target).
@@ -15,7 +18,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test bench lint build tools clean
+.PHONY: run test bench lint fuzz build tools clean
 
 tools:
 	@infra/tools.sh >/dev/null
@@ -32,6 +35,10 @@ test: tools
 bench: tools
 	infra/bench.sh
 	$(CARGO) run --quiet -p rapport-e2e --bin rapport-scores-bench
+
+RAPPORT_FUZZ_CASES ?= 1000000
+fuzz: tools
+	RAPPORT_FUZZ_CASES=$(RAPPORT_FUZZ_CASES) $(CARGO) test --workspace --lib -- fuzz --test-threads 2
 
 lint:
 	$(CARGO) fmt --all --check

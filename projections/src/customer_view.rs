@@ -1370,6 +1370,37 @@ mod tests {
         })
     }
 
+    /// Cases per fuzz-style property: 20 000 in `make test`,
+    /// `RAPPORT_FUZZ_CASES` in `make fuzz`.
+    fn fuzz_config() -> ProptestConfig {
+        let cases = std::env::var("RAPPORT_FUZZ_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(20_000);
+        ProptestConfig::with_cases(cases)
+    }
+
+    proptest! {
+        #![proptest_config(fuzz_config())]
+
+        /// Whatever bytes a customer-topic record holds, decoding, pruning
+        /// and folding it refuse or read it; none panics, and a refused
+        /// prune writes nothing.
+        #[test]
+        fn fuzz_no_record_bytes_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut out = b"kept".to_vec();
+            if rapport_proto::wire::prune_into(&bytes, &UNFOLDED, &mut out).is_err() {
+                prop_assert_eq!(&out, b"kept");
+            }
+            if let Ok(record) = <CustomerRecord as rapport_proto::Message>::decode(bytes.as_slice()) {
+                for_each_effect(&record, |_| {});
+                let mut state = ProfileState::default();
+                state.apply(&record);
+            }
+            let _ = ProfileState::decode(&bytes);
+        }
+    }
+
     proptest! {
         /// Folding records one by one into a state equals folding runs of
         /// them into empty states and appending those, however the runs are

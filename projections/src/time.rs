@@ -52,6 +52,13 @@ pub struct TimestampError(&'static str);
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` into epoch milliseconds.
 /// Fractions beyond milliseconds are truncated.
 pub fn parse_rfc3339(text: &str) -> Result<i64, TimestampError> {
+    // RFC 3339 is ASCII; checked first, every position below is a
+    // character boundary.
+    if !text.is_ascii() {
+        return Err(TimestampError(
+            "only ASCII characters belong in a timestamp",
+        ));
+    }
     let bytes = text.as_bytes();
     if bytes.len() < 20 {
         return Err(TimestampError("too short"));
@@ -155,6 +162,9 @@ pub struct DayError;
 /// Parses an `as_of`: a date `YYYY-MM-DD`, or an RFC 3339 instant truncated
 /// to its UTC day. Returns the day.
 pub fn parse_day(text: &str) -> Result<i64, DayError> {
+    if !text.is_ascii() {
+        return Err(DayError);
+    }
     if text.len() == 10 {
         let bytes = text.as_bytes();
         let digits = |range: std::ops::Range<usize>| {
@@ -212,6 +222,21 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_characters_are_refused_not_sliced_through() {
+        for bad in [
+            "2026-11-01T10:00:00\u{e9}Z",
+            "2026-11-01T10:00:00.\u{665}Z",
+            "\u{e9}026-11-01T10:00:00Z",
+            "2026-11-01T10:00:00+0\u{e9}:00",
+            "2026-11-01T10:00:00Z\u{1F600}",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
+            assert!(parse_day(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_day("2026-1\u{e9}-0"), Err(DayError));
+    }
+
+    #[test]
     fn refuses_impossible_dates_and_missing_zones() {
         for bad in [
             "2026-02-29T00:00:00Z",
@@ -226,10 +251,50 @@ mod tests {
         assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_ok());
     }
 
+    /// Cases per fuzz-style property: 20 000 in `make test`,
+    /// `RAPPORT_FUZZ_CASES` in `make fuzz`.
+    fn fuzz_config() -> ProptestConfig {
+        let cases = std::env::var("RAPPORT_FUZZ_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(20_000);
+        ProptestConfig::with_cases(cases)
+    }
+
+    proptest! {
+        #![proptest_config(fuzz_config())]
+
+        #[test]
+        fn fuzz_no_text_panics_the_timestamp_and_day_parsers(text in any::<String>()) {
+            let _ = parse_rfc3339(&text);
+            let _ = parse_day(&text);
+        }
+
+        #[test]
+        fn fuzz_no_near_timestamp_panics_them(text in "[0-9T:.Z+ -]{0,12}[\\PC]{0,3}[0-9T:.Z+ -]{0,14}") {
+            let _ = parse_rfc3339(&text);
+            let _ = parse_day(&text);
+        }
+    }
+
     proptest! {
         #[test]
         fn format_then_parse_is_identity(ms in -62_000_000_000_000i64..253_000_000_000_000i64) {
             prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Ok(ms));
+        }
+
+        #[test]
+        fn a_character_put_anywhere_in_a_timestamp_is_refused_or_read_never_a_panic(
+            ms in 0i64..4_000_000_000_000i64,
+            at in 0usize..30,
+            inserted in any::<char>(),
+        ) {
+            let mut text = format_rfc3339(ms);
+            let at = text.char_indices().map(|(index, _)| index).nth(at).unwrap_or(text.len());
+            text.insert(at, inserted);
+            let _ = parse_rfc3339(&text);
+            let _ = parse_day(&text);
+            let _ = parse_day(&text[..text.char_indices().nth(10).map_or(text.len(), |(index, _)| index)]);
         }
 
         #[test]

@@ -146,3 +146,41 @@ pub fn with_request_metrics(
         },
     ))
 }
+
+/// The answer to a path no route serves: a JSON 404 like every other
+/// refusal, rather than an empty body.
+pub async fn no_such_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route {}; docs/http-api.md lists them",
+        uri.path()
+    ))
+}
+
+/// Axum's `Path`, refusing a path that does not parse (bytes that are no
+/// UTF-8, say) with a JSON 400 naming the path, like every other refusal.
+pub struct PathParams<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for PathParams<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::Invalid {
+                message: "bad path".to_owned(),
+                details: vec![FieldError {
+                    index: None,
+                    field: "path".to_owned(),
+                    message: rejection.body_text(),
+                }],
+            }),
+        }
+    }
+}

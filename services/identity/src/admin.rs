@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rapport_common::http::ApiError;
+use rapport_common::http::PathParams;
 use rapport_common::status::WorkerStatus;
 use rapport_common::store::Store;
 
@@ -83,14 +84,14 @@ async fn list_versions(State(state): State<Arc<AdminState>>) -> Json<GraphVersio
 
 async fn one_version(
     State(state): State<Arc<AdminState>>,
-    Path(version): Path<String>,
+    PathParams(version): PathParams<String>,
 ) -> Result<Json<GraphVersion>, ApiError> {
     Ok(Json(state.versions.report(&version)?))
 }
 
 async fn drop_version(
     State(state): State<Arc<AdminState>>,
-    Path(version): Path<String>,
+    PathParams(version): PathParams<String>,
 ) -> Result<Json<GraphDropped>, ApiError> {
     let versions = state.versions.clone();
     Ok(Json(
@@ -102,7 +103,7 @@ async fn drop_version(
 /// entry counts, checksums, offsets and the first differing keys.
 async fn compare_version(
     State(state): State<Arc<AdminState>>,
-    Path(version): Path<String>,
+    PathParams(version): PathParams<String>,
 ) -> Result<Json<GraphComparison>, ApiError> {
     let versions = state.versions.clone();
     let name = version.clone();

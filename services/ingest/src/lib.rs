@@ -266,6 +266,7 @@ pub fn router<S: EventSink>(ingest: Arc<Ingest<S>>) -> Router {
         .route("/v1/events", post(post_events::<S>))
         .route("/healthz", get(healthz::<S>))
         .route("/metrics", get(metrics::<S>))
+        .fallback(rapport_common::http::no_such_route)
         .with_state(ingest);
     rapport_common::http::with_request_metrics(routes, &registry, "ingest")
 }
@@ -668,5 +669,142 @@ mod tests {
         let (status, _, answer) = post(app(sink), "application/json", body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(answer["details"][0]["index"], 1);
+    }
+
+    /// Fuzz-style: whatever a client sends, ingest answers 202 or a 4xx
+    /// JSON error, never a 5xx or a dropped connection; a batch that is
+    /// JSON but breaks a rule names the field.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Cases per property: 20 000 in `make test`, `RAPPORT_FUZZ_CASES`
+        /// in `make fuzz`.
+        fn fuzz_config() -> ProptestConfig {
+            let cases = std::env::var("RAPPORT_FUZZ_CASES")
+                .ok()
+                .and_then(|cases| cases.parse().ok())
+                .unwrap_or(20_000);
+            ProptestConfig::with_cases(cases)
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_filter_map("a finite number", |number| {
+                    serde_json::Number::from_f64(number).map(Value::Number)
+                }),
+                any::<String>().prop_map(Value::String),
+                "[0-9T:.Z+ -]{0,30}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-z_]{1,12}", inner, 0..6)
+                        .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A valid batch with one place replaced by any JSON value, or
+        /// removed.
+        fn mutated_batch() -> impl Strategy<Value = Value> {
+            const PLACES: [&str; 13] = [
+                "/events",
+                "/events/0",
+                "/events/0/event_id",
+                "/events/0/type",
+                "/events/0/occurred_at",
+                "/events/0/customer",
+                "/events/0/customer/anonymous_id",
+                "/events/0/customer/email",
+                "/events/0/customer/phone",
+                "/events/0/data",
+                "/events/0/data/url",
+                "/events/0/channel",
+                "/events/0/unknown",
+            ];
+            (
+                prop::sample::select(&PLACES[..]),
+                json_value(),
+                any::<bool>(),
+            )
+                .prop_map(|(place, value, remove)| {
+                    let mut batch = serde_json::json!({"events": [event(1)]});
+                    let (parent, field) = place.rsplit_once('/').expect("a path");
+                    let holder = if parent.is_empty() {
+                        Some(&mut batch)
+                    } else {
+                        batch.pointer_mut(parent)
+                    };
+                    match holder {
+                        Some(Value::Object(fields)) if remove => {
+                            fields.remove(field);
+                        }
+                        Some(Value::Object(fields)) => {
+                            fields.insert(field.to_owned(), value);
+                        }
+                        Some(Value::Array(items)) => items[0] = value,
+                        _ => {}
+                    }
+                    batch
+                })
+        }
+
+        fn answer_to(body: Vec<u8>, content_type: &str) -> (StatusCode, Value) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime");
+            let sink = Arc::new(RecordingSink::default());
+            let (status, _, answer) = runtime.block_on(post(app(sink), content_type, body));
+            (status, answer)
+        }
+
+        fn is_a_json_error(answer: &Value) -> bool {
+            answer["error"]
+                .as_str()
+                .is_some_and(|error| !error.is_empty())
+                && answer["details"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|detail| {
+                        detail["field"]
+                            .as_str()
+                            .is_some_and(|field| !field.is_empty())
+                    })
+        }
+
+        proptest! {
+            #![proptest_config(fuzz_config())]
+
+            #[test]
+            fn no_bytes_get_a_5xx(
+                body in any::<Vec<u8>>(),
+                content_type in prop::sample::select(&["application/json", "application/x-protobuf", "text/plain"][..]),
+            ) {
+                let (status, answer) = answer_to(body, content_type);
+                prop_assert!(status == StatusCode::ACCEPTED || status.is_client_error(), "{status}");
+                if status.is_client_error() {
+                    prop_assert!(is_a_json_error(&answer), "{answer}");
+                }
+            }
+
+            #[test]
+            fn a_batch_breaking_a_rule_is_refused_naming_the_field(batch in mutated_batch()) {
+                let body = serde_json::to_vec(&batch).expect("JSON");
+                let (status, answer) = answer_to(body, "application/json");
+                prop_assert!(status == StatusCode::ACCEPTED || status.is_client_error(), "{status}: {batch}");
+                if status.is_client_error() {
+                    prop_assert!(is_a_json_error(&answer), "{answer}");
+                    prop_assert!(
+                        answer["details"].as_array().is_some_and(|details| !details.is_empty()),
+                        "{batch} was refused without naming a field: {answer}"
+                    );
+                }
+            }
+        }
     }
 }

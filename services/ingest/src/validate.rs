@@ -115,7 +115,12 @@ impl<'a, 'e> JsonObject<'a, 'e> {
         errors: &'a mut Errors<'e>,
     ) -> Option<Self> {
         let Some(object) = value.as_object() else {
-            errors.add(prefix.trim_end_matches('.'), "must be an object");
+            // The envelope has no prefix: the field at fault is the event.
+            let field = match prefix.trim_end_matches('.') {
+                "" => "event",
+                nested => nested,
+            };
+            errors.add(field, "must be an object");
             return None;
         };
         for key in object.keys() {

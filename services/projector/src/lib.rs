@@ -253,6 +253,14 @@ mod tests {
             "{text}"
         );
 
+        // A path that is no text, or no route, is refused in JSON too.
+        let (status, body) = get(&app, "/v1/customers/%FF%FE").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"].as_str().is_some(), "{body}");
+        let (status, body) = get(&app, "/v1/nothing/here").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("/v1/nothing/here"));
+
         // Versions: a missing one is 404, dropping the live one a clash.
         let (status, body) = get(&app, "/v1/customers/x?version=v9").await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
@@ -421,5 +429,142 @@ mod tests {
             let (status, body) = get(&app, bad).await;
             assert_eq!(status, expected, "{bad}: {body}");
         }
+    }
+
+    /// Fuzz-style: any path id and query value on every read route gets
+    /// an answer or a 4xx JSON error, never a 5xx or a panic; a 400 names
+    /// the field. Cases: 20 000 in `make test`, `RAPPORT_FUZZ_CASES` in
+    /// `make fuzz`.
+    #[test]
+    fn fuzz_no_path_or_query_gets_a_5xx() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        /// Every byte but unreserved ASCII as %XX, so that the text
+        /// arrives as it is; text made only of %XX escapes is sent as it
+        /// stands, which can decode to bytes that are no UTF-8.
+        fn encoded(text: &str) -> String {
+            if text.starts_with('%')
+                && text
+                    .bytes()
+                    .all(|byte| byte == b'%' || byte.is_ascii_hexdigit())
+            {
+                return text.to_owned();
+            }
+            text.bytes()
+                .map(|byte| {
+                    if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                        (byte as char).to_string()
+                    } else {
+                        format!("%{byte:02X}")
+                    }
+                })
+                .collect()
+        }
+
+        let (_directory, app) = serve(&[
+            (
+                0,
+                event_record(
+                    "c-1",
+                    1,
+                    view("/a"),
+                    "web.page_viewed",
+                    &[("email", "a@example.com")],
+                ),
+            ),
+            (
+                0,
+                event_record("c-1", 2, view("/b"), "web.page_viewed", &[]),
+            ),
+        ]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let cases = std::env::var("RAPPORT_FUZZ_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(20_000);
+        let text = || {
+            prop_oneof![
+                any::<String>(),
+                "[0-9T:._Z+ -]{0,30}",
+                Just("c-1".to_owned()),
+                Just("2026-03-01".to_owned()),
+                "-?[0-9]{1,20}",
+                "(%[0-9A-F]{2}){1,4}",
+            ]
+        };
+        // Each route, and the names a refusal of it must mention: its
+        // parameters, or what its path names.
+        const ROUTES: [(&str, &[&str]); 15] = [
+            ("/v1/customers/{a}", &["customer"]),
+            (
+                "/v1/customers/{a}/timeline?limit={b}&before={c}",
+                &["customer", "limit", "before"],
+            ),
+            (
+                "/v1/customers/{a}/timeline?before={b}&version={c}",
+                &["customer", "before", "version"],
+            ),
+            ("/v1/customers?email={a}", &["email"]),
+            ("/v1/customers?phone={a}&email={b}", &["phone", "email"]),
+            (
+                "/v1/customers?{a}={b}",
+                &["customer_id", "email", "phone", "anonymous_id"],
+            ),
+            ("/v1/customers/{a}/scores?as_of={b}", &["customer", "as_of"]),
+            (
+                "/v1/models/bgnbd?as_of={a}&cohort_from={b}&cohort_to={c}",
+                &["as_of", "cohort_from", "cohort_to"],
+            ),
+            ("/v1/models/gamma-gamma?as_of={a}", &["as_of"]),
+            ("/v1/segments?as_of={a}", &["as_of"]),
+            (
+                "/v1/segments/{a}/{b}/customers?as_of={c}",
+                &["segment", "kind", "as_of"],
+            ),
+            (
+                "/v1/segments/rfm/{a}/customers?limit={b}&format={c}",
+                &["segment", "limit", "format"],
+            ),
+            (
+                "/v1/identity/conflicts?limit={a}&before={b}",
+                &["limit", "before"],
+            ),
+            (
+                "/v1/admin/verify?other={a}&live={b}",
+                &["other", "live", "version"],
+            ),
+            ("/v1/admin/versions/{a}", &["version"]),
+        ];
+        let strategy = (prop::sample::select(&ROUTES[..]), text(), text(), text());
+        TestRunner::new(Config::with_cases(cases))
+            .run(&strategy, |((route, names), a, b, c)| {
+                let uri = route
+                    .replace("{a}", &encoded(&a))
+                    .replace("{b}", &encoded(&b))
+                    .replace("{c}", &encoded(&c));
+                let (status, answer) = runtime.block_on(get(&app, &uri));
+                prop_assert!(!status.is_server_error(), "{uri}: {status} {answer}");
+                if status.is_client_error() && status != StatusCode::METHOD_NOT_ALLOWED {
+                    prop_assert!(
+                        answer["error"]
+                            .as_str()
+                            .is_some_and(|error| !error.is_empty()),
+                        "{uri}: {status} {answer}"
+                    );
+                }
+                if status == StatusCode::BAD_REQUEST {
+                    let said = answer.to_string();
+                    prop_assert!(
+                        names.iter().any(|name| said.contains(name))
+                            || said.contains("\"field\":\"path\""),
+                        "{uri}: a 400 that names none of {names:?}: {answer}"
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rapport_common::admin::{
@@ -15,6 +15,7 @@ use rapport_common::admin::{
     VerifyReport, VersionSwitched,
 };
 use rapport_common::digest::{Digest, stable_hash};
+use rapport_common::http::PathParams;
 use rapport_common::http::{ApiError, FieldError};
 use rapport_common::metrics::Registry;
 
@@ -75,7 +76,7 @@ fn document(person: &Person) -> CustomerDocument {
 
 pub(crate) async fn get_customer(
     State(state): State<Arc<QueryState>>,
-    Path(customer_id): Path<String>,
+    PathParams(customer_id): PathParams<String>,
     params: Result<Query<VersionParams>, QueryRejection>,
 ) -> Result<Json<CustomerDocument>, ApiError> {
     let Query(params) = params.map_err(|rejection| bad_query(rejection, "use version="))?;
@@ -178,7 +179,7 @@ fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
 
 pub(crate) async fn get_timeline(
     State(state): State<Arc<QueryState>>,
-    Path(customer_id): Path<String>,
+    PathParams(customer_id): PathParams<String>,
     params: Result<Query<TimelineParams>, QueryRejection>,
 ) -> Result<Json<TimelinePage>, ApiError> {
     let Query(params) = params
@@ -388,7 +389,7 @@ pub(crate) struct SwitchParams {
 
 pub(crate) async fn switch_version(
     State(state): State<Arc<QueryState>>,
-    Path(version): Path<String>,
+    PathParams(version): PathParams<String>,
     params: Result<Query<SwitchParams>, QueryRejection>,
 ) -> Result<Json<VersionSwitched>, ApiError> {
     let Query(params) = params
@@ -402,7 +403,7 @@ pub(crate) async fn switch_version(
 
 pub(crate) async fn drop_version(
     State(state): State<Arc<QueryState>>,
-    Path(version): Path<String>,
+    PathParams(version): PathParams<String>,
 ) -> Result<Json<ProjectionDropped>, ApiError> {
     let versions = state.versions.clone();
     let name = version.clone();

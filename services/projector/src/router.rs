@@ -50,6 +50,7 @@ pub fn router(state: Arc<QueryState>) -> Router {
         .route("/v1/admin/verify", get(query::verify))
         .route("/healthz", get(query::healthz))
         .route("/metrics", get(query::metrics))
+        .fallback(rapport_common::http::no_such_route)
         .with_state(state);
     rapport_common::http::with_request_metrics(routes, &registry, "projector")
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use rapport_common::http::ApiError;
+use rapport_common::http::PathParams;
 use rapport_projections::analytics::scoring::CustomerScores;
 use rapport_projections::customer_view::ProfileState;
 use rapport_projections::identity::IdentifierKind;
@@ -61,7 +62,7 @@ pub(crate) struct ScoreParams {
 
 pub(crate) async fn customer_scores(
     State(state): State<Arc<QueryState>>,
-    Path(customer_id): Path<String>,
+    PathParams(customer_id): PathParams<String>,
     params: Result<Query<ScoreParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params.map_err(|rejection| {
@@ -276,7 +277,7 @@ fn csv_field(text: &str) -> String {
 
 pub(crate) async fn segment_members(
     State(state): State<Arc<QueryState>>,
-    Path((kind, name)): Path<(String, String)>,
+    PathParams((kind, name)): PathParams<(String, String)>,
     params: Result<Query<MemberParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|rejection| {
