@@ -138,12 +138,7 @@ fn checksum_lines(output: &str) -> Vec<String> {
 
 #[test]
 fn a_reidentified_graph_and_customer_topic_equal_the_live_ones_while_traffic_goes_on() {
-    // The live graph orders records across raw partitions with a reorder
-    // grace, the version by their stamps alone: they agree when no record
-    // reaches the broker later than the grace after ingest stamped it. A
-    // busy 2-core machine can take longer than the 200 ms default.
-    let mut pipeline =
-        Pipeline::start_configured("reidentify", "[identity]\nreorder_grace_ms = 2000\n");
+    let mut pipeline = Pipeline::start("reidentify");
     for number in 0..4 {
         pipeline.send_ok(&round(number));
     }
