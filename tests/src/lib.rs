@@ -22,6 +22,14 @@ use serde_json::Value;
 thread_local! {
     /// A test that runs its own broker points this thread's harness at it.
     static PRIVATE_BROKERS: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// And, for a broker behind TLS, the client properties that reach it.
+    static PRIVATE_PROPERTIES: std::cell::RefCell<BTreeMap<String, String>> = const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// librdkafka properties every client of this thread's harness needs (none
+/// but for a broker behind TLS).
+pub fn kafka_properties() -> BTreeMap<String, String> {
+    PRIVATE_PROPERTIES.with(|cell| cell.borrow().clone())
 }
 
 /// The broker `make test` started (or this test's private one). Missing it
@@ -35,11 +43,153 @@ pub fn brokers() -> String {
     })
 }
 
+/// `"key" = "value", …` for a TOML inline table (Rust's debug quoting is
+/// TOML's basic string for these).
+fn toml_pairs(pairs: &BTreeMap<String, String>) -> String {
+    pairs
+        .iter()
+        .map(|(key, value)| format!("{key:?} = {value:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A private in-memory tansu that clients reach only over TLS, through
+/// `tests/tools/tls_proxy.py` with a certificate from a certificate
+/// authority made for the test (tansu 0.6 cannot serve TLS itself: its
+/// `--cert` and `--key` refuse to be combined). Points this thread's
+/// harness at the proxy, with `security.protocol=SSL` and the authority.
+pub struct TlsBroker {
+    pub broker: PrivateBroker,
+    proxy: Child,
+    /// The authority's certificate, for clients that should trust it.
+    pub ca: PathBuf,
+    /// Where the proxy listens.
+    pub address: String,
+    certificates: tempfile::TempDir,
+}
+
+impl TlsBroker {
+    pub fn start() -> Self {
+        let certificates = tempfile::tempdir().expect("temp dir");
+        let at = |name: &str| certificates.path().join(name).display().to_string();
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("run openssl; `make test` installs it");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rapport test authority",
+            "-keyout",
+            &at("ca.key"),
+            "-out",
+            &at("ca.pem"),
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &at("broker.key"),
+            "-out",
+            &at("broker.csr"),
+        ]);
+        std::fs::write(
+            certificates.path().join("names.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write names");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &at("broker.csr"),
+            "-CA",
+            &at("ca.pem"),
+            "-CAkey",
+            &at("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &at("names.cnf"),
+            "-out",
+            &at("broker.pem"),
+        ]);
+        let proxy_port = free_port();
+        let broker = PrivateBroker::start_advertising("memory://tansu/", Some(proxy_port));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/tls_proxy.py");
+        let proxy = Command::new("python3")
+            .arg(&script)
+            .args([
+                &proxy_port.to_string(),
+                &broker.port.to_string(),
+                &at("broker.pem"),
+                &at("broker.key"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run python3; `make test` installs it");
+        wait_for("the TLS proxy to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_ok()
+        });
+        let address = format!("127.0.0.1:{proxy_port}");
+        let ca = certificates.path().join("ca.pem");
+        PRIVATE_BROKERS.with(|cell| *cell.borrow_mut() = Some(address.clone()));
+        PRIVATE_PROPERTIES.with(|cell| {
+            *cell.borrow_mut() = BTreeMap::from([
+                ("security.protocol".to_owned(), "SSL".to_owned()),
+                ("ssl.ca.location".to_owned(), ca.display().to_string()),
+            ])
+        });
+        Self {
+            broker,
+            proxy,
+            ca,
+            address,
+            certificates,
+        }
+    }
+
+    /// Where the test's certificates are.
+    pub fn certificates(&self) -> &Path {
+        self.certificates.path()
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.proxy.kill();
+        let _ = self.proxy.wait();
+        PRIVATE_PROPERTIES.with(|cell| cell.borrow_mut().clear());
+    }
+}
+
 /// A tansu broker of one test's own, with SQLite storage so that it keeps
 /// its log across a stop and start (for outage tests).
 pub struct PrivateBroker {
     dir: tempfile::TempDir,
     port: u16,
+    /// The port the broker tells clients to connect to: its own, or a
+    /// proxy's in front of it.
+    advertised: u16,
     child: Option<Child>,
     storage: &'static str,
 }
@@ -56,15 +206,25 @@ impl PrivateBroker {
     }
 
     fn start_on(storage: &'static str) -> Self {
+        let broker = Self::start_advertising(storage, None);
+        let address = format!("127.0.0.1:{}", broker.port);
+        PRIVATE_BROKERS.with(|cell| *cell.borrow_mut() = Some(address));
+        broker
+    }
+
+    /// Starts the broker telling clients to connect to `advertised` (a
+    /// proxy's port; its own without), without pointing the harness at it.
+    fn start_advertising(storage: &'static str, advertised: Option<u16>) -> Self {
+        let port = free_port();
+        let advertised = advertised.unwrap_or(port);
         let mut broker = Self {
             dir: tempfile::tempdir().expect("temp dir"),
-            port: free_port(),
+            port,
+            advertised,
             child: None,
             storage,
         };
         broker.resume();
-        let address = format!("127.0.0.1:{}", broker.port);
-        PRIVATE_BROKERS.with(|cell| *cell.borrow_mut() = Some(address));
         broker
     }
 
@@ -79,6 +239,7 @@ impl PrivateBroker {
     /// Starts (again) on the same port and storage.
     pub fn resume(&mut self) {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -92,7 +253,7 @@ impl PrivateBroker {
                 "--listener-url",
                 &listener,
                 "--advertised-listener-url",
-                &listener,
+                &advertised,
                 "--storage-engine",
                 self.storage,
             ])
@@ -275,6 +436,7 @@ impl Topics {
 pub fn kafka() -> KafkaConfig {
     KafkaConfig {
         brokers: brokers(),
+        properties: kafka_properties(),
         ..KafkaConfig::default()
     }
 }
@@ -598,7 +760,7 @@ impl Pipeline {
         let config = dir.path().join("rapport.toml");
         std::fs::write(
             &config,
-            format!("[kafka]\nbrokers = \"{}\"\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\n{extra}", brokers(), topics.raw, topics.customer, topics.deadletters),
+            format!("[kafka]\nbrokers = \"{}\"\nproperties = {{ {} }}\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\n{extra}", brokers(), toml_pairs(&kafka_properties()), topics.raw, topics.customer, topics.deadletters),
         )
         .expect("write config");
         let config_arg = config.display().to_string();
