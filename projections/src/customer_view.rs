@@ -1370,18 +1370,8 @@ mod tests {
         })
     }
 
-    /// Cases per fuzz-style property: 20 000 in `make test`,
-    /// `RAPPORT_FUZZ_CASES` in `make fuzz`.
-    fn fuzz_config() -> ProptestConfig {
-        let cases = std::env::var("RAPPORT_FUZZ_CASES")
-            .ok()
-            .and_then(|cases| cases.parse().ok())
-            .unwrap_or(20_000);
-        ProptestConfig::with_cases(cases)
-    }
-
     proptest! {
-        #![proptest_config(fuzz_config())]
+        #![proptest_config(rapport_fuzzing::config())]
 
         /// Whatever bytes a customer-topic record holds, decoding, pruning
         /// and folding it refuse or read it; none panics, and a refused

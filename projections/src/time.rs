@@ -251,18 +251,8 @@ mod tests {
         assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_ok());
     }
 
-    /// Cases per fuzz-style property: 20 000 in `make test`,
-    /// `RAPPORT_FUZZ_CASES` in `make fuzz`.
-    fn fuzz_config() -> ProptestConfig {
-        let cases = std::env::var("RAPPORT_FUZZ_CASES")
-            .ok()
-            .and_then(|cases| cases.parse().ok())
-            .unwrap_or(20_000);
-        ProptestConfig::with_cases(cases)
-    }
-
     proptest! {
-        #![proptest_config(fuzz_config())]
+        #![proptest_config(rapport_fuzzing::config())]
 
         #[test]
         fn fuzz_no_text_panics_the_timestamp_and_day_parsers(text in any::<String>()) {

@@ -53,6 +53,42 @@ fn toml_pairs(pairs: &BTreeMap<String, String>) -> String {
         .join(", ")
 }
 
+/// Runs the `openssl` command, failing the test if it fails.
+fn openssl(args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl; `make test` installs it");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Makes a self-signed certificate authority called `common_name` in
+/// `directory` (`NAME.pem`, `NAME.key`) and returns its certificate.
+pub fn certificate_authority(directory: &Path, name: &str, common_name: &str) -> PathBuf {
+    let key = directory.join(format!("{name}.key")).display().to_string();
+    let certificate = directory.join(format!("{name}.pem"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={common_name}"),
+        "-keyout",
+        &key,
+        "-out",
+        &certificate.display().to_string(),
+    ]);
+    certificate
+}
+
 /// A private in-memory tansu that clients reach only over TLS, through
 /// `tests/tools/tls_proxy.py` with a certificate from a certificate
 /// authority made for the test (tansu 0.6 cannot serve TLS itself: its
@@ -72,32 +108,7 @@ impl TlsBroker {
     pub fn start() -> Self {
         let certificates = tempfile::tempdir().expect("temp dir");
         let at = |name: &str| certificates.path().join(name).display().to_string();
-        let openssl = |args: &[&str]| {
-            let output = Command::new("openssl")
-                .args(args)
-                .output()
-                .expect("run openssl; `make test` installs it");
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=rapport test authority",
-            "-keyout",
-            &at("ca.key"),
-            "-out",
-            &at("ca.pem"),
-        ]);
+        let ca = certificate_authority(certificates.path(), "ca", "rapport test authority");
         openssl(&[
             "req",
             "-newkey",
@@ -151,7 +162,6 @@ impl TlsBroker {
             std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_ok()
         });
         let address = format!("127.0.0.1:{proxy_port}");
-        let ca = certificates.path().join("ca.pem");
         PRIVATE_BROKERS.with(|cell| *cell.borrow_mut() = Some(address.clone()));
         PRIVATE_PROPERTIES.with(|cell| {
             *cell.borrow_mut() = BTreeMap::from([

@@ -59,26 +59,7 @@ fn only_a_client_that_trusts_the_authority_reaches_the_broker() {
     // The system's authorities do not know the test's.
     assert!(!reaches(&tls, &[("security.protocol", "SSL".to_owned())]));
     // Another authority's certificate does not vouch for the broker.
-    let other = tls.certificates().join("other-ca.pem");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=someone else",
-        ])
-        .arg("-keyout")
-        .arg(tls.certificates().join("other-ca.key"))
-        .arg("-out")
-        .arg(&other)
-        .output()
-        .expect("run openssl");
-    assert!(made.status.success());
+    let other = rapport_e2e::certificate_authority(tls.certificates(), "other", "someone else");
     assert!(!reaches(
         &tls,
         &[

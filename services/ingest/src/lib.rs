@@ -678,16 +678,6 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        /// Cases per property: 20 000 in `make test`, `RAPPORT_FUZZ_CASES`
-        /// in `make fuzz`.
-        fn fuzz_config() -> ProptestConfig {
-            let cases = std::env::var("RAPPORT_FUZZ_CASES")
-                .ok()
-                .and_then(|cases| cases.parse().ok())
-                .unwrap_or(20_000);
-            ProptestConfig::with_cases(cases)
-        }
-
         fn json_value() -> impl Strategy<Value = Value> {
             let leaf = prop_oneof![
                 Just(Value::Null),
@@ -778,7 +768,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(fuzz_config())]
+            #![proptest_config(rapport_fuzzing::config())]
 
             #[test]
             fn no_bytes_get_a_5xx(

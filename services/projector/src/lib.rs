@@ -438,7 +438,7 @@ mod tests {
     #[test]
     fn fuzz_no_path_or_query_gets_a_5xx() {
         use proptest::prelude::*;
-        use proptest::test_runner::{Config, TestRunner};
+        use proptest::test_runner::TestRunner;
 
         /// Every byte but unreserved ASCII as %XX, so that the text
         /// arrives as it is; text made only of %XX escapes is sent as it
@@ -481,10 +481,6 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a runtime");
-        let cases = std::env::var("RAPPORT_FUZZ_CASES")
-            .ok()
-            .and_then(|cases| cases.parse().ok())
-            .unwrap_or(20_000);
         let text = || {
             prop_oneof![
                 any::<String>(),
@@ -539,7 +535,7 @@ mod tests {
             ("/v1/admin/versions/{a}", &["version"]),
         ];
         let strategy = (prop::sample::select(&ROUTES[..]), text(), text(), text());
-        TestRunner::new(Config::with_cases(cases))
+        TestRunner::new(rapport_fuzzing::config())
             .run(&strategy, |((route, names), a, b, c)| {
                 let uri = route
                     .replace("{a}", &encoded(&a))
