@@ -39,6 +39,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(one_version).delete(drop_version),
         )
         .route("/v1/admin/versions/{version}/compare", get(compare_version))
+        .fallback(rapport_common::http::no_such_route)
         .with_state(state)
 }
 
@@ -228,5 +229,79 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::CONFLICT, "the live graph stays: {body}");
+    }
+
+    /// Fuzz-style: any version name in a path and any body to
+    /// `POST /v1/admin/reidentify` that names no valid new version gets a
+    /// 4xx JSON error, never a 5xx or a panic (a valid name would go on to
+    /// the broker, which this test has none of).
+    #[test]
+    fn fuzz_no_path_or_body_gets_a_5xx() {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestRunner;
+
+        let directory = tempfile::tempdir().unwrap();
+        let app = app(directory.path());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let valid_name = |text: &str| {
+            (1..=64).contains(&text.len())
+                && text
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+        };
+        let name = prop_oneof![
+            any::<String>(),
+            "[a-z0-9_ -]{0,8}",
+            "(%[0-9A-F]{2}){1,4}",
+            Just("v1".to_owned())
+        ];
+        let body = prop_oneof![
+            any::<Vec<u8>>(),
+            name.clone()
+                .prop_map(|name| serde_json::json!({ "version": name })
+                    .to_string()
+                    .into_bytes()),
+            any::<i64>().prop_map(|number| format!("{{\"version\": {number}}}").into_bytes()),
+        ];
+        let strategy = (0..4usize, name, body);
+        TestRunner::new(rapport_fuzzing::config())
+            .run(&strategy, |(route, name, body)| {
+                let segment = rapport_fuzzing::uri_text(&name);
+                let request = match route {
+                    0 => Request::get(format!("/v1/admin/versions/{segment}")).body(Body::empty()),
+                    1 => Request::get(format!("/v1/admin/versions/{segment}/compare"))
+                        .body(Body::empty()),
+                    2 => {
+                        Request::delete(format!("/v1/admin/versions/{segment}")).body(Body::empty())
+                    }
+                    _ => {
+                        let named = serde_json::from_slice::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|value| value["version"].as_str().map(str::to_owned));
+                        if named.is_some_and(|name| valid_name(&name) && name != "v1") {
+                            return Ok(());
+                        }
+                        Request::post("/v1/admin/reidentify")
+                            .header("content-type", "application/json")
+                            .body(Body::from(body))
+                    }
+                }
+                .expect("a request");
+                let (status, answer) = runtime.block_on(call(&app, request));
+                prop_assert!(
+                    status.is_client_error(),
+                    "{route} {name:?}: {status} {answer}"
+                );
+                prop_assert!(
+                    answer["error"]
+                        .as_str()
+                        .is_some_and(|error| !error.is_empty()),
+                    "{route} {name:?}: {status} {answer}"
+                );
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -85,8 +85,7 @@ async fn main() -> anyhow::Result<()> {
         "/healthz",
         get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
     )
-    .route("/metrics", get(move || async move { registry.response() }))
-    .fallback(rapport_common::http::no_such_route);
+    .route("/metrics", get(move || async move { registry.response() }));
     let app = rapport_common::http::with_request_metrics(app, &measured, "identity");
     let listener = tokio::net::TcpListener::bind(config.identity.listen)
         .await

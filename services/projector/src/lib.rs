@@ -440,28 +440,6 @@ mod tests {
         use proptest::prelude::*;
         use proptest::test_runner::TestRunner;
 
-        /// Every byte but unreserved ASCII as %XX, so that the text
-        /// arrives as it is; text made only of %XX escapes is sent as it
-        /// stands, which can decode to bytes that are no UTF-8.
-        fn encoded(text: &str) -> String {
-            if text.starts_with('%')
-                && text
-                    .bytes()
-                    .all(|byte| byte == b'%' || byte.is_ascii_hexdigit())
-            {
-                return text.to_owned();
-            }
-            text.bytes()
-                .map(|byte| {
-                    if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                        (byte as char).to_string()
-                    } else {
-                        format!("%{byte:02X}")
-                    }
-                })
-                .collect()
-        }
-
         let (_directory, app) = serve(&[
             (
                 0,
@@ -538,9 +516,9 @@ mod tests {
         TestRunner::new(rapport_fuzzing::config())
             .run(&strategy, |((route, names), a, b, c)| {
                 let uri = route
-                    .replace("{a}", &encoded(&a))
-                    .replace("{b}", &encoded(&b))
-                    .replace("{c}", &encoded(&c));
+                    .replace("{a}", &rapport_fuzzing::uri_text(&a))
+                    .replace("{b}", &rapport_fuzzing::uri_text(&b))
+                    .replace("{c}", &rapport_fuzzing::uri_text(&c));
                 let (status, answer) = runtime.block_on(get(&app, &uri));
                 prop_assert!(!status.is_server_error(), "{uri}: {status} {answer}");
                 if status.is_client_error() && status != StatusCode::METHOD_NOT_ALLOWED {

@@ -16,3 +16,38 @@ pub fn config() -> Config {
         .unwrap_or(DEFAULT_CASES);
     Config::with_cases(cases)
 }
+
+/// `text` as a URI path segment or query value: every byte but unreserved
+/// ASCII as `%XX`, so that the text arrives as it is. Text made only of
+/// `%XX` escapes is kept as it stands, which can decode to bytes that are
+/// no UTF-8.
+pub fn uri_text(text: &str) -> String {
+    if text.starts_with('%')
+        && text
+            .bytes()
+            .all(|byte| byte == b'%' || byte.is_ascii_hexdigit())
+    {
+        return text.to_owned();
+    }
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_byte_by_byte_and_escapes_pass() {
+        assert_eq!(uri_text("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(uri_text("%FF%fe"), "%FF%fe");
+        assert_eq!(uri_text("%zz"), "%25zz");
+    }
+}
