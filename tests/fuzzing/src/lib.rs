@@ -17,10 +17,10 @@ pub fn config() -> Config {
     Config::with_cases(cases)
 }
 
-/// `text` as a URI path segment or query value: every byte but unreserved
-/// ASCII as `%XX`, so that the text arrives as it is. Text made only of
-/// `%XX` escapes is kept as it stands, which can decode to bytes that are
-/// no UTF-8.
+/// `text` as a URI path segment or query value: every byte but ASCII
+/// letters and digits as `%XX`, so that the text arrives as it is. Text
+/// made only of `%XX` escapes is kept as it stands, which can decode to
+/// bytes that are no UTF-8.
 pub fn uri_text(text: &str) -> String {
     if text.starts_with('%')
         && text
@@ -29,15 +29,7 @@ pub fn uri_text(text: &str) -> String {
     {
         return text.to_owned();
     }
-    text.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                (byte as char).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[cfg(test)]
@@ -46,7 +38,7 @@ mod tests {
 
     #[test]
     fn text_is_escaped_byte_by_byte_and_escapes_pass() {
-        assert_eq!(uri_text("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(uri_text("a b/é-1"), "a%20b%2F%C3%A9%2D1");
         assert_eq!(uri_text("%FF%fe"), "%FF%fe");
         assert_eq!(uri_text("%zz"), "%25zz");
     }
