@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: a local Rapport in the foreground until Ctrl-C.
 #
-# Starts tansu (SQLite storage under ./data/broker), creates the topics,
+# Starts tansu (SQLite storage under ./data/broker), creates the topics and
+# (on the first run) a write, a read and an admin key (./data/keys.env),
 # starts identity, projector + query API and ingest with their data under
 # ./data, feeds demo traffic unless RAPPORT_DEMO=0, and prints where to look.
 # Ctrl-C stops everything cleanly; the data stays for the next run.
@@ -19,6 +20,7 @@ export RAPPORT_IDENTITY_DATA_DIR="${RAPPORT_IDENTITY_DATA_DIR:-data/identity}"
 export RAPPORT_PROJECTOR_DATA_DIR="${RAPPORT_PROJECTOR_DATA_DIR:-data/projector}"
 RUN_DIR=data/run
 LOGS=data/logs
+KEYS_FILE=data/keys.env
 mkdir -p "$RUN_DIR" "$LOGS"
 
 pids=()
@@ -52,6 +54,32 @@ wait_healthy() {
 infra/broker.sh start "$BROKER_PORT" sqlite "$RUN_DIR"
 "$BIN/rapportctl" topics create --replication-factor 1
 
+# One key of each kind, made on the first run and kept for the next ones in
+# a file only its owner may read. A key revoked since stays revoked: delete
+# the file to get new ones.
+if [ ! -f "$KEYS_FILE" ]; then
+    write_key="$("$BIN/rapportctl" keys create --kind write --name 'make-run write')"
+    read_key="$("$BIN/rapportctl" keys create --kind read --name 'make-run read')"
+    admin_key="$("$BIN/rapportctl" keys create --kind admin --name 'make-run admin')"
+    # Written aside and moved, so an interrupted run leaves no half file.
+    rm -f "$KEYS_FILE.new"
+    (
+        umask 077
+        printf 'RAPPORT_WRITE_KEY=%s\nRAPPORT_READ_KEY=%s\nRAPPORT_ADMIN_KEY=%s\n' \
+            "$write_key" "$read_key" "$admin_key" >"$KEYS_FILE.new"
+    )
+    mv "$KEYS_FILE.new" "$KEYS_FILE"
+    echo "[run] made a write, a read and an admin key (kept in ./$KEYS_FILE)"
+fi
+# shellcheck source=/dev/null
+. "$KEYS_FILE"
+for name in RAPPORT_WRITE_KEY RAPPORT_READ_KEY RAPPORT_ADMIN_KEY; do
+    if [ -z "${!name:-}" ]; then
+        echo "[run] ./$KEYS_FILE sets no $name; delete it to make new keys" >&2
+        exit 1
+    fi
+done
+
 start() {
     local name="$1" listen="$2"
     shift 2
@@ -65,24 +93,32 @@ start rapport-projector "$QUERY_LISTEN"
 start rapport-ingest "$INGEST_LISTEN"
 
 if [ "${RAPPORT_DEMO:-1}" != "0" ]; then
-    "$BIN/rapport-demo" --ingest-url "http://$INGEST_LISTEN" >"$LOGS/demo.log" 2>&1 &
+    # The key goes in the demo's environment (what --key reads), not on its
+    # command line, which every user of the machine sees in ps.
+    RAPPORT_WRITE_KEY="$RAPPORT_WRITE_KEY" "$BIN/rapport-demo" --ingest-url "http://$INGEST_LISTEN" >"$LOGS/demo.log" 2>&1 &
     pids+=($!)
     echo "[run] demo traffic started (log: $LOGS/demo.log)"
 fi
 
 cat <<EOT
 
-Rapport is running. Try:
-  curl -s http://$QUERY_LISTEN/v1/customers/c-00042 | python3 -m json.tool
-  curl -s 'http://$QUERY_LISTEN/v1/customers?email=user42@example.com'
-  curl -s 'http://$QUERY_LISTEN/v1/customers/c-00042/timeline?limit=10'
-  curl -s http://$QUERY_LISTEN/v1/identity/conflicts
-  curl -s http://$QUERY_LISTEN/v1/customers/c-00042/scores | python3 -m json.tool
-  curl -s http://$QUERY_LISTEN/v1/segments | python3 -m json.tool
-  curl -s http://$QUERY_LISTEN/v1/models/bgnbd
-  curl -s 'http://$QUERY_LISTEN/v1/segments/rfm/champions/customers?format=csv' | head
-  curl -s http://$QUERY_LISTEN/metrics | grep rapport_
-  curl -s -XPOST http://$INGEST_LISTEN/v1/events -H 'content-type: application/json' -d @infra/example-batch.json
+Rapport is running. Its API keys, kept in ./$KEYS_FILE:
+  write (post events)                RAPPORT_WRITE_KEY=$RAPPORT_WRITE_KEY
+  read (customers, scores, metrics)  RAPPORT_READ_KEY=$RAPPORT_READ_KEY
+  admin (everything)                 RAPPORT_ADMIN_KEY=$RAPPORT_ADMIN_KEY
+
+Try, after \`source $KEYS_FILE\`:
+  curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" http://$QUERY_LISTEN/v1/customers/c-00042 | python3 -m json.tool
+  curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" 'http://$QUERY_LISTEN/v1/customers?email=user42@example.com'
+  curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" 'http://$QUERY_LISTEN/v1/customers/c-00042/timeline?limit=10'
+  curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" http://$QUERY_LISTEN/v1/identity/conflicts
+  curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" http://$QUERY_LISTEN/v1/customers/c-00042/scores | python3 -m json.tool
+  curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" http://$QUERY_LISTEN/v1/segments | python3 -m json.tool
+  curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" http://$QUERY_LISTEN/v1/models/bgnbd
+  curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" 'http://$QUERY_LISTEN/v1/segments/rfm/champions/customers?format=csv' | head
+  curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" http://$QUERY_LISTEN/metrics | grep rapport_
+  curl -s -XPOST http://$INGEST_LISTEN/v1/events -H "Authorization: Bearer \$RAPPORT_WRITE_KEY" -H 'content-type: application/json' -d @infra/example-batch.json
+  $BIN/rapportctl --key "\$RAPPORT_ADMIN_KEY" status
 
 Broker: $RAPPORT_BROKERS   Data: ./data   Logs: ./$LOGS
 Press Ctrl-C to stop everything.

@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rapport/events/v1/events.proto",
         "rapport/events/v1/customer.proto",
         "rapport/events/v1/deadletter.proto",
+        "rapport/events/v1/apikeys.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -285,6 +285,11 @@ impl PrivateBroker {
         );
     }
 
+    /// Where the broker keeps its storage (and its log).
+    pub fn storage_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The last lines of the broker's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
@@ -398,6 +403,8 @@ pub struct Topics {
     pub raw: String,
     pub customer: String,
     pub deadletters: String,
+    /// The key registry: the test process's own (see [`test_keys`]).
+    pub keys: String,
 }
 
 impl Topics {
@@ -408,6 +415,7 @@ impl Topics {
             raw: format!("test.{label}.{suffix}.raw"),
             customer: format!("test.{label}.{suffix}.customer"),
             deadletters: format!("test.{label}.{suffix}.deadletters"),
+            keys: register_test_keys().topic.clone(),
         }
     }
 
@@ -512,6 +520,83 @@ pub fn create_topics_overriding(topics: &[(&str, i32, Role)], overrides: &[(&str
 
 /// Waits for a future on this thread (rdkafka's futures need no runtime).
 pub use rapport_common::kafka::block_on;
+
+/// The API keys every service the harness starts knows: one of each kind,
+/// made once per test process and written to the key registry topic
+/// [`TestKeys::topic`] on each broker a test uses.
+pub struct TestKeys {
+    pub topic: String,
+    pub write: String,
+    pub read: String,
+    pub admin: String,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+static TEST_KEYS: std::sync::OnceLock<TestKeys> = std::sync::OnceLock::new();
+static KEYED_BROKERS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The test keys (see [`register_test_keys`] for the broker's side).
+pub fn test_keys() -> &'static TestKeys {
+    use rapport_common::apikeys::{Kind, create};
+    TEST_KEYS.get_or_init(|| {
+        let made: Vec<_> = Kind::ALL
+            .into_iter()
+            .map(|kind| {
+                create(kind, &format!("e2e {}", kind.as_str()), now_ms(), None).expect("a key")
+            })
+            .collect();
+        let secret = |kind: Kind| {
+            made.iter()
+                .find(|key| key.info.kind == kind)
+                .map(|key| key.secret.clone())
+                .expect("made")
+        };
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        TestKeys {
+            topic: format!("test.keys.{}", &suffix[..12]),
+            write: secret(Kind::Write),
+            read: secret(Kind::Read),
+            admin: secret(Kind::Admin),
+            records: made.iter().map(|key| key.info.record()).collect(),
+        }
+    })
+}
+
+/// Writes the test keys to their registry topic on this thread's broker,
+/// once per broker, and returns them.
+pub fn register_test_keys() -> &'static TestKeys {
+    let keys = test_keys();
+    let broker = brokers();
+    let mut keyed = KEYED_BROKERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !keyed.contains(&broker) {
+        create_topics(&[(&keys.topic, 1, Role::Keys)]);
+        for (key, payload) in &keys.records {
+            produce_raw(&keys.topic, key, payload);
+        }
+        keyed.insert(broker);
+    }
+    keys
+}
+
+fn now_ms() -> i64 {
+    rapport_common::now_ms()
+}
+
+/// The lines of a service configuration file that point it at the test
+/// key registry (TOML top-level keys and a table, for the end of a file).
+pub fn auth_config() -> &'static str {
+    // Tests send requests as fast as they can: the default rates would
+    // throttle them, and the limits have their own tests.
+    "[rate_limits]\nwrite_per_second = 1000000\nread_per_second = 1000000\nadmin_per_second = 1000000\nfailed_auth_per_minute = 1000000\n"
+}
+
+/// `Authorization` header value for `secret`.
+pub fn bearer(secret: &str) -> String {
+    format!("Bearer {secret}")
+}
 
 /// Polls `condition` until it holds, failing the test after `patience`.
 pub fn wait_for(what: &str, patience: Duration, mut condition: impl FnMut() -> bool) {
@@ -688,6 +773,7 @@ impl Service {
         let url = format!("http://127.0.0.1:{}/metrics", self.port);
         let mut response = http_agent()
             .get(&url)
+            .header("authorization", bearer(&test_keys().read))
             .call()
             .map_err(|error| error.to_string())?;
         response
@@ -770,7 +856,7 @@ impl Pipeline {
         let config = dir.path().join("rapport.toml");
         std::fs::write(
             &config,
-            format!("[kafka]\nbrokers = \"{}\"\nproperties = {{ {} }}\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\n{extra}", brokers(), toml_pairs(&kafka_properties()), topics.raw, topics.customer, topics.deadletters),
+            format!("[kafka]\nbrokers = \"{}\"\nproperties = {{ {} }}\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\nkeys = \"{}\"\n{}{extra}", brokers(), toml_pairs(&kafka_properties()), topics.raw, topics.customer, topics.deadletters, register_test_keys().topic, if extra.contains("[rate_limits]") { "" } else { auth_config() }),
         )
         .expect("write config");
         let config_arg = config.display().to_string();
@@ -865,6 +951,7 @@ impl Pipeline {
                 &format!("http://127.0.0.1:{}", self.identity.port),
             ])
             .args(args)
+            .env("RAPPORT_KEY", &test_keys().admin)
             .output()
             .expect("run rapportctl")
     }
@@ -915,9 +1002,10 @@ impl Pipeline {
 
     /// POSTs a JSON batch; returns the status and the JSON answer.
     pub fn send(&self, events: &[Value]) -> (u16, Value) {
-        post_json(
+        post_json_with_key(
             &format!("{}/v1/events", self.ingest_url()),
             &serde_json::json!({ "events": events }),
+            Some(&test_keys().write),
         )
     }
 
@@ -1184,16 +1272,34 @@ pub fn http_agent_with_timeout(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
+/// POSTs JSON with the test admin key.
 pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
-    let response = http_agent()
-        .post(url)
-        .header("content-type", "application/json")
-        .send(serde_json::to_vec(body).expect("json"));
-    read_response(response)
+    post_json_with_key(url, body, Some(&test_keys().admin))
 }
 
+/// POSTs JSON with `key` as the bearer key, or none.
+pub fn post_json_with_key(url: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+    let mut request = http_agent()
+        .post(url)
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("authorization", bearer(key));
+    }
+    read_response(request.send(serde_json::to_vec(body).expect("json")))
+}
+
+/// GETs JSON with the test admin key.
 pub fn get_json(url: &str) -> (u16, Value) {
-    read_response(http_agent().get(url).call())
+    get_json_with_key(url, Some(&test_keys().admin))
+}
+
+/// GETs JSON with `key` as the bearer key, or none.
+pub fn get_json_with_key(url: &str, key: Option<&str>) -> (u16, Value) {
+    let mut request = http_agent().get(url);
+    if let Some(key) = key {
+        request = request.header("authorization", bearer(key));
+    }
+    read_response(request.call())
 }
 
 fn read_response(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {

@@ -69,8 +69,9 @@ fn flags_beat_variables_beat_the_file_beats_the_defaults() {
     std::fs::write(
         &file,
         format!(
-            "[kafka]\nbrokers = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:{from_file}\"\n",
-            rapport_e2e::brokers()
+            "[kafka]\nbrokers = \"{}\"\n[topics]\nkeys = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:{from_file}\"\n",
+            rapport_e2e::brokers(),
+            rapport_e2e::register_test_keys().topic
         ),
     )
     .unwrap();
@@ -208,6 +209,10 @@ fn a_projector_owning_some_partitions_serves_exactly_their_customers() {
     let view = |port: u16, customer: &str| -> (u16, serde_json::Value) {
         let mut response = agent
             .get(&format!("http://127.0.0.1:{port}/v1/customers/{customer}"))
+            .header(
+                "authorization",
+                rapport_e2e::bearer(&rapport_e2e::test_keys().read),
+            )
             .call()
             .expect("query API answers");
         let status = response.status().as_u16();

@@ -274,6 +274,10 @@ fn history(pipeline: &Pipeline, customer: Value, start_ms: i64, count: usize) {
             .collect();
         let mut response = agent
             .post(&url)
+            .header(
+                "authorization",
+                rapport_e2e::bearer(&rapport_e2e::test_keys().write),
+            )
             .send_json(json!({ "events": events }))
             .expect("ingest answers");
         let status = response.status().as_u16();

@@ -120,7 +120,14 @@ fn storefront(url: &str, sender: usize, stop: &AtomicBool, accepted: &AtomicUsiz
                 return sent;
             }
             let started = Instant::now();
-            let status = match agent.post(url).send_json(&body) {
+            let status = match agent
+                .post(url)
+                .header(
+                    "authorization",
+                    rapport_e2e::bearer(&rapport_e2e::test_keys().write),
+                )
+                .send_json(&body)
+            {
                 Ok(response) => response.status().as_u16(),
                 Err(error) => panic!("sender {sender}: ingest gave no answer: {error}"),
             };

@@ -16,6 +16,11 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `"keys"` (the default): every route but `/healthz` needs an API key.
+    /// `"off"`: none does, and every start logs a warning.
+    pub auth: crate::apikeys::AuthMode,
+    /// Requests a second per key, by kind; failed attempts per client.
+    pub rate_limits: crate::apikeys::RateLimits,
     pub kafka: KafkaConfig,
     pub topics: TopicNames,
     pub ingest: IngestConfig,
@@ -56,6 +61,8 @@ pub struct TopicNames {
     pub raw: String,
     pub customer: String,
     pub deadletters: String,
+    /// The API key registry (compacted).
+    pub keys: String,
 }
 
 impl Default for TopicNames {
@@ -64,6 +71,7 @@ impl Default for TopicNames {
             raw: "rapport.events.raw.v1".to_owned(),
             customer: "rapport.events.customer.v1".to_owned(),
             deadletters: "rapport.deadletters.v1".to_owned(),
+            keys: "rapport.keys.v1".to_owned(),
         }
     }
 }
@@ -79,6 +87,9 @@ pub struct IngestConfig {
     /// Requests handled at once; past it requests get 503, so memory stays
     /// bounded (each may hold up to 1 MiB).
     pub max_in_flight_requests: usize,
+    /// How long a request body may take to arrive before the request is
+    /// answered 408 and its in-flight slot freed.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for IngestConfig {
@@ -88,6 +99,7 @@ impl Default for IngestConfig {
             delivery_timeout_ms: 5_000,
             max_queued_events: 100_000,
             max_in_flight_requests: 64,
+            body_read_timeout_ms: 10_000,
         }
     }
 }
@@ -217,6 +229,7 @@ impl CommonArgs {
             .analytics
             .validate()
             .map_err(|error| Error::Config(error.to_string()))?;
+        config.rate_limits.validate()?;
         Ok(config)
     }
 }
@@ -224,6 +237,12 @@ impl CommonArgs {
 impl Config {
     /// Checks what the flags may have changed after [`CommonArgs::load`].
     pub fn validate(&self) -> Result<()> {
+        if self.ingest.body_read_timeout_ms == 0 {
+            return Err(Error::Config(
+                "ingest.body_read_timeout_ms = 0 would refuse every body; give a positive time"
+                    .to_owned(),
+            ));
+        }
         for (key, bytes) in [
             ("identity.memtable_bytes", self.identity.memtable_bytes),
             ("projector.memtable_bytes", self.projector.memtable_bytes),
@@ -259,6 +278,13 @@ mod tests {
         );
         config.validate().expect("the example is valid");
         assert_eq!(config.topics.customer, defaults.topics.customer);
+        assert_eq!(config.topics.keys, defaults.topics.keys);
+        assert_eq!(config.auth, defaults.auth);
+        assert_eq!(config.rate_limits, defaults.rate_limits);
+        assert_eq!(
+            config.ingest.body_read_timeout_ms,
+            defaults.ingest.body_read_timeout_ms
+        );
         config.analytics.validate().expect("the defaults are valid");
         // A broken threshold is refused with its key named
         let broken = example.replace("p_alive_below = 0.5", "p_alive_below = 1.5");
@@ -295,6 +321,21 @@ mod tests {
         assert!(error.contains("projector.memtable_bytes = 1024"), "{error}");
         let config = Config::parse("[identity]\nmemtable_bytes = 65536\n").unwrap();
         config.validate().expect("the smallest is allowed");
+    }
+
+    #[test]
+    fn auth_is_on_unless_switched_off_by_name() {
+        use crate::apikeys::AuthMode;
+        assert_eq!(Config::default().auth, AuthMode::Keys);
+        assert_eq!(
+            Config::parse("auth = \"off\"\n").unwrap().auth,
+            AuthMode::Off
+        );
+        let error = Config::parse("auth = \"no\"\n").unwrap_err();
+        assert!(error.contains("auth") || error.contains("no"), "{error}");
+        let config = Config::parse("[rate_limits]\nread_per_second = 0\n").unwrap();
+        let error = config.rate_limits.validate().unwrap_err().to_string();
+        assert!(error.contains("rate_limits.read_per_second"), "{error}");
     }
 
     #[test]

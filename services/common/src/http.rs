@@ -23,8 +23,16 @@ pub enum ApiError {
         message: String,
         details: Vec<FieldError>,
     },
+    /// 401 with `WWW-Authenticate`: no key, or one that is unknown,
+    /// revoked or expired.
+    Unauthorized(String),
+    /// 403: a key that may not call this route; the message names the
+    /// scope the route needs.
+    Forbidden(String),
     /// 404.
     NotFound(String),
+    /// 408: the body did not arrive in time.
+    RequestTimeout(String),
     /// 409: the request clashes with what exists (a name already taken, a
     /// job not finished yet).
     Conflict(String),
@@ -35,6 +43,9 @@ pub enum ApiError {
     Unprocessable(String),
     /// 415.
     UnsupportedMediaType(String),
+    /// 429 with `Retry-After`: the key (or, for failed logins, the client
+    /// address) used up its rate.
+    TooManyRequests { message: String, retry_after_s: u64 },
     /// 503 with `Retry-After`.
     Unavailable { message: String, retry_after_s: u64 },
     /// 500: something broke on our side; the message is logged, not shown.
@@ -56,7 +67,17 @@ impl IntoResponse for ApiError {
                 message.as_str(),
                 details.as_slice(),
             ),
+            ApiError::Unauthorized(message) => {
+                (StatusCode::UNAUTHORIZED, message.as_str(), &[][..])
+            }
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message.as_str(), &[][..]),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message.as_str(), &[][..]),
+            ApiError::RequestTimeout(message) => {
+                (StatusCode::REQUEST_TIMEOUT, message.as_str(), &[][..])
+            }
+            ApiError::TooManyRequests { message, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, message.as_str(), &[][..])
+            }
             ApiError::Conflict(message) => (StatusCode::CONFLICT, message.as_str(), &[][..]),
             ApiError::TooLarge(message) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, message.as_str(), &[][..])
@@ -89,10 +110,22 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if let ApiError::Unavailable { retry_after_s, .. } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        match self {
+            ApiError::Unavailable { retry_after_s, .. }
+            | ApiError::TooManyRequests { retry_after_s, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            ApiError::Unauthorized(_) => {
+                // RFC 6750 for the bearer key; RFC 7617 for tracking SDKs
+                // that send the key as the Basic user name.
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"rapport\", Basic realm=\"rapport\""),
+                );
+            }
+            _ => {}
         }
         response
     }

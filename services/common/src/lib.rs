@@ -2,6 +2,7 @@
 //! RocksDB storage and its key scheme, metrics, HTTP errors and logging.
 
 pub mod admin;
+pub mod apikeys;
 pub mod broker;
 pub mod config;
 pub mod digest;
@@ -119,7 +120,7 @@ pub async fn serve_beside_worker(
     let finished = tokio::task::spawn_blocking(move || worker.join());
     tokio::pin!(finished);
     let outcome = tokio::select! {
-        served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()) => {
+        served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown_signal()) => {
             served.map_err(|error| format!("serving HTTP: {error}"))?;
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::info!("stopping after the current batch");

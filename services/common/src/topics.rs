@@ -59,6 +59,7 @@ pub enum Role {
     Raw,
     Customer,
     DeadLetters,
+    Keys,
 }
 
 /// The built-in configuration of the topic playing `role`, for a topic
@@ -69,6 +70,7 @@ pub fn config_for(role: Role) -> BTreeMap<String, String> {
         Role::Raw => names.raw,
         Role::Customer => names.customer,
         Role::DeadLetters => names.deadletters,
+        Role::Keys => names.keys,
     };
     built_in()
         .into_iter()
@@ -115,13 +117,13 @@ mod tests {
     fn the_built_in_definition_names_every_configured_topic() {
         let topics = built_in();
         let names = TopicNames::default();
-        for name in [&names.raw, &names.customer, &names.deadletters] {
+        for name in [&names.raw, &names.customer, &names.deadletters, &names.keys] {
             assert!(
                 topics.iter().any(|topic| &topic.name == name),
                 "{name} is not defined"
             );
         }
-        for role in [Role::Raw, Role::Customer, Role::DeadLetters] {
+        for role in [Role::Raw, Role::Customer, Role::DeadLetters, Role::Keys] {
             assert!(!config_for(role).is_empty(), "{role:?}");
         }
     }

@@ -25,6 +25,11 @@ struct Args {
         default_value = "http://127.0.0.1:8080"
     )]
     ingest_url: String,
+    /// A write key for ingest, sent as `Authorization: Bearer <key>`; `make
+    /// run` keeps one in ./data/keys.env (`rapportctl keys create --kind
+    /// write` makes another).
+    #[arg(long, env = "RAPPORT_WRITE_KEY", hide_env_values = true)]
+    key: Option<String>,
     /// Number of customers in the backfill.
     #[arg(long, default_value_t = 3000)]
     customers: u32,
@@ -257,14 +262,25 @@ fn customer_history(
     events
 }
 
-fn post(agent: &ureq::Agent, url: &str, events: &[Value]) -> anyhow::Result<()> {
+/// Where ingest sends events, and how the demo says who it is.
+struct Ingest {
+    agent: ureq::Agent,
+    url: String,
+    /// `Bearer <key>`, when a key was given.
+    authorization: Option<String>,
+}
+
+fn post(ingest: &Ingest, events: &[Value]) -> anyhow::Result<()> {
     let body = serde_json::to_vec(&json!({ "events": events }))?;
     for attempt in 0..60 {
-        let mut response = agent
-            .post(url)
-            .header("content-type", "application/json")
-            .send(&body[..])
-            .context("sending to ingest")?;
+        let mut request = ingest
+            .agent
+            .post(&ingest.url)
+            .header("content-type", "application/json");
+        if let Some(authorization) = &ingest.authorization {
+            request = request.header("authorization", authorization);
+        }
+        let mut response = request.send(&body[..]).context("sending to ingest")?;
         match response.status().as_u16() {
             202 => return Ok(()),
             503 => {
@@ -277,6 +293,10 @@ fn post(agent: &ureq::Agent, url: &str, events: &[Value]) -> anyhow::Result<()> 
                 eprintln!("[demo] ingest busy (attempt {attempt}), retrying in {wait} s");
                 std::thread::sleep(Duration::from_secs(wait));
             }
+            status @ (401 | 403) => bail!(
+                "ingest answered {status}: {}; the demo needs a live write key: pass --key or set RAPPORT_WRITE_KEY (./data/keys.env has one after make run)",
+                response.body_mut().read_to_string().unwrap_or_default()
+            ),
             status => bail!(
                 "ingest answered {status}: {}",
                 response.body_mut().read_to_string().unwrap_or_default()
@@ -294,6 +314,21 @@ fn main() -> anyhow::Result<()> {
         .build()
         .into();
     let url = format!("{}/v1/events", args.ingest_url.trim_end_matches('/'));
+    let key = args
+        .key
+        .as_deref()
+        .map(str::trim)
+        .filter(|key| !key.is_empty());
+    if key.is_some_and(|key| !key.bytes().all(|byte| byte.is_ascii_graphic())) {
+        bail!(
+            "--key (or RAPPORT_WRITE_KEY) is not an API key: a key is one word of ASCII letters, digits and _"
+        );
+    }
+    let ingest = Ingest {
+        agent,
+        url,
+        authorization: key.map(|key| format!("Bearer {key}")),
+    };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
@@ -313,13 +348,13 @@ fn main() -> anyhow::Result<()> {
     history.sort_by_key(|(at, _)| *at);
     let total = history.len();
     eprintln!(
-        "[demo] backfilling {total} events for {} customers over {} days into {url}",
-        args.customers, args.days
+        "[demo] backfilling {total} events for {} customers over {} days into {}",
+        args.customers, args.days, ingest.url
     );
     let started = Instant::now();
     let events: Vec<Value> = history.into_iter().map(|(_, event)| event).collect();
     for (number, chunk) in events.chunks(args.batch.max(1)).enumerate() {
-        post(&agent, &url, chunk)?;
+        post(&ingest, chunk)?;
         let sent = ((number + 1) * args.batch).min(total);
         if number % 20 == 0 || sent == total {
             let rate = sent as f64 / started.elapsed().as_secs_f64().max(0.001);
@@ -355,7 +390,7 @@ fn main() -> anyhow::Result<()> {
             });
             sent += 1;
         }
-        post(&agent, &url, &batch)?;
+        post(&ingest, &batch)?;
         if sent % (u64::from(args.live_rate) * 60) < u64::from(args.live_rate) {
             eprintln!("[demo] {sent} live events sent");
         }

@@ -1,13 +1,14 @@
-//! The identity service's admin endpoints: status, and re-identification
-//! into graph versions (start, progress, compare, drop).
+//! The identity service's HTTP API: health, metrics, status, and
+//! re-identification into graph versions (start, progress, compare, drop),
+//! each route behind the key scope it needs.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use axum::{Json, Router};
+use rapport_common::apikeys::{Gate, RouteTable, Scope, ScopedRoutes};
 use rapport_common::http::ApiError;
 use rapport_common::http::PathParams;
 use rapport_common::status::WorkerStatus;
@@ -27,20 +28,46 @@ pub struct AdminState {
     pub store: Store,
     /// The live resolver's status.
     pub status: Arc<WorkerStatus>,
+    pub metrics: rapport_common::metrics::Registry,
 }
 
-pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
-        .route("/v1/admin/status", get(status))
-        .route("/v1/admin/reidentify", post(reidentify))
-        .route("/v1/admin/versions", get(list_versions))
-        .route(
-            "/v1/admin/versions/{version}",
-            get(one_version).delete(drop_version),
+pub fn router(state: Arc<AdminState>, gate: &Gate) -> Router {
+    routes(state, gate).0
+}
+
+/// [`router`], with the table of its routes and their scopes.
+pub fn routes(state: Arc<AdminState>, gate: &Gate) -> (Router, RouteTable) {
+    use Scope::{Admin, Open, Read};
+    let metrics = state.metrics.clone();
+    let (routes, table) = ScopedRoutes::new(gate)
+        .get(Admin, "/v1/admin/status", status)
+        .post(Admin, "/v1/admin/reidentify", reidentify)
+        .get(Admin, "/v1/admin/versions", list_versions)
+        .get(Admin, "/v1/admin/versions/{version}", one_version)
+        .delete(Admin, "/v1/admin/versions/{version}", drop_version)
+        .get(
+            Admin,
+            "/v1/admin/versions/{version}/compare",
+            compare_version,
         )
-        .route("/v1/admin/versions/{version}/compare", get(compare_version))
+        .get(Open, "/healthz", healthz)
+        .get(Read, "/metrics", render_metrics)
+        .finish();
+    let routes = routes
         .fallback(rapport_common::http::no_such_route)
-        .with_state(state)
+        .with_state(state);
+    (
+        rapport_common::http::with_request_metrics(routes, &metrics, "identity"),
+        table,
+    )
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn render_metrics(State(state): State<Arc<AdminState>>) -> axum::response::Response {
+    state.metrics.response()
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Json<IdentityStatus> {
@@ -149,11 +176,41 @@ mod tests {
         config.kafka.brokers = "127.0.0.1:1".to_owned();
         let versions =
             Versions::start(config, store.clone(), directory.join("identity.baselines")).unwrap();
-        router(Arc::new(AdminState {
-            versions,
-            store,
-            status: WorkerStatus::new("raw"),
-        }))
+        router(
+            Arc::new(AdminState {
+                versions,
+                store,
+                status: WorkerStatus::new("raw"),
+                metrics: Default::default(),
+            }),
+            &Gate::open_for_tests(),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_route_checks_its_key_scope() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(&directory.path().join("identity"), &[FAMILY]).unwrap();
+        let mut config = Config::default();
+        config.kafka.brokers = "127.0.0.1:1".to_owned();
+        let versions = Versions::start(
+            config,
+            store.clone(),
+            directory.path().join("identity.baselines"),
+        )
+        .unwrap();
+        rapport_fuzzing::every_route_checks_its_scope(|gate| {
+            routes(
+                Arc::new(AdminState {
+                    versions: versions.clone(),
+                    store: store.clone(),
+                    status: WorkerStatus::new("raw"),
+                    metrics: Default::default(),
+                }),
+                gate,
+            )
+        })
+        .await;
     }
 
     async fn call(app: &Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {

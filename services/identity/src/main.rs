@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
-use axum::routing::get;
 use clap::Parser;
 use rapport_common::config::{CommonArgs, override_with};
 use rapport_common::metrics::Registry;
@@ -60,6 +59,16 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open_tuned(&config.identity.data_dir, &[FAMILY], tuning)?;
     let registry = Registry::default();
     let metrics = IdentityMetrics::new(&registry);
+    // Keys first: a worker started before them would resolve while the API
+    // cannot answer yet.
+    let gate = {
+        let (config, metrics) = (config.clone(), registry.clone());
+        tokio::task::spawn_blocking(move || {
+            rapport_common::apikeys::start_gate(&config, &metrics, "identity")
+        })
+        .await??
+    };
+
     let stop = Arc::new(AtomicBool::new(false));
 
     let status = WorkerStatus::new(&config.topics.raw);
@@ -75,18 +84,15 @@ async fn main() -> anyhow::Result<()> {
             .name("identity-resolve".into())
             .spawn(move || run(&config, &store, stop, metrics, status))?
     };
-    let measured = registry.clone();
-    let app = router(Arc::new(AdminState {
-        versions: versions.clone(),
-        store: store.clone(),
-        status,
-    }))
-    .route(
-        "/healthz",
-        get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-    )
-    .route("/metrics", get(move || async move { registry.response() }));
-    let app = rapport_common::http::with_request_metrics(app, &measured, "identity");
+    let app = router(
+        Arc::new(AdminState {
+            versions: versions.clone(),
+            store: store.clone(),
+            status,
+            metrics: registry,
+        }),
+        &gate,
+    );
     let listener = tokio::net::TcpListener::bind(config.identity.listen)
         .await
         .with_context(|| format!("binding {}", config.identity.listen))?;

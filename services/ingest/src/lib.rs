@@ -11,9 +11,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use prost::Message;
+use rapport_common::apikeys::{Gate, RouteTable, Scope, ScopedRoutes};
 use rapport_common::http::{ApiError, FieldError};
 use rapport_common::kafka::{BrokerHealth, HealthContext};
 use rapport_common::metrics::{Counter, Registry};
@@ -216,6 +216,9 @@ pub struct Ingest<S> {
     metrics: IngestMetrics,
     retry_after: Duration,
     in_flight: tokio::sync::Semaphore,
+    /// How long a request body may take to arrive; a slower one is
+    /// answered 408, so it cannot hold an in-flight permit for ever.
+    body_read_timeout: Duration,
 }
 
 impl<S: EventSink> Ingest<S> {
@@ -255,20 +258,40 @@ impl<S: EventSink> Ingest<S> {
             metrics,
             retry_after: Duration::from_secs(1),
             in_flight: tokio::sync::Semaphore::new(max_in_flight.max(1)),
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
+    }
+
+    /// Sets how long a request body may take to arrive (default 10 s).
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
     }
 }
 
-/// The ingest HTTP API.
-pub fn router<S: EventSink>(ingest: Arc<Ingest<S>>) -> Router {
+/// The default time a request body may take to arrive.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ingest HTTP API, each route behind the key scope it needs.
+pub fn router<S: EventSink>(ingest: Arc<Ingest<S>>, gate: &Gate) -> Router {
+    routes(ingest, gate).0
+}
+
+/// [`router`], with the table of its routes and their scopes.
+pub fn routes<S: EventSink>(ingest: Arc<Ingest<S>>, gate: &Gate) -> (Router, RouteTable) {
     let registry = ingest.registry.clone();
-    let routes = Router::new()
-        .route("/v1/events", post(post_events::<S>))
-        .route("/healthz", get(healthz::<S>))
-        .route("/metrics", get(metrics::<S>))
+    let (routes, table) = ScopedRoutes::new(gate)
+        .post(Scope::Write, "/v1/events", post_events::<S>)
+        .get(Scope::Open, "/healthz", healthz::<S>)
+        .get(Scope::Read, "/metrics", metrics::<S>)
+        .finish();
+    let routes = routes
         .fallback(rapport_common::http::no_such_route)
         .with_state(ingest);
-    rapport_common::http::with_request_metrics(routes, &registry, "ingest")
+    (
+        rapport_common::http::with_request_metrics(routes, &registry, "ingest"),
+        table,
+    )
 }
 
 enum BodyKind {
@@ -446,11 +469,25 @@ async fn accept<S: EventSink>(
             "the body may have at most {MAX_BODY_BYTES} bytes"
         )));
     }
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::TooLarge(format!("the body may have at most {MAX_BODY_BYTES} bytes"))
-        })?;
+    let bytes: Bytes = match tokio::time::timeout(
+        ingest.body_read_timeout,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return Err(ApiError::TooLarge(format!(
+                "the body may have at most {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        Err(_) => {
+            return Err(ApiError::RequestTimeout(format!(
+                "the body did not arrive within {} ms; nothing was accepted",
+                ingest.body_read_timeout.as_millis()
+            )));
+        }
+    };
     let mut events = decode_batch(kind, &bytes)?;
     let received_at_ms = rapport_common::now_ms();
     for event in &mut events {
@@ -495,6 +532,7 @@ async fn metrics<S: EventSink>(State(ingest): State<Arc<Ingest<S>>>) -> Response
 mod tests {
     use super::*;
     use axum::http::Request;
+    use futures_util::StreamExt as _;
     use std::sync::Mutex;
     use tower::ServiceExt;
 
@@ -521,7 +559,60 @@ mod tests {
     }
 
     fn app(sink: Arc<RecordingSink>) -> Router {
-        router(Arc::new(Ingest::new(sink, "test", Registry::default(), 8)))
+        router(
+            Arc::new(Ingest::new(sink, "test", Registry::default(), 8)),
+            &Gate::open_for_tests(),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_route_checks_its_key_scope() {
+        rapport_fuzzing::every_route_checks_its_scope(|gate| {
+            routes(
+                Arc::new(Ingest::new(
+                    Arc::new(RecordingSink::default()),
+                    "test",
+                    Registry::default(),
+                    8,
+                )),
+                gate,
+            )
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_body_that_trickles_in_is_answered_408_and_frees_its_permit() {
+        let sink = Arc::new(RecordingSink::default());
+        let ingest = Arc::new(
+            Ingest::new(sink.clone(), "test", Registry::default(), 1)
+                .with_body_read_timeout(std::time::Duration::from_millis(200)),
+        );
+        let app = router(ingest.clone(), &Gate::open_for_tests());
+        // The first bytes of a batch, then nothing more
+        let stalled =
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"[{"))])
+                .chain(futures_util::stream::pending());
+        let request = Request::post("/v1/events")
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stalled))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(body["error"].as_str().unwrap().contains("200 ms"), "{body}");
+        // The only permit is free again: a whole batch is accepted
+        let (status, _, body) = post(
+            app,
+            "application/json",
+            serde_json::to_vec(&serde_json::json!({"events": [event(1)]})).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert!(sink.published.lock().unwrap().len() == 1);
     }
 
     fn event(id: u32) -> Value {
@@ -745,6 +836,7 @@ mod tests {
 
         fn answer_to(body: Vec<u8>, content_type: &str) -> (StatusCode, Value) {
             let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
                 .build()
                 .expect("a runtime");
             let sink = Arc::new(RecordingSink::default());

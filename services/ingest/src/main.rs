@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
         &mut config.ingest.delivery_timeout_ms,
         args.delivery_timeout_ms,
     );
+    config.validate()?;
     let delivery_timeout = Duration::from_millis(config.ingest.delivery_timeout_ms.max(1));
     let (producer, health) = rapport_common::kafka::producer(
         &config.kafka,
@@ -69,20 +70,34 @@ async fn main() -> anyhow::Result<()> {
         )
     };
     rapport_common::kafka::watch_reconnection(&producer, health);
-    let ingest = Arc::new(Ingest::new(
-        sink,
-        format!("ingest@{}", config.ingest.listen),
-        Registry::default(),
-        config.ingest.max_in_flight_requests,
-    ));
+    let metrics = Registry::default();
+    let gate = {
+        let (config, metrics) = (config.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || {
+            rapport_common::apikeys::start_gate(&config, &metrics, "ingest")
+        })
+        .await??
+    };
+    let ingest = Arc::new(
+        Ingest::new(
+            sink,
+            format!("ingest@{}", config.ingest.listen),
+            metrics,
+            config.ingest.max_in_flight_requests,
+        )
+        .with_body_read_timeout(Duration::from_millis(config.ingest.body_read_timeout_ms)),
+    );
 
     let listener = tokio::net::TcpListener::bind(config.ingest.listen)
         .await
         .with_context(|| format!("binding {}", config.ingest.listen))?;
     tracing::info!(listen = %config.ingest.listen, brokers = %config.kafka.brokers, topic = %config.topics.raw, "ingest ready");
-    axum::serve(listener, router(ingest))
-        .with_graceful_shutdown(rapport_common::shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        router(ingest, &gate).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(rapport_common::shutdown_signal())
+    .await?;
     // Whatever was acknowledged is on the broker; flush what is still queued.
     use rdkafka::producer::Producer as _;
     let _ = producer.flush(Duration::from_secs(5));

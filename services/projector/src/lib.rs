@@ -125,11 +125,14 @@ mod tests {
             },
         )
         .unwrap();
-        let app = router(Arc::new(QueryState::new(
-            crate::versions::Versions::serving(store, "v1"),
-            Registry::default(),
-            Default::default(),
-        )));
+        let app = router(
+            Arc::new(QueryState::new(
+                crate::versions::Versions::serving(store, "v1"),
+                Registry::default(),
+                Default::default(),
+            )),
+            &rapport_common::apikeys::Gate::open_for_tests(),
+        );
         (directory, app)
     }
 
@@ -222,14 +225,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_route_checks_its_key_scope() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+        let versions = crate::versions::Versions::serving(store, "v1");
+        rapport_fuzzing::every_route_checks_its_scope(|gate| {
+            crate::router::routes(
+                Arc::new(QueryState::new(
+                    versions.clone(),
+                    Registry::default(),
+                    Default::default(),
+                )),
+                gate,
+            )
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn unknown_customers_and_bad_lookups_are_explained() {
         let directory = tempfile::tempdir().unwrap();
         let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
-        let app = router(Arc::new(QueryState::new(
-            crate::versions::Versions::serving(store, "v1"),
-            Registry::default(),
-            Default::default(),
-        )));
+        let app = router(
+            Arc::new(QueryState::new(
+                crate::versions::Versions::serving(store, "v1"),
+                Registry::default(),
+                Default::default(),
+            )),
+            &rapport_common::apikeys::Gate::open_for_tests(),
+        );
         let (status, body) = get(&app, "/v1/customers/nobody").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body["error"].as_str().unwrap().contains("nobody"));

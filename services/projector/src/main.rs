@@ -70,12 +70,25 @@ async fn main() -> anyhow::Result<()> {
     };
     let store = Store::open_tuned(&config.projector.data_dir, &[META], tuning)?;
     let registry = Registry::default();
+    // Keys first: a worker started before them would fold while the API
+    // cannot answer yet.
+    let gate = {
+        let (config, metrics) = (config.clone(), registry.clone());
+        tokio::task::spawn_blocking(move || {
+            rapport_common::apikeys::start_gate(&config, &metrics, "projector")
+        })
+        .await??
+    };
     let versions = Versions::start(config.clone(), store, registry.clone())?;
-    let app = router(Arc::new(QueryState::new(
-        versions.clone(),
-        registry,
-        config.analytics.clone(),
-    )));
+    let app = router(
+        Arc::new(QueryState::new(
+            versions.clone(),
+            registry,
+            config.analytics.clone(),
+        )),
+        &gate,
+    )
+    .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind(config.projector.listen)
         .await
         .with_context(|| format!("binding {}", config.projector.listen))?;

@@ -1,56 +1,67 @@
-//! The projector's HTTP API: every route and the handler behind it.
+//! The projector's HTTP API: every route, the key scope it needs and the
+//! handler behind it.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use rapport_common::apikeys::{Gate, RouteTable, Scope, ScopedRoutes};
 
 use crate::query::{self, QueryState};
 use crate::scores_http;
 
 /// The query HTTP API.
-pub fn router(state: Arc<QueryState>) -> Router {
+pub fn router(state: Arc<QueryState>, gate: &Gate) -> Router {
+    routes(state, gate).0
+}
+
+/// [`router`], with the table of its routes and their scopes.
+pub fn routes(state: Arc<QueryState>, gate: &Gate) -> (Router, RouteTable) {
+    use Scope::{Admin, Open, Read};
     let registry = state.registry.clone();
-    let routes = Router::new()
-        .route("/v1/customers", get(query::find_customer))
-        .route("/v1/customers/{customer_id}", get(query::get_customer))
-        .route(
+    let (routes, table) = ScopedRoutes::new(gate)
+        .get(Read, "/v1/customers", query::find_customer)
+        .get(Read, "/v1/customers/{customer_id}", query::get_customer)
+        .get(
+            Read,
             "/v1/customers/{customer_id}/timeline",
-            get(query::get_timeline),
+            query::get_timeline,
         )
-        .route(
+        .get(
+            Read,
             "/v1/customers/{customer_id}/scores",
-            get(scores_http::customer_scores),
+            scores_http::customer_scores,
         )
-        .route("/v1/models/bgnbd", get(scores_http::bg_nbd_model))
-        .route(
+        .get(Read, "/v1/models/bgnbd", scores_http::bg_nbd_model)
+        .get(
+            Read,
             "/v1/models/gamma-gamma",
-            get(scores_http::gamma_gamma_model),
+            scores_http::gamma_gamma_model,
         )
-        .route("/v1/segments", get(scores_http::segment_counts))
-        .route(
+        .get(Read, "/v1/segments", scores_http::segment_counts)
+        .get(
+            Read,
             "/v1/segments/{kind}/{name}/customers",
-            get(scores_http::segment_members),
+            scores_http::segment_members,
         )
-        .route("/v1/identity/conflicts", get(query::list_conflicts))
-        .route("/v1/admin/status", get(query::admin_status))
-        .route(
-            "/v1/admin/replays",
-            axum::routing::post(query::create_replay),
-        )
-        .route("/v1/admin/versions", get(query::list_versions))
-        .route(
+        .get(Read, "/v1/identity/conflicts", query::list_conflicts)
+        .get(Admin, "/v1/admin/status", query::admin_status)
+        .post(Admin, "/v1/admin/replays", query::create_replay)
+        .get(Admin, "/v1/admin/versions", query::list_versions)
+        .post(
+            Admin,
             "/v1/admin/versions/{version}/switch",
-            axum::routing::post(query::switch_version),
+            query::switch_version,
         )
-        .route(
-            "/v1/admin/versions/{version}",
-            axum::routing::delete(query::drop_version),
-        )
-        .route("/v1/admin/verify", get(query::verify))
-        .route("/healthz", get(query::healthz))
-        .route("/metrics", get(query::metrics))
+        .delete(Admin, "/v1/admin/versions/{version}", query::drop_version)
+        .get(Admin, "/v1/admin/verify", query::verify)
+        .get(Open, "/healthz", query::healthz)
+        .get(Read, "/metrics", query::metrics)
+        .finish();
+    let routes = routes
         .fallback(rapport_common::http::no_such_route)
         .with_state(state);
-    rapport_common::http::with_request_metrics(routes, &registry, "projector")
+    (
+        rapport_common::http::with_request_metrics(routes, &registry, "projector"),
+        table,
+    )
 }

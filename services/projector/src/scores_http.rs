@@ -266,12 +266,22 @@ fn contact(view: &View<'_>, id: &str) -> Result<Contact, ApiError> {
     })
 }
 
-/// One CSV field, quoted when it has to be (RFC 4180).
-fn csv_field(text: &str) -> String {
+/// One CSV field, quoted when it has to be (RFC 4180). Every field holds
+/// text customers wrote, so one a spreadsheet would run as a formula
+/// (starting with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a
+/// leading `'`, as OWASP advises: a spreadsheet shows it as text, and a
+/// program strips the quote. Phone numbers in E.164 (`+49…`) are among
+/// them.
+pub(crate) fn csv_field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_owned()
+        text
     }
 }
 
@@ -396,5 +406,19 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("Doe, Jane"), "\"Doe, Jane\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn csv_fields_a_spreadsheet_would_run_are_defused() {
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        assert_eq!(csv_field("+49 170 1234567"), "'+49 170 1234567");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\t=1"), "'\t=1");
+        assert_eq!(csv_field("a=b"), "a=b", "only a leading sign is a formula");
+        assert_eq!(csv_field(""), "");
     }
 }

@@ -3,6 +3,7 @@
 
 mod client;
 mod dead_letters;
+mod keys;
 mod progress;
 mod reidentify;
 mod replay;
@@ -25,12 +26,14 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Operate a Rapport deployment: see where every service stands, rebuild
 /// projections and the identifier graph beside the live ones and compare
-/// them, inspect and re-submit dead letters, create and inspect topics.
+/// them, inspect and re-submit dead letters, create and inspect topics,
+/// make and revoke API keys.
 ///
-/// Kafka commands (topics, deadletters) talk to the brokers named by
+/// Kafka commands (topics, deadletters, keys) talk to the brokers named by
 /// --brokers (or RAPPORT_BROKERS, or [kafka] brokers in --config), default
 /// 127.0.0.1:9092. The others ask the services' admin endpoints at
-/// --query-url (the projector) and --identity-url.
+/// --query-url (the projector) and --identity-url, with the admin key given
+/// by --key (or RAPPORT_KEY).
 #[derive(Parser, Debug)]
 #[command(version, name = "rapportctl")]
 struct Args {
@@ -55,6 +58,12 @@ struct Args {
         global = true
     )]
     identity_url: String,
+    /// API key sent to the services' admin endpoints, as `Authorization:
+    /// Bearer <key>`; they need an admin key. `make run` keeps one in
+    /// ./data/keys.env (RAPPORT_ADMIN_KEY); `rapportctl keys create --kind
+    /// admin` makes another. Not needed by the Kafka commands.
+    #[arg(long, env = "RAPPORT_KEY", hide_env_values = true, global = true)]
+    key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -184,6 +193,28 @@ enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
+    /// Make, list and revoke API keys.
+    ///
+    /// Every route but /healthz needs a key, sent as `Authorization: Bearer
+    /// <key>`. A key has one kind:
+    ///
+    /// write: posts events only (POST /v1/events); safe to ship in a
+    /// storefront or an app.
+    ///
+    /// read: customers, timelines, scores, models, segments, exports and
+    /// /metrics.
+    ///
+    /// admin: everything, including /v1/admin/… (what rapportctl's status,
+    /// replay, switch, drop, verify and reidentify call).
+    ///
+    /// These commands read and write the key registry topic ([topics] keys,
+    /// default rapport.keys.v1) directly: they need the brokers, not a key,
+    /// which is how the first admin key is made. The services pick up a new
+    /// or revoked key within seconds, without a restart.
+    Keys {
+        #[command(subcommand)]
+        action: keys::KeysAction,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -249,7 +280,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Status { .. } => STATUS_TIMEOUT,
         _ => ADMIN_TIMEOUT,
     };
-    let services = Services::new(&args.query_url, &args.identity_url, timeout);
+    let services = Services::new(
+        &args.query_url,
+        &args.identity_url,
+        args.key.as_deref(),
+        timeout,
+    )?;
     // Commands block (HTTP, Kafka reads, sleeps between polls); the topics'
     // admin client is async and runs on the runtime's handle.
     tokio::task::block_in_place(|| run(args.command, &services, &config))
@@ -320,6 +356,7 @@ fn run(
                 },
             ),
         },
+        Command::Keys { action } => keys::run(config, action),
         Command::Topics { action } => {
             let runtime = tokio::runtime::Handle::current();
             match action {

@@ -147,7 +147,7 @@ fn typed<Answer: DeserializeOwned>(
     answer: anyhow::Result<serde_json::Value>,
     service: &str,
 ) -> anyhow::Result<Answer> {
-    let answer = answer.context("unreachable")?;
+    let answer = answer.context("no status")?;
     serde_json::from_value(answer)
         .with_context(|| format!("the status of {service} is not as this rapportctl reads it"))
 }

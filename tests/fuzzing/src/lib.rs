@@ -2,6 +2,11 @@
 //! `fuzz` feeds a parser or a router any input and checks that it refuses
 //! or reads it, never panics; `make test` runs 20 000 cases of each and
 //! `make fuzz` as many as `RAPPORT_FUZZ_CASES` says.
+//!
+//! [`every_route_checks_its_scope`] walks a service's route table.
+
+pub mod scopes;
+pub use scopes::every_route_checks_its_scope;
 
 use proptest::test_runner::Config;
 

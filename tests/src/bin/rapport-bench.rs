@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use rapport_e2e::{Pipeline, create_topics, event, get_json, http_agent, metric_sum};
+use rapport_e2e::{
+    Pipeline, bearer, create_topics, event, get_json, http_agent, metric_sum, test_keys,
+};
 use serde_json::{Value, json};
 
 /// The projector's allocator, so that the fold fed from memory in this
@@ -609,6 +611,7 @@ fn main() {
                 let _ = agent
                     .post(&format!("{url}/v1/events"))
                     .header("content-type", "application/json")
+                    .header("authorization", bearer(&test_keys().write))
                     .send(&body[..]);
             }
         })

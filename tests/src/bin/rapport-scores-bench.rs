@@ -253,11 +253,14 @@ fn main() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("a local port");
     let address = listener.local_addr().expect("an address");
-    let app = router(Arc::new(QueryState::new(
-        Versions::serving(store, FIRST_VERSION),
-        Registry::default(),
-        Default::default(),
-    )));
+    let app = router(
+        Arc::new(QueryState::new(
+            Versions::serving(store, FIRST_VERSION),
+            Registry::default(),
+            Default::default(),
+        )),
+        &rapport_common::apikeys::Gate::open_for_tests(),
+    );
     runtime.spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{address}");
     let agent = rapport_e2e::http_agent_with_timeout(Duration::from_secs(3_600));
