@@ -19,6 +19,8 @@
 //! | `X` | claimant (len), kind `u8`, value (rest) | nothing: conflict seen (identity) |
 //! | `R` | dead letter `partition:offset` (rest) | nothing: that retry was applied |
 //! | `V` | version name (rest) | a graph version's spec (identity) |
+//! | `K` | subject (len), key id (rest) | a data key, 32 bytes (vault) |
+//! | `N` | nothing | the pseudonym key, 32 bytes (vault) |
 
 use rapport_projections::identity::{Identifier, IdentifierKind};
 
@@ -33,6 +35,33 @@ pub const GRAPH_NODE: u8 = b'G';
 pub const CONFLICT_SEEN: u8 = b'X';
 pub const RETRIED: u8 = b'R';
 pub const VERSION_SPEC: u8 = b'V';
+pub const DATA_KEY: u8 = b'K';
+pub const PSEUDONYM_KEY: u8 = b'N';
+
+/// Where the vault keeps data key `key_id` of `subject`.
+pub fn data_key(subject: &str, key_id: &str) -> Vec<u8> {
+    let mut key = data_key_prefix(subject);
+    key.extend_from_slice(key_id.as_bytes());
+    key
+}
+
+/// The prefix of every data key of `subject`.
+pub fn data_key_prefix(subject: &str) -> Vec<u8> {
+    let mut key = vec![DATA_KEY];
+    push_sized(&mut key, subject);
+    key
+}
+
+pub fn decode_data_key(key: &[u8]) -> Result<(String, String), MalformedKey> {
+    let mut reader = Reader::new(key, DATA_KEY)?;
+    let subject = reader.sized_text()?;
+    Ok((subject, reader.rest_text()?))
+}
+
+/// Where the vault keeps the pseudonym key.
+pub fn pseudonym_key() -> Vec<u8> {
+    vec![PSEUDONYM_KEY]
+}
 
 /// Why a key could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -278,6 +307,12 @@ mod tests {
             decode_version_spec(&version_spec("r2")),
             Ok("r2".to_owned())
         );
+        assert_eq!(
+            decode_data_key(&data_key("p_0a", "k1")),
+            Ok(("p_0a".to_owned(), "k1".to_owned()))
+        );
+        assert!(data_key("p_0a", "k1").starts_with(&data_key_prefix("p_0a")));
+        assert!(!data_key("p_0ab", "k1").starts_with(&data_key_prefix("p_0a")));
     }
 
     #[test]

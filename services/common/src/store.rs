@@ -288,6 +288,24 @@ impl Store {
             }))
     }
 
+    /// Leaves no bytes of `family`'s deleted values on disk: RocksDB keeps
+    /// a deleted value in its memtable, its write-ahead log and its files
+    /// until a flush and a compaction drop it, so this flushes (which
+    /// retires the log that held it) and rewrites every file of the family.
+    pub fn purge(&self, family: &str) -> Result<()> {
+        self.flush(family)?;
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        options.set_exclusive_manual_compaction(true);
+        self.db.compact_range_cf_opt(
+            &self.family(family)?,
+            None::<&[u8]>,
+            None::<&[u8]>,
+            &options,
+        );
+        Ok(())
+    }
+
     /// Writes `family`'s memtable to disk and waits until it is there: what
     /// was committed with [`Durability::SourceLog`] then survives a crash.
     pub fn flush(&self, family: &str) -> Result<()> {

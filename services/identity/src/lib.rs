@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod compare;
 pub mod reader;
+pub mod vault;
 pub mod versions;
 
 use std::cell::RefCell;
