@@ -17,6 +17,7 @@ QUERY_LISTEN="${RAPPORT_PROJECTOR_LISTEN:-127.0.0.1:8081}"
 IDENTITY_LISTEN="${RAPPORT_IDENTITY_LISTEN:-127.0.0.1:8082}"
 export RAPPORT_INGEST_LISTEN="$INGEST_LISTEN" RAPPORT_PROJECTOR_LISTEN="$QUERY_LISTEN" RAPPORT_IDENTITY_LISTEN="$IDENTITY_LISTEN"
 export RAPPORT_IDENTITY_DATA_DIR="${RAPPORT_IDENTITY_DATA_DIR:-data/identity}"
+export RAPPORT_IDENTITY_VAULT_DIR="${RAPPORT_IDENTITY_VAULT_DIR:-data/vault}"
 export RAPPORT_PROJECTOR_DATA_DIR="${RAPPORT_PROJECTOR_DATA_DIR:-data/projector}"
 RUN_DIR=data/run
 LOGS=data/logs
@@ -51,29 +52,39 @@ wait_healthy() {
     exit 1
 }
 
+# A ./data from before personal fields were sealed holds them in clear on
+# its log, where no erasure can reach them: refuse it rather than mix.
+if [ -d data/broker ] && [ ! -d "$RAPPORT_IDENTITY_VAULT_DIR" ]; then
+    echo "[run] ./data was made before personal fields were sealed: its log holds them in clear." >&2
+    echo "[run] Delete it to start afresh (rm -rf data), then run make run again." >&2
+    exit 1
+fi
+
 infra/broker.sh start "$BROKER_PORT" sqlite "$RUN_DIR"
 "$BIN/rapportctl" topics create --replication-factor 1
 
 # One key of each kind, made on the first run and kept for the next ones in
-# a file only its owner may read. A key revoked since stays revoked: delete
-# the file to get new ones.
+# a file only its owner may read (the service key is what ingest and the
+# projector reach the vault with). A key revoked since stays revoked:
+# delete the file to get new ones.
 if [ ! -f "$KEYS_FILE" ]; then
     write_key="$("$BIN/rapportctl" keys create --kind write --name 'make-run write')"
     read_key="$("$BIN/rapportctl" keys create --kind read --name 'make-run read')"
     admin_key="$("$BIN/rapportctl" keys create --kind admin --name 'make-run admin')"
+    service_key="$("$BIN/rapportctl" keys create --kind service --name 'make-run services')"
     # Written aside and moved, so an interrupted run leaves no half file.
     rm -f "$KEYS_FILE.new"
     (
         umask 077
-        printf 'RAPPORT_WRITE_KEY=%s\nRAPPORT_READ_KEY=%s\nRAPPORT_ADMIN_KEY=%s\n' \
-            "$write_key" "$read_key" "$admin_key" >"$KEYS_FILE.new"
+        printf 'RAPPORT_WRITE_KEY=%s\nRAPPORT_READ_KEY=%s\nRAPPORT_ADMIN_KEY=%s\nRAPPORT_SERVICE_KEY=%s\n' \
+            "$write_key" "$read_key" "$admin_key" "$service_key" >"$KEYS_FILE.new"
     )
     mv "$KEYS_FILE.new" "$KEYS_FILE"
-    echo "[run] made a write, a read and an admin key (kept in ./$KEYS_FILE)"
+    echo "[run] made a write, a read, an admin and a service key (kept in ./$KEYS_FILE)"
 fi
 # shellcheck source=/dev/null
 . "$KEYS_FILE"
-for name in RAPPORT_WRITE_KEY RAPPORT_READ_KEY RAPPORT_ADMIN_KEY; do
+for name in RAPPORT_WRITE_KEY RAPPORT_READ_KEY RAPPORT_ADMIN_KEY RAPPORT_SERVICE_KEY; do
     if [ -z "${!name:-}" ]; then
         echo "[run] ./$KEYS_FILE sets no $name; delete it to make new keys" >&2
         exit 1
@@ -89,8 +100,8 @@ start() {
     echo "[run] $name listening on http://$listen (log: $LOGS/$name.log)"
 }
 start rapport-identity "$IDENTITY_LISTEN"
-start rapport-projector "$QUERY_LISTEN"
-start rapport-ingest "$INGEST_LISTEN"
+RAPPORT_SERVICE_KEY="$RAPPORT_SERVICE_KEY" start rapport-projector "$QUERY_LISTEN"
+RAPPORT_SERVICE_KEY="$RAPPORT_SERVICE_KEY" start rapport-ingest "$INGEST_LISTEN"
 
 if [ "${RAPPORT_DEMO:-1}" != "0" ]; then
     # The key goes in the demo's environment (what --key reads), not on its

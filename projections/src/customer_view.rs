@@ -132,6 +132,13 @@ pub struct ProfileState {
     /// Points redemptions by the id of their event.
     #[serde(skip)]
     pub redemptions: BTreeMap<String, RedemptionFact>,
+    /// What to show for an identifier that travels as a pseudonym: the
+    /// sealed token ingest stored beside it, by pseudonym. Of several
+    /// tokens for one pseudonym (each event seals afresh) the smallest is
+    /// kept, so that folding and merging in any order agree. Stored after
+    /// the format-2 facts.
+    #[serde(skip)]
+    pub display: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +264,18 @@ impl ProfileState {
                 self.identifiers
                     .extend(resolved.linked.iter().filter_map(Identifier::from_proto));
                 if let Some(event) = &resolved.event {
+                    if let Some(customer) = &event.customer {
+                        for (pseudonym, token) in [
+                            (&customer.customer_id, &customer.customer_id_sealed),
+                            (&customer.email, &customer.email_sealed),
+                            (&customer.phone, &customer.phone_sealed),
+                            (&customer.anonymous_id, &customer.anonymous_id_sealed),
+                        ] {
+                            if !pseudonym.is_empty() && !token.is_empty() {
+                                keep_smallest(&mut self.display, pseudonym, token);
+                            }
+                        }
+                    }
                     self.apply_event(event);
                 }
             }
@@ -452,6 +471,9 @@ impl ProfileState {
         for (id, redemption) in &other.redemptions {
             self.redemptions.insert(id.clone(), redemption.clone());
         }
+        for (pseudonym, token) in &other.display {
+            keep_smallest(&mut self.display, pseudonym, token);
+        }
     }
 
     /// Adds `later`, the state folded from records that all come after the
@@ -472,9 +494,10 @@ impl ProfileState {
     }
 
     /// Serialises the state. A leading byte names the format: format 2 is
-    /// the format-1 state followed by the facts added since, so format-1
-    /// state written by an older release still decodes (without refund
-    /// times and redemptions, which only a rebuild can recover).
+    /// the format-1 state followed by the facts added since, and format 3
+    /// is format 2 followed by the display tokens, so state written by an
+    /// older release still decodes (without what it did not hold, which
+    /// only a rebuild can recover).
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(128);
         self.encode_into(&mut bytes);
@@ -492,17 +515,27 @@ impl ProfileState {
             refunds: &self.refunds,
             redemptions: &self.redemptions,
         };
-        *bytes = postcard::to_extend(&added, buffer).expect("profile state always serialises");
+        let buffer = postcard::to_extend(&added, buffer).expect("profile state always serialises");
+        *bytes =
+            postcard::to_extend(&self.display, buffer).expect("profile state always serialises");
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::Error> {
         match bytes.split_first() {
             Some((&1, rest)) => Ok(postcard::from_bytes(rest)?),
-            Some((&STATE_FORMAT, rest)) => {
+            Some((&2, rest)) => {
                 let (mut state, rest): (Self, _) = postcard::take_from_bytes(rest)?;
                 let added: Format2Facts = postcard::from_bytes(rest)?;
                 state.refunds = added.refunds;
                 state.redemptions = added.redemptions;
+                Ok(state)
+            }
+            Some((&STATE_FORMAT, rest)) => {
+                let (mut state, rest): (Self, _) = postcard::take_from_bytes(rest)?;
+                let (added, rest): (Format2Facts, _) = postcard::take_from_bytes(rest)?;
+                state.refunds = added.refunds;
+                state.redemptions = added.redemptions;
+                state.display = postcard::from_bytes(rest)?;
                 Ok(state)
             }
             Some((version, _)) => Err(crate::Error::UnknownFormat(*version)),
@@ -511,7 +544,17 @@ impl ProfileState {
     }
 }
 
-const STATE_FORMAT: u8 = 2;
+const STATE_FORMAT: u8 = 3;
+
+fn keep_smallest(display: &mut BTreeMap<String, String>, pseudonym: &str, token: &str) {
+    match display.get_mut(pseudonym) {
+        Some(kept) if kept.as_str() <= token => {}
+        Some(kept) => token.clone_into(kept),
+        None => {
+            display.insert(pseudonym.to_owned(), token.to_owned());
+        }
+    }
+}
 
 /// The fields of a `CustomerRecord` (numbers from
 /// `proto/rapport/events/v1/customer.proto`) that [`ProfileState::fold`]
@@ -528,10 +571,11 @@ static RESOLVED_UNFOLDED: Pruning = Pruning {
     within: &[(1, &EVENT_UNFOLDED)],
 };
 
-/// Of an `Event` (`events.proto`): the receive time, the sender, and the
-/// identifiers it was sent with (the record's `linked` says which count).
+/// Of an `Event` (`events.proto`): the receive time and the sender. The
+/// identifiers it was sent with stay: the fold keeps their sealed tokens
+/// for display, by pseudonym.
 static EVENT_UNFOLDED: Pruning = Pruning {
-    drop: &[4, 5, 7],
+    drop: &[4, 5],
     within: &[],
 };
 
@@ -768,11 +812,18 @@ impl CustomerDocument {
     /// Renders the merged state of a person whose root profile is `customer_id`.
     pub fn render(customer_id: &str, state: &ProfileState, merged_ids: Vec<String>) -> Self {
         let mut identifiers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let shown = |value: &str| {
+            state
+                .display
+                .get(value)
+                .map_or(value, String::as_str)
+                .to_owned()
+        };
         for identifier in &state.identifiers {
             identifiers
                 .entry(identifier.kind.as_str().to_owned())
                 .or_default()
-                .push(identifier.value.clone());
+                .push(shown(&identifier.value));
         }
         let fields = &state.fields;
         let profile = [
@@ -835,7 +886,7 @@ impl CustomerDocument {
         }
 
         CustomerDocument {
-            customer_id: customer_id.to_owned(),
+            customer_id: shown(customer_id),
             known: state
                 .identifiers
                 .iter()
@@ -880,8 +931,12 @@ impl CustomerDocument {
                 .conflicts
                 .iter()
                 .map(|(identifier, owner)| ConflictDocument {
-                    identifier: identifier.to_string(),
-                    owner: owner.clone(),
+                    identifier: format!(
+                        "{}:{}",
+                        identifier.kind.as_str(),
+                        shown(&identifier.value)
+                    ),
+                    owner: shown(owner),
                 })
                 .collect(),
         }
@@ -1072,7 +1127,8 @@ mod tests {
         assert_eq!(state.redemptions["e3"].points, 7);
         assert_eq!(ProfileState::decode(&state.encode()).unwrap(), state);
         assert!(ProfileState::decode(&[9, 1, 2]).is_err());
-        // Byte for byte what format 2 has always been.
+        // Format 2, as releases before display tokens wrote it, decodes
+        // without them
         let mut format_two = vec![2];
         format_two.extend(postcard::to_stdvec(&state).unwrap());
         format_two.extend(
@@ -1082,7 +1138,18 @@ mod tests {
             })
             .unwrap(),
         );
-        assert_eq!(state.encode(), format_two);
+        state
+            .display
+            .insert("p_1".to_owned(), "sealed:x".to_owned());
+        let mut without_display = state.clone();
+        without_display.display.clear();
+        assert_eq!(ProfileState::decode(&format_two).unwrap(), without_display);
+        // Format 3 is format 2 followed by the display tokens
+        let mut format_three = vec![3];
+        format_three.extend_from_slice(&format_two[1..]);
+        format_three.extend(postcard::to_stdvec(&state.display).unwrap());
+        assert_eq!(state.encode(), format_three);
+        assert_eq!(ProfileState::decode(&format_three).unwrap(), state);
     }
 
     #[test]
@@ -1365,6 +1432,15 @@ mod tests {
                 && kind == 7
             {
                 resolved.linked.push(identifier(key));
+                // Sealed tokens for display, differing from event to event
+                if let Some(customer) = resolved
+                    .event
+                    .as_mut()
+                    .and_then(|event| event.customer.as_mut())
+                {
+                    customer.email = format!("p_{key}");
+                    customer.email_sealed = format!("sealed:{id}");
+                }
             }
             built
         })
@@ -1452,7 +1528,6 @@ mod tests {
                 {
                     event.received_at_ms = 0;
                     event.source.clear();
-                    event.customer = None;
                 }
                 prop_assert_eq!(&read, &cleared);
                 prop_assert!(bytes.len() < record.encoded_len());

@@ -78,6 +78,14 @@ impl Identifier {
 
     /// Normalises a raw value of the given kind; `None` when nothing is left.
     pub fn normalised(kind: IdentifierKind, raw: &str) -> Option<Self> {
+        // A pseudonym (`p_` and 32 lowercase hex digits, as ingest makes
+        // them of normalised values) is compared as it is.
+        if is_pseudonym(raw) {
+            return Some(Self {
+                kind,
+                value: raw.to_owned(),
+            });
+        }
         let value = match kind {
             IdentifierKind::Email => normalise_email(raw),
             IdentifierKind::Phone => normalise_phone(raw),
@@ -105,6 +113,16 @@ impl std::fmt::Display for Identifier {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(formatter, "{}:{}", self.kind.as_str(), self.value)
     }
+}
+
+/// Whether `text` is a pseudonym: `p_` and 32 lowercase hex digits.
+pub fn is_pseudonym(text: &str) -> bool {
+    text.strip_prefix("p_").is_some_and(|digits| {
+        digits.len() == 32
+            && digits
+                .bytes()
+                .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 /// Emails are trimmed and lower-cased.

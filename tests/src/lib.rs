@@ -529,6 +529,7 @@ pub struct TestKeys {
     pub write: String,
     pub read: String,
     pub admin: String,
+    pub service: String,
     records: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -558,6 +559,7 @@ pub fn test_keys() -> &'static TestKeys {
             write: secret(Kind::Write),
             read: secret(Kind::Read),
             admin: secret(Kind::Admin),
+            service: secret(Kind::Service),
             records: made.iter().map(|key| key.info.record()).collect(),
         }
     })
@@ -590,7 +592,7 @@ fn now_ms() -> i64 {
 pub fn auth_config() -> &'static str {
     // Tests send requests as fast as they can: the default rates would
     // throttle them, and the limits have their own tests.
-    "[rate_limits]\nwrite_per_second = 1000000\nread_per_second = 1000000\nadmin_per_second = 1000000\nfailed_auth_per_minute = 1000000\n"
+    "[rate_limits]\nwrite_per_second = 1000000\nread_per_second = 1000000\nadmin_per_second = 1000000\nservice_per_second = 1000000\nfailed_auth_per_minute = 1000000\n"
 }
 
 /// `Authorization` header value for `secret`.
@@ -842,26 +844,49 @@ impl Pipeline {
     pub fn start_configured(label: &str, extra: &str) -> Self {
         let topics = Topics::unique(label);
         topics.create(4, 4);
-        Self::start_on_configured(topics, true, extra)
+        Self::start_on_configured(topics, true, extra, None)
     }
 
     /// Starts services over existing topics; without ingest when `with_ingest`
     /// is false (a second pipeline reading another's raw topic).
     pub fn start_on(topics: Topics, with_ingest: bool) -> Self {
-        Self::start_on_configured(topics, with_ingest, "")
+        Self::start_on_configured(topics, with_ingest, "", None)
     }
 
-    fn start_on_configured(topics: Topics, with_ingest: bool, extra: &str) -> Self {
+    /// A second pipeline without ingest over `other`'s raw topic (and
+    /// `topics`' customer topic), opening sealed values with `other`'s
+    /// vault, as every service of one deployment does.
+    pub fn start_beside(other: &Pipeline, topics: Topics) -> Self {
+        Self::start_on_configured(topics, false, "", Some(other.identity.port))
+    }
+
+    fn start_on_configured(
+        topics: Topics,
+        with_ingest: bool,
+        extra: &str,
+        vault_of: Option<u16>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("rapport.toml");
+        // Ingest and the projector reach the vault on this identity (or
+        // on the one whose vault sealed the raw topic).
+        let identity_port = free_port();
+        let privacy = if extra.contains("[privacy]") {
+            String::new()
+        } else {
+            format!(
+                "[privacy]\nvault_url = \"http://127.0.0.1:{}\"\nservice_key = \"{}\"\n",
+                vault_of.unwrap_or(identity_port),
+                test_keys().service
+            )
+        };
         std::fs::write(
             &config,
-            format!("[kafka]\nbrokers = \"{}\"\nproperties = {{ {} }}\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\nkeys = \"{}\"\n{}{extra}", brokers(), toml_pairs(&kafka_properties()), topics.raw, topics.customer, topics.deadletters, register_test_keys().topic, if extra.contains("[rate_limits]") { "" } else { auth_config() }),
+            format!("[kafka]\nbrokers = \"{}\"\nproperties = {{ {} }}\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\nkeys = \"{}\"\n{}{extra}", brokers(), toml_pairs(&kafka_properties()), topics.raw, topics.customer, topics.deadletters, register_test_keys().topic, if extra.contains("[rate_limits]") { "" } else { auth_config() }) + &privacy,
         )
         .expect("write config");
         let config_arg = config.display().to_string();
-        let service = |name: &'static str, extra: Vec<String>, log: &str| {
-            let port = free_port();
+        let service = |name: &'static str, extra: Vec<String>, log: &str, port: u16| {
             let mut args = vec![
                 "--config".to_owned(),
                 config_arg.clone(),
@@ -883,20 +908,24 @@ impl Pipeline {
             vec![
                 "--data-dir".into(),
                 data("identity"),
+                "--vault-dir".into(),
+                data("vault"),
                 "--reorder-grace-ms".into(),
                 "1000".into(),
             ],
             "identity.log",
+            identity_port,
         );
         let mut projector = service(
             "rapport-projector",
             vec!["--data-dir".into(), data("projector")],
             "projector.log",
+            free_port(),
         );
         identity.spawn();
         projector.spawn();
         let ingest = with_ingest.then(|| {
-            let mut ingest = service("rapport-ingest", vec![], "ingest.log");
+            let mut ingest = service("rapport-ingest", vec![], "ingest.log", free_port());
             ingest.spawn();
             ingest
         });
@@ -990,6 +1019,27 @@ impl Pipeline {
                 .expect("this pipeline has no ingest")
                 .port
         )
+    }
+
+    /// The pseudonym this pipeline's services give identifier `value` of
+    /// `kind` (`"customer_id"`, `"email"`, …), as found on its topics.
+    pub fn pseudonym(&self, kind: &str, value: &str) -> String {
+        let key = self.vault_pseudonym_key();
+        let normalised = rapport_projections::identity::IdentifierKind::parse(kind)
+            .and_then(|kind| rapport_projections::identity::Identifier::normalised(kind, value))
+            .expect("a known kind and a usable value");
+        rapport_common::privacy::pseudonym(&key, kind, &normalised.value)
+    }
+
+    /// The pseudonym key of this pipeline's vault.
+    pub fn vault_pseudonym_key(&self) -> rapport_common::privacy::SecretKey {
+        let (status, answer) = get_json_with_key(
+            &format!("{}/v1/vault/pseudonym-key", self.identity_url()),
+            Some(&test_keys().service),
+        );
+        assert_eq!(status, 200, "{answer}");
+        rapport_common::privacy::SecretKey::from_hex(answer["key"].as_str().expect("a key"))
+            .expect("64 hex digits")
     }
 
     pub fn identity_url(&self) -> String {

@@ -603,7 +603,7 @@ fn kill_dash_nine_mid_stream_changes_nothing() {
     let mut steady = Pipeline::start("kill9");
     let crash_topics = steady.topics.with_customer_topic("crashy");
     rapport_e2e::create_topics(&[(&crash_topics.customer, 4, rapport_e2e::Role::Customer)]);
-    let mut crashy = Pipeline::start_on(crash_topics, false);
+    let mut crashy = Pipeline::start_beside(&steady, crash_topics);
     // Small memtables: both stores flush many times over the stream, so
     // the projector restarts from a state flushed part-way.
     for service in [&mut crashy.identity, &mut crashy.projector] {

@@ -69,7 +69,7 @@ fn flags_beat_variables_beat_the_file_beats_the_defaults() {
     std::fs::write(
         &file,
         format!(
-            "[kafka]\nbrokers = \"{}\"\n[topics]\nkeys = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:{from_file}\"\n",
+            "[kafka]\nbrokers = \"{}\"\n[topics]\nkeys = \"{}\"\n[privacy]\nsealing = \"off\"\n[ingest]\nlisten = \"127.0.0.1:{from_file}\"\n",
             rapport_e2e::brokers(),
             rapport_e2e::register_test_keys().topic
         ),

@@ -484,3 +484,19 @@ mod tests {
         assert_eq!(comparison.live.offsets[&1], 4);
     }
 }
+
+/// An erasure as identity's `/v1/admin/erasures` answers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErasureShown {
+    pub erasure_id: String,
+    /// `pending` or `done`.
+    pub state: String,
+    pub requested_at: String,
+    pub done_at: Option<String>,
+    /// The id of the API key that asked.
+    pub requested_by: Option<String>,
+    /// The person's pseudonymous id.
+    pub person: String,
+    pub identifiers: usize,
+    pub keys_destroyed: usize,
+}

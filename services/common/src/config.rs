@@ -26,6 +26,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub identity: IdentityConfig,
     pub projector: ProjectorConfig,
+    pub privacy: PrivacyConfig,
     /// Thresholds of the customer analytics (RFM, churn, CLV, lifecycle,
     /// value tiers, loyalty); see docs/analytics.md.
     pub analytics: rapport_projections::analytics::config::AnalyticsConfig,
@@ -104,6 +105,51 @@ impl Default for IngestConfig {
     }
 }
 
+/// How ingest seals personal fields and the projector opens them: both
+/// reach the vault on identity with a service key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Identity's URL, where the vault answers.
+    pub vault_url: String,
+    /// A service key (`rapportctl keys create --kind service`); better
+    /// given as `RAPPORT_SERVICE_KEY` than written here.
+    pub service_key: String,
+    /// `"on"`: ingest seals personal fields. `"off"` writes them in clear,
+    /// which only benchmarks comparing the two should do; every start with
+    /// it logs a warning.
+    pub sealing: Sealing,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sealing {
+    #[default]
+    On,
+    Off,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            vault_url: "http://127.0.0.1:8082".to_owned(),
+            service_key: String::new(),
+            sealing: Sealing::On,
+        }
+    }
+}
+
+impl PrivacyConfig {
+    /// Connects to the vault, or says what is missing. Blocking.
+    pub fn vault(&self, patience: std::time::Duration) -> Result<crate::vault_client::VaultClient> {
+        let key = std::env::var("RAPPORT_SERVICE_KEY")
+            .ok()
+            .filter(|key| !key.trim().is_empty())
+            .unwrap_or_else(|| self.service_key.clone());
+        crate::vault_client::VaultClient::connect(&self.vault_url, key.trim(), patience)
+    }
+}
+
 /// RocksDB's own default memtable size, 64 MiB.
 pub const DEFAULT_MEMTABLE_BYTES: usize = 64 << 20;
 /// The smallest memtable a service accepts: below it RocksDB would flush
@@ -115,6 +161,9 @@ pub const MIN_MEMTABLE_BYTES: usize = 64 << 10;
 pub struct IdentityConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The vault: data keys and the pseudonym key. The one directory that
+    /// cannot be rebuilt from the log; back it up, and let backups expire.
+    pub vault_dir: PathBuf,
     /// How long a record waits for possibly earlier records on other raw
     /// partitions before it is resolved; see docs/identity.md.
     pub reorder_grace_ms: u64,
@@ -129,6 +178,7 @@ impl Default for IdentityConfig {
         Self {
             listen: ([127, 0, 0, 1], 8082).into(),
             data_dir: "data/identity".into(),
+            vault_dir: "data/vault".into(),
             reorder_grace_ms: 200,
             max_batch: 2_000,
             memtable_bytes: DEFAULT_MEMTABLE_BYTES,
@@ -210,6 +260,10 @@ pub struct CommonArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "RAPPORT_LOG_JSON")]
     pub log_json: bool,
+    /// Identity's URL, where ingest and the projector reach the vault.
+    /// Default http://127.0.0.1:8082.
+    #[arg(long, env = "RAPPORT_VAULT_URL")]
+    pub vault_url: Option<String>,
 }
 
 impl CommonArgs {
@@ -220,6 +274,7 @@ impl CommonArgs {
             config.kafka.brokers = brokers.clone();
         }
         override_with(&mut config.kafka.broker_kind, self.broker_kind);
+        override_with(&mut config.privacy.vault_url, self.vault_url.clone());
         if config.kafka.brokers.trim().is_empty() {
             return Err(Error::Config(
                 "kafka.brokers must name at least one broker".to_owned(),

@@ -21,6 +21,7 @@
 //! | `V` | version name (rest) | a graph version's spec (identity) |
 //! | `K` | subject (len), key id (rest) | a data key, 32 bytes (vault) |
 //! | `N` | nothing | the pseudonym key, 32 bytes (vault) |
+//! | `Z` | erasure id (rest) | an erasure's record (identity) |
 
 use rapport_projections::identity::{Identifier, IdentifierKind};
 
@@ -37,6 +38,7 @@ pub const RETRIED: u8 = b'R';
 pub const VERSION_SPEC: u8 = b'V';
 pub const DATA_KEY: u8 = b'K';
 pub const PSEUDONYM_KEY: u8 = b'N';
+pub const ERASURE: u8 = b'Z';
 
 /// Where the vault keeps data key `key_id` of `subject`.
 pub fn data_key(subject: &str, key_id: &str) -> Vec<u8> {
@@ -56,6 +58,17 @@ pub fn decode_data_key(key: &[u8]) -> Result<(String, String), MalformedKey> {
     let mut reader = Reader::new(key, DATA_KEY)?;
     let subject = reader.sized_text()?;
     Ok((subject, reader.rest_text()?))
+}
+
+/// Where identity keeps erasure `id`'s record.
+pub fn erasure(id: &str) -> Vec<u8> {
+    let mut key = vec![ERASURE];
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub fn decode_erasure(key: &[u8]) -> Result<String, MalformedKey> {
+    Reader::new(key, ERASURE)?.rest_text()
 }
 
 /// Where the vault keeps the pseudonym key.
@@ -312,6 +325,7 @@ mod tests {
             Ok(("p_0a".to_owned(), "k1".to_owned()))
         );
         assert!(data_key("p_0a", "k1").starts_with(&data_key_prefix("p_0a")));
+        assert_eq!(decode_erasure(&erasure("e-1")), Ok("e-1".to_owned()));
         assert!(!data_key("p_0ab", "k1").starts_with(&data_key_prefix("p_0a")));
     }
 

@@ -16,6 +16,7 @@ pub mod read_all;
 pub mod status;
 pub mod store;
 pub mod topics;
+pub mod vault_client;
 pub mod worker;
 
 /// Errors of the shared plumbing. `Display` says what failed and where.

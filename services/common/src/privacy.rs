@@ -50,7 +50,26 @@ impl SecretKey {
     pub fn as_bytes(&self) -> &[u8; KEY_BYTES] {
         &self.0
     }
+
+    /// 64 hex digits, for the vault's answers to services.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 2 * KEY_BYTES || !text.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; KEY_BYTES];
+        for (slot, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
+            *slot = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
 }
+
+/// Whether `text` is a pseudonym as [`pseudonym`] makes them.
+pub use rapport_projections::identity::is_pseudonym;
 
 /// The pseudonym of identifier `value` of kind `kind` (`"email"`, …):
 /// `p_` and 32 hex digits. The same under the same key, whoever computes
@@ -70,6 +89,51 @@ pub fn pseudonym(key: &SecretKey, kind: &str, value: &str) -> String {
     text
 }
 
+/// Most keys one vault request may name.
+pub const MAX_KEYS_PER_REQUEST: usize = 10_000;
+
+/// `POST /v1/vault/keys`: the data key of each subject, made if missing.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    pub subjects: Vec<String>,
+}
+
+/// One data key by subject and id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    pub subject: String,
+    pub key_id: String,
+}
+
+/// `POST /v1/vault/keys/lookup`: these data keys, where they still exist.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    pub keys: Vec<KeyRef>,
+}
+
+/// A data key as the vault answers it: 64 hex digits, or `null` where the
+/// vault has none (destroyed by an erasure, or never made).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyAnswer {
+    pub subject: String,
+    pub key_id: String,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeysAnswer {
+    pub keys: Vec<KeyAnswer>,
+}
+
+/// `GET /v1/vault/pseudonym-key`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PseudonymKeyAnswer {
+    pub key: String,
+}
+
 /// Why a sealed value could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
@@ -81,7 +145,7 @@ pub enum OpenError {
 }
 
 fn associated_data(event_id: &str, subject: &str, key_id: &str) -> Vec<u8> {
-    let mut data = Vec::with_capacity(event_id.len() + subject.len() + key_id.len() + 2);
+    let mut data = Vec::with_capacity(event_id.len() + subject.len() + key_id.len() + 3);
     for part in [event_id, subject, key_id] {
         data.extend_from_slice(part.as_bytes());
         data.push(0);
@@ -89,52 +153,132 @@ fn associated_data(event_id: &str, subject: &str, key_id: &str) -> Vec<u8> {
     data
 }
 
-/// Seals `plaintext` for event `event_id` with data key `key_id` of
-/// `subject`.
-pub fn seal(
-    key: &SecretKey,
-    subject: &str,
-    key_id: &str,
-    event_id: &str,
-    plaintext: &[u8],
-) -> crate::Result<Sealed> {
+/// A data key as the vault hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKey {
+    pub subject: String,
+    pub key_id: String,
+    pub key: SecretKey,
+}
+
+/// Seals `plaintext`, which came with event `event_id`, with `key`.
+pub fn seal(key: &DataKey, event_id: &str, plaintext: &[u8]) -> crate::Result<Sealed> {
     let mut nonce = [0u8; NONCE_BYTES];
     getrandom::fill(&mut nonce)
         .map_err(|error| crate::Error::Config(format!("the system has no randomness: {error}")))?;
-    let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
+    let cipher = XChaCha20Poly1305::new(key.key.as_bytes().into());
     let ciphertext = cipher
         .encrypt(
             &XNonce::from(nonce),
             Payload {
                 msg: plaintext,
-                aad: &associated_data(event_id, subject, key_id),
+                aad: &associated_data(event_id, &key.subject, &key.key_id),
             },
         )
         .map_err(|_| crate::Error::Config("sealing failed".to_owned()))?;
     Ok(Sealed {
-        subject: subject.to_owned(),
-        key_id: key_id.to_owned(),
+        subject: key.subject.clone(),
+        key_id: key.key_id.clone(),
         nonce: nonce.to_vec(),
         ciphertext,
+        event_id: event_id.to_owned(),
     })
 }
 
-/// Opens a value [`seal`] sealed for event `event_id`.
-pub fn open(key: &SecretKey, sealed: &Sealed, event_id: &str) -> Result<Vec<u8>, OpenError> {
+/// Opens a value [`seal`] sealed, with the key it names.
+pub fn open(key: &SecretKey, sealed: &Sealed) -> Result<Vec<u8>, OpenError> {
     if sealed.nonce.len() != NONCE_BYTES {
         return Err(OpenError::Nonce(sealed.nonce.len()));
     }
-    let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
     let nonce: [u8; NONCE_BYTES] = sealed.nonce.as_slice().try_into().expect("length checked");
+    let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
     cipher
         .decrypt(
             &XNonce::from(nonce),
             Payload {
                 msg: &sealed.ciphertext,
-                aad: &associated_data(event_id, &sealed.subject, &sealed.key_id),
+                aad: &associated_data(&sealed.event_id, &sealed.subject, &sealed.key_id),
             },
         )
         .map_err(|_| OpenError::Refused)
+}
+
+/// What a sealed text token starts with.
+pub const TOKEN_PREFIX: &str = "sealed:";
+/// What a reader shows for a value whose key was destroyed.
+pub const ERASED: &str = "[erased]";
+
+/// `text`, which came with event `event_id`, sealed into a token.
+pub fn seal_text(key: &DataKey, event_id: &str, text: &str) -> crate::Result<String> {
+    use base64::Engine as _;
+    use prost::Message as _;
+    let sealed = seal(key, event_id, text.as_bytes())?;
+    let mut token = String::from(TOKEN_PREFIX);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_string(sealed.encode_to_vec(), &mut token);
+    Ok(token)
+}
+
+/// The sealed value of a whole token (`None`: not a token).
+pub fn parse_token(text: &str) -> Option<Sealed> {
+    use base64::Engine as _;
+    use prost::Message as _;
+    let encoded = text.strip_prefix(TOKEN_PREFIX)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()?;
+    Sealed::decode(bytes.as_slice())
+        .ok()
+        .filter(|sealed| !sealed.subject.is_empty() && !sealed.ciphertext.is_empty())
+}
+
+/// Whether `text` holds a sealed token anywhere.
+pub fn holds_token(text: &str) -> bool {
+    text.contains(TOKEN_PREFIX)
+}
+
+/// Every token in `text` replaced by what `open` makes of its sealed value
+/// (the clear text, or [`ERASED`]). A token runs from its prefix to the
+/// first character outside URL-safe base64.
+pub fn replace_tokens(text: &str, mut open: impl FnMut(&Sealed) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(TOKEN_PREFIX) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + TOKEN_PREFIX.len()..];
+        let length = after
+            .bytes()
+            .take_while(|byte| byte.is_ascii_alphanumeric() || *byte == b'-' || *byte == b'_')
+            .count();
+        let token = &rest[start..start + TOKEN_PREFIX.len() + length];
+        match parse_token(token) {
+            Some(sealed) => out.push_str(&open(&sealed).unwrap_or_else(|| ERASED.to_owned())),
+            None => out.push_str(token),
+        }
+        rest = &after[length..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The subjects of the tokens in `text`, with their key ids: what a reader
+/// must look up before [`replace_tokens`].
+pub fn token_keys(text: &str, keys: &mut Vec<KeyRef>) {
+    let mut rest = text;
+    while let Some(start) = rest.find(TOKEN_PREFIX) {
+        let after = &rest[start + TOKEN_PREFIX.len()..];
+        let length = after
+            .bytes()
+            .take_while(|byte| byte.is_ascii_alphanumeric() || *byte == b'-' || *byte == b'_')
+            .count();
+        if let Some(sealed) = parse_token(&rest[start..start + TOKEN_PREFIX.len() + length]) {
+            keys.push(KeyRef {
+                subject: sealed.subject,
+                key_id: sealed.key_id,
+            });
+        }
+        rest = &after[length..];
+    }
 }
 
 #[cfg(test)]
@@ -155,29 +299,75 @@ mod tests {
         assert_ne!(pseudonym(&key, "ab", "c"), pseudonym(&key, "a", "bc"));
     }
 
+    fn data_key(subject: &str) -> DataKey {
+        DataKey {
+            subject: subject.to_owned(),
+            key_id: "k1".to_owned(),
+            key: SecretKey::random().unwrap(),
+        }
+    }
+
     #[test]
-    fn a_sealed_value_opens_only_with_its_key_for_its_event() {
-        let key = SecretKey::random().unwrap();
-        let sealed = seal(&key, "p_1", "k1", "e-1", b"Ada Lovelace").unwrap();
+    fn a_sealed_value_opens_only_with_its_key_as_it_was_sealed() {
+        let key = data_key("p_1");
+        let sealed = seal(&key, "e-1", b"Ada Lovelace").unwrap();
         assert!(
             !sealed.ciphertext.windows(3).any(|window| window == b"Ada"),
             "sealed bytes hide the text"
         );
-        assert_eq!(open(&key, &sealed, "e-1").unwrap(), b"Ada Lovelace");
-        assert_eq!(open(&key, &sealed, "e-2"), Err(OpenError::Refused));
+        assert_eq!(open(&key.key, &sealed).unwrap(), b"Ada Lovelace");
+        let mut other_event = sealed.clone();
+        other_event.event_id = "e-2".to_owned();
+        assert_eq!(open(&key.key, &other_event), Err(OpenError::Refused));
         assert_eq!(
-            open(&SecretKey::random().unwrap(), &sealed, "e-1"),
+            open(&SecretKey::random().unwrap(), &sealed),
             Err(OpenError::Refused)
         );
         let mut moved = sealed.clone();
         moved.subject = "p_2".to_owned();
-        assert_eq!(open(&key, &moved, "e-1"), Err(OpenError::Refused));
+        assert_eq!(open(&key.key, &moved), Err(OpenError::Refused));
         let mut altered = sealed.clone();
         altered.ciphertext[0] ^= 1;
-        assert_eq!(open(&key, &altered, "e-1"), Err(OpenError::Refused));
+        assert_eq!(open(&key.key, &altered), Err(OpenError::Refused));
         // Two seals of the same text differ (fresh nonces)
-        let again = seal(&key, "p_1", "k1", "e-1", b"Ada Lovelace").unwrap();
+        let again = seal(&key, "e-1", b"Ada Lovelace").unwrap();
         assert_ne!(again.ciphertext, sealed.ciphertext);
+    }
+
+    #[test]
+    fn tokens_are_replaced_in_place_and_unknown_keys_read_as_erased() {
+        let ada = data_key("p_1");
+        let gone = data_key("p_2");
+        let name = seal_text(&ada, "e-1", "Ada Lovelace").unwrap();
+        let url = seal_text(&gone, "e-2", "https://shop.example/secret").unwrap();
+        assert!(parse_token(&name).is_some());
+        assert!(!name.contains("Ada"));
+        let text = format!("registered {name}, viewed {url}.");
+        let mut wanted = Vec::new();
+        token_keys(&text, &mut wanted);
+        assert_eq!(wanted.len(), 2);
+        assert_eq!(wanted[0].subject, "p_1");
+        let shown = replace_tokens(&text, |sealed| {
+            (sealed.subject == "p_1")
+                .then(|| String::from_utf8(open(&ada.key, sealed).ok()?).ok())
+                .flatten()
+        });
+        assert_eq!(shown, "registered Ada Lovelace, viewed [erased].");
+        assert_eq!(replace_tokens("no tokens", |_| None), "no tokens");
+        assert_eq!(replace_tokens("sealed:!!", |_| None), "sealed:!!");
+    }
+
+    #[test]
+    fn keys_travel_as_hex_and_pseudonyms_are_recognised() {
+        let key = SecretKey::random().unwrap();
+        assert_eq!(SecretKey::from_hex(&key.to_hex()), Some(key.clone()));
+        assert_eq!(SecretKey::from_hex("00"), None);
+        assert_eq!(SecretKey::from_hex(&"g".repeat(64)), None);
+        assert_eq!(SecretKey::from_hex(&"é".repeat(32)), None);
+        assert!(is_pseudonym(&pseudonym(&key, "email", "a@b.c")));
+        assert!(!is_pseudonym("p_123"));
+        assert!(!is_pseudonym(&format!("p_{}", "A".repeat(32))));
+        assert!(!is_pseudonym("ada@example.com"));
     }
 
     #[test]
@@ -195,8 +385,10 @@ mod tests {
             event in ".{0,12}",
         ) {
             let key = SecretKey::from_bytes(&[7; KEY_BYTES]).unwrap();
-            let sealed = Sealed { subject: "p_1".into(), key_id: "k".into(), nonce, ciphertext };
-            proptest::prop_assert!(open(&key, &sealed, &event).is_err());
+            let sealed = Sealed { subject: "p_1".into(), key_id: "k".into(), nonce, ciphertext, event_id: event.clone() };
+            proptest::prop_assert!(open(&key, &sealed).is_err());
+            let text = format!("{event}{TOKEN_PREFIX}{event}");
+            let _ = replace_tokens(&text, |_| None);
         }
     }
 }

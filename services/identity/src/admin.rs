@@ -29,6 +29,8 @@ pub struct AdminState {
     /// The live resolver's status.
     pub status: Arc<WorkerStatus>,
     pub metrics: rapport_common::metrics::Registry,
+    pub vault: Arc<crate::vault::Vault>,
+    pub erasures: Arc<crate::erasure::Erasures>,
 }
 
 pub fn router(state: Arc<AdminState>, gate: &Gate) -> Router {
@@ -37,7 +39,7 @@ pub fn router(state: Arc<AdminState>, gate: &Gate) -> Router {
 
 /// [`router`], with the table of its routes and their scopes.
 pub fn routes(state: Arc<AdminState>, gate: &Gate) -> (Router, RouteTable) {
-    use Scope::{Admin, Open, Read};
+    use Scope::{Admin, Open, Read, Service};
     let metrics = state.metrics.clone();
     let (routes, table) = ScopedRoutes::new(gate)
         .get(Admin, "/v1/admin/status", status)
@@ -50,6 +52,16 @@ pub fn routes(state: Arc<AdminState>, gate: &Gate) -> (Router, RouteTable) {
             "/v1/admin/versions/{version}/compare",
             compare_version,
         )
+        .get(
+            Service,
+            "/v1/vault/pseudonym-key",
+            crate::vault_http::pseudonym_key,
+        )
+        .post(Service, "/v1/vault/keys", crate::vault_http::issue)
+        .post(Service, "/v1/vault/keys/lookup", crate::vault_http::lookup)
+        .post(Admin, "/v1/admin/erasures", crate::erasure_http::erase)
+        .get(Admin, "/v1/admin/erasures", crate::erasure_http::list)
+        .get(Admin, "/v1/admin/erasures/{id}", crate::erasure_http::show)
         .get(Open, "/healthz", healthz)
         .get(Read, "/metrics", render_metrics)
         .finish();
@@ -60,6 +72,18 @@ pub fn routes(state: Arc<AdminState>, gate: &Gate) -> (Router, RouteTable) {
         rapport_common::http::with_request_metrics(routes, &metrics, "identity"),
         table,
     )
+}
+
+impl axum::extract::FromRef<Arc<AdminState>> for crate::erasure_http::ErasureService {
+    fn from_ref(state: &Arc<AdminState>) -> Self {
+        Self(state.erasures.clone())
+    }
+}
+
+impl axum::extract::FromRef<Arc<AdminState>> for crate::vault_http::VaultState {
+    fn from_ref(state: &Arc<AdminState>) -> Self {
+        Self(state.vault.clone())
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -176,12 +200,15 @@ mod tests {
         config.kafka.brokers = "127.0.0.1:1".to_owned();
         let versions =
             Versions::start(config, store.clone(), directory.join("identity.baselines")).unwrap();
+        let vault = Arc::new(crate::vault::Vault::open(&directory.join("vault")).unwrap());
         router(
             Arc::new(AdminState {
                 versions,
-                store,
+                store: store.clone(),
                 status: WorkerStatus::new("raw"),
                 metrics: Default::default(),
+                vault: vault.clone(),
+                erasures: Arc::new(crate::erasure::Erasures::new(store, vault)),
             }),
             &Gate::open_for_tests(),
         )
@@ -199,6 +226,7 @@ mod tests {
             directory.path().join("identity.baselines"),
         )
         .unwrap();
+        let vault = Arc::new(crate::vault::Vault::open(&directory.path().join("vault")).unwrap());
         rapport_fuzzing::every_route_checks_its_scope(|gate| {
             routes(
                 Arc::new(AdminState {
@@ -206,6 +234,8 @@ mod tests {
                     store: store.clone(),
                     status: WorkerStatus::new("raw"),
                     metrics: Default::default(),
+                    vault: vault.clone(),
+                    erasures: Arc::new(crate::erasure::Erasures::new(store.clone(), vault.clone())),
                 }),
                 gate,
             )
@@ -357,6 +387,89 @@ mod tests {
                         .is_some_and(|error| !error.is_empty()),
                     "{route} {name:?}: {status} {answer}"
                 );
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// Any body to the erasure and vault routes, and any erasure id: a 2xx
+    /// or a 4xx JSON error, never a 5xx. (An empty graph knows nobody, so
+    /// an erasure that parses is a 404.)
+    #[test]
+    fn fuzz_no_erasure_or_vault_request_gets_a_5xx() {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestRunner;
+
+        let directory = tempfile::tempdir().unwrap();
+        let app = app(directory.path());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let value = prop_oneof![
+            any::<String>().prop_map(serde_json::Value::String),
+            any::<i64>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            "p_[0-9a-f]{32}".prop_map(serde_json::Value::String),
+        ];
+        let field = prop_oneof![
+            Just("customer_id"),
+            Just("email"),
+            Just("phone"),
+            Just("anonymous_id"),
+            Just("subjects"),
+            Just("keys"),
+            Just("name"),
+        ];
+        let body = prop_oneof![
+            any::<Vec<u8>>(),
+            proptest::collection::vec((field, value.clone()), 0..3).prop_map(|fields| {
+                serde_json::Value::Object(
+                    fields
+                        .into_iter()
+                        .map(|(name, value)| (name.to_owned(), value))
+                        .collect(),
+                )
+                .to_string()
+                .into_bytes()
+            }),
+            proptest::collection::vec(value, 0..4).prop_map(|values| {
+                serde_json::json!({ "subjects": values.clone(), "keys": [{"subject": values.first(), "key_id": values.last()}] })
+                    .to_string()
+                    .into_bytes()
+            }),
+        ];
+        let strategy = (0..4usize, any::<String>(), body);
+        TestRunner::new(rapport_fuzzing::config())
+            .run(&strategy, |(route, id, body)| {
+                let json = |path: &str| {
+                    Request::post(path)
+                        .header("content-type", "application/json")
+                        .body(Body::from(body.clone()))
+                };
+                let request = match route {
+                    0 => json("/v1/admin/erasures"),
+                    1 => json("/v1/vault/keys"),
+                    2 => json("/v1/vault/keys/lookup"),
+                    _ => Request::get(format!(
+                        "/v1/admin/erasures/{}",
+                        rapport_fuzzing::uri_text(&id)
+                    ))
+                    .body(Body::empty()),
+                }
+                .expect("a request");
+                let (status, answer) = runtime.block_on(call(&app, request));
+                prop_assert!(
+                    status.is_success() || status.is_client_error(),
+                    "{route}: {status} {answer}"
+                );
+                if status.is_client_error() {
+                    prop_assert!(
+                        answer["error"]
+                            .as_str()
+                            .is_some_and(|error| !error.is_empty()),
+                        "{route}: {status} {answer}"
+                    );
+                }
                 Ok(())
             })
             .unwrap();

@@ -10,8 +10,11 @@
 
 pub mod admin;
 pub mod compare;
+pub mod erasure;
+mod erasure_http;
 pub mod reader;
 pub mod vault;
+mod vault_http;
 pub mod versions;
 
 use std::cell::RefCell;

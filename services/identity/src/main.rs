@@ -32,6 +32,10 @@ struct Args {
     /// Baselines of graph versions go beside it, in <DIR>.baselines.
     #[arg(long, env = "RAPPORT_IDENTITY_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Directory of the vault (data keys and the pseudonym key), the one
+    /// store the log cannot rebuild. Default data/vault.
+    #[arg(long, env = "RAPPORT_IDENTITY_VAULT_DIR")]
+    vault_dir: Option<PathBuf>,
     /// Milliseconds a record waits for earlier records on idle partitions
     /// before it is resolved. Default 200.
     #[arg(long, env = "RAPPORT_IDENTITY_REORDER_GRACE_MS")]
@@ -49,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = args.common.load()?;
     override_with(&mut config.identity.listen, args.listen);
     override_with(&mut config.identity.data_dir, args.data_dir);
+    override_with(&mut config.identity.vault_dir, args.vault_dir);
     override_with(&mut config.identity.reorder_grace_ms, args.reorder_grace_ms);
     override_with(&mut config.identity.memtable_bytes, args.memtable_bytes);
     config.validate()?;
@@ -57,6 +62,22 @@ async fn main() -> anyhow::Result<()> {
         memtable_bytes: Some(config.identity.memtable_bytes),
     };
     let store = Store::open_tuned(&config.identity.data_dir, &[FAMILY], tuning)?;
+    let vault = Arc::new(
+        rapport_identity::vault::Vault::open(&config.identity.vault_dir).with_context(|| {
+            format!(
+                "opening the vault at {}",
+                config.identity.vault_dir.display()
+            )
+        })?,
+    );
+    let erasures = Arc::new(rapport_identity::erasure::Erasures::new(
+        store.clone(),
+        vault.clone(),
+    ));
+    let resumed = erasures.resume(&rapport_common::now_ms)?;
+    if resumed > 0 {
+        tracing::info!(resumed, "completed erasures a stop had interrupted");
+    }
     let registry = Registry::default();
     let metrics = IdentityMetrics::new(&registry);
     // Keys first: a worker started before them would resolve while the API
@@ -90,6 +111,8 @@ async fn main() -> anyhow::Result<()> {
             store: store.clone(),
             status,
             metrics: registry,
+            vault,
+            erasures,
         }),
         &gate,
     );

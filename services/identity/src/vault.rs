@@ -16,13 +16,7 @@ use rapport_common::store::Store;
 /// The vault's column family.
 pub const FAMILY: &str = "vault";
 
-/// A data key handed out: which subject's, which one, the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataKey {
-    pub subject: String,
-    pub key_id: String,
-    pub key: SecretKey,
-}
+pub use rapport_common::privacy::DataKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -159,6 +153,30 @@ impl Vault {
         batch.commit()?;
         self.store.purge(FAMILY)?;
         Ok(destroyed)
+    }
+}
+
+impl Vault {
+    /// Writes erasure `id`'s record (durably, before it returns).
+    pub fn put_erasure(&self, id: &str, record: &[u8]) -> Result<(), VaultError> {
+        let mut batch = self.store.stage(FAMILY);
+        batch.put(keys::erasure(id), record.to_vec());
+        batch.commit()?;
+        Ok(())
+    }
+
+    pub fn erasure(&self, id: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        Ok(self.store.get(FAMILY, &keys::erasure(id))?)
+    }
+
+    /// Every erasure record.
+    pub fn erasures(&self) -> Result<Vec<Vec<u8>>, VaultError> {
+        Ok(self
+            .store
+            .scan_prefix(FAMILY, &[keys::ERASURE], usize::MAX)?
+            .into_iter()
+            .map(|(_, value)| value)
+            .collect())
     }
 }
 

@@ -2,6 +2,7 @@
 //! events and answers 202 only once the broker has acknowledged every one.
 //! A batch with any bad event is refused whole and nothing of it is produced.
 
+pub mod seal;
 pub mod validate;
 
 use std::sync::Arc;
@@ -219,6 +220,9 @@ pub struct Ingest<S> {
     /// How long a request body may take to arrive; a slower one is
     /// answered 408, so it cannot hold an in-flight permit for ever.
     body_read_timeout: Duration,
+    /// Seals personal fields before they reach the log; `None` only where
+    /// the configuration says `sealing = "off"`.
+    keys: Option<Arc<dyn seal::KeySource>>,
 }
 
 impl<S: EventSink> Ingest<S> {
@@ -259,7 +263,14 @@ impl<S: EventSink> Ingest<S> {
             retry_after: Duration::from_secs(1),
             in_flight: tokio::sync::Semaphore::new(max_in_flight.max(1)),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            keys: None,
         }
+    }
+
+    /// Seals personal fields with keys from `keys` (the vault).
+    pub fn with_sealing(mut self, keys: Arc<dyn seal::KeySource>) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// Sets how long a request body may take to arrive (default 10 s).
@@ -495,6 +506,31 @@ async fn accept<S: EventSink>(
         if event.source.is_empty() {
             event.source = ingest.source.clone();
         }
+        // Sealed copies are ingest's to make, never a sender's.
+        if let Some(customer) = event.customer.as_mut() {
+            for shown in [
+                &mut customer.customer_id_sealed,
+                &mut customer.email_sealed,
+                &mut customer.phone_sealed,
+                &mut customer.anonymous_id_sealed,
+            ] {
+                shown.clear();
+            }
+        }
+    }
+    if let Some(keys) = ingest.keys.clone() {
+        events = tokio::task::spawn_blocking(move || {
+            seal::seal_batch(&mut events, keys.as_ref()).map(|()| events)
+        })
+        .await
+        .map_err(|error| ApiError::Internal(error.to_string()))?
+        .map_err(|reason| {
+            tracing::warn!(%reason, "the vault did not answer; answering 503");
+            ApiError::Unavailable {
+                message: "personal fields cannot be sealed right now (the vault did not answer); nothing was accepted, retry later".to_owned(),
+                retry_after_s: ingest.retry_after.as_secs(),
+            }
+        })?;
     }
     let count = events.len();
     ingest

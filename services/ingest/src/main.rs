@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use rapport_common::config::{CommonArgs, override_with};
+use rapport_common::config::{CommonArgs, Sealing, override_with};
 use rapport_common::metrics::Registry;
 use rapport_ingest::{Ingest, KafkaSink, router};
 
@@ -27,6 +27,9 @@ struct Args {
     #[arg(long, env = "RAPPORT_INGEST_DELIVERY_TIMEOUT_MS")]
     delivery_timeout_ms: Option<u64>,
 }
+
+/// How long ingest waits at start for the vault (on identity) to answer.
+const VAULT_PATIENCE: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -78,15 +81,25 @@ async fn main() -> anyhow::Result<()> {
         })
         .await??
     };
-    let ingest = Arc::new(
-        Ingest::new(
-            sink,
-            format!("ingest@{}", config.ingest.listen),
-            metrics,
-            config.ingest.max_in_flight_requests,
-        )
-        .with_body_read_timeout(Duration::from_millis(config.ingest.body_read_timeout_ms)),
-    );
+    let mut ingest = Ingest::new(
+        sink,
+        format!("ingest@{}", config.ingest.listen),
+        metrics,
+        config.ingest.max_in_flight_requests,
+    )
+    .with_body_read_timeout(Duration::from_millis(config.ingest.body_read_timeout_ms));
+    match config.privacy.sealing {
+        Sealing::On => {
+            let privacy = config.privacy.clone();
+            let vault =
+                tokio::task::spawn_blocking(move || privacy.vault(VAULT_PATIENCE)).await??;
+            ingest = ingest.with_sealing(Arc::new(vault));
+        }
+        Sealing::Off => tracing::warn!(
+            "privacy.sealing = \"off\": personal fields go to the log in clear and no erasure can reach them"
+        ),
+    }
+    let ingest = Arc::new(ingest);
 
     let listener = tokio::net::TcpListener::bind(config.ingest.listen)
         .await

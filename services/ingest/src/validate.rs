@@ -265,6 +265,7 @@ pub fn event_from_json(index: usize, value: &Value, list: &mut Vec<FieldError>) 
                     email: customer.string("email", false),
                     phone: customer.string("phone", false),
                     anonymous_id: customer.string("anonymous_id", false),
+                    ..Default::default()
                 });
             }
         }

@@ -12,6 +12,7 @@ pub mod router;
 pub mod scores;
 mod scores_http;
 pub mod seek;
+pub mod unseal;
 pub mod versions;
 
 pub use error::{Error, Result};
@@ -33,8 +34,12 @@ mod tests {
     use crate::position::Positions;
     use crate::query::QueryState;
     use crate::router::router;
+    use crate::unseal::{DataKeys, Vault};
     use rapport_common::config::TopicNames;
     use rapport_common::kafka::Outgoing;
+    use rapport_common::privacy::{self, DataKey, KeyRef, SecretKey};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     fn event_record(
         customer_id: &str,
@@ -97,6 +102,14 @@ mod tests {
     /// Folds `records` (partition, record) into a fresh RocksDB store with
     /// the real fold and serves the query API over it. Keep the directory.
     fn serve(records: &[(i32, proto::CustomerRecord)]) -> (tempfile::TempDir, axum::Router) {
+        serve_with(records, None)
+    }
+
+    /// [`serve`], opening sealed values with keys from `vault`.
+    fn serve_with(
+        records: &[(i32, proto::CustomerRecord)],
+        vault: Option<Arc<dyn crate::unseal::Vault>>,
+    ) -> (tempfile::TempDir, axum::Router) {
         let directory = tempfile::tempdir().unwrap();
         let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
         let metrics = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
@@ -125,12 +138,16 @@ mod tests {
             },
         )
         .unwrap();
+        let mut state = QueryState::new(
+            crate::versions::Versions::serving(store, "v1"),
+            Registry::default(),
+            Default::default(),
+        );
+        if let Some(vault) = vault {
+            state = state.with_vault(vault);
+        }
         let app = router(
-            Arc::new(QueryState::new(
-                crate::versions::Versions::serving(store, "v1"),
-                Registry::default(),
-                Default::default(),
-            )),
+            Arc::new(state),
             &rapport_common::apikeys::Gate::open_for_tests(),
         );
         (directory, app)
@@ -452,6 +469,262 @@ mod tests {
         ] {
             let (status, body) = get(&app, bad).await;
             assert_eq!(status, expected, "{bad}: {body}");
+        }
+    }
+
+    /// The vault as the projector sees it, in memory: a pseudonym key, the
+    /// data keys ingest sealed with (erasing one sets it to `None`), and a
+    /// switch that makes it stop answering.
+    struct MemoryVault {
+        pseudonym_key: SecretKey,
+        keys: Mutex<DataKeys>,
+        answers: AtomicBool,
+        lookups: AtomicUsize,
+    }
+
+    impl Vault for MemoryVault {
+        fn pseudonym_key(&self) -> &SecretKey {
+            &self.pseudonym_key
+        }
+
+        fn lookup(&self, wanted: &[KeyRef]) -> rapport_common::Result<DataKeys> {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            if !self.answers.load(Ordering::Relaxed) {
+                return Err(rapport_common::Error::Config(
+                    "the vault did not answer".into(),
+                ));
+            }
+            let keys = self.keys.lock().unwrap();
+            Ok(wanted
+                .iter()
+                .map(|key| {
+                    let id = (key.subject.clone(), key.key_id.clone());
+                    let found = keys.get(&id).cloned().flatten();
+                    (id, found)
+                })
+                .collect())
+        }
+    }
+
+    async fn get_text(
+        app: &axum::Router,
+        uri: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let response = app
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// Ada's events as ingest writes them with sealing on: identifiers as
+    /// pseudonyms with sealed tokens for display, personal fields sealed.
+    /// Every answer shows her in clear, lookups by clear values find her,
+    /// and once her key is destroyed every sealed value reads `[erased]`.
+    #[tokio::test]
+    async fn sealed_people_are_shown_in_clear_until_erased() {
+        let vault = Arc::new(MemoryVault {
+            pseudonym_key: SecretKey::random().unwrap(),
+            keys: Mutex::default(),
+            answers: AtomicBool::new(true),
+            lookups: AtomicUsize::new(0),
+        });
+        let pseudonym =
+            |kind: &str, value: &str| privacy::pseudonym(&vault.pseudonym_key, kind, value);
+        let ada = pseudonym("customer_id", "c-1");
+        let ada_email = pseudonym("email", "ada@example.com");
+        let data_key = DataKey {
+            subject: ada.clone(),
+            key_id: "k1".into(),
+            key: SecretKey::random().unwrap(),
+        };
+        vault
+            .keys
+            .lock()
+            .unwrap()
+            .insert((ada.clone(), "k1".into()), Some(data_key.key.clone()));
+        let seal = |offset: i64, text: &str| {
+            privacy::seal_text(&data_key, &format!("e-{offset:03}"), text).unwrap()
+        };
+        let sealed_event = |offset: i64, payload: proto::event::Payload, kind: &str| {
+            let mut record = event_record(
+                &ada,
+                offset,
+                payload,
+                kind,
+                &[("customer_id", &ada), ("email", &ada_email)],
+            );
+            if let Some(RecordBody::Event(resolved)) = record.body.as_mut() {
+                resolved.event.as_mut().unwrap().customer = Some(proto::CustomerIdentifiers {
+                    customer_id: ada.clone(),
+                    customer_id_sealed: seal(offset, "c-1"),
+                    email: ada_email.clone(),
+                    email_sealed: seal(offset, "ada@example.com"),
+                    ..Default::default()
+                });
+            }
+            record
+        };
+        let records = [
+            (
+                0,
+                sealed_event(
+                    1,
+                    proto::event::Payload::CustomerRegistered(proto::CustomerProfile {
+                        name: seal(1, "Ada Lovelace"),
+                        email: seal(1, "ada@example.com"),
+                        city: seal(1, "London"),
+                        ..Default::default()
+                    }),
+                    "customer.registered",
+                ),
+            ),
+            (
+                0,
+                sealed_event(
+                    2,
+                    view(&seal(2, "https://shop.example/secret")),
+                    "web.page_viewed",
+                ),
+            ),
+            (
+                0,
+                sealed_event(
+                    3,
+                    proto::event::Payload::OrderPlaced(proto::OrderPlaced {
+                        order_id: "o-1".into(),
+                        total_minor: 2_000,
+                        currency: "USD".into(),
+                        items: vec![],
+                    }),
+                    "order.placed",
+                ),
+            ),
+        ];
+        let (_directory, app) = serve_with(&records, Some(vault.clone()));
+
+        // By her clear customer id, her pseudonym, or her email in any case.
+        let (status, customer) = get(&app, "/v1/customers/c-1").await;
+        assert_eq!(status, StatusCode::OK, "{customer}");
+        assert_eq!(customer["customer_id"], "c-1");
+        assert_eq!(customer["profile"]["name"], "Ada Lovelace");
+        assert_eq!(customer["profile"]["city"], "London");
+        assert_eq!(
+            customer["identifiers"]["email"],
+            serde_json::json!(["ada@example.com"])
+        );
+        assert_eq!(
+            customer["identifiers"]["customer_id"],
+            serde_json::json!(["c-1"])
+        );
+        let (_, by_pseudonym) = get(&app, &format!("/v1/customers/{ada}")).await;
+        assert_eq!(by_pseudonym, customer);
+        for lookup in [
+            "email=Ada@Example.COM",
+            "customer_id=c-1",
+            &format!("customer_id={ada}"),
+        ] {
+            let (status, found) = get(&app, &format!("/v1/customers?{lookup}")).await;
+            assert_eq!(status, StatusCode::OK, "{lookup}: {found}");
+            assert_eq!(found, customer, "{lookup}");
+        }
+        let (status, missing) = get(&app, "/v1/customers?email=grace@example.com").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(!missing.to_string().contains("grace"), "{missing}");
+
+        let (status, page) = get(&app, "/v1/customers/c-1/timeline").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["customer_id"], "c-1");
+        assert_eq!(
+            page["items"][1]["summary"],
+            "viewed https://shop.example/secret"
+        );
+        assert_eq!(page["items"][2]["summary"], "registered Ada Lovelace");
+        assert_eq!(page["items"][2]["profile_id"], "c-1");
+
+        let as_of = "1970-01-02";
+        let (status, scores) = get(&app, &format!("/v1/customers/c-1/scores?as_of={as_of}")).await;
+        assert_eq!(status, StatusCode::OK, "{scores}");
+        assert_eq!(scores["customer_id"], "c-1");
+        let (_, segments) = get(&app, &format!("/v1/segments?as_of={as_of}")).await;
+        let tier = segments["loyalty"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .next()
+            .unwrap()
+            .clone();
+        let members = format!("/v1/segments/loyalty/{tier}/customers?as_of={as_of}");
+        let (status, page) = get(&app, &members).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["customers"][0]["customer_id"], "c-1");
+        assert_eq!(page["customers"][0]["email"], "ada@example.com");
+        assert_eq!(page["customers"][0]["name"], "Ada Lovelace");
+        let (status, _, csv) = get_text(&app, &format!("{members}&format=csv")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            csv.lines().nth(1),
+            Some("c-1,ada@example.com,,Ada Lovelace,"),
+            "{csv}"
+        );
+
+        // Answers without tokens cost no lookup.
+        let lookups = vault.lookups.load(Ordering::Relaxed);
+        let (status, _) = get(&app, "/v1/identity/conflicts").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(vault.lookups.load(Ordering::Relaxed), lookups);
+
+        // A vault that does not answer: 503 with Retry-After, no tokens.
+        vault.answers.store(false, Ordering::Relaxed);
+        for uri in [
+            "/v1/customers/c-1",
+            "/v1/customers?email=ada@example.com",
+            "/v1/customers/c-1/timeline",
+            &members,
+            &format!("{members}&format=csv"),
+        ] {
+            let (status, headers, body) = get_text(&app, uri).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {body}");
+            assert!(headers.contains_key("retry-after"), "{uri}");
+            assert!(!body.contains(privacy::TOKEN_PREFIX), "{uri}: {body}");
+        }
+        vault.answers.store(true, Ordering::Relaxed);
+
+        // Erased: the key is gone, and so is everything it sealed. The
+        // pseudonyms stay, so lookups still find the (empty) person.
+        vault
+            .keys
+            .lock()
+            .unwrap()
+            .insert((ada.clone(), "k1".into()), None);
+        let (status, customer) = get(&app, "/v1/customers?email=ada@example.com").await;
+        assert_eq!(status, StatusCode::OK, "{customer}");
+        assert_eq!(customer["customer_id"], privacy::ERASED);
+        assert_eq!(customer["profile"]["name"], privacy::ERASED);
+        assert_eq!(
+            customer["identifiers"]["email"],
+            serde_json::json!([privacy::ERASED])
+        );
+        let (_, page) = get(&app, &format!("/v1/customers/{ada}/timeline")).await;
+        assert_eq!(page["items"][1]["summary"], "viewed [erased]");
+        for uri in [
+            format!("/v1/customers/{ada}"),
+            format!("/v1/customers/{ada}/timeline"),
+            members.clone(),
+            format!("{members}&format=csv"),
+        ] {
+            let (status, _, body) = get_text(&app, &uri).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            assert!(!body.contains(privacy::TOKEN_PREFIX), "{uri}: {body}");
+            assert!(
+                !body.contains("Ada") && !body.contains("ada@"),
+                "{uri}: {body}"
+            );
         }
     }
 

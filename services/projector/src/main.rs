@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use rapport_common::config::{CommonArgs, override_with};
+use rapport_common::config::{CommonArgs, Sealing, override_with};
 use rapport_common::metrics::Registry;
 use rapport_common::store::{Merging, Store, Tuning};
 use rapport_projector::query::QueryState;
@@ -21,6 +21,9 @@ use rapport_projector::versions::{META, Versions};
 /// `make bench`, see docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long start-up waits for identity's vault to answer.
+const VAULT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Folds the customer topic into RocksDB projections (the unified customer
 /// view) and serves the query API: /v1/customers, /v1/customers/{id},
@@ -79,16 +82,29 @@ async fn main() -> anyhow::Result<()> {
         })
         .await??
     };
+    // The vault too: answers hold sealed tokens that only its keys open.
+    let vault = match config.privacy.sealing {
+        Sealing::On => {
+            let privacy = config.privacy.clone();
+            let vault = tokio::task::spawn_blocking(move || privacy.vault(VAULT_PATIENCE))
+                .await?
+                .context("connecting to the vault")?;
+            Some(Arc::new(vault))
+        }
+        Sealing::Off => {
+            tracing::warn!(
+                "sealing is off: answers are shown as stored and lookups use clear identifiers"
+            );
+            None
+        }
+    };
     let versions = Versions::start(config.clone(), store, registry.clone())?;
-    let app = router(
-        Arc::new(QueryState::new(
-            versions.clone(),
-            registry,
-            config.analytics.clone(),
-        )),
-        &gate,
-    )
-    .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let mut query = QueryState::new(versions.clone(), registry, config.analytics.clone());
+    if let Some(vault) = vault {
+        query = query.with_vault(vault);
+    }
+    let app = router(Arc::new(query), &gate)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind(config.projector.listen)
         .await
         .with_context(|| format!("binding {}", config.projector.listen))?;

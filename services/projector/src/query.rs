@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rapport_common::admin::{
     ProjectionDropped, ProjectionVersions, ProjectorStatus, ReplayRequest, ReplayStarted,
@@ -18,9 +18,11 @@ use rapport_common::digest::{Digest, stable_hash};
 use rapport_common::http::PathParams;
 use rapport_common::http::{ApiError, FieldError};
 use rapport_common::metrics::Registry;
+use rapport_common::privacy::SecretKey;
 
 use crate::read::{Person, View, person_of};
 use crate::request::{bad_query, invalid_field, not_found};
+use crate::unseal::{self, Vault};
 use crate::versions::Versions;
 use rapport_common::{Result, keys};
 use rapport_projections::analytics::config::AnalyticsConfig;
@@ -36,6 +38,9 @@ pub struct QueryState {
     pub versions: Arc<Versions>,
     pub registry: Registry,
     pub scores: crate::scores::Scoreboard,
+    /// Where data keys come from when ingest seals personal data; `None`
+    /// with sealing off, when answers pass as stored.
+    vault: Option<Arc<dyn Vault>>,
 }
 
 impl QueryState {
@@ -45,7 +50,15 @@ impl QueryState {
             versions,
             registry,
             scores,
+            vault: None,
         }
+    }
+
+    /// Opens sealed tokens in answers, and pseudonymizes clear identifiers
+    /// in lookups, with `vault`.
+    pub fn with_vault(mut self, vault: Arc<dyn Vault>) -> Self {
+        self.vault = Some(vault);
+        self
     }
 }
 
@@ -57,6 +70,42 @@ impl QueryState {
             family,
             version: version.map_or_else(|| self.versions.live(), str::to_owned),
         })
+    }
+
+    pub(crate) fn vault(&self) -> Option<&dyn Vault> {
+        self.vault.as_deref()
+    }
+
+    fn pseudonym_key(&self) -> Option<&SecretKey> {
+        self.vault().map(Vault::pseudonym_key)
+    }
+
+    /// The person a path's customer id names: as given, or (sealing on) by
+    /// the pseudonym of a clear customer id.
+    pub(crate) fn person(&self, view: &View<'_>, id: &str) -> Result<Option<Person>> {
+        if let Some(person) = person_of(view, id)? {
+            return Ok(Some(person));
+        }
+        match unseal::pseudonymous_id(self.pseudonym_key(), id) {
+            Some(pseudonym) => person_of(view, &pseudonym),
+            None => Ok(None),
+        }
+    }
+
+    /// `answer` as a JSON response with its sealed tokens opened (see
+    /// [`unseal::open_answer`]); the vault is asked on the blocking pool.
+    pub(crate) async fn open_tokens(&self, answer: &impl Serialize) -> Result<Response, ApiError> {
+        let json =
+            serde_json::to_string(answer).map_err(|error| ApiError::Internal(error.to_string()))?;
+        let json = match self.vault.clone() {
+            Some(vault) if rapport_common::privacy::holds_token(&json) => {
+                tokio::task::spawn_blocking(move || unseal::open_answer(Some(vault.as_ref()), json))
+                    .await
+                    .map_err(|error| ApiError::Internal(error.to_string()))??
+            }
+            _ => json,
+        };
+        Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
     }
 }
 
@@ -78,11 +127,13 @@ pub(crate) async fn get_customer(
     State(state): State<Arc<QueryState>>,
     PathParams(customer_id): PathParams<String>,
     params: Result<Query<VersionParams>, QueryRejection>,
-) -> Result<Json<CustomerDocument>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|rejection| bad_query(rejection, "use version="))?;
-    let state = state.view(params.version.as_deref())?;
-    let person = person_of(&state, &customer_id)?.ok_or_else(|| not_found(&customer_id))?;
-    Ok(Json(document(&person)))
+    let view = state.view(params.version.as_deref())?;
+    let person = state
+        .person(&view, &customer_id)?
+        .ok_or_else(|| not_found(&customer_id))?;
+    state.open_tokens(&document(&person)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,11 +149,11 @@ pub(crate) struct LookupParams {
 pub(crate) async fn find_customer(
     State(state): State<Arc<QueryState>>,
     params: Result<Query<LookupParams>, QueryRejection>,
-) -> Result<Json<CustomerDocument>, ApiError> {
+) -> Result<Response, ApiError> {
     let usage = "give exactly one of customer_id=, email=, phone=, anonymous_id=";
     let Query(mut params) = params.map_err(|rejection| bad_query(rejection, usage))?;
     let version = params.version.take();
-    let state = state.view(version.as_deref())?;
+    let view = state.view(version.as_deref())?;
     let given: Vec<(IdentifierKind, String)> = [
         (IdentifierKind::CustomerId, params.customer_id),
         (IdentifierKind::Email, params.email),
@@ -128,16 +179,24 @@ pub(crate) async fn find_customer(
             }],
         });
     };
-    let owner = match state
+    let pseudonym_key = state.pseudonym_key();
+    // Sealed, the index holds pseudonyms, and an answer naming one would
+    // only say what the caller sent: name the kind.
+    let missing = match pseudonym_key {
+        Some(_) => format!("no customer with this {}", kind.as_str()),
+        None => format!("no customer with {identifier}"),
+    };
+    let identifier = unseal::indexed(pseudonym_key, identifier);
+    let owner = match view
         .store
-        .get(&state.family, &keys::identifier(&identifier))?
+        .get(&view.family, &keys::identifier(&identifier))?
     {
         Some(bytes) => String::from_utf8(bytes)
             .map_err(|_| ApiError::Internal("corrupt identifier index".to_owned()))?,
-        None => return Err(ApiError::NotFound(format!("no customer with {identifier}"))),
+        None => return Err(ApiError::NotFound(missing)),
     };
-    let person = person_of(&state, &owner)?.ok_or_else(|| not_found(&owner))?;
-    Ok(Json(document(&person)))
+    let person = person_of(&view, &owner)?.ok_or_else(|| not_found(&owner))?;
+    state.open_tokens(&document(&person)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,10 +240,10 @@ pub(crate) async fn get_timeline(
     State(state): State<Arc<QueryState>>,
     PathParams(customer_id): PathParams<String>,
     params: Result<Query<TimelineParams>, QueryRejection>,
-) -> Result<Json<TimelinePage>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(params) = params
         .map_err(|rejection| bad_query(rejection, "use limit= (1-500), before= and version="))?;
-    let state = state.view(params.version.as_deref())?;
+    let view = state.view(params.version.as_deref())?;
     let limit = params.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT);
     if limit == 0 || limit > MAX_TIMELINE_LIMIT {
         return Err(ApiError::Invalid {
@@ -207,7 +266,9 @@ pub(crate) async fn get_timeline(
             }],
         })?),
     };
-    let person = person_of(&state, &customer_id)?.ok_or_else(|| not_found(&customer_id))?;
+    let person = state
+        .person(&view, &customer_id)?
+        .ok_or_else(|| not_found(&customer_id))?;
     // Newest first across every profile of the person: take up to `limit`
     // (plus one, to know whether there is more) from each, then the newest
     // `limit` of those.
@@ -218,9 +279,8 @@ pub(crate) async fn get_timeline(
             .as_ref()
             .map(|(at, event_id)| keys::timeline(profile_id, *at, event_id));
         for (key, value) in
-            state
-                .store
-                .scan_prefix_reverse(&state.family, &prefix, bound.as_deref(), limit + 1)?
+            view.store
+                .scan_prefix_reverse(&view.family, &prefix, bound.as_deref(), limit + 1)?
         {
             let (_, at, event_id) = keys::decode_timeline(&key)
                 .map_err(|error| ApiError::Internal(error.to_string()))?;
@@ -249,14 +309,15 @@ pub(crate) async fn get_timeline(
             event_type: entry.event_type,
             channel: entry.channel,
             summary: entry.summary,
-            profile_id,
+            profile_id: person.shown(&profile_id),
         })
         .collect();
-    Ok(Json(TimelinePage {
-        customer_id: person.root,
+    let page = TimelinePage {
+        customer_id: person.shown(&person.root),
         items,
         next_before,
-    }))
+    };
+    state.open_tokens(&page).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,28 +346,41 @@ pub(crate) struct ConflictItem {
 pub(crate) async fn list_conflicts(
     State(state): State<Arc<QueryState>>,
     params: Result<Query<ConflictParams>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(params) =
         params.map_err(|rejection| bad_query(rejection, "use limit= (1-1000) and version="))?;
-    let state = state.view(params.version.as_deref())?;
+    let view = state.view(params.version.as_deref())?;
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     let mut conflicts = Vec::new();
     for (_, value) in
-        state
-            .store
-            .scan_prefix_reverse(&state.family, &[keys::CONFLICT], None, limit)?
+        view.store
+            .scan_prefix_reverse(&view.family, &[keys::CONFLICT], None, limit)?
     {
         let entry: ConflictEntry =
             postcard::from_bytes(&value).map_err(|error| ApiError::Internal(error.to_string()))?;
+        // Pseudonyms show as what their people's profiles display.
+        let owner = person_of(&view, &entry.conflict.owner)?;
+        let claimant = person_of(&view, &entry.conflict.claimant)?;
+        let shown = |id: &str| {
+            [&owner, &claimant]
+                .into_iter()
+                .flatten()
+                .map(|person| person.shown(id))
+                .find(|shown| shown != id)
+                .unwrap_or_else(|| id.to_owned())
+        };
+        let identifier = &entry.conflict.identifier;
         conflicts.push(ConflictItem {
             recorded_at: format_rfc3339(entry.received_at_ms),
-            identifier: entry.conflict.identifier.to_string(),
-            owner: entry.conflict.owner,
-            claimant: entry.conflict.claimant,
+            identifier: format!("{}:{}", identifier.kind.as_str(), shown(&identifier.value)),
+            owner: shown(&entry.conflict.owner),
+            claimant: shown(&entry.conflict.claimant),
             cause_event_id: entry.cause_event_id,
         });
     }
-    Ok(Json(serde_json::json!({ "conflicts": conflicts })))
+    state
+        .open_tokens(&serde_json::json!({ "conflicts": conflicts }))
+        .await
 }
 
 pub(crate) async fn admin_status(State(state): State<Arc<QueryState>>) -> Json<ProjectorStatus> {

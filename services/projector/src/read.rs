@@ -33,6 +33,19 @@ pub(crate) struct Person {
     pub(crate) members: Vec<(String, ProfileState)>,
 }
 
+impl Person {
+    /// What to show for `id` (a profile id or identifier of this person):
+    /// the sealed token ingest stored beside a pseudonym, the smallest of
+    /// the profiles' as their merge keeps it, else `id` itself.
+    pub(crate) fn shown(&self, id: &str) -> String {
+        self.members
+            .iter()
+            .filter_map(|(_, profile)| profile.display.get(id))
+            .min()
+            .map_or_else(|| id.to_owned(), Clone::clone)
+    }
+}
+
 /// Follows merges from `id` to the person it belongs to now, then gathers
 /// every profile absorbed into that person.
 pub(crate) fn person_of(state: &View<'_>, id: &str) -> Result<Option<Person>> {

@@ -11,6 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use rapport_common::http::ApiError;
 use rapport_common::http::PathParams;
+use rapport_common::privacy;
 use rapport_projections::analytics::scoring::CustomerScores;
 use rapport_projections::customer_view::ProfileState;
 use rapport_projections::identity::IdentifierKind;
@@ -22,6 +23,7 @@ use crate::query::QueryState;
 use crate::read::{View, person_of};
 use crate::request::{bad_query, invalid_field, not_found};
 use crate::scores::{FitKey, SegmentKind};
+use crate::unseal;
 
 /// Today (UTC), the default `as_of`. Reading the clock is fine here: this
 /// is a request, not a fold.
@@ -69,20 +71,21 @@ pub(crate) async fn customer_scores(
         bad_query(rejection, "use as_of=YYYY-MM-DD (or RFC 3339) and version=")
     })?;
     let as_of = as_of_day(params.as_of.as_deref())?;
-    let scores: (String, CustomerScores) = blocking(state, params.version, move |state, view| {
-        let person = person_of(view, &customer_id)?.ok_or_else(|| not_found(&customer_id))?;
+    let body = blocking(state, params.version, move |state, view| {
+        let person = state
+            .person(view, &customer_id)?
+            .ok_or_else(|| not_found(&customer_id))?;
         let changes = state.versions.changes_of(&view.version);
-        let scores =
+        let scores: CustomerScores =
             state
                 .scores
                 .score_person(view, &view.version, changes, &person.members, as_of)?;
-        Ok((person.root, scores))
+        let mut body =
+            serde_json::to_value(&scores).map_err(|error| ApiError::Internal(error.to_string()))?;
+        body["customer_id"] = json!(person.shown(&person.root));
+        unseal::open_value(state.vault(), body)
     })
     .await?;
-    let (customer_id, scores) = scores;
-    let mut body =
-        serde_json::to_value(&scores).map_err(|error| ApiError::Internal(error.to_string()))?;
-    body["customer_id"] = json!(customer_id);
     Ok(Json(body))
 }
 
@@ -229,17 +232,9 @@ pub(crate) struct MemberParams {
 const DEFAULT_MEMBER_LIMIT: usize = 100;
 const MAX_MEMBER_LIMIT: usize = 10_000;
 
-/// What a mailing list needs of one member.
-struct Contact {
-    customer_id: String,
-    email: Option<String>,
-    phone: Option<String>,
-    name: Option<String>,
-    /// The latest email consent, if one was ever given or withdrawn.
-    email_consent: Option<bool>,
-}
-
-fn contact(view: &View<'_>, id: &str) -> Result<Contact, ApiError> {
+/// What a mailing list needs of one member, as shown: sealed values are
+/// still tokens here, opened for the whole page at once.
+fn contact(view: &View<'_>, id: &str) -> Result<Value, ApiError> {
     let person = person_of(view, id)?.ok_or_else(|| not_found(id))?;
     let mut merged = ProfileState::default();
     for (_, profile) in &person.members {
@@ -247,23 +242,26 @@ fn contact(view: &View<'_>, id: &str) -> Result<Contact, ApiError> {
     }
     let fields = &merged.fields;
     // The profile's own field when the storefront sent one, else the
-    // identifier the person was seen with.
+    // identifier the person was seen with, as ingest sealed it for display.
+    // A bare pseudonym would be no address at all, so none is listed.
     let identified = |kind: IdentifierKind| {
         merged
             .identifiers
             .iter()
-            .find(|identifier| identifier.kind == kind)
-            .map(|identifier| identifier.value.clone())
+            .filter(|identifier| identifier.kind == kind)
+            .map(|identifier| person.shown(&identifier.value))
+            .find(|shown| !privacy::is_pseudonym(shown))
     };
-    Ok(Contact {
-        customer_id: person.root,
-        email: (fields.email.as_ref().map(|stamped| stamped.value.clone()))
+    Ok(json!({
+        "customer_id": person.shown(&person.root),
+        "email": (fields.email.as_ref().map(|stamped| stamped.value.clone()))
             .or_else(|| identified(IdentifierKind::Email)),
-        phone: (fields.phone.as_ref().map(|stamped| stamped.value.clone()))
+        "phone": (fields.phone.as_ref().map(|stamped| stamped.value.clone()))
             .or_else(|| identified(IdentifierKind::Phone)),
-        name: fields.name.as_ref().map(|stamped| stamped.value.clone()),
-        email_consent: merged.consent.get("email").map(|stamped| stamped.value),
-    })
+        "name": fields.name.as_ref().map(|stamped| stamped.value.clone()),
+        // The latest email consent, if one was ever given or withdrawn.
+        "email_consent": merged.consent.get("email").map(|stamped| stamped.value),
+    }))
 }
 
 /// One CSV field, quoted when it has to be (RFC 4180). Every field holds
@@ -325,7 +323,7 @@ pub(crate) async fn segment_members(
         None => DEFAULT_MEMBER_LIMIT,
     };
     let cursor = params.cursor.clone();
-    let (members, more) = blocking(state, params.version, move |state, view| {
+    let (customers, next_cursor) = blocking(state, params.version, move |state, view| {
         let changes = state.versions.changes_of(&view.version);
         let config = &state.scores.config;
         if !kind.names(config).contains(&name) {
@@ -341,28 +339,32 @@ pub(crate) async fn segment_members(
                 .with_snapshot(view, &view.version, changes, as_of, |snapshot, _| {
                     snapshot.members(kind, &name, cursor.as_deref(), limit)
                 })?;
-        let contacts = ids
+        let customers = ids
             .iter()
             .map(|id| contact(view, id))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((contacts, more))
+            .collect::<Result<Value, _>>()?;
+        // One vault lookup for the page; CSV escaping comes after, on the
+        // opened text.
+        let customers = unseal::open_value(state.vault(), customers)?;
+        // The next page starts after the last id as the snapshot has it,
+        // never after a shown (opened) one.
+        let next_cursor = more.then(|| ids.last().cloned()).flatten();
+        Ok((customers, next_cursor))
     })
     .await?;
-    let next_cursor = more
-        .then(|| members.last().map(|member| member.customer_id.clone()))
-        .flatten();
     if csv {
+        let text = |member: &Value, field: &str| csv_field(member[field].as_str().unwrap_or(""));
         let mut body = String::from("customer_id,email,phone,name,email_consent\n");
-        for member in &members {
-            let consent = member
-                .email_consent
+        for member in customers.as_array().into_iter().flatten() {
+            let consent = member["email_consent"]
+                .as_bool()
                 .map_or("", |granted| if granted { "true" } else { "false" });
             body.push_str(&format!(
                 "{},{},{},{},{consent}\n",
-                csv_field(&member.customer_id),
-                csv_field(member.email.as_deref().unwrap_or("")),
-                csv_field(member.phone.as_deref().unwrap_or("")),
-                csv_field(member.name.as_deref().unwrap_or("")),
+                text(member, "customer_id"),
+                text(member, "email"),
+                text(member, "phone"),
+                text(member, "name"),
             ));
         }
         let mut response =
@@ -374,18 +376,6 @@ pub(crate) async fn segment_members(
         }
         return Ok(response);
     }
-    let customers: Vec<Value> = members
-        .iter()
-        .map(|member| {
-            json!({
-                "customer_id": member.customer_id,
-                "email": member.email,
-                "phone": member.phone,
-                "name": member.name,
-                "email_consent": member.email_consent,
-            })
-        })
-        .collect();
     let mut body = json!({
         "as_of": format_day(as_of),
         "kind": kind.as_str(),

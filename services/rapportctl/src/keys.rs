@@ -78,6 +78,9 @@ pub(crate) enum KeyKind {
     /// Everything, including /v1/admin/… (rapportctl status, replay, verify,
     /// reidentify).
     Admin,
+    /// For Rapport's own services: the vault's keys, which ingest seals
+    /// personal fields with and the projector opens them with. Nothing else.
+    Service,
 }
 
 impl From<KeyKind> for Kind {
@@ -86,6 +89,7 @@ impl From<KeyKind> for Kind {
             KeyKind::Write => Kind::Write,
             KeyKind::Read => Kind::Read,
             KeyKind::Admin => Kind::Admin,
+            KeyKind::Service => Kind::Service,
         }
     }
 }
@@ -346,6 +350,7 @@ mod tests {
             ("write", Kind::Write),
             ("read", Kind::Read),
             ("admin", Kind::Admin),
+            ("service", Kind::Service),
         ] {
             let Ok(KeysAction::Create { kind: parsed, .. }) =
                 parse(&["create", "--kind", text, "--name", "shop"])

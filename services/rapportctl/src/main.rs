@@ -3,6 +3,7 @@
 
 mod client;
 mod dead_letters;
+mod erase;
 mod keys;
 mod progress;
 mod reidentify;
@@ -148,6 +149,23 @@ enum Command {
         /// How long to wait for both versions to reach the same offsets.
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         patience_s: u64,
+    },
+    /// Erase a person: every identifier identity has linked to them, every
+    /// profile merged into them. Their data keys are destroyed in the vault,
+    /// so their personal fields read [erased] on every topic and in every
+    /// projection, rebuilt or not; their orders stay, so revenue and
+    /// segment sizes do not change. Needs an admin key. Prints the
+    /// erasure's id; `--show ID` reports it again.
+    Erase {
+        /// The person's customer id, email or phone (read as an email when
+        /// it has an @, a phone when it starts with +, else a customer id).
+        value: Option<String>,
+        /// Which identifier VALUE is, where the guess would be wrong.
+        #[arg(long, value_parser = ["customer_id", "email", "phone", "anonymous_id"])]
+        kind: Option<String>,
+        /// Show erasure ID instead of erasing.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["value", "kind"])]
+        show: Option<String>,
     },
     /// Re-run identity resolution from the raw topic into a new version of
     /// the identifier graph and of the customer topic, beside the live ones,
@@ -357,6 +375,13 @@ fn run(
             ),
         },
         Command::Keys { action } => keys::run(config, action),
+        Command::Erase { value, kind, show } => match (value, show) {
+            (_, Some(id)) => erase::show(services, &id),
+            (Some(value), None) => erase::erase(services, &value, kind.as_deref()),
+            (None, None) => anyhow::bail!(
+                "name the person to erase: rapportctl erase <customer id | email | phone>"
+            ),
+        },
         Command::Topics { action } => {
             let runtime = tokio::runtime::Handle::current();
             match action {

@@ -31,6 +31,7 @@ pub async fn every_route_checks_its_scope(routes: impl Fn(&Gate) -> (Router, Rou
             write_per_second: 1_000_000,
             read_per_second: 1_000_000,
             admin_per_second: 1_000_000,
+            service_per_second: 1_000_000,
             failed_auth_per_minute: 1_000_000,
         },
         &rapport_common::metrics::Registry::default(),

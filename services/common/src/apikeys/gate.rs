@@ -44,6 +44,8 @@ pub struct RateLimits {
     pub write_per_second: u32,
     pub read_per_second: u32,
     pub admin_per_second: u32,
+    /// Rapport's own services fetching vault keys.
+    pub service_per_second: u32,
     pub failed_auth_per_minute: u32,
 }
 
@@ -53,6 +55,7 @@ impl Default for RateLimits {
             write_per_second: 1_000,
             read_per_second: 100,
             admin_per_second: 100,
+            service_per_second: 10_000,
             failed_auth_per_minute: 60,
         }
     }
@@ -64,6 +67,7 @@ impl RateLimits {
             Kind::Write => self.write_per_second,
             Kind::Read => self.read_per_second,
             Kind::Admin => self.admin_per_second,
+            Kind::Service => self.service_per_second,
         })
     }
 
@@ -72,6 +76,7 @@ impl RateLimits {
             ("rate_limits.write_per_second", self.write_per_second),
             ("rate_limits.read_per_second", self.read_per_second),
             ("rate_limits.admin_per_second", self.admin_per_second),
+            ("rate_limits.service_per_second", self.service_per_second),
             (
                 "rate_limits.failed_auth_per_minute",
                 self.failed_auth_per_minute,
@@ -213,7 +218,8 @@ impl Gate {
         }
     }
 
-    /// Admits a request to a route that needs `scope`, or says why not.
+    /// Admits a request to a route that needs `scope`, or says why not;
+    /// says which key it came with (none where no key is needed).
     pub fn admit(
         &self,
         scope: Scope,
@@ -221,10 +227,10 @@ impl Gate {
         client: Option<SocketAddr>,
         now: Instant,
         now_ms: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Caller>, ApiError> {
         let inner = &*self.inner;
         if inner.mode == AuthMode::Off || scope == Scope::Open {
-            return Ok(());
+            return Ok(None);
         }
         let client = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |address| address.ip());
         let key = match presented_key(headers) {
@@ -283,7 +289,10 @@ impl Gate {
         }
         self.take_rate(&key, now)?;
         self.note_use(&key, now, now_ms);
-        Ok(())
+        Ok(Some(Caller {
+            key_id: key.id,
+            kind: key.kind,
+        }))
     }
 
     fn take_rate(&self, key: &KeyInfo, now: Instant) -> Result<(), ApiError> {
@@ -403,7 +412,15 @@ struct Guard {
     scope: Scope,
 }
 
-async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+/// The key a request came with, in the request's extensions for handlers
+/// that record who asked (an erasure's audit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub key_id: String,
+    pub kind: Kind,
+}
+
+async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -415,7 +432,12 @@ async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Resp
         Instant::now(),
         crate::now_ms(),
     ) {
-        Ok(()) => next.run(request).await,
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
+            }
+            next.run(request).await
+        }
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -542,9 +564,9 @@ mod tests {
         headers
     }
 
-    fn status(result: Result<(), ApiError>) -> u16 {
+    fn status<T>(result: Result<T, ApiError>) -> u16 {
         match result {
-            Ok(()) => 200,
+            Ok(_) => 200,
             Err(error) => error.into_response().status().as_u16(),
         }
     }
@@ -598,7 +620,11 @@ mod tests {
         let start = Instant::now();
         let headers = bearer(&secrets[0]);
         for _ in 0..10 {
-            gate.admit(Scope::Read, &headers, None, start, 0).unwrap();
+            assert!(
+                gate.admit(Scope::Read, &headers, None, start, 0)
+                    .unwrap()
+                    .is_some()
+            );
         }
         let refusal = gate
             .admit(Scope::Read, &headers, None, start, 0)

@@ -10,7 +10,7 @@
 mod gate;
 mod registry;
 
-pub use gate::{AuthMode, Gate, RateLimits, RouteTable, ScopedRoutes};
+pub use gate::{AuthMode, Caller, Gate, RateLimits, RouteTable, ScopedRoutes};
 pub use registry::{Registry, follow, write_record};
 
 use std::collections::HashMap;
@@ -31,6 +31,8 @@ pub enum Scope {
     Read,
     /// Everything under `/v1/admin/…`.
     Admin,
+    /// The vault's keys: Rapport's own services.
+    Service,
 }
 
 impl Scope {
@@ -40,6 +42,7 @@ impl Scope {
             Scope::Write => "events:write",
             Scope::Read => "read",
             Scope::Admin => "admin",
+            Scope::Service => "service",
         }
     }
 }
@@ -50,16 +53,18 @@ pub enum Kind {
     Write,
     Read,
     Admin,
+    Service,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Write, Kind::Read, Kind::Admin];
+    pub const ALL: [Kind; 4] = [Kind::Write, Kind::Read, Kind::Admin, Kind::Service];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Write => "write",
             Kind::Read => "read",
             Kind::Admin => "admin",
+            Kind::Service => "service",
         }
     }
 
@@ -76,6 +81,7 @@ impl Kind {
                 | (Kind::Admin, _)
                 | (Kind::Write, Scope::Write)
                 | (Kind::Read, Scope::Read)
+                | (Kind::Service, Scope::Service)
         )
     }
 
@@ -86,6 +92,7 @@ impl Kind {
             Scope::Write => Some(Kind::Write),
             Scope::Read => Some(Kind::Read),
             Scope::Admin => Some(Kind::Admin),
+            Scope::Service => Some(Kind::Service),
         }
     }
 
@@ -98,6 +105,7 @@ impl Kind {
             Kind::Write => ApiKeyKind::Write,
             Kind::Read => ApiKeyKind::Read,
             Kind::Admin => ApiKeyKind::Admin,
+            Kind::Service => ApiKeyKind::Service,
         }
     }
 
@@ -106,6 +114,7 @@ impl Kind {
             ApiKeyKind::Write => Some(Kind::Write),
             ApiKeyKind::Read => Some(Kind::Read),
             ApiKeyKind::Admin => Some(Kind::Admin),
+            ApiKeyKind::Service => Some(Kind::Service),
             ApiKeyKind::Unspecified => None,
         }
     }
