@@ -15,7 +15,12 @@
 //!    the same records from memory (what a rebuild would reach if the
 //!    broker cost nothing);
 //! 3. query: p50/p99 latency of `GET /v1/customers/{id}` with several clients
-//!    while ingest traffic keeps flowing.
+//!    while ingest traffic keeps flowing;
+//! 4. sealing: the ingest of 1 and the fresh rebuild of 2 again on a second
+//!    pipeline with `[privacy] sealing = "off"`, after the first one's and
+//!    stopped before the next measure, so that the two never share the
+//!    cores: what sealing personal fields costs; beside it, sealing alone
+//!    in this process (no vault, no HTTP, no broker).
 //!
 //! Events are generated batch by batch while they are sent, never held all at
 //! once, so that 5 million events fit in memory.
@@ -57,6 +62,235 @@ fn generate(range: std::ops::Range<usize>, customers: usize) -> Vec<Value> {
             }
         })
         .collect()
+}
+
+/// What sending the workload through ingest measured.
+struct Ingested {
+    elapsed: Duration,
+    rate: f64,
+    /// Ingest's CPU time per event while it took them in.
+    ingest_cpu_us: f64,
+    /// The three services' CPU readings before the first batch, for
+    /// [`Ingested::services_cpu_us`] once the pipeline caught up.
+    services_before: f64,
+}
+
+impl Ingested {
+    /// Ingest's, identity's and the projector's CPU per event, from the
+    /// first batch sent until now (call it once the pipeline caught up).
+    fn services_cpu_us(&self, pipeline: &Pipeline, total: usize) -> f64 {
+        (services_cpu_seconds(pipeline) - self.services_before) * 1e6 / total as f64
+    }
+}
+
+/// The CPU time ingest, identity and the projector of `pipeline` used so far.
+fn services_cpu_seconds(pipeline: &Pipeline) -> f64 {
+    [
+        pipeline.ingest.as_ref(),
+        Some(&pipeline.identity),
+        Some(&pipeline.projector),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(rapport_e2e::Service::cpu_seconds)
+    .sum()
+}
+
+/// Sends events `0..total` through `POST /v1/events` of `pipeline` in
+/// batches of `batch_size` from `clients` clients, each batch acknowledged
+/// by the broker before the client sends its next.
+fn ingest_over_http(
+    pipeline: &Pipeline,
+    total: usize,
+    customers: usize,
+    clients: usize,
+    batch_size: usize,
+) -> Ingested {
+    let batch_count = total.div_ceil(batch_size);
+    let batch = |index: usize| {
+        generate(
+            index * batch_size..((index + 1) * batch_size).min(total),
+            customers,
+        )
+    };
+    let ingest = pipeline.ingest.as_ref().expect("a pipeline with ingest");
+    let services_before = services_cpu_seconds(pipeline);
+    let ingest_before = ingest.cpu_seconds().unwrap_or(0.0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for client in 0..clients {
+            let batch = &batch;
+            scope.spawn(move || {
+                for index in (client..batch_count).step_by(clients) {
+                    pipeline.send_ok(&batch(index));
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    Ingested {
+        elapsed,
+        rate: total as f64 / elapsed.as_secs_f64(),
+        ingest_cpu_us: (ingest.cpu_seconds().unwrap_or(0.0) - ingest_before) * 1e6 / total as f64,
+        services_before,
+    }
+}
+
+/// The mean size in bytes (key and payload) of `topic`'s records, read
+/// whole with a plain consumer.
+fn mean_record_bytes(
+    kafka: &rapport_common::config::KafkaConfig,
+    topic: &str,
+    client_id: &str,
+) -> f64 {
+    let (mut records, mut bytes) = (0u64, 0u64);
+    read_whole_topic(kafka, topic, client_id, |message| {
+        records += 1;
+        bytes += (message.key_len() + message.payload_len()) as u64;
+    });
+    bytes as f64 / records.max(1) as f64
+}
+
+/// The workload's ingest and fresh rebuild on a pipeline of their own, like
+/// the sealed pipeline's but with `sealing = "off"`.
+struct Clear {
+    ingested: Ingested,
+    services_cpu_us: f64,
+    fresh: FreshRebuild,
+    record_bytes: f64,
+}
+
+/// Starts a pipeline with sealing off, sends it the same events as the
+/// sealed one got, rebuilds its customer view in a fresh projector, and
+/// stops it all.
+fn measure_clear(total: usize, customers: usize, clients: usize, batch_size: usize) -> Clear {
+    let pipeline = Pipeline::start_configured("bench-clear", "[privacy]\nsealing = \"off\"\n");
+    let ingested = ingest_over_http(&pipeline, total, customers, clients, batch_size);
+    pipeline.wait_until_caught_up(Duration::from_secs(3600));
+    let services_cpu_us = ingested.services_cpu_us(&pipeline, total);
+    let customer_records = customer_record_count(&pipeline, total);
+    let fresh = rebuild_fresh(&pipeline, "projector-rebuild", customer_records);
+    let record_bytes = mean_record_bytes(
+        &rapport_e2e::kafka(),
+        &pipeline.topics.customer,
+        "rapport-bench-clear-size",
+    );
+    // Dropping the pipeline kills its services and removes their stores.
+    drop(pipeline);
+    Clear {
+        ingested,
+        services_cpu_us,
+        fresh,
+        record_bytes,
+    }
+}
+
+/// The records in `pipeline`'s customer topic, which must be one per event
+/// sent: the workload merges no profiles, so identity writes one customer
+/// record per event, and anything else means events were lost or doubled.
+fn customer_record_count(pipeline: &Pipeline, total: usize) -> i64 {
+    let customer_records: i64 = rapport_e2e::high_watermarks(&pipeline.topics.customer)
+        .values()
+        .sum();
+    assert_eq!(
+        customer_records, total as i64,
+        "identity resolved {customer_records} customer records for {total} events"
+    );
+    customer_records
+}
+
+/// What sealing alone costs, per event, in this process: no vault (one
+/// data key, as ingest has it cached), no HTTP, no broker.
+struct SealingInMemory {
+    /// `seal::subject` and `seal::seal_event`, everything ingest does to
+    /// seal an event once it has the key.
+    seal_us: f64,
+    /// Of that, the pseudonyms (HMAC-SHA-256, one per identifier and one
+    /// for the subject).
+    pseudonyms_us: f64,
+    /// Encoding the event for the log, sealed vs clear.
+    encode_sealed_us: f64,
+    encode_clear_us: f64,
+    /// The encoded event's size, sealed vs clear.
+    sealed_bytes: f64,
+    clear_bytes: f64,
+}
+
+/// Seals the workload's first `count` events as ingest does (validated
+/// from the same JSON), timing each step over them all.
+fn sealing_in_memory(count: usize, customers: usize) -> SealingInMemory {
+    use rapport_common::privacy::{DataKey, SecretKey, pseudonym};
+    use rapport_ingest::seal;
+    let mut errors = Vec::new();
+    let clear: Vec<rapport_proto::v1::Event> = generate(0..count, customers)
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            let mut event = rapport_ingest::validate::event_from_json(index, value, &mut errors);
+            rapport_ingest::validate::check_event(index, &mut event, &mut errors);
+            event
+        })
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "generated events must be valid: {errors:?}"
+    );
+    let pseudonym_key = SecretKey::random().expect("randomness");
+    let data_key = DataKey {
+        subject: String::new(),
+        // As long as the vault's key ids.
+        key_id: "0123456789abcdef".to_owned(),
+        key: SecretKey::random().expect("randomness"),
+    };
+    let per_event = |elapsed: Duration| elapsed.as_secs_f64() * 1e6 / count as f64;
+
+    let mut sealed = clear.clone();
+    let started = Instant::now();
+    for event in &mut sealed {
+        let key = DataKey {
+            subject: seal::subject(event, &pseudonym_key),
+            ..data_key.clone()
+        };
+        seal::seal_event(event, &key, &pseudonym_key).expect("seal");
+    }
+    let seal_us = per_event(started.elapsed());
+
+    let started = Instant::now();
+    let mut hashed = 0usize;
+    for event in &clear {
+        // The subject's pseudonym, then one for each identifier, as
+        // `seal_batch` computes them.
+        hashed += seal::subject(event, &pseudonym_key).len();
+        let customer = event.customer.as_ref().expect("every event names someone");
+        for (kind, value) in [
+            ("customer_id", &customer.customer_id),
+            ("email", &customer.email),
+            ("phone", &customer.phone),
+            ("anonymous_id", &customer.anonymous_id),
+        ] {
+            if !value.is_empty() {
+                hashed += pseudonym(&pseudonym_key, kind, value).len();
+            }
+        }
+    }
+    let pseudonyms_us = per_event(started.elapsed());
+    assert!(hashed > 0);
+
+    let encode = |events: &[rapport_proto::v1::Event]| {
+        let started = Instant::now();
+        let bytes: usize = events.iter().map(|event| event.encode_to_vec().len()).sum();
+        (per_event(started.elapsed()), bytes as f64 / count as f64)
+    };
+    let (encode_sealed_us, sealed_bytes) = encode(&sealed);
+    let (encode_clear_us, clear_bytes) = encode(&clear);
+    SealingInMemory {
+        seal_us,
+        pseudonyms_us,
+        encode_sealed_us,
+        encode_clear_us,
+        sealed_bytes,
+        clear_bytes,
+    }
 }
 
 /// How long a reader took over the customer topic, and when its first
@@ -389,27 +623,10 @@ fn main() {
 
     let pipeline = Pipeline::start("bench");
     let batch_count = total.div_ceil(batch_size);
-    let batch = |index: usize| {
-        generate(
-            index * batch_size..((index + 1) * batch_size).min(total),
-            customers,
-        )
-    };
 
     // 1a. Through ingest.
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for client in 0..clients {
-            let (batch, pipeline) = (&batch, &pipeline);
-            scope.spawn(move || {
-                for index in (client..batch_count).step_by(clients) {
-                    pipeline.send_ok(&batch(index));
-                }
-            });
-        }
-    });
-    let ingest_elapsed = started.elapsed();
-    let ingest_rate = total as f64 / ingest_elapsed.as_secs_f64();
+    let ingested = ingest_over_http(&pipeline, total, customers, clients, batch_size);
+    let (ingest_elapsed, ingest_rate) = (ingested.elapsed, ingested.rate);
 
     // 1b. The same kind of records straight from rdkafka, same producer settings.
     let copy_topic = format!("{}.producer-baseline", pipeline.topics.raw);
@@ -470,16 +687,21 @@ fn main() {
     // 2a. A fresh projector (its own process, empty store) over the whole
     // customer topic: a rebuild with nothing else in the process.
     pipeline.wait_until_caught_up(Duration::from_secs(3600));
-    let customer_records: i64 = rapport_e2e::high_watermarks(&pipeline.topics.customer)
-        .values()
-        .sum();
-    // The workload merges no profiles, so identity writes one customer
-    // record per event: anything else means events were lost or doubled.
-    assert_eq!(
-        customer_records, total as i64,
-        "identity resolved {customer_records} customer records for {total} events"
-    );
+    let services_cpu_us = ingested.services_cpu_us(&pipeline, total);
+    let customer_records = customer_record_count(&pipeline, total);
     let fresh = rebuild_fresh(&pipeline, "projector-rebuild", customer_records);
+    let record_bytes = mean_record_bytes(
+        &rapport_e2e::kafka(),
+        &pipeline.topics.customer,
+        "rapport-bench-size",
+    );
+
+    // 4. (measured here, beside 1a and 2a, and printed last) The same
+    // ingest and fresh rebuild with sealing off, on a pipeline of its own
+    // that is gone before the next measure starts. This one's services
+    // stay up meanwhile, idle.
+    let clear = measure_clear(total, customers, clients, batch_size);
+    let sealing = sealing_in_memory(total.min(100_000), customers);
 
     // 2b. A plain rdkafka consumer reading the same topic from the start,
     // with the fetch wait of a projector catching up: how fast the broker
@@ -750,5 +972,51 @@ fn main() {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         latencies.len()
+    );
+    let versus = |sealed: f64, clear: f64, unit: &str| {
+        format!("{sealed:.0} vs {clear:.0} {unit} ({:.2})", sealed / clear)
+    };
+    let versus_us =
+        |sealed: f64, clear: f64| format!("{sealed:.1} vs {clear:.1} µs ({:.2})", sealed / clear);
+    let after_start_up = |timed: &Timed| {
+        timed
+            .after_start_up(customer_records)
+            .map_or(0.0, |(rate, _)| rate)
+    };
+    println!(
+        "| ingest, sealed vs clear (same events, batches and clients; ratio) | {} |",
+        versus(ingest_rate, clear.ingested.rate, "events/s")
+    );
+    println!(
+        "| ingest's CPU per event, sealed vs clear; ingest's, identity's and the projector's until caught up | {}; {} |",
+        versus_us(ingested.ingest_cpu_us, clear.ingested.ingest_cpu_us),
+        versus_us(services_cpu_us, clear.services_cpu_us)
+    );
+    println!(
+        "| customer view rebuilt by a fresh projector, sealed vs clear; after the first records | {}; {} |",
+        versus(fresh.rate, clear.fresh.rate, "records/s"),
+        versus(
+            after_start_up(&fresh.timed),
+            after_start_up(&clear.fresh.timed),
+            "records/s"
+        )
+    );
+    println!(
+        "| that projector's CPU per record, sealed vs clear; peak resident memory; mean customer record size | {}; {} vs {} MiB; {} |",
+        versus_us(fresh.cpu_us, clear.fresh.cpu_us),
+        fresh.peak_kib / 1024,
+        clear.fresh.peak_kib / 1024,
+        versus(record_bytes, clear.record_bytes, "bytes")
+    );
+    println!(
+        "| that projector's CPU per record by kind of thread, sealed; clear | {}; {} |",
+        fresh.threads, clear.fresh.threads
+    );
+    println!(
+        "| sealing alone, in the bench process (one cached data key): per event; of which pseudonyms; encoding the event, sealed vs clear; its size | {:.1} µs; {:.1} µs; {}; {} |",
+        sealing.seal_us,
+        sealing.pseudonyms_us,
+        versus_us(sealing.encode_sealed_us, sealing.encode_clear_us),
+        versus(sealing.sealed_bytes, sealing.clear_bytes, "bytes")
     );
 }
