@@ -166,20 +166,42 @@ struct Clear {
 fn measure_clear(total: usize, customers: usize, clients: usize, batch_size: usize) -> Clear {
     let pipeline = Pipeline::start_configured("bench-clear", "[privacy]\nsealing = \"off\"\n");
     let ingested = ingest_over_http(&pipeline, total, customers, clients, batch_size);
-    pipeline.wait_until_caught_up(Duration::from_secs(3600));
-    let services_cpu_us = ingested.services_cpu_us(&pipeline, total);
-    let customer_records = customer_record_count(&pipeline, total);
-    let fresh = rebuild_fresh(&pipeline, "projector-rebuild", customer_records);
-    let record_bytes = mean_record_bytes(
-        &rapport_e2e::kafka(),
-        &pipeline.topics.customer,
-        "rapport-bench-clear-size",
-    );
+    let rebuilt = rebuild_after_ingest(&pipeline, &ingested, total, "rapport-bench-clear-size");
     // Dropping the pipeline kills its services and removes their stores.
     drop(pipeline);
     Clear {
         ingested,
+        services_cpu_us: rebuilt.services_cpu_us,
+        fresh: rebuilt.fresh,
+        record_bytes: rebuilt.record_bytes,
+    }
+}
+
+/// What follows an ingest run on one pipeline: the services' CPU per event
+/// once caught up, a fresh projector's rebuild of the customer view, and
+/// the customer records' mean size.
+struct AfterIngest {
+    services_cpu_us: f64,
+    customer_records: i64,
+    fresh: FreshRebuild,
+    record_bytes: f64,
+}
+
+fn rebuild_after_ingest(
+    pipeline: &Pipeline,
+    ingested: &Ingested,
+    total: usize,
+    size_group: &str,
+) -> AfterIngest {
+    pipeline.wait_until_caught_up(Duration::from_secs(3600));
+    let services_cpu_us = ingested.services_cpu_us(pipeline, total);
+    let customer_records = customer_record_count(pipeline, total);
+    let fresh = rebuild_fresh(pipeline, "projector-rebuild", customer_records);
+    let record_bytes =
+        mean_record_bytes(&rapport_e2e::kafka(), &pipeline.topics.customer, size_group);
+    AfterIngest {
         services_cpu_us,
+        customer_records,
         fresh,
         record_bytes,
     }
@@ -686,15 +708,12 @@ fn main() {
 
     // 2a. A fresh projector (its own process, empty store) over the whole
     // customer topic: a rebuild with nothing else in the process.
-    pipeline.wait_until_caught_up(Duration::from_secs(3600));
-    let services_cpu_us = ingested.services_cpu_us(&pipeline, total);
-    let customer_records = customer_record_count(&pipeline, total);
-    let fresh = rebuild_fresh(&pipeline, "projector-rebuild", customer_records);
-    let record_bytes = mean_record_bytes(
-        &rapport_e2e::kafka(),
-        &pipeline.topics.customer,
-        "rapport-bench-size",
-    );
+    let AfterIngest {
+        services_cpu_us,
+        customer_records,
+        fresh,
+        record_bytes,
+    } = rebuild_after_ingest(&pipeline, &ingested, total, "rapport-bench-size");
 
     // 4. (measured here, beside 1a and 2a, and printed last) The same
     // ingest and fresh rebuild with sealing off, on a pipeline of its own
