@@ -182,10 +182,9 @@ impl Vault {
 
 fn new_key_id() -> Result<String, VaultError> {
     let key = SecretKey::random()?;
-    Ok(key.as_bytes()[..8]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect())
+    let mut id = String::with_capacity(16);
+    rapport_common::privacy::push_hex(&mut id, &key.as_bytes()[..8]);
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! event's subject, the pseudonym of its strongest identifier. Erasing the
 //! person destroys that key; the log keeps nothing readable of them.
 
-use rapport_common::privacy::{DataKey, SecretKey, pseudonym, seal_text};
+use rapport_common::privacy::{DataKey, Sealer, SecretKey, pseudonym};
 use rapport_projections::identity::{Identifier, IdentifierKind, identifiers_of};
 use rapport_proto::v1 as proto;
 use rapport_proto::v1::event::Payload;
@@ -58,9 +58,11 @@ pub fn seal_event(
     pseudonym_key: &SecretKey,
 ) -> rapport_common::Result<()> {
     let event_id = event.event_id.clone();
+    // One cipher set-up for every value of the event.
+    let sealer = Sealer::new(key);
     let sealed = |text: &mut String| -> rapport_common::Result<()> {
         if !text.is_empty() {
-            *text = seal_text(key, &event_id, text)?;
+            *text = sealer.seal_text(&event_id, text)?;
         }
         Ok(())
     };
@@ -91,7 +93,7 @@ pub fn seal_event(
             match Identifier::normalised(kind, value) {
                 Some(identifier) => {
                     *value = pseudonym(pseudonym_key, kind.as_str(), &identifier.value);
-                    *shown = seal_text(key, &event_id, &identifier.value)?;
+                    *shown = sealer.seal_text(&event_id, &identifier.value)?;
                 }
                 None => value.clear(),
             }

@@ -131,7 +131,9 @@ pub fn digest(secret: &str) -> Digest {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    let mut text = String::with_capacity(2 * bytes.len());
+    crate::privacy::push_hex(&mut text, bytes);
+    text
 }
 
 fn random_bytes<const N: usize>() -> crate::Result<[u8; N]> {
