@@ -18,9 +18,9 @@ use crate::{Error, Result};
 pub struct Config {
     /// `"keys"` (the default): every route but `/healthz` needs an API key.
     /// `"off"`: none does, and every start logs a warning.
-    pub auth: crate::apikeys::AuthMode,
+    pub auth: AuthMode,
     /// Requests a second per key, by kind; failed attempts per client.
-    pub rate_limits: crate::apikeys::RateLimits,
+    pub rate_limits: RateLimits,
     pub kafka: KafkaConfig,
     pub topics: TopicNames,
     pub ingest: IngestConfig,
@@ -102,6 +102,64 @@ impl Default for IngestConfig {
             max_in_flight_requests: 64,
             body_read_timeout_ms: 10_000,
         }
+    }
+}
+
+/// Whether requests need API keys (the gate is in `apikeys`). `off` exists for a closed network and for
+/// trying things out; every start with it logs a warning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    Keys,
+    Off,
+}
+
+/// Requests per second a key of each kind may make (a burst of one
+/// second's worth), and failed attempts a client address may make per
+/// minute before it is answered 429.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    pub write_per_second: u32,
+    pub read_per_second: u32,
+    pub admin_per_second: u32,
+    /// Rapport's own services fetching vault keys.
+    pub service_per_second: u32,
+    pub failed_auth_per_minute: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            write_per_second: 1_000,
+            read_per_second: 100,
+            admin_per_second: 100,
+            service_per_second: 10_000,
+            failed_auth_per_minute: 60,
+        }
+    }
+}
+
+impl RateLimits {
+    pub fn validate(&self) -> crate::Result<()> {
+        for (key, value) in [
+            ("rate_limits.write_per_second", self.write_per_second),
+            ("rate_limits.read_per_second", self.read_per_second),
+            ("rate_limits.admin_per_second", self.admin_per_second),
+            ("rate_limits.service_per_second", self.service_per_second),
+            (
+                "rate_limits.failed_auth_per_minute",
+                self.failed_auth_per_minute,
+            ),
+        ] {
+            if value == 0 {
+                return Err(crate::Error::Config(format!(
+                    "{key} = 0 would refuse every request; give a positive rate"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -380,7 +438,6 @@ mod tests {
 
     #[test]
     fn auth_is_on_unless_switched_off_by_name() {
-        use crate::apikeys::AuthMode;
         assert_eq!(Config::default().auth, AuthMode::Keys);
         assert_eq!(
             Config::parse("auth = \"off\"\n").unwrap().auth,

@@ -19,77 +19,20 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use base64::Engine as _;
-use serde::Deserialize;
 
 use super::{KeyInfo, KeyState, Kind, Registry, Scope};
+pub use crate::config::{AuthMode, RateLimits};
 use crate::http::ApiError;
 use crate::metrics::Counter;
 
-/// Whether requests need keys. `off` exists for a closed network and for
-/// trying things out; every start with it logs a warning.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    #[default]
-    Keys,
-    Off,
-}
-
-/// Requests per second a key of each kind may make (a burst of one
-/// second's worth), and failed attempts a client address may make per
-/// minute before it is answered 429.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RateLimits {
-    pub write_per_second: u32,
-    pub read_per_second: u32,
-    pub admin_per_second: u32,
-    /// Rapport's own services fetching vault keys.
-    pub service_per_second: u32,
-    pub failed_auth_per_minute: u32,
-}
-
-impl Default for RateLimits {
-    fn default() -> Self {
-        Self {
-            write_per_second: 1_000,
-            read_per_second: 100,
-            admin_per_second: 100,
-            service_per_second: 10_000,
-            failed_auth_per_minute: 60,
-        }
-    }
-}
-
-impl RateLimits {
-    fn per_second(&self, kind: Kind) -> f64 {
-        f64::from(match kind {
-            Kind::Write => self.write_per_second,
-            Kind::Read => self.read_per_second,
-            Kind::Admin => self.admin_per_second,
-            Kind::Service => self.service_per_second,
-        })
-    }
-
-    pub fn validate(&self) -> crate::Result<()> {
-        for (key, value) in [
-            ("rate_limits.write_per_second", self.write_per_second),
-            ("rate_limits.read_per_second", self.read_per_second),
-            ("rate_limits.admin_per_second", self.admin_per_second),
-            ("rate_limits.service_per_second", self.service_per_second),
-            (
-                "rate_limits.failed_auth_per_minute",
-                self.failed_auth_per_minute,
-            ),
-        ] {
-            if value == 0 {
-                return Err(crate::Error::Config(format!(
-                    "{key} = 0 would refuse every request; give a positive rate"
-                )));
-            }
-        }
-        Ok(())
-    }
+/// Requests a second a key of `kind` may make.
+fn per_second(limits: &RateLimits, kind: Kind) -> f64 {
+    f64::from(match kind {
+        Kind::Write => limits.write_per_second,
+        Kind::Read => limits.read_per_second,
+        Kind::Admin => limits.admin_per_second,
+        Kind::Service => limits.service_per_second,
+    })
 }
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
@@ -296,7 +239,7 @@ impl Gate {
     }
 
     fn take_rate(&self, key: &KeyInfo, now: Instant) -> Result<(), ApiError> {
-        let rate = self.inner.limits.per_second(key.kind);
+        let rate = per_second(&self.inner.limits, key.kind);
         let burst = rate.max(1.0);
         let mut buckets = lock(&self.inner.key_buckets);
         let bucket = buckets
