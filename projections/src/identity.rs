@@ -115,14 +115,63 @@ impl std::fmt::Display for Identifier {
     }
 }
 
-/// Whether `text` is a pseudonym: `p_` and 32 lowercase hex digits.
+/// Whether `text` is a pseudonym: `p_` and 32 lowercase hex digits,
+/// perhaps with a [generation](generation_of) after them.
 pub fn is_pseudonym(text: &str) -> bool {
-    text.strip_prefix("p_").is_some_and(|digits| {
+    let (base, _) = generation_of(text);
+    base.strip_prefix("p_").is_some_and(|digits| {
         digits.len() == 32
             && digits
                 .bytes()
                 .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
     })
+}
+
+/// What separates a pseudonym from its generation.
+const GENERATION_MARK: char = '~';
+
+/// An identifier value and its generation: `p_…~2` is generation 2 of the
+/// pseudonym `p_…`. Identity gives an erased identifier that comes back a
+/// new generation, so it starts a new, separate person instead of linking
+/// to the erased one (see docs/privacy.md). Generation 0 has no mark.
+pub fn generation_of(value: &str) -> (&str, u32) {
+    if let Some((base, digits)) = value.rsplit_once(GENERATION_MARK)
+        && !digits.is_empty()
+        && !digits.starts_with('0')
+        && digits.bytes().all(|byte| byte.is_ascii_digit())
+        && let Ok(generation) = digits.parse()
+    {
+        return (base, generation);
+    }
+    (value, 0)
+}
+
+/// `base` in generation `generation`.
+pub fn in_generation(base: &str, generation: u32) -> String {
+    match generation {
+        0 => base.to_owned(),
+        _ => format!("{base}{GENERATION_MARK}{generation}"),
+    }
+}
+
+/// The newest generation of `identifier` that `known` knows, probing
+/// generations 1, 2, … while they are known; `identifier` itself (whatever
+/// its generation) when none is. Generations are dense: identity makes
+/// generation n + 1 only by erasing a person who held generation n.
+pub fn newest_generation(
+    identifier: &Identifier,
+    mut known: impl FnMut(&Identifier) -> bool,
+) -> Identifier {
+    let (base, start) = generation_of(&identifier.value);
+    let mut newest = identifier.clone();
+    for generation in start.saturating_add(1)..u32::MAX {
+        let next = Identifier::new(identifier.kind, in_generation(base, generation));
+        if !known(&next) {
+            break;
+        }
+        newest = next;
+    }
+    newest
 }
 
 /// Emails are trimmed and lower-cased.
@@ -353,6 +402,34 @@ pub fn resolve(
 pub(crate) mod tests {
     use super::*;
     use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn generations_round_trip_and_the_newest_known_one_is_found() {
+        let base = format!("p_{}", "ab".repeat(16));
+        assert_eq!(generation_of(&base), (base.as_str(), 0));
+        let second = in_generation(&base, 2);
+        assert_eq!(second, format!("{base}~2"));
+        assert_eq!(generation_of(&second), (base.as_str(), 2));
+        assert!(is_pseudonym(&base) && is_pseudonym(&second));
+        for odd in ["~", "~0", "~01", "~x", "~-1", "~99999999999"] {
+            let value = format!("{base}{odd}");
+            assert_eq!(generation_of(&value), (value.as_str(), 0), "{value}");
+            assert!(!is_pseudonym(&value), "{value}");
+        }
+        assert_eq!(in_generation(&base, 0), base);
+        let email = Identifier::new(IdentifierKind::Email, base.clone());
+        let known = [in_generation(&base, 1), in_generation(&base, 2)];
+        let newest = newest_generation(&email, |probe| known.contains(&probe.value));
+        assert_eq!(newest.value, known[1]);
+        assert_eq!(newest.kind, IdentifierKind::Email);
+        assert_eq!(newest_generation(&email, |_| false), email);
+        // Dense: a gap ends the probe
+        let gapped = [in_generation(&base, 2)];
+        assert_eq!(
+            newest_generation(&email, |probe| gapped.contains(&probe.value)),
+            email
+        );
+    }
 
     /// An in-memory graph for tests of the pure rules.
     #[derive(Default)]

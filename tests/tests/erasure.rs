@@ -3,14 +3,16 @@
 //! survey comment. After `rapportctl erase`, nothing personal of theirs is
 //! readable through the API, in any service's files, or on the topics, and
 //! their data keys are gone from every file; a rebuild of the customer view
-//! brings nothing back; their orders still count, and another customer is
-//! untouched.
+//! and a re-identification bring nothing back; their orders still count,
+//! and another customer is untouched. When the same email and customer id
+//! come back, they make a new, separate person, and re-identifying gives
+//! the same graph.
 
 use std::path::Path;
 use std::time::Duration;
 
 use rapport_e2e::{Pipeline, event, get_json_with_key, test_keys};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -224,6 +226,12 @@ fn an_erased_person_is_unreadable_everywhere_and_their_orders_still_count() {
     });
     assert_eq!(readable(&rebuilt.to_string()), None, "{rebuilt}");
     assert_eq!(rebuilt["profile"]["name"], "[erased]");
+    // And so does re-identifying the whole raw topic
+    let reidentified = pipeline.rapportctl(&["reidentify", "--version", "r-erased"]);
+    assert!(
+        reidentified.lines().any(|line| line == "equal"),
+        "{reidentified}"
+    );
 
     // No file of any service, nor any record on the topics, holds her
     // personal values or her data keys
@@ -249,7 +257,12 @@ fn an_erased_person_is_unreadable_everywhere_and_their_orders_still_count() {
             );
         }
     }
-    for topic in [&pipeline.topics.raw, &pipeline.topics.customer] {
+    let reidentified_topic = format!("{}.r-erased", pipeline.topics.customer);
+    for topic in [
+        &pipeline.topics.raw,
+        &pipeline.topics.customer,
+        &reidentified_topic,
+    ] {
         for record in rapport_e2e::read_all(topic) {
             for clear in PERSONAL {
                 assert_eq!(
@@ -267,7 +280,49 @@ fn an_erased_person_is_unreadable_everywhere_and_their_orders_still_count() {
             }
         }
     }
-    let _: Value = after;
+
+    // She comes back with the same email and customer id: a new person,
+    // who owns nothing of the erased one's
+    // The erased person goes by the pseudonym of her customer id
+    let erased_id = pipeline.pseudonym("customer_id", "c-erase-ada");
+    let returning = json!({"customer_id": "c-erase-ada", "email": "ada.erase@example.com"});
+    pipeline.send_ok(&[
+        event(
+            "customer.registered",
+            "2026-11-10T09:00:00Z",
+            returning.clone(),
+            json!({"name": "Ada Returns", "city": "Bath"}),
+        ),
+        event(
+            "order.placed",
+            "2026-11-11T10:00:00Z",
+            returning,
+            json!({"order_id": "o-ada-3", "total_minor": 1000, "currency": "USD"}),
+        ),
+    ]);
+    let back = pipeline.wait_for_json(
+        "/v1/customers?email=ada.erase@example.com",
+        PATIENCE,
+        |view| view["profile"]["name"] == "Ada Returns" && view["orders"]["count"] == 1,
+    );
+    assert_ne!(back["customer_id"], erased_id, "{back}");
+    assert_eq!(back["merged_ids"], json!([]), "{back}");
+    assert_eq!(back["orders"]["net_spend_minor"], json!({"USD": 1000}), "{back}");
+    assert_eq!(
+        back["identifiers"]["email"],
+        json!(["ada.erase@example.com"]),
+        "her new email reads: {back}"
+    );
+    let (_, by_id) = pipeline.get("/v1/customers/c-erase-ada");
+    assert_eq!(by_id["customer_id"], back["customer_id"], "{by_id}");
+    let (_, old) = pipeline.get(&format!("/v1/customers/{erased_id}"));
+    assert_eq!(old["profile"]["name"], "[erased]", "{old}");
+    assert_eq!(old["orders"]["count"], 2, "{old}");
+    assert_eq!(readable(&old.to_string()), None, "{old}");
+    // Re-identifying gives every event the person it had live
+    pipeline.wait_until_caught_up(PATIENCE);
+    let again = pipeline.rapportctl(&["reidentify", "--version", "r-back"]);
+    assert!(again.lines().any(|line| line == "equal"), "{again}");
 }
 
 /// identity killed with SIGKILL while it erases: after the restart, every

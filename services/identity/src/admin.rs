@@ -199,7 +199,13 @@ mod tests {
         // Nothing listens here: the refusals below must come before any broker call.
         config.kafka.brokers = "127.0.0.1:1".to_owned();
         let versions =
-            Versions::start(config, store.clone(), directory.join("identity.baselines")).unwrap();
+            Versions::start(
+                config,
+                store.clone(),
+                directory.join("identity.baselines"),
+                Default::default(),
+            )
+            .unwrap();
         let vault = Arc::new(crate::vault::Vault::open(&directory.join("vault")).unwrap());
         router(
             Arc::new(AdminState {
@@ -208,7 +214,7 @@ mod tests {
                 status: WorkerStatus::new("raw"),
                 metrics: Default::default(),
                 vault: vault.clone(),
-                erasures: Arc::new(crate::erasure::Erasures::new(store, vault)),
+                erasures: Arc::new(crate::erasure::Erasures::open(store, vault).unwrap()),
             }),
             &Gate::open_for_tests(),
         )
@@ -224,6 +230,7 @@ mod tests {
             config,
             store.clone(),
             directory.path().join("identity.baselines"),
+            Default::default(),
         )
         .unwrap();
         let vault = Arc::new(crate::vault::Vault::open(&directory.path().join("vault")).unwrap());
@@ -235,7 +242,9 @@ mod tests {
                     status: WorkerStatus::new("raw"),
                     metrics: Default::default(),
                     vault: vault.clone(),
-                    erasures: Arc::new(crate::erasure::Erasures::new(store.clone(), vault.clone())),
+                    erasures: Arc::new(
+                        crate::erasure::Erasures::open(store.clone(), vault.clone()).unwrap(),
+                    ),
                 }),
                 gate,
             )

@@ -31,6 +31,9 @@ pub(crate) struct ErasureAnswer {
     person: String,
     identifiers: usize,
     keys_destroyed: usize,
+    /// Per raw partition, the last offset the erased person's identifiers
+    /// belong to them at; later events start a new person.
+    cut: Vec<i64>,
 }
 
 impl From<ErasureRecord> for ErasureAnswer {
@@ -44,6 +47,7 @@ impl From<ErasureRecord> for ErasureAnswer {
             person: record.person,
             identifiers: record.identifiers,
             keys_destroyed: record.keys_destroyed,
+            cut: record.cut,
         }
     }
 }
@@ -121,6 +125,10 @@ pub(crate) async fn erase(
                 ErasureError::UnknownPerson => {
                     ApiError::NotFound(format!("no person has this {}", kind.as_str()))
                 }
+                busy @ ErasureError::Busy(_) => ApiError::Unavailable {
+                    message: busy.to_string(),
+                    retry_after_s: 10,
+                },
                 other => ApiError::Internal(other.to_string()),
             })?;
     tracing::info!(erasure = %record.id, person = %record.person, keys_destroyed = record.keys_destroyed, "erased a person");

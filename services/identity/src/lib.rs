@@ -12,6 +12,7 @@ pub mod admin;
 pub mod compare;
 pub mod erasure;
 mod erasure_http;
+pub mod generations;
 pub mod reader;
 pub mod vault;
 mod vault_http;
@@ -36,6 +37,7 @@ use rapport_projections::identity::{
 };
 use rapport_proto::v1::{self as proto, customer_record::Body};
 
+use crate::generations::{ErasedView, Generations};
 use crate::reader::{OrderedReader, RawRecord};
 
 /// The column family holding the graph, seen event ids and raw offsets.
@@ -289,12 +291,14 @@ impl BatchOutput {
 
 /// Resolves one batch of raw records into staged graph changes and the
 /// records to produce. Nothing is committed here. A record that cannot be
-/// resolved becomes a dead letter and the batch goes on.
+/// resolved becomes a dead letter and the batch goes on. Identifiers an
+/// erasure cut off are renamed into their new generation first.
 fn resolve_batch<'a>(
     staged: Staged<'a>,
     batch: &[RawRecord],
     topics: &TopicNames,
     metrics: &IdentityMetrics,
+    erased: &ErasedView<'_>,
 ) -> Result<(Staged<'a>, BatchOutput)> {
     let staged = RefCell::new(staged);
     let mut output = BatchOutput::default();
@@ -314,7 +318,7 @@ fn resolve_batch<'a>(
             }
             .into_outgoing(&topics.deadletters)
         };
-        let event = match proto::Event::decode(raw.payload.as_slice()) {
+        let mut event = match proto::Event::decode(raw.payload.as_slice()) {
             Ok(event) => event,
             Err(error) => {
                 output.dead_letters.push(refuse(format!(
@@ -323,6 +327,9 @@ fn resolve_batch<'a>(
                 continue;
             }
         };
+        if let Some(customer) = event.customer.as_mut() {
+            erased.rename(customer, raw.partition, raw.offset);
+        }
         let identifiers = identifiers_of(&event.customer.clone().unwrap_or_default());
         if event.event_id.is_empty() || identifiers.is_empty() {
             output.dead_letters.push(refuse(
@@ -379,17 +386,24 @@ pub struct Resolver {
     pub dead_letters: bool,
     /// Kafka client id.
     pub client_id: String,
+    /// Erased identifiers, by where their erasures cut the log.
+    pub generations: Arc<Generations>,
+    /// Whether erasures wait for this resolver's batches: the live one's,
+    /// whose committed offsets are where they cut.
+    pub cuts_erasures: bool,
 }
 
 impl Resolver {
     /// The live resolver: its graph in [`FAMILY`], following the head.
-    pub fn live(config: &Config) -> Self {
+    pub fn live(config: &Config, generations: Arc<Generations>) -> Self {
         Self {
             family: FAMILY.to_owned(),
             topics: config.topics.clone(),
             bounds: None,
             dead_letters: true,
             client_id: "rapport-identity".to_owned(),
+            generations,
+            cuts_erasures: true,
         }
     }
 }
@@ -418,12 +432,13 @@ pub fn committed_offsets(store: &Store, family: &str, partitions: i32) -> Result
 pub fn run(
     config: &Config,
     store: &Store,
+    generations: Arc<Generations>,
     stop: Arc<AtomicBool>,
     metrics: IdentityMetrics,
     status: Arc<WorkerStatus>,
 ) -> Result<()> {
     run_resolver(
-        &Resolver::live(config),
+        &Resolver::live(config, generations),
         config,
         store,
         &stop,
@@ -500,8 +515,17 @@ pub fn run_resolver(
         if batch.is_empty() {
             continue;
         }
-        let (mut staged, output) =
-            resolve_batch(store.stage(&resolver.family), &batch, topics, metrics)?;
+        // Held until the batch is committed (see `generations`).
+        let _batch_in_progress = resolver
+            .cuts_erasures
+            .then(|| resolver.generations.batch());
+        let (mut staged, output) = resolve_batch(
+            store.stage(&resolver.family),
+            &batch,
+            topics,
+            metrics,
+            &resolver.generations.view(),
+        )?;
         // Nothing of this batch is committed until the broker has it all, so
         // a failed produce is retried whole with a fresh producer (an
         // idempotent producer can fail for good, e.g. when a restarted
@@ -597,8 +621,15 @@ mod tests {
             },
         ];
         let topics = TopicNames::default();
-        let (staged, output) =
-            resolve_batch(store.stage(FAMILY), &batch, &topics, &metrics).unwrap();
+        let generations = Generations::default();
+        let (staged, output) = resolve_batch(
+            store.stage(FAMILY),
+            &batch,
+            &topics,
+            &metrics,
+            &generations.view(),
+        )
+        .unwrap();
         let outputs = output.records;
         staged.commit().unwrap();
         assert_eq!(metrics.duplicates.get(), 1);
@@ -657,6 +688,7 @@ mod tests {
             &[raw(4, "e2", anonymous)],
             &topics,
             &metrics,
+            &generations.view(),
         )
         .unwrap();
         assert!(again.records.is_empty());

@@ -70,10 +70,10 @@ async fn main() -> anyhow::Result<()> {
             )
         })?,
     );
-    let erasures = Arc::new(rapport_identity::erasure::Erasures::new(
+    let erasures = Arc::new(rapport_identity::erasure::Erasures::open(
         store.clone(),
         vault.clone(),
-    ));
+    )?);
     let resumed = erasures.resume(&rapport_common::now_ms)?;
     if resumed > 0 {
         tracing::info!(resumed, "completed erasures a stop had interrupted");
@@ -97,13 +97,15 @@ async fn main() -> anyhow::Result<()> {
         config.clone(),
         store.clone(),
         baselines_dir(&config.identity.data_dir),
+        erasures.generations(),
     )?;
     let worker = {
         let (config, store, stop, status) =
             (config.clone(), store.clone(), stop.clone(), status.clone());
+        let generations = erasures.generations();
         std::thread::Builder::new()
             .name("identity-resolve".into())
-            .spawn(move || run(&config, &store, stop, metrics, status))?
+            .spawn(move || run(&config, &store, generations, stop, metrics, status))?
     };
     let app = router(
         Arc::new(AdminState {

@@ -31,6 +31,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::Comparison;
+use crate::generations::Generations;
 use crate::{FAMILY, IdentityMetrics, Resolver, Stopped, committed_offsets, run_resolver};
 
 /// Where the specs of versions are kept.
@@ -128,6 +129,7 @@ pub struct Versions {
     config: Config,
     store: Store,
     baselines: PathBuf,
+    generations: Arc<Generations>,
     workers: Mutex<BTreeMap<String, Worker>>,
     /// Held while a version is created, dropped or compared, so none of
     /// these sees another half-done.
@@ -160,6 +162,7 @@ impl Versions {
         config: Config,
         store: Store,
         baselines: PathBuf,
+        generations: Arc<Generations>,
     ) -> rapport_common::Result<Arc<Self>> {
         store.create_family(VERSIONS)?;
         let mut specs = Vec::new();
@@ -182,6 +185,7 @@ impl Versions {
             config,
             store,
             baselines,
+            generations,
             workers: Mutex::new(BTreeMap::new()),
             lifecycle: Mutex::new(()),
         });
@@ -201,6 +205,10 @@ impl Versions {
             bounds: Some(spec.bounds.clone()),
             dead_letters: false,
             client_id: format!("rapport-identity-{}", spec.version),
+            generations: self.generations.clone(),
+            // Its bounds are at or before the cut of any erasure made
+            // since it started, so none changes what it resolves.
+            cuts_erasures: false,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let status = WorkerStatus::new(&self.config.topics.raw);

@@ -29,7 +29,7 @@ use rapport_projections::analytics::config::AnalyticsConfig;
 use rapport_projections::customer_view::{
     ConflictEntry, CustomerDocument, ProfileState, TimelineEntry,
 };
-use rapport_projections::identity::{Identifier, IdentifierKind};
+use rapport_projections::identity::{Identifier, IdentifierKind, newest_generation};
 use rapport_projections::time::format_rfc3339;
 use serde::{Deserialize, Serialize};
 
@@ -81,13 +81,18 @@ impl QueryState {
     }
 
     /// The person a path's customer id names: as given, or (sealing on) by
-    /// the pseudonym of a clear customer id.
+    /// the pseudonym of a clear customer id, in its newest generation (a
+    /// customer id that came back after an erasure names the new person).
     pub(crate) fn person(&self, view: &View<'_>, id: &str) -> Result<Option<Person>> {
         if let Some(person) = person_of(view, id)? {
             return Ok(Some(person));
         }
         match unseal::pseudonymous_id(self.pseudonym_key(), id) {
-            Some(pseudonym) => person_of(view, &pseudonym),
+            Some(pseudonym) => {
+                let identifier = Identifier::new(IdentifierKind::CustomerId, pseudonym);
+                let newest = newest_indexed(view, &identifier)?;
+                person_of(view, &newest.value)
+            }
             None => Ok(None),
         }
     }
@@ -107,6 +112,22 @@ impl QueryState {
         };
         Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
     }
+}
+
+/// The newest generation of `identifier` the view's identifier index
+/// holds (see `rapport_projections::identity::generation_of`).
+fn newest_indexed(view: &View<'_>, identifier: &Identifier) -> Result<Identifier> {
+    let mut failure = None;
+    let newest = newest_generation(identifier, |probe| {
+        match view.store.get(&view.family, &keys::identifier(probe)) {
+            Ok(found) => found.is_some(),
+            Err(error) => {
+                failure.get_or_insert(error);
+                false
+            }
+        }
+    });
+    failure.map_or(Ok(newest), Err)
 }
 
 fn document(person: &Person) -> CustomerDocument {
@@ -186,7 +207,7 @@ pub(crate) async fn find_customer(
         Some(_) => format!("no customer with this {}", kind.as_str()),
         None => format!("no customer with {identifier}"),
     };
-    let identifier = unseal::indexed(pseudonym_key, identifier);
+    let identifier = newest_indexed(&view, &unseal::indexed(pseudonym_key, identifier))?;
     let owner = match view
         .store
         .get(&view.family, &keys::identifier(&identifier))?
