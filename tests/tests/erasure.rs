@@ -307,7 +307,11 @@ fn an_erased_person_is_unreadable_everywhere_and_their_orders_still_count() {
     );
     assert_ne!(back["customer_id"], erased_id, "{back}");
     assert_eq!(back["merged_ids"], json!([]), "{back}");
-    assert_eq!(back["orders"]["net_spend_minor"], json!({"USD": 1000}), "{back}");
+    assert_eq!(
+        back["orders"]["net_spend_minor"],
+        json!({"USD": 1000}),
+        "{back}"
+    );
     assert_eq!(
         back["identifiers"]["email"],
         json!(["ada.erase@example.com"]),

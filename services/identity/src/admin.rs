@@ -198,14 +198,13 @@ mod tests {
         let mut config = Config::default();
         // Nothing listens here: the refusals below must come before any broker call.
         config.kafka.brokers = "127.0.0.1:1".to_owned();
-        let versions =
-            Versions::start(
-                config,
-                store.clone(),
-                directory.join("identity.baselines"),
-                Default::default(),
-            )
-            .unwrap();
+        let versions = Versions::start(
+            config,
+            store.clone(),
+            directory.join("identity.baselines"),
+            Default::default(),
+        )
+        .unwrap();
         let vault = Arc::new(crate::vault::Vault::open(&directory.join("vault")).unwrap());
         router(
             Arc::new(AdminState {

@@ -313,7 +313,10 @@ mod tests {
     fn commit_offsets(store: &Store, offsets: &[i64]) {
         let mut batch = store.stage(FAMILY);
         for (partition, offset) in offsets.iter().enumerate() {
-            batch.put(keys::offset(partition as i32), offset.to_be_bytes().to_vec());
+            batch.put(
+                keys::offset(partition as i32),
+                offset.to_be_bytes().to_vec(),
+            );
         }
         batch.commit().unwrap();
     }
@@ -366,10 +369,7 @@ mod tests {
             .erase(&email, Some("k1".into()), "e1".into(), 10)
             .unwrap();
         assert_eq!(record.state, ErasureState::Done);
-        assert_eq!(
-            record.person, ADA,
-            "the guest's root is the known customer"
-        );
+        assert_eq!(record.person, ADA, "the guest's root is the known customer");
         assert_eq!((record.identifiers, record.keys_destroyed), (2, 2));
         let left = vault
             .lookup(
@@ -484,7 +484,10 @@ mod tests {
         let second = erasures.erase(&email, None, "e2".into(), 30).unwrap();
         assert_eq!(second.person, "prospect-back");
         assert_eq!(second.erased, [erased(ADA_EMAIL, 2)]);
-        assert_eq!((second.cut.as_slice(), second.keys_destroyed), (&[50, 7][..], 1));
+        assert_eq!(
+            (second.cut.as_slice(), second.keys_destroyed),
+            (&[50, 7][..], 1)
+        );
         assert_eq!(
             vault
                 .lookup(&[(ADA_EMAIL.into(), new_key.key_id.clone())])

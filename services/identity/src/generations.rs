@@ -163,7 +163,11 @@ mod tests {
         assert_eq!(view.generation(&ada, 0, 11), 1);
         assert_eq!(view.generation(&ada, 1, 5), 1);
         assert_eq!(view.generation(&ada, 1, 10), 2);
-        assert_eq!(view.generation(&ada, 2, 0), 2, "a partition the cut had not seen");
+        assert_eq!(
+            view.generation(&ada, 2, 0),
+            2,
+            "a partition the cut had not seen"
+        );
         assert_eq!(view.generation(&bob, 0, 99), 0);
         let mut customer = proto::CustomerIdentifiers {
             email: ada.clone(),
@@ -173,7 +177,13 @@ mod tests {
         };
         view.rename(&mut customer, 0, 15);
         assert_eq!(customer.email, format!("{ada}~1"));
-        assert_eq!((customer.customer_id.as_str(), customer.email_sealed.as_str()), (bob.as_str(), "sealed:x"));
+        assert_eq!(
+            (
+                customer.customer_id.as_str(),
+                customer.email_sealed.as_str()
+            ),
+            (bob.as_str(), "sealed:x")
+        );
         // Renaming again is the same
         view.rename(&mut customer, 0, 15);
         assert_eq!(customer.email, format!("{ada}~1"));
@@ -183,8 +193,16 @@ mod tests {
     fn an_erasure_waits_for_the_batch_in_progress_or_gives_up() {
         let generations = Generations::default();
         let held = generations.batch();
-        assert!(generations.between_batches(Duration::from_millis(20)).is_none());
+        assert!(
+            generations
+                .between_batches(Duration::from_millis(20))
+                .is_none()
+        );
         drop(held);
-        assert!(generations.between_batches(Duration::from_millis(20)).is_some());
+        assert!(
+            generations
+                .between_batches(Duration::from_millis(20))
+                .is_some()
+        );
     }
 }

@@ -516,9 +516,7 @@ pub fn run_resolver(
             continue;
         }
         // Held until the batch is committed (see `generations`).
-        let _batch_in_progress = resolver
-            .cuts_erasures
-            .then(|| resolver.generations.batch());
+        let _batch_in_progress = resolver.cuts_erasures.then(|| resolver.generations.batch());
         let (mut staged, output) = resolve_batch(
             store.stage(&resolver.family),
             &batch,

@@ -57,12 +57,11 @@ pub fn seal_event(
     key: &DataKey,
     pseudonym_key: &SecretKey,
 ) -> rapport_common::Result<()> {
-    let event_id = event.event_id.clone();
     // One cipher set-up for every value of the event.
-    let sealer = Sealer::new(key);
+    let sealer = Sealer::new(key)?;
     let sealed = |text: &mut String| -> rapport_common::Result<()> {
         if !text.is_empty() {
-            *text = sealer.seal_text(&event_id, text)?;
+            *text = sealer.seal_text(text)?;
         }
         Ok(())
     };
@@ -93,7 +92,7 @@ pub fn seal_event(
             match Identifier::normalised(kind, value) {
                 Some(identifier) => {
                     *value = pseudonym(pseudonym_key, kind.as_str(), &identifier.value);
-                    *shown = sealer.seal_text(&event_id, &identifier.value)?;
+                    *shown = sealer.seal_text(&identifier.value)?;
                 }
                 None => value.clear(),
             }
@@ -150,7 +149,7 @@ mod tests {
                 .iter()
                 .map(|subject| DataKey {
                     subject: subject.clone(),
-                    key_id: "k1".into(),
+                    key_id: "00000000000000a1".into(),
                     key: self.data_key.clone(),
                 })
                 .collect())

@@ -54,7 +54,7 @@ pub(crate) fn wanted_keys(json: &str) -> Vec<KeyRef> {
 
 /// The clear text of one sealed value, or `None` where its key is missing
 /// or does not open it. Logs name the key and event, never text.
-fn open_one(sealed: &rapport_proto::v1::Sealed, keys: &DataKeys) -> Option<String> {
+fn open_one(sealed: &privacy::SealedValue, keys: &DataKeys) -> Option<String> {
     let key = keys
         .get(&(sealed.subject.clone(), sealed.key_id.clone()))?
         .as_ref()?;
@@ -62,12 +62,12 @@ fn open_one(sealed: &rapport_proto::v1::Sealed, keys: &DataKeys) -> Option<Strin
         Ok(bytes) => {
             let opened = String::from_utf8(bytes).ok();
             if opened.is_none() {
-                tracing::warn!(subject = %sealed.subject, key_id = %sealed.key_id, event_id = %sealed.event_id, "a sealed value is not UTF-8 text; shown as erased");
+                tracing::warn!(subject = %sealed.subject, key_id = %sealed.key_id, "a sealed value is not UTF-8 text; shown as erased");
             }
             opened
         }
         Err(error) => {
-            tracing::warn!(subject = %sealed.subject, key_id = %sealed.key_id, event_id = %sealed.event_id, %error, "a sealed value does not open with its key; shown as erased");
+            tracing::warn!(subject = %sealed.subject, key_id = %sealed.key_id, %error, "a sealed value does not open with its key; shown as erased");
             None
         }
     }
@@ -169,10 +169,16 @@ mod tests {
     use rapport_common::privacy::{DataKey, seal_text};
     use serde_json::json;
 
+    const ADA: &str = "p_000000000000000000000000000000ad";
+    const GONE: &str = "p_000000000000000000000000000000e0";
+    const UNKNOWN: &str = "p_000000000000000000000000000000f0";
+    const WRONG: &str = "p_000000000000000000000000000000b0";
+    const KEY_ID: &str = "00000000000000a1";
+
     fn data_key(subject: &str) -> DataKey {
         DataKey {
             subject: subject.to_owned(),
-            key_id: "k1".to_owned(),
+            key_id: KEY_ID.to_owned(),
             key: SecretKey::random().unwrap(),
         }
     }
@@ -195,11 +201,11 @@ mod tests {
 
     #[test]
     fn every_token_of_an_answer_is_collected_once_and_opened_in_place() {
-        let ada = data_key("p_ada");
-        let name = seal_text(&ada, "e-1", "Ada \"Countess\" Lovelace").unwrap();
-        let url = seal_text(&ada, "e-2", "https://shop.example/a?b=\\c\n").unwrap();
+        let ada = data_key(ADA);
+        let name = seal_text(&ada, "Ada \"Countess\" Lovelace").unwrap();
+        let url = seal_text(&ada, "https://shop.example/a?b=\\c\n").unwrap();
         let answer = json!({
-            "customer_id": "p_ada",
+            "customer_id": ADA,
             "profile": {"name": name},
             "items": [{"summary": format!("viewed {url}"), "count": 3}, {"summary": format!("registered {name}\n")}],
             "attributes": {name.clone(): "key of a map"},
@@ -208,14 +214,14 @@ mod tests {
         assert_eq!(
             wanted,
             [KeyRef {
-                subject: "p_ada".into(),
-                key_id: "k1".into()
+                subject: ADA.into(),
+                key_id: KEY_ID.into()
             }]
         );
         assert_eq!(
             opened(&answer, &known(&[&ada])),
             json!({
-                "customer_id": "p_ada",
+                "customer_id": ADA,
                 "profile": {"name": "Ada \"Countess\" Lovelace"},
                 "items": [{"summary": "viewed https://shop.example/a?b=\\c\n", "count": 3}, {"summary": "registered Ada \"Countess\" Lovelace\n"}],
                 "attributes": {"Ada \"Countess\" Lovelace": "key of a map"},
@@ -225,14 +231,14 @@ mod tests {
 
     #[test]
     fn fields_keep_their_order_and_text_without_tokens_is_untouched() {
-        let ada = data_key("p_ada");
+        let ada = data_key(ADA);
         #[derive(serde::Serialize)]
         struct Answer {
             zebra: String,
             apple: &'static str,
         }
         let json = serde_json::to_string(&Answer {
-            zebra: seal_text(&ada, "e-1", "Ada").unwrap(),
+            zebra: seal_text(&ada, "Ada").unwrap(),
             apple: "sealed:!! is no token",
         })
         .unwrap();
@@ -246,18 +252,18 @@ mod tests {
 
     #[test]
     fn a_token_whose_key_is_gone_or_wrong_reads_as_erased() {
-        let ada = data_key("p_ada");
-        let erased = data_key("p_gone");
-        let unknown = data_key("p_unknown");
-        let mut wrong = data_key("p_wrong");
-        let sealed_wrong = seal_text(&wrong, "e-4", "Wrong").unwrap();
+        let ada = data_key(ADA);
+        let erased = data_key(GONE);
+        let unknown = data_key(UNKNOWN);
+        let mut wrong = data_key(WRONG);
+        let sealed_wrong = seal_text(&wrong, "Wrong").unwrap();
         wrong.key = SecretKey::random().unwrap();
         let mut keys = known(&[&ada, &wrong]);
-        keys.insert(("p_gone".into(), "k1".into()), None);
+        keys.insert((GONE.into(), KEY_ID.into()), None);
         let answer = json!([
-            seal_text(&ada, "e-1", "Ada").unwrap(),
-            format!("met {}", seal_text(&erased, "e-2", "Grace").unwrap()),
-            seal_text(&unknown, "e-3", "Alan").unwrap(),
+            seal_text(&ada, "Ada").unwrap(),
+            format!("met {}", seal_text(&erased, "Grace").unwrap()),
+            seal_text(&unknown, "Alan").unwrap(),
             sealed_wrong,
         ]);
         assert_eq!(
@@ -292,7 +298,7 @@ mod tests {
 
     #[test]
     fn answers_without_tokens_cost_no_lookup_and_a_silent_vault_is_a_503() {
-        let ada = data_key("p_ada");
+        let ada = data_key(ADA);
         let mut vault = Keys {
             pseudonym_key: SecretKey::random().unwrap(),
             keys: known(&[&ada]),
@@ -303,7 +309,7 @@ mod tests {
         assert_eq!(open_value(Some(&vault), clear.clone()).unwrap(), clear);
         assert_eq!(vault.lookups.load(std::sync::atomic::Ordering::Relaxed), 0);
 
-        let token = seal_text(&ada, "e-1", "Ada").unwrap();
+        let token = seal_text(&ada, "Ada").unwrap();
         let sealed = json!({"a": token, "b": [token, token]});
         assert_eq!(
             open_value(Some(&vault), sealed.clone()).unwrap(),
