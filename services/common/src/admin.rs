@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::status::ConsumerReport;
 
 /// A refused request: `{"error": "...", "details": [...]}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorAnswer {
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -17,7 +17,7 @@ pub struct ErrorAnswer {
 }
 
 /// One broken rule of a refused request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Position of the event in the batch, when the error is about one event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,7 +29,7 @@ pub struct ErrorDetail {
 // The projector (`--query-url`).
 
 /// Where a rebuild starts reading the customer topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum StartFrom {
     Beginning,
     Offset {
@@ -70,7 +70,7 @@ impl StartFrom {
 }
 
 /// `GET /v1/admin/status` of the projector.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectorStatus {
     /// `projector`.
     pub service: String,
@@ -78,7 +78,7 @@ pub struct ProjectorStatus {
 }
 
 /// One version of a projection, as the status and the version listing show it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectionVersion {
     pub projection: String,
     pub version: String,
@@ -101,14 +101,14 @@ pub struct ProjectionVersion {
 }
 
 /// `GET /v1/admin/versions` of the projector.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectionVersions {
     pub live: String,
     pub versions: Vec<ProjectionVersion>,
 }
 
 /// `POST /v1/admin/replays`: what to rebuild. Unknown fields are refused.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// Only `customer_view` today.
@@ -125,7 +125,7 @@ pub struct ReplayRequest {
 }
 
 /// The answer to `POST /v1/admin/replays`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayStarted {
     pub version: String,
     pub family: String,
@@ -133,7 +133,7 @@ pub struct ReplayStarted {
 }
 
 /// The answer to `POST /v1/admin/versions/{version}/switch`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionSwitched {
     pub live: String,
     /// The topic the live version reads from now on.
@@ -141,14 +141,14 @@ pub struct VersionSwitched {
 }
 
 /// The answer to `DELETE /v1/admin/versions/{version}` of the projector.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectionDropped {
     pub dropped: String,
 }
 
 /// `GET /v1/admin/verify?other=`: two versions compared from one
 /// snapshot. Each pair is the live (or `live=`) version, then `other`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     /// The two versions' column families.
     pub versions: [String; 2],
@@ -168,7 +168,7 @@ pub struct VerifyReport {
 
 /// `GET /v1/admin/status` of the identity service: the live graph, and
 /// beside it the graph versions of re-identifications.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IdentityStatus {
     /// `identity`.
     pub service: String,
@@ -179,7 +179,7 @@ pub struct IdentityStatus {
 }
 
 /// How a graph version's worker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GraphVersionState {
     Running,
@@ -203,7 +203,7 @@ impl GraphVersionState {
 }
 
 /// One raw partition of a graph version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GraphPartition {
     pub partition: i32,
     /// The last raw offset it will resolve; none when nothing is to be read.
@@ -213,7 +213,7 @@ pub struct GraphPartition {
 
 /// One graph version, as the status, the listing, `GET
 /// /v1/admin/versions/{version}` and `POST /v1/admin/reidentify` show it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GraphVersion {
     pub version: String,
     pub family: String,
@@ -233,7 +233,7 @@ pub struct GraphVersion {
 }
 
 /// `GET /v1/admin/versions` of the identity service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GraphVersions {
     /// Always `v1`: the live graph is not a version of its own.
     pub live: String,
@@ -242,7 +242,7 @@ pub struct GraphVersions {
 
 /// `POST /v1/admin/reidentify`: the graph version to start. Unknown fields
 /// are refused.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReidentifyRequest {
     /// Default: the next free vN.
@@ -250,7 +250,7 @@ pub struct ReidentifyRequest {
 }
 
 /// The answer to `DELETE /v1/admin/versions/{version}` of the identity service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GraphDropped {
     pub dropped: String,
     /// The version's customer topic, and whether deleting it worked.
@@ -260,7 +260,7 @@ pub struct GraphDropped {
 
 /// `GET /v1/admin/versions/{version}/compare`: the live graph, as the
 /// version's baseline froze it, against the version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GraphComparison {
     /// `v1` and the version.
     pub versions: [String; 2],
@@ -273,7 +273,7 @@ pub struct GraphComparison {
 }
 
 /// One side of a graph comparison.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GraphSummary {
     /// Graph entries.
     pub keys: u64,
@@ -283,7 +283,7 @@ pub struct GraphSummary {
 }
 
 /// Where two graphs differ at one key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GraphDifference {
     /// The key in words, e.g. `identifier email:a@b.com`.
     pub key: String,
@@ -486,7 +486,7 @@ mod tests {
 }
 
 /// An erasure as identity's `/v1/admin/erasures` answers it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErasureShown {
     pub erasure_id: String,
     /// `pending` or `done`.

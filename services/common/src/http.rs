@@ -217,3 +217,15 @@ where
         }
     }
 }
+
+/// What `/healthz` answers while a service is up.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+impl Health {
+    pub const OK: Self = Self { status: "ok" };
+}

@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod keys;
 pub mod merge;
 pub mod metrics;
+pub mod openapi;
 pub mod privacy;
 pub mod read_all;
 pub mod status;

@@ -102,14 +102,14 @@ pub fn push_hex(text: &mut String, bytes: &[u8]) {
 pub const MAX_KEYS_PER_REQUEST: usize = 10_000;
 
 /// `POST /v1/vault/keys`: the data key of each subject, made if missing.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
     pub subjects: Vec<String>,
 }
 
 /// One data key by subject and id.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRef {
     pub subject: String,
@@ -117,7 +117,7 @@ pub struct KeyRef {
 }
 
 /// `POST /v1/vault/keys/lookup`: these data keys, where they still exist.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
     pub keys: Vec<KeyRef>,
@@ -125,20 +125,21 @@ pub struct LookupRequest {
 
 /// A data key as the vault answers it: 64 hex digits, or `null` where the
 /// vault has none (destroyed by an erasure, or never made).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct KeyAnswer {
     pub subject: String,
     pub key_id: String,
     pub key: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The answer of both key routes, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct KeysAnswer {
     pub keys: Vec<KeyAnswer>,
 }
 
 /// `GET /v1/vault/pseudonym-key`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PseudonymKeyAnswer {
     pub key: String,
 }

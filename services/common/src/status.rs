@@ -29,7 +29,7 @@ pub struct WorkerStatus {
 }
 
 /// One partition's position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartitionStatus {
     pub partition: i32,
     /// Last applied offset; absent before the first record.
@@ -55,7 +55,7 @@ pub struct PartitionStatus {
 }
 
 /// The last error a worker met, and whether it has got over it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LastError {
     pub message: String,
     /// When it happened (Unix milliseconds, wall clock).
@@ -65,7 +65,7 @@ pub struct LastError {
 }
 
 /// The report `/v1/admin/status` serves for one consumer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConsumerReport {
     pub topic: String,
     pub partitions: Vec<PartitionStatus>,

@@ -16,8 +16,8 @@ use rapport_common::store::Store;
 
 use crate::FAMILY;
 use rapport_common::admin::{
-    GraphComparison, GraphDifference, GraphDropped, GraphVersion, GraphVersions, IdentityStatus,
-    ReidentifyRequest,
+    ErrorAnswer, GraphComparison, GraphDifference, GraphDropped, GraphVersion, GraphVersions,
+    IdentityStatus, ReidentifyRequest,
 };
 
 use crate::versions::{LIVE_VERSION, VersionError, Versions};
@@ -64,7 +64,11 @@ pub fn routes(state: Arc<AdminState>, gate: &Gate) -> (Router, RouteTable) {
         .get(Admin, "/v1/admin/erasures/{id}", crate::erasure_http::show)
         .get(Open, "/healthz", healthz)
         .get(Read, "/metrics", render_metrics)
-        .finish();
+        .finish_described(
+            <IdentityApi as utoipa::OpenApi>::openapi(),
+            "identity",
+            "The identity service: the identifier graph and its versions (re-identification), the vault of data keys, and erasure.",
+        );
     let routes = routes
         .fallback(rapport_common::http::no_such_route)
         .with_state(state);
@@ -86,14 +90,40 @@ impl axum::extract::FromRef<Arc<AdminState>> for crate::vault_http::VaultState {
     }
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// Every operation [`routes`] serves, described from the handlers.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    status,
+    reidentify,
+    list_versions,
+    one_version,
+    drop_version,
+    compare_version,
+    crate::vault_http::pseudonym_key,
+    crate::vault_http::issue,
+    crate::vault_http::lookup,
+    crate::erasure_http::erase,
+    crate::erasure_http::list,
+    crate::erasure_http::show,
+    healthz,
+    render_metrics,
+))]
+struct IdentityApi;
+
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    responses((status = 200, description = "The service is up.", body = rapport_common::http::Health)))]
+async fn healthz() -> Json<rapport_common::http::Health> {
+    Json(rapport_common::http::Health::OK)
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Counters and gauges, OpenMetrics text.", content_type = "application/openmetrics-text", body = String)))]
 async fn render_metrics(State(state): State<Arc<AdminState>>) -> axum::response::Response {
     state.metrics.response()
 }
 
+#[utoipa::path(get, path = "/v1/admin/status", tag = "admin",
+    responses((status = 200, description = "The live resolver and every graph version.", body = IdentityStatus)))]
 async fn status(State(state): State<Arc<AdminState>>) -> Json<IdentityStatus> {
     Json(IdentityStatus {
         service: "identity".to_owned(),
@@ -114,6 +144,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+/// Starts re-identifying the raw topic into a new graph version, bounded by
+/// the live resolver's committed offsets now.
+#[utoipa::path(post, path = "/v1/admin/reidentify", tag = "admin", request_body = ReidentifyRequest,
+    responses(
+        (status = 201, description = "The version, started.", body = GraphVersion),
+        (status = 400, description = "A bad body or version name.", body = ErrorAnswer),
+        (status = 409, description = "The name is taken.", body = ErrorAnswer),
+    ))]
 async fn reidentify(
     State(state): State<Arc<AdminState>>,
     request: Result<Json<ReidentifyRequest>, JsonRejection>,
@@ -127,6 +165,8 @@ async fn reidentify(
     Ok((StatusCode::CREATED, Json(report)))
 }
 
+#[utoipa::path(get, path = "/v1/admin/versions", tag = "admin",
+    responses((status = 200, description = "The graph versions beside the live graph.", body = GraphVersions)))]
 async fn list_versions(State(state): State<Arc<AdminState>>) -> Json<GraphVersions> {
     Json(GraphVersions {
         live: LIVE_VERSION.to_owned(),
@@ -134,6 +174,11 @@ async fn list_versions(State(state): State<Arc<AdminState>>) -> Json<GraphVersio
     })
 }
 
+#[utoipa::path(get, path = "/v1/admin/versions/{version}", tag = "admin", params(("version" = String, Path, description = "A graph version's name.")),
+    responses(
+        (status = 200, description = "The version and its progress.", body = GraphVersion),
+        (status = 404, description = "No such version.", body = ErrorAnswer),
+    ))]
 async fn one_version(
     State(state): State<Arc<AdminState>>,
     PathParams(version): PathParams<String>,
@@ -141,6 +186,12 @@ async fn one_version(
     Ok(Json(state.versions.report(&version)?))
 }
 
+#[utoipa::path(delete, path = "/v1/admin/versions/{version}", tag = "admin", params(("version" = String, Path, description = "A graph version's name.")),
+    responses(
+        (status = 200, description = "Dropped: its graph, baseline and customer topic.", body = GraphDropped),
+        (status = 404, description = "No such version.", body = ErrorAnswer),
+        (status = 409, description = "The live graph cannot be dropped.", body = ErrorAnswer),
+    ))]
 async fn drop_version(
     State(state): State<Arc<AdminState>>,
     PathParams(version): PathParams<String>,
@@ -153,6 +204,12 @@ async fn drop_version(
 
 /// The live graph as the version's baseline froze it against the version:
 /// entry counts, checksums, offsets and the first differing keys.
+#[utoipa::path(get, path = "/v1/admin/versions/{version}/compare", tag = "admin", params(("version" = String, Path, description = "A graph version's name.")),
+    responses(
+        (status = 200, description = "The comparison.", body = GraphComparison),
+        (status = 404, description = "No such version.", body = ErrorAnswer),
+        (status = 409, description = "The version has not finished.", body = ErrorAnswer),
+    ))]
 async fn compare_version(
     State(state): State<Arc<AdminState>>,
     PathParams(version): PathParams<String>,
@@ -249,6 +306,54 @@ mod tests {
             )
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_describes_every_route() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(&directory.path().join("identity"), &[FAMILY]).unwrap();
+        let mut config = Config::default();
+        config.kafka.brokers = "127.0.0.1:1".to_owned();
+        let versions = Versions::start(
+            config,
+            store.clone(),
+            directory.path().join("identity.baselines"),
+            Default::default(),
+        )
+        .unwrap();
+        let vault = Arc::new(crate::vault::Vault::open(&directory.path().join("vault")).unwrap());
+        let (router, table) = routes(
+            Arc::new(AdminState {
+                versions,
+                store: store.clone(),
+                status: WorkerStatus::new("raw"),
+                metrics: Default::default(),
+                vault: vault.clone(),
+                erasures: Arc::new(crate::erasure::Erasures::open(store, vault).unwrap()),
+            }),
+            &Gate::open_for_tests(),
+        );
+        let router_again = router.clone();
+        let document = rapport_fuzzing::describes_every_route(router, &table).await;
+        assert_eq!(document["info"]["title"], "Rapport identity");
+        let erase = &document["paths"]["/v1/admin/erasures"]["post"];
+        assert_eq!(
+            erase["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErasureRequest"
+        );
+        assert!(erase["responses"]["201"].is_object(), "{erase}");
+        // The documented example is a request the handler takes: no person
+        // has that email here, so 404, not a refusal of the body
+        let example = document["components"]["schemas"]["ErasureRequest"]["example"].to_string();
+        let (status, answer) = call(
+            &router_again,
+            Request::post("/v1/admin/erasures")
+                .header("content-type", "application/json")
+                .body(Body::from(example))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     }
 
     async fn call(app: &Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {

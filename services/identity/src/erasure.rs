@@ -30,7 +30,7 @@ use crate::vault::{Vault, VaultError};
 /// How long an erasure waits for the live resolver to finish a batch.
 const BETWEEN_BATCHES: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ErasureState {
     Pending,

@@ -21,7 +21,7 @@ use crate::erasure::{ErasureError, ErasureRecord, Erasures};
 pub(crate) struct ErasureService(pub(crate) Arc<Erasures>);
 
 /// An erasure as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ErasureAnswer {
     erasure_id: String,
     state: crate::erasure::ErasureState,
@@ -102,6 +102,34 @@ fn named_identifier(body: &serde_json::Value) -> Result<Identifier, ApiError> {
     Identifier::normalised(kind, text).ok_or_else(|| refused(kind.as_str(), "is empty"))
 }
 
+// The handler reads the body as JSON itself, to name the field of any
+// refusal; this type describes it for the API document, and the document
+// test posts its example to the handler.
+/// The person to erase, by exactly one of their identifiers, as the shop
+/// knows it.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(example = json!({"email": "ada@example.com"}))]
+pub(crate) struct ErasureRequest {
+    #[schema(nullable = false)]
+    customer_id: Option<String>,
+    #[schema(nullable = false)]
+    email: Option<String>,
+    #[schema(nullable = false)]
+    phone: Option<String>,
+    #[schema(nullable = false)]
+    anonymous_id: Option<String>,
+}
+
+/// Erases the person an identifier belongs to: destroys the data keys of
+/// every identifier linked to them (see docs/privacy.md).
+#[utoipa::path(post, path = "/v1/admin/erasures", tag = "erasure", request_body = ErasureRequest,
+    responses(
+        (status = 201, description = "Done: the erasure's record.", body = ErasureAnswer),
+        (status = 400, description = "The body does not name exactly one identifier; nothing was erased.", body = rapport_common::admin::ErrorAnswer),
+        (status = 404, description = "No person has the identifier.", body = rapport_common::admin::ErrorAnswer),
+        (status = 503, description = "The resolver did not finish its batch in time; nothing was erased.", body = rapport_common::admin::ErrorAnswer),
+    ))]
 pub(crate) async fn erase(
     State(ErasureService(erasures)): State<ErasureService>,
     caller: Option<Extension<Caller>>,
@@ -136,11 +164,13 @@ pub(crate) async fn erase(
 }
 
 /// Every erasure on record, oldest first: the audit trail.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ErasureList {
     erasures: Vec<ErasureAnswer>,
 }
 
+#[utoipa::path(get, path = "/v1/admin/erasures", tag = "erasure",
+    responses((status = 200, description = "Every erasure on record, oldest first.", body = ErasureList)))]
 pub(crate) async fn list(
     State(ErasureService(erasures)): State<ErasureService>,
 ) -> Result<Json<ErasureList>, ApiError> {
@@ -154,6 +184,12 @@ pub(crate) async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/admin/erasures/{id}", tag = "erasure",
+    params(("id" = String, Path, description = "The erasure id.")),
+    responses(
+        (status = 200, description = "The erasure's record.", body = ErasureAnswer),
+        (status = 404, description = "No such erasure.", body = rapport_common::admin::ErrorAnswer),
+    ))]
 pub(crate) async fn show(
     State(ErasureService(erasures)): State<ErasureService>,
     PathParams(id): PathParams<String>,

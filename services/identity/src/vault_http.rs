@@ -74,6 +74,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| ApiError::Internal(error.to_string()))
 }
 
+/// The key every service computes pseudonyms with.
+#[utoipa::path(get, path = "/v1/vault/pseudonym-key", tag = "vault",
+    responses((status = 200, description = "64 hex digits.", body = PseudonymKeyAnswer)))]
 pub(crate) async fn pseudonym_key(
     State(VaultState(vault)): State<VaultState>,
 ) -> Json<PseudonymKeyAnswer> {
@@ -82,6 +85,12 @@ pub(crate) async fn pseudonym_key(
     })
 }
 
+/// The data key of each subject, made for those that have none yet.
+#[utoipa::path(post, path = "/v1/vault/keys", tag = "vault", request_body = IssueRequest,
+    responses(
+        (status = 200, description = "One key per subject, in the order asked.", body = KeysAnswer),
+        (status = 400, description = "A subject that is no pseudonym, or too many.", body = rapport_common::admin::ErrorAnswer),
+    ))]
 pub(crate) async fn issue(
     State(VaultState(vault)): State<VaultState>,
     request: Result<Json<IssueRequest>, JsonRejection>,
@@ -104,6 +113,12 @@ pub(crate) async fn issue(
     }))
 }
 
+/// These data keys, `null` where the vault has none (destroyed or never made).
+#[utoipa::path(post, path = "/v1/vault/keys/lookup", tag = "vault", request_body = LookupRequest,
+    responses(
+        (status = 200, description = "One answer per key, in the order asked.", body = KeysAnswer),
+        (status = 400, description = "A malformed subject or key id, or too many.", body = rapport_common::admin::ErrorAnswer),
+    ))]
 pub(crate) async fn lookup(
     State(VaultState(vault)): State<VaultState>,
     request: Result<Json<LookupRequest>, JsonRejection>,

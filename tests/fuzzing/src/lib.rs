@@ -3,9 +3,12 @@
 //! or reads it, never panics; `make test` runs 20 000 cases of each and
 //! `make fuzz` as many as `RAPPORT_FUZZ_CASES` says.
 //!
-//! [`every_route_checks_its_scope`] walks a service's route table.
+//! [`every_route_checks_its_scope`] walks a service's route table, and
+//! [`describes_every_route`] holds its `/openapi.json` against that table.
 
+pub mod described;
 pub mod scopes;
+pub use described::describes_every_route;
 pub use scopes::every_route_checks_its_scope;
 
 use proptest::test_runner::Config;

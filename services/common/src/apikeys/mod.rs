@@ -10,7 +10,7 @@
 mod gate;
 mod registry;
 
-pub use gate::{AuthMode, Caller, Gate, RateLimits, RouteTable, ScopedRoutes};
+pub use gate::{AuthMode, Caller, Gate, RateLimits, RouteInfo, RouteTable, ScopedRoutes};
 pub use registry::{Registry, follow, write_record};
 
 use std::collections::HashMap;
