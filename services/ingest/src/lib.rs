@@ -2,6 +2,7 @@
 //! events and answers 202 only once the broker has acknowledged every one.
 //! A batch with any bad event is refused whole and nothing of it is produced.
 
+mod schema;
 pub mod seal;
 pub mod validate;
 
@@ -295,7 +296,11 @@ pub fn routes<S: EventSink>(ingest: Arc<Ingest<S>>, gate: &Gate) -> (Router, Rou
         .post(Scope::Write, "/v1/events", post_events::<S>)
         .get(Scope::Open, "/healthz", healthz::<S>)
         .get(Scope::Read, "/metrics", metrics::<S>)
-        .finish();
+        .finish_described(
+            <IngestApi as utoipa::OpenApi>::openapi(),
+            "ingest",
+            "The ingest service: storefronts post events, which are sealed and produced to the raw topic.",
+        );
     let routes = routes
         .fallback(rapport_common::http::no_such_route)
         .with_state(ingest);
@@ -439,6 +444,46 @@ fn check_count(count: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Every operation [`routes`] serves, described from the handlers.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(post_events_doc, healthz_doc, metrics_doc))]
+struct IngestApi;
+
+// The handlers are generic over their sink; the attributes describe them
+// through these stand-ins, which the document test holds to the router.
+
+/// Posts a batch of events. Every event is checked first: one broken rule
+/// refuses the whole batch, naming each bad field, and nothing is produced.
+/// The batch is answered once the broker acknowledged all of it.
+#[utoipa::path(post, path = "/v1/events", tag = "events", operation_id = "post_events",
+    request_body(description = "The batch, as JSON or as a protobuf `rapport.events.v1.EventBatch`.", content(
+        (schema::EventBatch = "application/json"),
+        ("application/x-protobuf"),
+    )),
+    responses(
+        (status = 202, description = "Every event is on the log.", body = schema::Accepted),
+        (status = 400, description = "An event breaks a rule; `details` names every bad field, and nothing was produced.", body = rapport_common::admin::ErrorAnswer),
+        (status = 408, description = "The body did not arrive within `body_read_timeout_ms`; nothing was produced.", body = rapport_common::admin::ErrorAnswer),
+        (status = 413, description = "The body is over 1 MiB or an event over 32 KiB.", body = rapport_common::admin::ErrorAnswer),
+        (status = 415, description = "A content type other than JSON or protobuf.", body = rapport_common::admin::ErrorAnswer),
+        (status = 503, description = "The broker, the producer queue or the vault cannot take the batch now; nothing was produced. `Retry-After` says when to send it again.", body = rapport_common::admin::ErrorAnswer),
+    ))]
+#[allow(dead_code)]
+fn post_events_doc() {}
+
+#[utoipa::path(get, path = "/healthz", tag = "meta", operation_id = "healthz",
+    responses(
+        (status = 200, description = "The service is up and its broker reachable.", body = rapport_common::http::Health),
+        (status = 503, description = "The broker is unreachable: `{\"status\": \"broker unreachable\"}`."),
+    ))]
+#[allow(dead_code)]
+fn healthz_doc() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "meta", operation_id = "metrics",
+    responses((status = 200, description = "Counters and gauges, OpenMetrics text.", content_type = "application/openmetrics-text", body = String)))]
+#[allow(dead_code)]
+fn metrics_doc() {}
+
 async fn post_events<S: EventSink>(
     State(ingest): State<Arc<Ingest<S>>>,
     headers: HeaderMap,
@@ -459,7 +504,7 @@ async fn post_events<S: EventSink>(
     match result {
         Ok(count) => (
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "accepted": count })),
+            Json(schema::Accepted { accepted: count }),
         )
             .into_response(),
         Err(error) => error.into_response(),
@@ -550,7 +595,7 @@ async fn accept<S: EventSink>(
 
 async fn healthz<S: EventSink>(State(ingest): State<Arc<Ingest<S>>>) -> Response {
     if ingest.sink.is_ready() {
-        (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
+        (StatusCode::OK, Json(rapport_common::http::Health::OK)).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -615,6 +660,48 @@ mod tests {
             )
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_describes_every_route_and_its_example_is_accepted() {
+        let sink = Arc::new(RecordingSink::default());
+        let (router, table) = routes(
+            Arc::new(Ingest::new(sink.clone(), "test", Registry::default(), 8)),
+            &Gate::open_for_tests(),
+        );
+        let document = rapport_fuzzing::describes_every_route(router.clone(), &table).await;
+        let post = &document["paths"]["/v1/events"]["post"];
+        assert_eq!(post["operationId"], "post_events");
+        assert_eq!(
+            post["security"][1]["write_key_basic"],
+            serde_json::json!(["events:write"])
+        );
+        // One event of every type, as the document shows them: the rules
+        // take them all
+        let example = &document["components"]["schemas"]["EventBatch"]["example"];
+        let types: std::collections::BTreeSet<&str> = example["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|event| event["type"].as_str())
+            .collect();
+        let documented: std::collections::BTreeSet<&str> =
+            document["components"]["schemas"]["EventType"]["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+        assert_eq!(types, documented, "the example has an event of every type");
+        let (status, _, body) = super::tests::post(
+            router,
+            "application/json",
+            serde_json::to_vec(example).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["accepted"], types.len());
+        assert_eq!(sink.published.lock().unwrap().len(), types.len());
     }
 
     #[tokio::test]

@@ -1,0 +1,346 @@
+//! The event contract of `POST /v1/events` as the API document describes
+//! it. Ingest reads bodies with its own rules ([`crate::validate`]), which
+//! name every broken field and refuse unknown ones; these types only
+//! describe what those rules take. The example batch holds one event of
+//! every type, and a test posts it to the handler, which must accept it
+//! whole: the description cannot promise what the rules refuse.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// 1 to 1000 events, at most 1 MiB in all and 32 KiB each; accepted whole
+/// or not at all.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"events": [
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000001", "type": "customer.registered", "occurred_at": "2026-11-01T09:00:00Z",
+     "customer": {"customer_id": "c-42", "email": "ada@example.com"}, "data": {"name": "Ada Lovelace", "city": "London", "attributes": {"tier": "gold"}}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000002", "type": "customer.updated", "occurred_at": "2026-11-01T09:05:00Z",
+     "customer": {"customer_id": "c-42"}, "data": {"phone": "+44 20 7946 0000"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000003", "type": "identity.linked", "occurred_at": "2026-11-01T09:06:00Z",
+     "customer": {"customer_id": "c-42", "anonymous_id": "anon-7"}, "data": {}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000004", "type": "web.page_viewed", "occurred_at": "2026-11-01T09:10:00Z",
+     "channel": "web", "customer": {"anonymous_id": "anon-7"}, "data": {"url": "https://shop.example/tea", "referrer": "https://search.example/", "session_id": "s-1", "duration_ms": 5200}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000005", "type": "email.sent", "occurred_at": "2026-11-01T09:20:00Z",
+     "customer": {"email": "ada@example.com"}, "data": {"message_id": "m-1", "campaign_id": "autumn"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000006", "type": "email.opened", "occurred_at": "2026-11-01T09:21:00Z",
+     "customer": {"email": "ada@example.com"}, "data": {"message_id": "m-1", "campaign_id": "autumn"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000007", "type": "email.clicked", "occurred_at": "2026-11-01T09:22:00Z",
+     "customer": {"email": "ada@example.com"}, "data": {"message_id": "m-1", "campaign_id": "autumn", "url": "https://shop.example/tea"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000008", "type": "email.bounced", "occurred_at": "2026-11-01T09:23:00Z",
+     "customer": {"email": "old@example.com"}, "data": {"message_id": "m-2"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000009", "type": "call.completed", "occurred_at": "2026-11-01T09:30:00Z",
+     "customer": {"phone": "+44 20 7946 0000"}, "data": {"direction": "inbound", "duration_s": 240, "outcome": "resolved", "agent_id": "a-3"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000010", "type": "order.placed", "occurred_at": "2026-11-01T10:00:00Z",
+     "customer": {"customer_id": "c-42"}, "data": {"order_id": "o-1", "total_minor": 12900, "currency": "CNY", "items": [{"sku": "tea-1", "quantity": 2, "unit_price_minor": 6450}]}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000011", "type": "order.refunded", "occurred_at": "2026-11-02T10:00:00Z",
+     "customer": {"customer_id": "c-42"}, "data": {"order_id": "o-1", "amount_minor": 6450}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000012", "type": "order.cancelled", "occurred_at": "2026-11-02T11:00:00Z",
+     "customer": {"customer_id": "c-42"}, "data": {"order_id": "o-2"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000013", "type": "ticket.opened", "occurred_at": "2026-11-03T10:00:00Z",
+     "channel": "chat", "customer": {"customer_id": "c-42"}, "data": {"ticket_id": "t-1", "category": "complaint", "subject": "the tin was dented"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000014", "type": "ticket.resolved", "occurred_at": "2026-11-04T10:00:00Z",
+     "customer": {"customer_id": "c-42"}, "data": {"ticket_id": "t-1"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000015", "type": "survey.answered", "occurred_at": "2026-11-05T10:00:00Z",
+     "customer": {"customer_id": "c-42"}, "data": {"survey_id": "nps-q4", "nps": 9, "csat": 5, "comment": "lovely tea"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000016", "type": "consent.changed", "occurred_at": "2026-11-06T10:00:00Z",
+     "customer": {"customer_id": "c-42"}, "data": {"channel": "sms", "granted": false}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000017", "type": "points.redeemed", "occurred_at": "2026-11-07T10:00:00Z",
+     "source": "pos-3", "customer": {"customer_id": "c-42"}, "data": {"points": 500, "reason": "voucher"}}
+]}))]
+pub(crate) struct EventBatch {
+    events: Vec<Event>,
+}
+
+/// One storefront interaction. Unknown fields are refused.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Event {
+    /// A UUID, the idempotency key: an event sent again is never counted
+    /// twice.
+    #[schema(format = "uuid")]
+    event_id: String,
+    #[serde(rename = "type")]
+    kind: EventType,
+    /// RFC 3339 with a zone (`Z` or `±HH:MM`).
+    #[schema(format = DateTime)]
+    occurred_at: String,
+    /// Without it, the type implies one: `email.*` email, `call.completed`
+    /// phone, `web.*`, `order.placed`, `customer.registered` and
+    /// `identity.linked` web, the rest other.
+    #[schema(nullable = false)]
+    channel: Option<Channel>,
+    /// Tags the sender; ingest fills in its own address without it.
+    #[schema(nullable = false)]
+    source: Option<String>,
+    customer: Customer,
+    /// What the type carries: see each shape.
+    data: Data,
+}
+
+/// The event types ingest accepts.
+#[derive(Serialize, ToSchema)]
+pub(crate) enum EventType {
+    #[serde(rename = "customer.registered")]
+    CustomerRegistered,
+    #[serde(rename = "customer.updated")]
+    CustomerUpdated,
+    #[serde(rename = "identity.linked")]
+    IdentityLinked,
+    #[serde(rename = "web.page_viewed")]
+    PageViewed,
+    #[serde(rename = "email.sent")]
+    EmailSent,
+    #[serde(rename = "email.opened")]
+    EmailOpened,
+    #[serde(rename = "email.clicked")]
+    EmailClicked,
+    #[serde(rename = "email.bounced")]
+    EmailBounced,
+    #[serde(rename = "call.completed")]
+    CallCompleted,
+    #[serde(rename = "order.placed")]
+    OrderPlaced,
+    #[serde(rename = "order.cancelled")]
+    OrderCancelled,
+    #[serde(rename = "order.refunded")]
+    OrderRefunded,
+    #[serde(rename = "ticket.opened")]
+    TicketOpened,
+    #[serde(rename = "ticket.resolved")]
+    TicketResolved,
+    #[serde(rename = "survey.answered")]
+    SurveyAnswered,
+    #[serde(rename = "consent.changed")]
+    ConsentChanged,
+    #[serde(rename = "points.redeemed")]
+    PointsRedeemed,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Channel {
+    Web,
+    App,
+    Email,
+    Phone,
+    Sms,
+    Store,
+    Chat,
+    Other,
+}
+
+/// Who the event is about: at least one identifier. Emails are compared
+/// trimmed and lower-cased, phones by `+` and their digits.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Customer {
+    /// The shop's own id; required by `customer.registered`.
+    #[schema(nullable = false)]
+    customer_id: Option<String>,
+    #[schema(nullable = false)]
+    email: Option<String>,
+    #[schema(nullable = false)]
+    phone: Option<String>,
+    /// A browser's or device's id.
+    #[schema(nullable = false)]
+    anonymous_id: Option<String>,
+}
+
+/// The `data` of each type.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum Data {
+    Profile(ProfileData),
+    PageViewed(PageViewedData),
+    Email(EmailData),
+    Call(CallData),
+    OrderPlaced(OrderPlacedData),
+    OrderRefunded(OrderRefundedData),
+    Order(OrderData),
+    TicketOpened(TicketOpenedData),
+    Ticket(TicketData),
+    Survey(SurveyData),
+    Consent(ConsentData),
+    Points(PointsData),
+    Linked(LinkedData),
+}
+
+/// `customer.registered`, `customer.updated`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProfileData {
+    #[schema(nullable = false)]
+    name: Option<String>,
+    #[schema(nullable = false)]
+    email: Option<String>,
+    #[schema(nullable = false)]
+    phone: Option<String>,
+    #[schema(nullable = false)]
+    city: Option<String>,
+    #[schema(nullable = false)]
+    attributes: Option<BTreeMap<String, String>>,
+}
+
+/// `identity.linked`: the identifiers in `customer` (at least two) are
+/// one person.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LinkedData {}
+
+/// `web.page_viewed`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageViewedData {
+    url: String,
+    #[schema(nullable = false)]
+    referrer: Option<String>,
+    #[schema(nullable = false)]
+    session_id: Option<String>,
+    #[schema(nullable = false, minimum = 0)]
+    duration_ms: Option<i64>,
+}
+
+/// `email.sent`, `email.opened`, `email.clicked`, `email.bounced`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EmailData {
+    message_id: String,
+    #[schema(nullable = false)]
+    campaign_id: Option<String>,
+    #[schema(nullable = false)]
+    url: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// `call.completed`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallData {
+    direction: Direction,
+    #[schema(minimum = 0)]
+    duration_s: i64,
+    #[schema(nullable = false)]
+    outcome: Option<String>,
+    #[schema(nullable = false)]
+    agent_id: Option<String>,
+}
+
+/// `order.placed`. Amounts are in the currency's minor unit (ISO 4217:
+/// cents for USD, yen for JPY).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrderPlacedData {
+    order_id: String,
+    #[schema(minimum = 0)]
+    total_minor: i64,
+    /// An ISO 4217 code.
+    #[schema(pattern = "^[A-Z]{3}$")]
+    currency: String,
+    #[schema(nullable = false)]
+    items: Option<Vec<OrderItem>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrderItem {
+    sku: String,
+    #[schema(minimum = 1)]
+    quantity: i64,
+    unit_price_minor: i64,
+}
+
+/// `order.refunded`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrderRefundedData {
+    order_id: String,
+    #[schema(minimum = 1)]
+    amount_minor: i64,
+}
+
+/// `order.cancelled`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrderData {
+    order_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TicketCategory {
+    Complaint,
+    Inquiry,
+    AfterSales,
+}
+
+/// `ticket.opened`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TicketOpenedData {
+    ticket_id: String,
+    category: TicketCategory,
+    #[schema(nullable = false)]
+    subject: Option<String>,
+}
+
+/// `ticket.resolved`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TicketData {
+    ticket_id: String,
+}
+
+/// `survey.answered`: an NPS score, a CSAT score, or both.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SurveyData {
+    survey_id: String,
+    #[schema(nullable = false, minimum = 0, maximum = 10)]
+    nps: Option<i64>,
+    #[schema(nullable = false, minimum = 1, maximum = 5)]
+    csat: Option<i64>,
+    #[schema(nullable = false)]
+    comment: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ConsentChannel {
+    Email,
+    Sms,
+    Phone,
+}
+
+/// `consent.changed`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConsentData {
+    channel: ConsentChannel,
+    granted: bool,
+}
+
+/// `points.redeemed`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PointsData {
+    #[schema(minimum = 1)]
+    points: i64,
+    #[schema(nullable = false)]
+    reason: Option<String>,
+}
+
+/// `202`: every event is on the log.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Accepted {
+    /// Events acknowledged by the broker.
+    pub(crate) accepted: usize,
+}
