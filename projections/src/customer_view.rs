@@ -755,7 +755,7 @@ fn trim_end(out: &mut String) {
 }
 
 /// The JSON document the query API answers for a customer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CustomerDocument {
     pub customer_id: String,
     pub known: bool,
@@ -777,13 +777,13 @@ pub struct CustomerDocument {
     pub conflicts: Vec<ConflictDocument>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ChannelDocument {
     pub count: u64,
     pub last_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct OrdersDocument {
     /// Orders placed and not cancelled.
     pub count: u64,
@@ -794,7 +794,7 @@ pub struct OrdersDocument {
     pub last_order_at: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TicketsDocument {
     pub open: u64,
     pub open_complaints: u64,
@@ -802,7 +802,7 @@ pub struct TicketsDocument {
     pub complaints: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ConflictDocument {
     pub identifier: String,
     pub owner: String,

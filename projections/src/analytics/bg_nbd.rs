@@ -27,7 +27,7 @@ fn weeks(days: i64) -> f64 {
 /// Transactions while alive ~ Poisson(λ) with λ ~ Gamma(r, α) (α a rate, per
 /// week); after each repeat purchase a customer drops out with probability
 /// p ~ Beta(a, b).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BgNbdParameters {
     pub r: f64,
     pub alpha: f64,
@@ -35,7 +35,7 @@ pub struct BgNbdParameters {
     pub b: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BgNbdFit {
     pub parameters: BgNbdParameters,
     /// Total log-likelihood of the fitted customers at `parameters`.
@@ -45,7 +45,7 @@ pub struct BgNbdFit {
 
 /// Restricts a fit to customers whose first occasion falls in these days
 /// (both inclusive), e.g. one acquisition quarter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cohort {
     pub first_day_from: i64,
     pub first_day_to: i64,

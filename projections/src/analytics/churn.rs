@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::config::ChurnConfig;
 use super::occasions::RepeatSummary;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChurnFlag {
     pub at_risk: bool,
     /// Why, for people: e.g. "P(alive) 0.31 < 0.50".

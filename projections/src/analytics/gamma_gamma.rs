@@ -16,14 +16,14 @@ use super::occasions::RepeatSummary;
 use super::{Error, Result};
 
 /// p, q and γ as named in the paper; γ is in reporting-currency minor units.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GammaGammaParameters {
     pub p: f64,
     pub q: f64,
     pub gamma: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GammaGammaFit {
     pub parameters: GammaGammaParameters,
     pub log_likelihood: f64,

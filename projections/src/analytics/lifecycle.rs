@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::config::LifecycleConfig;
 use super::occasions::PurchaseOccasion;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleStage {
     /// Has interacted but never ordered.

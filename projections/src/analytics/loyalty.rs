@@ -10,7 +10,7 @@ use super::config::LoyaltyConfig;
 use super::occasions::OrderFact;
 
 /// Points spent, as recorded by the loyalty system.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Redemption {
     pub day: i64,
     pub points: i64,
@@ -20,7 +20,7 @@ pub struct Redemption {
 /// A redemption that asked for more points than the member had. It is
 /// applied in full (the balance goes negative and later earnings pay it back)
 /// and reported here, rather than trimmed to fit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OverRedemption {
     pub event_id: String,
     pub day: i64,
@@ -29,7 +29,7 @@ pub struct OverRedemption {
     pub shortfall_points: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoyaltyStatus {
     pub tier: String,
     /// The day the member's rolling spend last rose to the tier's threshold

@@ -18,7 +18,7 @@ use super::order_statistics::CountingMultiset;
 /// Recency is kept as the day of the last occasion rather than as "days ago"
 /// so that the ranking does not go stale as days pass: for one `as_of`, fewer
 /// days since the last occasion is exactly a later last occasion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RfmValues {
     pub last_occasion_day: i64,
     /// Purchase occasions in the window.
@@ -80,7 +80,7 @@ pub fn rfm_values_change_on(
 }
 
 /// Scores 1–5, higher is better on every axis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RfmScores {
     pub recency: u8,
     pub frequency: u8,
@@ -123,7 +123,9 @@ impl RfmScores {
 /// Published versions of the table overlap (checked top to bottom, several
 /// rows are unreachable); this grid keeps each segment's intent and removes
 /// the overlaps so no precedence is needed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RfmSegment {
     Champions,

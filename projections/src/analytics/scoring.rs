@@ -336,7 +336,7 @@ impl PopulationModels {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RfmDocument {
     pub recency_days: i64,
     pub frequency: u32,
@@ -349,7 +349,7 @@ pub struct RfmDocument {
     pub segment_name: &'static str,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ChurnDocument {
     pub p_alive: Option<f64>,
     pub expected_purchases: Option<f64>,
@@ -358,14 +358,14 @@ pub struct ChurnDocument {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ClvDocument {
     pub expected_value_minor: Option<f64>,
     pub currency: String,
     pub horizon_days: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LoyaltyDocument {
     pub tier: String,
     pub points: i64,
@@ -375,7 +375,7 @@ pub struct LoyaltyDocument {
 }
 
 /// The answer of `GET /v1/customers/{id}/scores`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CustomerScores {
     pub as_of: String,
     /// `None` without an occasion in the RFM window.

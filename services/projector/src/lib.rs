@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod changes;
 mod error;
+mod openapi;
 pub mod position;
 pub mod query;
 mod read;
@@ -353,6 +354,15 @@ mod tests {
         }
         let (_directory, app) = serve(&records);
         let as_of = "1970-10-01";
+        // Every answer below has the types the API document gives it
+        let (_, document) = get(&app, "/openapi.json").await;
+        let described = |template: &str, status: StatusCode, body: &Value| {
+            if let Err(error) =
+                rapport_fuzzing::answer_matches(&document, "GET", template, status.as_u16(), body)
+            {
+                panic!("{error}\n{body}");
+            }
+        };
 
         // The biggest repeat buyer (c-27: 4 occasions) at as_of
         let (status, scores) = get(&app, &format!("/v1/customers/c-27/scores?as_of={as_of}")).await;
@@ -365,6 +375,23 @@ mod tests {
         assert_eq!(scores["rfm"]["m"], 5);
         assert!(scores["churn"]["p_alive"].as_f64().is_some());
         assert!(scores["clv"]["expected_value_minor"].as_f64().is_some());
+        described("/v1/customers/{customer_id}/scores", status, &scores);
+        for (template, uri) in [
+            ("/v1/customers/{customer_id}", "/v1/customers/c-27"),
+            ("/v1/customers", "/v1/customers?email=c-27@example.com"),
+            (
+                "/v1/customers/{customer_id}/timeline",
+                "/v1/customers/c-27/timeline?limit=2",
+            ),
+            ("/v1/identity/conflicts", "/v1/identity/conflicts"),
+            ("/v1/admin/status", "/v1/admin/status"),
+            ("/v1/admin/versions", "/v1/admin/versions"),
+            ("/healthz", "/healthz"),
+        ] {
+            let (status, body) = get(&app, uri).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            described(template, status, &body);
+        }
         assert_eq!(scores["loyalty"]["tier"], "Silver");
         assert_eq!(scores["loyalty"]["points"], 290 + 290 + 283 + 308);
         // …and before their first order they had no scores at all
@@ -375,6 +402,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{model}");
         assert_eq!(model["customers"], 30);
         assert_eq!(model["time_unit"], "weeks");
+        described("/v1/models/bgnbd", status, &model);
         // Customer c first buys on day 100 + 3c: by 8 May 1970 (day 127)
         // the first ten have, and the fit sees no one else.
         let (status, early) = get(&app, "/v1/models/bgnbd?as_of=1970-05-08").await;
@@ -394,10 +422,12 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{model}");
         assert!(model["customers"].as_u64().unwrap() < 30);
         assert_eq!(model["cohort_from"], "1970-04-11");
+        described("/v1/models/gamma-gamma", status, &model);
 
         let (status, segments) = get(&app, &format!("/v1/segments?as_of={as_of}")).await;
         assert_eq!(status, StatusCode::OK, "{segments}");
         assert_eq!(segments["customers"], 30);
+        described("/v1/segments", status, &segments);
         let total = |kind: &str| -> u64 {
             segments[kind]
                 .as_object()
@@ -426,6 +456,7 @@ mod tests {
             page["customers"].as_array().unwrap().len(),
             2.min(count as usize)
         );
+        described("/v1/segments/{kind}/{name}/customers", status, &page);
         let response = app
             .clone()
             .oneshot(
@@ -469,7 +500,34 @@ mod tests {
         ] {
             let (status, body) = get(&app, bad).await;
             assert_eq!(status, expected, "{bad}: {body}");
+            let template = match bad.split('?').next().unwrap() {
+                path if path.ends_with("/scores") => "/v1/customers/{customer_id}/scores",
+                path if path.starts_with("/v1/segments/") => "/v1/segments/{kind}/{name}/customers",
+                path => path,
+            };
+            described(template, status, &body);
         }
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_describes_every_route() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+        let (router, table) = crate::router::routes(
+            Arc::new(QueryState::new(
+                crate::versions::Versions::serving(store, "v1"),
+                Registry::default(),
+                Default::default(),
+            )),
+            &rapport_common::apikeys::Gate::open_for_tests(),
+        );
+        let document = rapport_fuzzing::describes_every_route(router, &table).await;
+        assert_eq!(document["info"]["title"], "Rapport projector");
+        let members = &document["paths"]["/v1/segments/{kind}/{name}/customers"]["get"];
+        assert!(
+            members["responses"]["200"]["content"]["text/csv"].is_object(),
+            "{members}"
+        );
     }
 
     /// The vault as the projector sees it, in memory: a pseudonym key, the

@@ -228,7 +228,7 @@ pub(crate) struct TimelineParams {
     before: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TimelineItem {
     occurred_at: String,
     event_id: String,
@@ -240,7 +240,7 @@ pub(crate) struct TimelineItem {
     profile_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TimelinePage {
     customer_id: String,
     items: Vec<TimelineItem>,
@@ -355,7 +355,13 @@ pub(crate) struct VersionParams {
     version: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ConflictList {
+    conflicts: Vec<ConflictItem>,
+}
+
+/// One identifier two known customers claimed: it stays with its owner.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ConflictItem {
     recorded_at: String,
     identifier: String,
@@ -399,9 +405,7 @@ pub(crate) async fn list_conflicts(
             cause_event_id: entry.cause_event_id,
         });
     }
-    state
-        .open_tokens(&serde_json::json!({ "conflicts": conflicts }))
-        .await
+    state.open_tokens(&ConflictList { conflicts }).await
 }
 
 pub(crate) async fn admin_status(State(state): State<Arc<QueryState>>) -> Json<ProjectorStatus> {
@@ -412,7 +416,7 @@ pub(crate) async fn admin_status(State(state): State<Arc<QueryState>>) -> Json<P
 }
 
 pub(crate) async fn healthz() -> Response {
-    (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
+    (StatusCode::OK, Json(rapport_common::http::Health::OK)).into_response()
 }
 
 pub(crate) async fn metrics(State(state): State<Arc<QueryState>>) -> Response {

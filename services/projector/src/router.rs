@@ -56,7 +56,11 @@ pub fn routes(state: Arc<QueryState>, gate: &Gate) -> (Router, RouteTable) {
         .get(Admin, "/v1/admin/verify", query::verify)
         .get(Open, "/healthz", query::healthz)
         .get(Read, "/metrics", query::metrics)
-        .finish();
+        .finish_described(
+            <crate::openapi::ProjectorApi as utoipa::OpenApi>::openapi(),
+            "projector",
+            "The query API: customers, timelines, scores, models and segments from the customer view, and its versions (rebuilds).",
+        );
     let routes = routes
         .fallback(rapport_common::http::no_such_route)
         .with_state(state);

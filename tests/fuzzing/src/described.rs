@@ -104,6 +104,28 @@ pub async fn describes_every_route(router: Router, table: &RouteTable) -> Value 
     document
 }
 
+/// Whether `body`, answered with `status` to `method` on the route
+/// `template` (with its `{placeholders}`), has the types `document`
+/// describes for that answer as JSON.
+pub fn answer_matches(
+    document: &Value,
+    method: &str,
+    template: &str,
+    status: u16,
+    body: &Value,
+) -> Result<(), String> {
+    let response =
+        &document["paths"][template][method.to_ascii_lowercase()]["responses"][status.to_string()];
+    let schema = &response["content"]["application/json"]["schema"];
+    if schema.is_null() {
+        return Err(format!(
+            "{method} {template} describes no JSON answer with {status}"
+        ));
+    }
+    matches_schema(body, schema, &document["components"]["schemas"])
+        .map_err(|error| format!("{method} {template} {status}: {error}"))
+}
+
 fn placeholders(path: &str) -> Vec<&str> {
     path.split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
@@ -130,12 +152,15 @@ fn references_in(value: &Value, found: &mut BTreeSet<String>) {
 
 /// Whether `value` has the types `schema` declares: `type` (one or a
 /// list), `properties` and `required`, `items`, `$ref`, `oneOf`/`anyOf`,
-/// `enum`. A deliberately small part of JSON Schema: what the derived
+/// `allOf`, `enum`. A deliberately small part of JSON Schema: what the derived
 /// schemas use.
 pub fn matches_schema(value: &Value, schema: &Value, schemas: &Value) -> Result<(), String> {
     if let Some(reference) = schema["$ref"].as_str() {
         let name = reference.trim_start_matches("#/components/schemas/");
         return matches_schema(value, &schemas[name], schemas);
+    }
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        matches_schema(value, part, schemas)?;
     }
     for combinator in ["oneOf", "anyOf"] {
         if let Some(options) = schema[combinator].as_array() {
@@ -184,6 +209,9 @@ pub fn matches_schema(value: &Value, schema: &Value, schemas: &Value) -> Result<
                     .map_err(|error| format!("{name}: {error}"))?;
             } else if schema["additionalProperties"] == Value::Bool(false) {
                 return Err(format!("{name} is not a property"));
+            } else if schema["additionalProperties"].is_object() {
+                matches_schema(field, &schema["additionalProperties"], schemas)
+                    .map_err(|error| format!("{name}: {error}"))?;
             }
         }
     }

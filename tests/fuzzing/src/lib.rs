@@ -8,7 +8,7 @@
 
 pub mod described;
 pub mod scopes;
-pub use described::describes_every_route;
+pub use described::{answer_matches, describes_every_route};
 pub use scopes::every_route_checks_its_scope;
 
 use proptest::test_runner::Config;

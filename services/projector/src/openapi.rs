@@ -1,0 +1,327 @@
+//! The query API's OpenAPI description. The handlers are described here
+//! rather than on themselves: several build their answers as JSON (scores
+//! merged with the id they are shown under, segment counts keyed by the
+//! segment names the configuration sets), so the types below describe
+//! those answers, and a test holds real answers of every read route to the
+//! schemas the document gives them (see `lib.rs`).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use rapport_common::admin::{
+    ErrorAnswer, ProjectionDropped, ProjectionVersions, ProjectorStatus, ReplayRequest,
+    ReplayStarted, VerifyReport, VersionSwitched,
+};
+use rapport_common::http::Health;
+use rapport_projections::analytics::scoring::CustomerScores;
+use rapport_projections::customer_view::CustomerDocument;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::query::{ConflictList, TimelinePage};
+
+/// Every operation the query API serves.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    find_customer,
+    get_customer,
+    get_timeline,
+    customer_scores,
+    bg_nbd_model,
+    gamma_gamma_model,
+    segment_counts,
+    segment_members,
+    list_conflicts,
+    admin_status,
+    create_replay,
+    list_versions,
+    switch_version,
+    drop_version,
+    verify,
+    healthz,
+    metrics,
+))]
+pub(crate) struct ProjectorApi;
+
+/// `GET /v1/customers/{customer_id}/scores`: the scores, and the id the
+/// person is shown under.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ScoresAnswer {
+    customer_id: String,
+    #[serde(flatten)]
+    scores: CustomerScores,
+}
+
+/// Which buyers a fit is over: first purchase within the cohort, when one
+/// was asked for.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FitWindow {
+    /// `YYYY-MM-DD`.
+    as_of: String,
+    cohort_from: Option<String>,
+    cohort_to: Option<String>,
+}
+
+/// The BG/NBD fit (Fader, Hardie and Lee 2005), time in weeks.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BgNbdModel {
+    r: f64,
+    alpha: f64,
+    a: f64,
+    b: f64,
+    log_likelihood: f64,
+    /// Customers in the fit.
+    customers: u64,
+    /// Buyers in the population by `as_of`.
+    buyers: u64,
+    /// `weeks`.
+    time_unit: String,
+    #[serde(flatten)]
+    window: FitWindow,
+}
+
+/// The Gamma-Gamma spend fit (Fader, Hardie and Lee 2005).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GammaGammaModel {
+    p: f64,
+    q: f64,
+    gamma: f64,
+    log_likelihood: f64,
+    /// Repeat buyers in the fit.
+    customers: u64,
+    buyers: u64,
+    #[serde(flatten)]
+    window: FitWindow,
+}
+
+/// A model as the segment counts report it: fitted over so many
+/// customers, or why not.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum FitSummary {
+    Fitted { customers: u64 },
+    NotFitted { not_fitted: String },
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ModelSummaries {
+    bg_nbd: FitSummary,
+    gamma_gamma: FitSummary,
+}
+
+/// `GET /v1/segments`: people per segment of every segmentation, each
+/// segment named as the configuration names it (zero counts included).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SegmentCounts {
+    as_of: String,
+    customers: u64,
+    models: ModelSummaries,
+    rfm: BTreeMap<String, u64>,
+    lifecycle: BTreeMap<String, u64>,
+    value_tier: BTreeMap<String, u64>,
+    loyalty: BTreeMap<String, u64>,
+}
+
+/// What a mailing list needs of one member. Identifiers of an erased
+/// person read `[erased]`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Contact {
+    customer_id: String,
+    email: Option<String>,
+    phone: Option<String>,
+    name: Option<String>,
+    /// The latest email consent, if one was ever given or withdrawn.
+    email_consent: Option<bool>,
+}
+
+/// One page of a segment's members.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SegmentMembers {
+    as_of: String,
+    kind: String,
+    customers: Vec<Contact>,
+    /// Pass as `cursor=` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    next_cursor: Option<String>,
+}
+
+// Stand-ins that carry the attributes; `routes` in `router.rs` serves the
+// real handlers, and the document test holds one to the other.
+
+#[utoipa::path(get, path = "/v1/customers", tag = "customers", operation_id = "find_customer",
+    params(
+        ("customer_id" = Option<String>, Query, description = "Exactly one of these four: the shop's customer id,"),
+        ("email" = Option<String>, Query, description = "an email (compared trimmed and lower-cased),"),
+        ("phone" = Option<String>, Query, description = "a phone (compared by `+` and its digits),"),
+        ("anonymous_id" = Option<String>, Query, description = "or an anonymous id."),
+        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
+    ),
+    responses(
+        (status = 200, description = "The person holding the identifier, whole: every profile merged into them.", body = CustomerDocument),
+        (status = 400, description = "Not exactly one identifier, or an empty one.", body = ErrorAnswer),
+        (status = 404, description = "No customer with it (the answer names the kind, never the value).", body = ErrorAnswer),
+        (status = 503, description = "The vault does not answer, so sealed values cannot be opened.", body = ErrorAnswer),
+    ))]
+fn find_customer() {}
+
+#[utoipa::path(get, path = "/v1/customers/{customer_id}", tag = "customers", operation_id = "get_customer",
+    params(
+        ("customer_id" = String, Path, description = "The shop's customer id, its pseudonym or a prospect id."),
+        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
+    ),
+    responses(
+        (status = 200, description = "The unified view of the person.", body = CustomerDocument),
+        (status = 404, description = "No such customer.", body = ErrorAnswer),
+        (status = 503, description = "The vault does not answer.", body = ErrorAnswer),
+    ))]
+fn get_customer() {}
+
+#[utoipa::path(get, path = "/v1/customers/{customer_id}/timeline", tag = "customers", operation_id = "get_timeline",
+    params(
+        ("customer_id" = String, Path, description = "The shop's customer id, its pseudonym or a prospect id."),
+        ("limit" = Option<usize>, Query, description = "1-500, default 50.", minimum = 1, maximum = 500),
+        ("before" = Option<String>, Query, description = "`next_before` of the previous page."),
+        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
+    ),
+    responses(
+        (status = 200, description = "Events newest first, across every profile of the person.", body = TimelinePage),
+        (status = 400, description = "A bad limit or cursor.", body = ErrorAnswer),
+        (status = 404, description = "No such customer.", body = ErrorAnswer),
+    ))]
+fn get_timeline() {}
+
+#[utoipa::path(get, path = "/v1/customers/{customer_id}/scores", tag = "analytics", operation_id = "customer_scores",
+    params(
+        ("customer_id" = String, Path, description = "The shop's customer id, its pseudonym or a prospect id."),
+        ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD` or RFC 3339; default today (UTC)."),
+        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
+    ),
+    responses(
+        (status = 200, description = "RFM, churn, CLV, lifecycle, value tier and loyalty at `as_of`.", body = ScoresAnswer),
+        (status = 400, description = "A bad `as_of`.", body = ErrorAnswer),
+        (status = 404, description = "No such customer.", body = ErrorAnswer),
+    ))]
+fn customer_scores() {}
+
+#[utoipa::path(get, path = "/v1/models/bgnbd", tag = "analytics", operation_id = "bg_nbd_model",
+    params(
+        ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."),
+        ("cohort_from" = Option<String>, Query, description = "With `cohort_to`: only buyers whose first purchase is in between."),
+        ("cohort_to" = Option<String>, Query, description = "See `cohort_from`."),
+        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
+    ),
+    responses(
+        (status = 200, description = "The fit.", body = BgNbdModel),
+        (status = 400, description = "A bad date or cohort.", body = ErrorAnswer),
+        (status = 422, description = "Too few buyers to fit.", body = ErrorAnswer),
+    ))]
+fn bg_nbd_model() {}
+
+#[utoipa::path(get, path = "/v1/models/gamma-gamma", tag = "analytics", operation_id = "gamma_gamma_model",
+    params(
+        ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."),
+        ("cohort_from" = Option<String>, Query, description = "With `cohort_to`: only buyers whose first purchase is in between."),
+        ("cohort_to" = Option<String>, Query, description = "See `cohort_from`."),
+        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
+    ),
+    responses(
+        (status = 200, description = "The fit.", body = GammaGammaModel),
+        (status = 400, description = "A bad date or cohort.", body = ErrorAnswer),
+        (status = 422, description = "Too few repeat buyers to fit.", body = ErrorAnswer),
+    ))]
+fn gamma_gamma_model() {}
+
+#[utoipa::path(get, path = "/v1/segments", tag = "analytics", operation_id = "segment_counts",
+    params(
+        ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD` or RFC 3339; default today (UTC)."),
+        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
+    ),
+    responses(
+        (status = 200, description = "People per segment.", body = SegmentCounts),
+        (status = 400, description = "A bad `as_of`.", body = ErrorAnswer),
+    ))]
+fn segment_counts() {}
+
+#[utoipa::path(get, path = "/v1/segments/{kind}/{name}/customers", tag = "analytics", operation_id = "segment_members",
+    params(
+        ("kind" = String, Path, description = "`rfm`, `lifecycle`, `value_tier` or `loyalty`."),
+        ("name" = String, Path, description = "A segment of that kind, as `GET /v1/segments` names it."),
+        ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD` or RFC 3339; default today (UTC)."),
+        ("limit" = Option<usize>, Query, description = "JSON: 1-10 000, default 100. CSV: default the whole segment.", minimum = 1),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (CSV: the `X-Next-Cursor` header)."),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`."),
+        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
+    ),
+    responses(
+        (status = 200, description = "A page of members; as CSV (`customer_id,email,phone,name,email_consent`, cells a spreadsheet would run as formulas prefixed with `'`) with `format=csv`.",
+            content((SegmentMembers = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A bad parameter.", body = ErrorAnswer),
+        (status = 404, description = "No such segmentation or segment.", body = ErrorAnswer),
+    ))]
+fn segment_members() {}
+
+#[utoipa::path(get, path = "/v1/identity/conflicts", tag = "customers", operation_id = "list_conflicts",
+    params(
+        ("limit" = Option<usize>, Query, description = "1-1000, default 100."),
+        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
+    ),
+    responses((status = 200, description = "Identifiers two known customers claimed, newest first.", body = ConflictList)))]
+fn list_conflicts() {}
+
+#[utoipa::path(get, path = "/v1/admin/status", tag = "admin", operation_id = "admin_status",
+    responses((status = 200, description = "Every projection version and its progress.", body = ProjectorStatus)))]
+fn admin_status() {}
+
+#[utoipa::path(post, path = "/v1/admin/replays", tag = "admin", operation_id = "create_replay", request_body = ReplayRequest,
+    responses(
+        (status = 201, description = "The rebuild started beside the live version.", body = ReplayStarted),
+        (status = 400, description = "A bad field.", body = ErrorAnswer),
+        (status = 409, description = "The version name is taken.", body = ErrorAnswer),
+        (status = 503, description = "The cluster cannot be asked about the source topic.", body = ErrorAnswer),
+    ))]
+fn create_replay() {}
+
+#[utoipa::path(get, path = "/v1/admin/versions", tag = "admin", operation_id = "list_versions",
+    responses((status = 200, description = "The live version and every other.", body = ProjectionVersions)))]
+fn list_versions() {}
+
+#[utoipa::path(post, path = "/v1/admin/versions/{version}/switch", tag = "admin", operation_id = "switch_version",
+    params(
+        ("version" = String, Path, description = "The version to make live."),
+        ("follow_other_topic" = Option<bool>, Query, description = "Needed when the version reads another topic than the live one."),
+    ),
+    responses(
+        (status = 200, description = "Switched.", body = VersionSwitched),
+        (status = 404, description = "No such version.", body = ErrorAnswer),
+        (status = 409, description = "The version has not caught up, or reads another topic.", body = ErrorAnswer),
+    ))]
+fn switch_version() {}
+
+#[utoipa::path(delete, path = "/v1/admin/versions/{version}", tag = "admin", operation_id = "drop_version",
+    params(("version" = String, Path, description = "The version to drop.")),
+    responses(
+        (status = 200, description = "Dropped.", body = ProjectionDropped),
+        (status = 404, description = "No such version.", body = ErrorAnswer),
+        (status = 409, description = "The live version cannot be dropped.", body = ErrorAnswer),
+    ))]
+fn drop_version() {}
+
+#[utoipa::path(get, path = "/v1/admin/verify", tag = "admin", operation_id = "verify",
+    params(
+        ("other" = String, Query, description = "The version to compare with."),
+        ("live" = Option<String>, Query, description = "The version to compare it to; default the live one."),
+    ),
+    responses(
+        (status = 200, description = "Entry counts, checksums and the first differing keys.", body = VerifyReport),
+        (status = 404, description = "No such version.", body = ErrorAnswer),
+    ))]
+fn verify() {}
+
+#[utoipa::path(get, path = "/healthz", tag = "meta", operation_id = "healthz",
+    responses((status = 200, description = "The service is up.", body = Health)))]
+fn healthz() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "meta", operation_id = "metrics",
+    responses((status = 200, description = "Counters and gauges, OpenMetrics text.", content_type = "application/openmetrics-text", body = String)))]
+fn metrics() {}
