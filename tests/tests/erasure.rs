@@ -1,8 +1,9 @@
 //! Erasing a person end to end: a guest who bought by email and later
 //! registered (two profiles, merged), with page views, a ticket and a
 //! survey comment. After `rapportctl erase`, nothing personal of theirs is
-//! readable through the API, in any service's files, or on the topics, and
-//! their data keys are gone from every file; a rebuild of the customer view
+//! readable through the API, in any service's or the broker's files, or on
+//! the topics, and their data keys are gone from every file; a rebuild of
+//! the customer view
 //! and a re-identification bring nothing back; their orders still count,
 //! and another customer is untouched. When the same email and customer id
 //! come back, they make a new, separate person, and re-identifying gives
@@ -11,8 +12,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rapport_e2e::{Pipeline, event, get_json_with_key, test_keys};
-use serde_json::json;
+use rapport_e2e::{Pipeline, PrivateBroker, event, get_json_with_key, test_keys};
+use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -39,6 +40,29 @@ fn files_under(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// A customer registering (at, name, city) and then ordering (at, order
+/// id, total in cents).
+fn registered_and_ordered(
+    customer: &Value,
+    (registered_at, name, city): (&str, &str, &str),
+    (ordered_at, order_id, total_minor): (&str, &str, i64),
+) -> [Value; 2] {
+    [
+        event(
+            "customer.registered",
+            registered_at,
+            customer.clone(),
+            json!({"name": name, "city": city}),
+        ),
+        event(
+            "order.placed",
+            ordered_at,
+            customer.clone(),
+            json!({"order_id": order_id, "total_minor": total_minor, "currency": "USD"}),
+        ),
+    ]
+}
+
 fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
     haystack
         .windows(needle.len())
@@ -48,6 +72,9 @@ fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
 
 #[test]
 fn an_erased_person_is_unreadable_everywhere_and_their_orders_still_count() {
+    // A broker of its own that keeps the log in SQLite, so that its files
+    // are scanned too
+    let broker = PrivateBroker::start();
     let pipeline = Pipeline::start("erase");
     let guest = json!({"email": "Ada.Erase@Example.com", "anonymous_id": "anon-erase-1"});
     let known = json!({"customer_id": "c-erase-ada", "email": "ada.erase@example.com"});
@@ -97,19 +124,12 @@ fn an_erased_person_is_unreadable_everywhere_and_their_orders_still_count() {
             known,
             json!({"survey_id": "s-1", "nps": 10, "comment": "analytical engines rule"}),
         ),
-        event(
-            "customer.registered",
-            "2026-10-02T09:00:00Z",
-            bob.clone(),
-            json!({"name": "Bob Keeps", "city": "Leeds"}),
-        ),
-        event(
-            "order.placed",
-            "2026-10-03T11:00:00Z",
-            bob,
-            json!({"order_id": "o-bob", "total_minor": 3000, "currency": "USD"}),
-        ),
     ]);
+    pipeline.send_ok(&registered_and_ordered(
+        &bob,
+        ("2026-10-02T09:00:00Z", "Bob Keeps", "Leeds"),
+        ("2026-10-03T11:00:00Z", "o-bob", 3000),
+    ));
     pipeline.wait_until_caught_up(PATIENCE);
     let before = pipeline.wait_for_json("/v1/customers/c-erase-ada", PATIENCE, |view| {
         view["profile"]["name"] == "Ada Lovelace" && view["orders"]["count"] == 2
@@ -237,6 +257,21 @@ fn an_erased_person_is_unreadable_everywhere_and_their_orders_still_count() {
     // personal values or her data keys
     let mut files = Vec::new();
     files_under(pipeline.dir.path(), &mut files);
+    let before_broker = files.len();
+    files_under(broker.storage_dir(), &mut files);
+    assert!(
+        files.len() > before_broker,
+        "the broker's files are scanned: {files:?}"
+    );
+    // They hold the log: an order id, which is not personal, reads there
+    let broker_bytes: Vec<u8> = files[before_broker..]
+        .iter()
+        .flat_map(|file| std::fs::read(file).unwrap_or_default())
+        .collect();
+    assert!(
+        occurrences(&broker_bytes, b"o-bob") > 0,
+        "the broker's files hold no record of the log"
+    );
     assert!(files.len() > 10, "{files:?}");
     for file in &files {
         let bytes = std::fs::read(file).unwrap_or_default();
@@ -286,20 +321,11 @@ fn an_erased_person_is_unreadable_everywhere_and_their_orders_still_count() {
     // The erased person goes by the pseudonym of her customer id
     let erased_id = pipeline.pseudonym("customer_id", "c-erase-ada");
     let returning = json!({"customer_id": "c-erase-ada", "email": "ada.erase@example.com"});
-    pipeline.send_ok(&[
-        event(
-            "customer.registered",
-            "2026-11-10T09:00:00Z",
-            returning.clone(),
-            json!({"name": "Ada Returns", "city": "Bath"}),
-        ),
-        event(
-            "order.placed",
-            "2026-11-11T10:00:00Z",
-            returning,
-            json!({"order_id": "o-ada-3", "total_minor": 1000, "currency": "USD"}),
-        ),
-    ]);
+    pipeline.send_ok(&registered_and_ordered(
+        &returning,
+        ("2026-11-10T09:00:00Z", "Ada Returns", "Bath"),
+        ("2026-11-11T10:00:00Z", "o-ada-3", 1000),
+    ));
     let back = pipeline.wait_for_json(
         "/v1/customers?email=ada.erase@example.com",
         PATIENCE,
