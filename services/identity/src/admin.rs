@@ -250,10 +250,12 @@ mod tests {
     use rapport_common::config::Config;
     use tower::ServiceExt as _;
 
-    fn app(directory: &std::path::Path) -> Router {
+    /// The service's state over fresh stores in `directory`. Nothing
+    /// listens at its broker address: the refusals the tests expect must
+    /// come before any broker call.
+    fn state(directory: &std::path::Path) -> Arc<AdminState> {
         let store = Store::open(&directory.join("identity"), &[FAMILY]).unwrap();
         let mut config = Config::default();
-        // Nothing listens here: the refusals below must come before any broker call.
         config.kafka.brokers = "127.0.0.1:1".to_owned();
         let versions = Versions::start(
             config,
@@ -263,76 +265,31 @@ mod tests {
         )
         .unwrap();
         let vault = Arc::new(crate::vault::Vault::open(&directory.join("vault")).unwrap());
-        router(
-            Arc::new(AdminState {
-                versions,
-                store: store.clone(),
-                status: WorkerStatus::new("raw"),
-                metrics: Default::default(),
-                vault: vault.clone(),
-                erasures: Arc::new(crate::erasure::Erasures::open(store, vault).unwrap()),
-            }),
-            &Gate::open_for_tests(),
-        )
+        Arc::new(AdminState {
+            versions,
+            store: store.clone(),
+            status: WorkerStatus::new("raw"),
+            metrics: Default::default(),
+            vault: vault.clone(),
+            erasures: Arc::new(crate::erasure::Erasures::open(store, vault).unwrap()),
+        })
+    }
+
+    fn app(directory: &std::path::Path) -> Router {
+        router(state(directory), &Gate::open_for_tests())
     }
 
     #[tokio::test]
     async fn every_route_checks_its_key_scope() {
         let directory = tempfile::tempdir().unwrap();
-        let store = Store::open(&directory.path().join("identity"), &[FAMILY]).unwrap();
-        let mut config = Config::default();
-        config.kafka.brokers = "127.0.0.1:1".to_owned();
-        let versions = Versions::start(
-            config,
-            store.clone(),
-            directory.path().join("identity.baselines"),
-            Default::default(),
-        )
-        .unwrap();
-        let vault = Arc::new(crate::vault::Vault::open(&directory.path().join("vault")).unwrap());
-        rapport_fuzzing::every_route_checks_its_scope(|gate| {
-            routes(
-                Arc::new(AdminState {
-                    versions: versions.clone(),
-                    store: store.clone(),
-                    status: WorkerStatus::new("raw"),
-                    metrics: Default::default(),
-                    vault: vault.clone(),
-                    erasures: Arc::new(
-                        crate::erasure::Erasures::open(store.clone(), vault.clone()).unwrap(),
-                    ),
-                }),
-                gate,
-            )
-        })
-        .await;
+        let state = state(directory.path());
+        rapport_fuzzing::every_route_checks_its_scope(|gate| routes(state.clone(), gate)).await;
     }
 
     #[tokio::test]
     async fn the_openapi_document_describes_every_route() {
         let directory = tempfile::tempdir().unwrap();
-        let store = Store::open(&directory.path().join("identity"), &[FAMILY]).unwrap();
-        let mut config = Config::default();
-        config.kafka.brokers = "127.0.0.1:1".to_owned();
-        let versions = Versions::start(
-            config,
-            store.clone(),
-            directory.path().join("identity.baselines"),
-            Default::default(),
-        )
-        .unwrap();
-        let vault = Arc::new(crate::vault::Vault::open(&directory.path().join("vault")).unwrap());
-        let (router, table) = routes(
-            Arc::new(AdminState {
-                versions,
-                store: store.clone(),
-                status: WorkerStatus::new("raw"),
-                metrics: Default::default(),
-                vault: vault.clone(),
-                erasures: Arc::new(crate::erasure::Erasures::open(store, vault).unwrap()),
-            }),
-            &Gate::open_for_tests(),
-        );
+        let (router, table) = routes(state(directory.path()), &Gate::open_for_tests());
         let router_again = router.clone();
         let document = rapport_fuzzing::describes_every_route(router, &table).await;
         assert_eq!(document["info"]["title"], "Rapport identity");

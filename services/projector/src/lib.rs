@@ -523,6 +523,23 @@ mod tests {
         );
         let document = rapport_fuzzing::describes_every_route(router, &table).await;
         assert_eq!(document["info"]["title"], "Rapport projector");
+        // Query parameters come from the handlers' own parameter types
+        let names = |path: &str| -> Vec<String> {
+            document["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|parameter| parameter["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            names("/v1/customers"),
+            ["version", "customer_id", "email", "phone", "anonymous_id"]
+        );
+        assert_eq!(
+            names("/v1/models/bgnbd"),
+            ["as_of", "cohort_from", "cohort_to", "version"]
+        );
         let members = &document["paths"]["/v1/segments/{kind}/{name}/customers"]["get"];
         assert!(
             members["responses"]["200"]["content"]["text/csv"].is_object(),

@@ -18,7 +18,19 @@ use rapport_projections::customer_view::CustomerDocument;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::query::{ConflictList, TimelinePage};
+use crate::query::{
+    ConflictList, ConflictParams, LookupParams, SwitchParams, TimelinePage, TimelineParams,
+    VerifyParams, VersionParams,
+};
+use crate::scores_http::{MemberParams, ModelParams, ScoreParams};
+
+/// The person a path names.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct CustomerPath {
+    /// The shop's customer id, its pseudonym or a prospect id.
+    customer_id: String,
+}
 
 /// Every operation the query API serves.
 #[derive(utoipa::OpenApi)]
@@ -150,13 +162,7 @@ pub(crate) struct SegmentMembers {
 // real handlers, and the document test holds one to the other.
 
 #[utoipa::path(get, path = "/v1/customers", tag = "customers", operation_id = "find_customer",
-    params(
-        ("customer_id" = Option<String>, Query, description = "Exactly one of these four: the shop's customer id,"),
-        ("email" = Option<String>, Query, description = "an email (compared trimmed and lower-cased),"),
-        ("phone" = Option<String>, Query, description = "a phone (compared by `+` and its digits),"),
-        ("anonymous_id" = Option<String>, Query, description = "or an anonymous id."),
-        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
-    ),
+    params(LookupParams),
     responses(
         (status = 200, description = "The person holding the identifier, whole: every profile merged into them.", body = CustomerDocument),
         (status = 400, description = "Not exactly one identifier, or an empty one.", body = ErrorAnswer),
@@ -166,10 +172,7 @@ pub(crate) struct SegmentMembers {
 fn find_customer() {}
 
 #[utoipa::path(get, path = "/v1/customers/{customer_id}", tag = "customers", operation_id = "get_customer",
-    params(
-        ("customer_id" = String, Path, description = "The shop's customer id, its pseudonym or a prospect id."),
-        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
-    ),
+    params(CustomerPath, VersionParams),
     responses(
         (status = 200, description = "The unified view of the person.", body = CustomerDocument),
         (status = 404, description = "No such customer.", body = ErrorAnswer),
@@ -178,12 +181,7 @@ fn find_customer() {}
 fn get_customer() {}
 
 #[utoipa::path(get, path = "/v1/customers/{customer_id}/timeline", tag = "customers", operation_id = "get_timeline",
-    params(
-        ("customer_id" = String, Path, description = "The shop's customer id, its pseudonym or a prospect id."),
-        ("limit" = Option<usize>, Query, description = "1-500, default 50.", minimum = 1, maximum = 500),
-        ("before" = Option<String>, Query, description = "`next_before` of the previous page."),
-        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
-    ),
+    params(CustomerPath, TimelineParams),
     responses(
         (status = 200, description = "Events newest first, across every profile of the person.", body = TimelinePage),
         (status = 400, description = "A bad limit or cursor.", body = ErrorAnswer),
@@ -192,11 +190,7 @@ fn get_customer() {}
 fn get_timeline() {}
 
 #[utoipa::path(get, path = "/v1/customers/{customer_id}/scores", tag = "analytics", operation_id = "customer_scores",
-    params(
-        ("customer_id" = String, Path, description = "The shop's customer id, its pseudonym or a prospect id."),
-        ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD` or RFC 3339; default today (UTC)."),
-        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
-    ),
+    params(CustomerPath, ScoreParams),
     responses(
         (status = 200, description = "RFM, churn, CLV, lifecycle, value tier and loyalty at `as_of`.", body = ScoresAnswer),
         (status = 400, description = "A bad `as_of`.", body = ErrorAnswer),
@@ -205,12 +199,7 @@ fn get_timeline() {}
 fn customer_scores() {}
 
 #[utoipa::path(get, path = "/v1/models/bgnbd", tag = "analytics", operation_id = "bg_nbd_model",
-    params(
-        ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."),
-        ("cohort_from" = Option<String>, Query, description = "With `cohort_to`: only buyers whose first purchase is in between."),
-        ("cohort_to" = Option<String>, Query, description = "See `cohort_from`."),
-        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
-    ),
+    params(ModelParams),
     responses(
         (status = 200, description = "The fit.", body = BgNbdModel),
         (status = 400, description = "A bad date or cohort.", body = ErrorAnswer),
@@ -219,12 +208,7 @@ fn customer_scores() {}
 fn bg_nbd_model() {}
 
 #[utoipa::path(get, path = "/v1/models/gamma-gamma", tag = "analytics", operation_id = "gamma_gamma_model",
-    params(
-        ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."),
-        ("cohort_from" = Option<String>, Query, description = "With `cohort_to`: only buyers whose first purchase is in between."),
-        ("cohort_to" = Option<String>, Query, description = "See `cohort_from`."),
-        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
-    ),
+    params(ModelParams),
     responses(
         (status = 200, description = "The fit.", body = GammaGammaModel),
         (status = 400, description = "A bad date or cohort.", body = ErrorAnswer),
@@ -233,10 +217,7 @@ fn bg_nbd_model() {}
 fn gamma_gamma_model() {}
 
 #[utoipa::path(get, path = "/v1/segments", tag = "analytics", operation_id = "segment_counts",
-    params(
-        ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD` or RFC 3339; default today (UTC)."),
-        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
-    ),
+    params(ScoreParams),
     responses(
         (status = 200, description = "People per segment.", body = SegmentCounts),
         (status = 400, description = "A bad `as_of`.", body = ErrorAnswer),
@@ -247,11 +228,7 @@ fn segment_counts() {}
     params(
         ("kind" = String, Path, description = "`rfm`, `lifecycle`, `value_tier` or `loyalty`."),
         ("name" = String, Path, description = "A segment of that kind, as `GET /v1/segments` names it."),
-        ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD` or RFC 3339; default today (UTC)."),
-        ("limit" = Option<usize>, Query, description = "JSON: 1-10 000, default 100. CSV: default the whole segment.", minimum = 1),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (CSV: the `X-Next-Cursor` header)."),
-        ("format" = Option<String>, Query, description = "`json` (default) or `csv`."),
-        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
+        MemberParams,
     ),
     responses(
         (status = 200, description = "A page of members; as CSV (`customer_id,email,phone,name,email_consent`, cells a spreadsheet would run as formulas prefixed with `'`) with `format=csv`.",
@@ -262,10 +239,7 @@ fn segment_counts() {}
 fn segment_members() {}
 
 #[utoipa::path(get, path = "/v1/identity/conflicts", tag = "customers", operation_id = "list_conflicts",
-    params(
-        ("limit" = Option<usize>, Query, description = "1-1000, default 100."),
-        ("version" = Option<String>, Query, description = "A projection version; default the live one."),
-    ),
+    params(ConflictParams),
     responses((status = 200, description = "Identifiers two known customers claimed, newest first.", body = ConflictList)))]
 fn list_conflicts() {}
 
@@ -287,10 +261,7 @@ fn create_replay() {}
 fn list_versions() {}
 
 #[utoipa::path(post, path = "/v1/admin/versions/{version}/switch", tag = "admin", operation_id = "switch_version",
-    params(
-        ("version" = String, Path, description = "The version to make live."),
-        ("follow_other_topic" = Option<bool>, Query, description = "Needed when the version reads another topic than the live one."),
-    ),
+    params(("version" = String, Path, description = "The version to make live."), SwitchParams),
     responses(
         (status = 200, description = "Switched.", body = VersionSwitched),
         (status = 404, description = "No such version.", body = ErrorAnswer),
@@ -308,10 +279,7 @@ fn switch_version() {}
 fn drop_version() {}
 
 #[utoipa::path(get, path = "/v1/admin/verify", tag = "admin", operation_id = "verify",
-    params(
-        ("other" = String, Query, description = "The version to compare with."),
-        ("live" = Option<String>, Query, description = "The version to compare it to; default the live one."),
-    ),
+    params(VerifyParams),
     responses(
         (status = 200, description = "Entry counts, checksums and the first differing keys.", body = VerifyReport),
         (status = 404, description = "No such version.", body = ErrorAnswer),

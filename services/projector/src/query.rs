@@ -157,13 +157,19 @@ pub(crate) async fn get_customer(
     state.open_tokens(&document(&person)).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LookupParams {
+    /// A projection version; default the live one.
     version: Option<String>,
+    /// Exactly one of these four: the shop's customer id,
     customer_id: Option<String>,
+    /// an email (compared trimmed and lower-cased),
     email: Option<String>,
+    /// a phone (compared by `+` and its digits),
     phone: Option<String>,
+    /// or an anonymous id.
     anonymous_id: Option<String>,
 }
 
@@ -220,11 +226,16 @@ pub(crate) async fn find_customer(
     state.open_tokens(&document(&person)).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TimelineParams {
+    /// A projection version; default the live one.
     version: Option<String>,
+    /// 1-500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// `next_before` of the previous page.
     before: Option<String>,
 }
 
@@ -341,17 +352,22 @@ pub(crate) async fn get_timeline(
     state.open_tokens(&page).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConflictParams {
+    /// A projection version; default the live one.
     version: Option<String>,
+    /// 1-1000, default 100.
     limit: Option<usize>,
 }
 
 /// `?version=` names a projection version; without it the live one is read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VersionParams {
+    /// A projection version; default the live one.
     version: Option<String>,
 }
 
@@ -477,7 +493,8 @@ pub(crate) async fn list_versions(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SwitchParams {
     /// Required to make live a version that reads another topic than the
@@ -512,11 +529,13 @@ pub(crate) async fn drop_version(
     Ok(Json(ProjectionDropped { dropped: version }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VerifyParams {
-    /// The two versions to compare; default the live one and `other`.
+    /// The version to compare `other` to; default the live one.
     live: Option<String>,
+    /// The version to compare.
     other: String,
 }
 

@@ -55,10 +55,13 @@ async fn blocking<T: Send + 'static>(
     .map_err(|error| ApiError::Internal(error.to_string()))?
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScoreParams {
+    /// `YYYY-MM-DD` or RFC 3339; default today (UTC).
     as_of: Option<String>,
+    /// A projection version; default the live one.
     version: Option<String>,
 }
 
@@ -89,12 +92,18 @@ pub(crate) async fn customer_scores(
     Ok(Json(body))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ModelParams {
+    /// `YYYY-MM-DD` or RFC 3339; default today (UTC).
     as_of: Option<String>,
+    /// With `cohort_to`: only buyers whose first purchase is between the
+    /// two days.
     cohort_from: Option<String>,
+    /// See `cohort_from`.
     cohort_to: Option<String>,
+    /// A projection version; default the live one.
     version: Option<String>,
 }
 
@@ -219,13 +228,21 @@ pub(crate) async fn segment_counts(
     Ok(Json(body))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MemberParams {
+    /// `YYYY-MM-DD` or RFC 3339; default today (UTC).
     as_of: Option<String>,
+    /// JSON: 1-10 000, default 100. CSV: default the whole segment.
+    #[param(minimum = 1)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page (CSV: the `X-Next-Cursor`
+    /// header).
     cursor: Option<String>,
+    /// `json` (default) or `csv`.
     format: Option<String>,
+    /// A projection version; default the live one.
     version: Option<String>,
 }
 
