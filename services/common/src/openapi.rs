@@ -15,7 +15,11 @@ use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{OpenApi, Ref, RefOr, ResponseBuilder};
 
-use crate::apikeys::{RouteInfo, RouteTable, Scope};
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+
+use crate::apikeys::{RouteInfo, RouteTable, Scope, ScopedRoutes};
 
 /// The security scheme every keyed operation names.
 pub const KEY_SCHEME: &str = "api_key";
@@ -61,6 +65,36 @@ fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
         )
         .build()
         .into()
+}
+
+/// `routes` finished, serving at [`PATH`] (no key) the description of
+/// every route: `api`, from the handlers' attributes, completed from the
+/// route table (see [`describe`]).
+pub fn finish_described<S: Clone + Send + Sync + 'static>(
+    routes: ScopedRoutes<S>,
+    api: OpenApi,
+    service: &str,
+    summary: &str,
+) -> (Router<S>, RouteTable) {
+    // The document needs the finished table, which includes its own route.
+    let document: Arc<OnceLock<String>> = Arc::default();
+    let served = document.clone();
+    let (router, table) = routes
+        .get(Scope::Open, PATH, move || {
+            let served = served.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    served.get().cloned().unwrap_or_default(),
+                )
+            }
+        })
+        .finish();
+    let json = describe(api, &table, service, summary)
+        .to_json()
+        .expect("an OpenAPI document serialises");
+    document.set(json).expect("the document is set once");
+    (router, table)
 }
 
 /// `api` (what the handlers' attributes describe) completed from `table`:

@@ -41,34 +41,34 @@ pub fn router(state: Arc<AdminState>, gate: &Gate) -> Router {
 pub fn routes(state: Arc<AdminState>, gate: &Gate) -> (Router, RouteTable) {
     use Scope::{Admin, Open, Read, Service};
     let metrics = state.metrics.clone();
-    let (routes, table) = ScopedRoutes::new(gate)
-        .get(Admin, "/v1/admin/status", status)
-        .post(Admin, "/v1/admin/reidentify", reidentify)
-        .get(Admin, "/v1/admin/versions", list_versions)
-        .get(Admin, "/v1/admin/versions/{version}", one_version)
-        .delete(Admin, "/v1/admin/versions/{version}", drop_version)
-        .get(
-            Admin,
-            "/v1/admin/versions/{version}/compare",
-            compare_version,
-        )
-        .get(
-            Service,
-            "/v1/vault/pseudonym-key",
-            crate::vault_http::pseudonym_key,
-        )
-        .post(Service, "/v1/vault/keys", crate::vault_http::issue)
-        .post(Service, "/v1/vault/keys/lookup", crate::vault_http::lookup)
-        .post(Admin, "/v1/admin/erasures", crate::erasure_http::erase)
-        .get(Admin, "/v1/admin/erasures", crate::erasure_http::list)
-        .get(Admin, "/v1/admin/erasures/{id}", crate::erasure_http::show)
-        .get(Open, "/healthz", healthz)
-        .get(Read, "/metrics", render_metrics)
-        .finish_described(
-            <IdentityApi as utoipa::OpenApi>::openapi(),
-            "identity",
-            "The identity service: the identifier graph and its versions (re-identification), the vault of data keys, and erasure.",
-        );
+    let (routes, table) = rapport_common::openapi::finish_described(
+        ScopedRoutes::new(gate)
+            .get(Admin, "/v1/admin/status", status)
+            .post(Admin, "/v1/admin/reidentify", reidentify)
+            .get(Admin, "/v1/admin/versions", list_versions)
+            .get(Admin, "/v1/admin/versions/{version}", one_version)
+            .delete(Admin, "/v1/admin/versions/{version}", drop_version)
+            .get(
+                Admin,
+                "/v1/admin/versions/{version}/compare",
+                compare_version,
+            )
+            .get(
+                Service,
+                "/v1/vault/pseudonym-key",
+                crate::vault_http::pseudonym_key,
+            )
+            .post(Service, "/v1/vault/keys", crate::vault_http::issue)
+            .post(Service, "/v1/vault/keys/lookup", crate::vault_http::lookup)
+            .post(Admin, "/v1/admin/erasures", crate::erasure_http::erase)
+            .get(Admin, "/v1/admin/erasures", crate::erasure_http::list)
+            .get(Admin, "/v1/admin/erasures/{id}", crate::erasure_http::show)
+            .get(Open, "/healthz", healthz)
+            .get(Read, "/metrics", render_metrics),
+        <IdentityApi as utoipa::OpenApi>::openapi(),
+        "identity",
+        "The identity service: the identifier graph and its versions (re-identification), the vault of data keys, and erasure.",
+    );
     let routes = routes
         .fallback(rapport_common::http::no_such_route)
         .with_state(state);

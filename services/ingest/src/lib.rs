@@ -292,15 +292,15 @@ pub fn router<S: EventSink>(ingest: Arc<Ingest<S>>, gate: &Gate) -> Router {
 /// [`router`], with the table of its routes and their scopes.
 pub fn routes<S: EventSink>(ingest: Arc<Ingest<S>>, gate: &Gate) -> (Router, RouteTable) {
     let registry = ingest.registry.clone();
-    let (routes, table) = ScopedRoutes::new(gate)
-        .post(Scope::Write, "/v1/events", post_events::<S>)
-        .get(Scope::Open, "/healthz", healthz::<S>)
-        .get(Scope::Read, "/metrics", metrics::<S>)
-        .finish_described(
-            <IngestApi as utoipa::OpenApi>::openapi(),
-            "ingest",
-            "The ingest service: storefronts post events, which are sealed and produced to the raw topic.",
-        );
+    let (routes, table) = rapport_common::openapi::finish_described(
+        ScopedRoutes::new(gate)
+            .post(Scope::Write, "/v1/events", post_events::<S>)
+            .get(Scope::Open, "/healthz", healthz::<S>)
+            .get(Scope::Read, "/metrics", metrics::<S>),
+        <IngestApi as utoipa::OpenApi>::openapi(),
+        "ingest",
+        "The ingest service: storefronts post events, which are sealed and produced to the raw topic.",
+    );
     let routes = routes
         .fallback(rapport_common::http::no_such_route)
         .with_state(ingest);

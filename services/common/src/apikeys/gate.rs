@@ -466,44 +466,6 @@ impl<S: Clone + Send + Sync + 'static> ScopedRoutes<S> {
     pub fn finish(self) -> (Router<S>, RouteTable) {
         (self.router, self.table)
     }
-
-    /// [`finish`](Self::finish), serving at `/openapi.json` (no key) the
-    /// description of every route: `api`, from the handlers' attributes,
-    /// completed from the table (see [`crate::openapi`]).
-    pub fn finish_described(
-        self,
-        api: utoipa::openapi::OpenApi,
-        service: &str,
-        summary: &str,
-    ) -> (Router<S>, RouteTable) {
-        let mut table = self.table.clone();
-        table.push(RouteInfo {
-            method: "GET",
-            path: crate::openapi::PATH,
-            scope: Scope::Open,
-        });
-        let document = crate::openapi::describe(api, &table, service, summary);
-        let json: std::sync::Arc<str> = document
-            .to_json()
-            .expect("an OpenAPI document serialises")
-            .into();
-        let serve = move || {
-            let json = json.clone();
-            async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    json.to_string(),
-                )
-            }
-        };
-        self.add(
-            "GET",
-            Scope::Open,
-            crate::openapi::PATH,
-            axum::routing::get(serve),
-        )
-        .finish()
-    }
 }
 
 #[cfg(test)]
