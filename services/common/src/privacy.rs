@@ -57,14 +57,10 @@ impl SecretKey {
         text
     }
 
+    /// 64 lowercase hex digits, as [`to_hex`](Self::to_hex) writes them.
     pub fn from_hex(text: &str) -> Option<Self> {
-        if text.len() != 2 * KEY_BYTES || !text.is_ascii() {
-            return None;
-        }
         let mut bytes = [0u8; KEY_BYTES];
-        for (slot, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
-            *slot = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-        }
+        hex_into(text, &mut bytes)?;
         Some(Self(bytes))
     }
 }
@@ -199,7 +195,8 @@ fn header(key: &DataKey) -> Option<[u8; HEADER_BYTES]> {
     Some(header)
 }
 
-/// `text`'s hex digits into `out`, which they must fill exactly.
+/// `text`'s lowercase hex digits into `out`, which they must fill
+/// exactly.
 fn hex_into(text: &str, out: &mut [u8]) -> Option<()> {
     if text.len() != 2 * out.len() {
         return None;

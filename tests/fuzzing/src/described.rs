@@ -2,6 +2,11 @@
 //! router serves: every route of the table and nothing else, each with the
 //! security its scope needs, every `$ref` resolving, and every example
 //! given for a schema matching that schema's declared types.
+//!
+//! The types are checked by [`matches_schema`], a small part of JSON
+//! Schema written here: the `jsonschema` crate (0.61, default features
+//! off) brings 78 crates and about a minute of CPU to a clean build, for
+//! a test that needs only the keywords the derived schemas use.
 
 use std::collections::BTreeSet;
 
