@@ -59,9 +59,11 @@ struct ErrorBody<'a> {
     details: &'a [FieldError],
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message, details) = match &self {
+impl ApiError {
+    /// The status this error answers with, what it says, and the fields
+    /// it names (shown as JSON by the API, as a page by the dashboard).
+    pub fn parts(&self) -> (StatusCode, &str, &[FieldError]) {
+        match self {
             ApiError::Invalid { message, details } => (
                 StatusCode::BAD_REQUEST,
                 message.as_str(),
@@ -93,15 +95,30 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable { message, .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, message.as_str(), &[][..])
             }
-            ApiError::Internal(message) => {
-                tracing::error!(error = %message, "internal error answering a request");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error, see the service log",
-                    &[][..],
-                )
-            }
-        };
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error, see the service log",
+                &[][..],
+            ),
+        }
+    }
+
+    /// The `Retry-After` seconds a 429 or 503 carries.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ApiError::Unavailable { retry_after_s, .. }
+            | ApiError::TooManyRequests { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(message) = &self {
+            tracing::error!(error = %message, "internal error answering a request");
+        }
+        let (status, message, details) = self.parts();
         let mut response = (
             status,
             Json(ErrorBody {

@@ -349,10 +349,34 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<String>, String> {
     }
 }
 
+/// The cookie the dashboard's login form sets: the key itself, for the
+/// browser session only (no expiry), sent back only to the dashboard's
+/// pages (`Path=/ui`, `SameSite=Strict`, `HttpOnly`).
+pub const SESSION_COOKIE: &str = "rapport_key";
+
+/// How a page shows a refusal (a login form rather than JSON); given the
+/// refusal and the path and query the browser asked for.
+pub type PageRefusal = fn(ApiError, &axum::http::Uri) -> Response;
+
 #[derive(Clone)]
 struct Guard {
     gate: Gate,
     scope: Scope,
+    /// Set for the dashboard's pages.
+    page: Option<PageRefusal>,
+}
+
+/// The session cookie's key, if the request carries one.
+pub fn session_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, key)| key.trim())
+        .filter(|key| !key.is_empty())
 }
 
 /// The key a request came with, in the request's extensions for handlers
@@ -368,9 +392,21 @@ async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| *address);
+    // A page takes the key from the session cookie when no header carries one.
+    let cookie_headers = guard
+        .page
+        .filter(|_| !request.headers().contains_key(header::AUTHORIZATION))
+        .and_then(|_| session_key(request.headers()))
+        .and_then(|key| axum::http::HeaderValue::from_str(&format!("Bearer {key}")).ok())
+        .map(|value| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value);
+            headers
+        });
+    let headers = cookie_headers.as_ref().unwrap_or(request.headers());
     match guard.gate.admit(
         guard.scope,
-        request.headers(),
+        headers,
         client,
         Instant::now(),
         crate::now_ms(),
@@ -381,7 +417,10 @@ async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> 
             }
             next.run(request).await
         }
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => match guard.page {
+            Some(show) => show(refusal, request.uri()),
+            None => refusal.into_response(),
+        },
     }
 }
 
@@ -402,6 +441,7 @@ pub struct ScopedRoutes<S> {
     gate: Gate,
     router: Router<S>,
     table: RouteTable,
+    page_refusal: Option<PageRefusal>,
 }
 
 impl<S: Clone + Send + Sync + 'static> ScopedRoutes<S> {
@@ -410,7 +450,28 @@ impl<S: Clone + Send + Sync + 'static> ScopedRoutes<S> {
             gate: gate.clone(),
             router: Router::new(),
             table: Vec::new(),
+            page_refusal: None,
         }
+    }
+
+    /// How the pages declared after this show a refusal.
+    pub fn pages_refused_by(mut self, show: PageRefusal) -> Self {
+        self.page_refusal = Some(show);
+        self
+    }
+
+    /// A dashboard page (GET): like [`Self::get`], but the key may come from
+    /// the [`SESSION_COOKIE`], and a refusal is shown as the page set by
+    /// [`Self::pages_refused_by`] (same status).
+    pub fn page<H, T>(self, scope: Scope, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+    {
+        let show = self
+            .page_refusal
+            .expect("declare pages_refused_by before the pages");
+        self.add_guarded("GET", scope, path, axum::routing::get(handler), Some(show))
     }
 
     pub fn get<H, T>(self, scope: Scope, path: &'static str, handler: H) -> Self
@@ -438,11 +499,22 @@ impl<S: Clone + Send + Sync + 'static> ScopedRoutes<S> {
     }
 
     fn add(
+        self,
+        method: &'static str,
+        scope: Scope,
+        path: &'static str,
+        route: MethodRouter<S>,
+    ) -> Self {
+        self.add_guarded(method, scope, path, route, None)
+    }
+
+    fn add_guarded(
         mut self,
         method: &'static str,
         scope: Scope,
         path: &'static str,
         route: MethodRouter<S>,
+        page: Option<PageRefusal>,
     ) -> Self {
         self.table.push(RouteInfo {
             method,
@@ -455,6 +527,7 @@ impl<S: Clone + Send + Sync + 'static> ScopedRoutes<S> {
                 Guard {
                     gate: self.gate.clone(),
                     scope,
+                    page,
                 },
                 check,
             )),

@@ -10,7 +10,10 @@
 mod gate;
 mod registry;
 
-pub use gate::{AuthMode, Caller, Gate, RateLimits, RouteInfo, RouteTable, ScopedRoutes};
+pub use gate::{
+    AuthMode, Caller, Gate, PageRefusal, RateLimits, RouteInfo, RouteTable, SESSION_COOKIE,
+    ScopedRoutes, session_key,
+};
 pub use registry::{Registry, follow, write_record};
 
 use std::collections::HashMap;
