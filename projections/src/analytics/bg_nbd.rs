@@ -112,6 +112,35 @@ impl BgNbdParameters {
             )[0]
     }
 
+    /// P(X(t) = x): the chance that a customer drawn from the population
+    /// makes exactly `repeats` repeat purchases in the `age_days` after
+    /// their first (Fader et al. 2005, eq. 8). Summed over customers, it
+    /// gives the model's side of the paper's calibration plot.
+    pub fn probability_of_repeats(&self, repeats: u32, age_days: i64) -> f64 {
+        let BgNbdParameters { r, alpha, a, b } = *self;
+        let t = weeks(age_days.max(0));
+        if t == 0.0 {
+            return if repeats == 0 { 1.0 } else { 0.0 };
+        }
+        let x = f64::from(repeats);
+        let ln_beta = |p: f64, q: f64| ln_gamma(p) + ln_gamma(q) - ln_gamma(p + q);
+        let ln_stay = (alpha / (alpha + t)).ln();
+        let ln_rate = (t / (alpha + t)).ln();
+        // ln of Γ(r+j) / (Γ(r) j!) · (α/(α+t))^r · (t/(α+t))^j
+        let ln_poisson_gamma =
+            |j: f64| ln_gamma(r + j) - ln_gamma(r) - ln_gamma(j + 1.0) + r * ln_stay + j * ln_rate;
+        let alive_all_along = (ln_beta(a, b + x) - ln_beta(a, b) + ln_poisson_gamma(x)).exp();
+        if repeats == 0 {
+            return alive_all_along;
+        }
+        let fewer: f64 = (0..repeats)
+            .map(|j| ln_poisson_gamma(f64::from(j)).exp())
+            .sum();
+        let dropped_after_last =
+            (ln_beta(a + 1.0, b + x - 1.0) - ln_beta(a, b)).exp() * (1.0 - fewer).max(0.0);
+        alive_all_along + dropped_after_last
+    }
+
     /// Eq. 10 without the P(alive) factor, for each of `horizons_days`: what
     /// a customer with `repeats` repeat occasions whose first occasion was
     /// `age_days` before `as_of` is expected to buy if still alive. It does
@@ -474,6 +503,28 @@ pub fn fit_bg_nbd(customers: &[RepeatSummary], cohort: Option<Cohort>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probability_of_repeats_is_a_distribution() {
+        // Given the paper's CDNOW fit
+        let parameters = BgNbdParameters {
+            r: 0.243,
+            alpha: 4.414,
+            a: 0.793,
+            b: 2.426,
+        };
+        for age_days in [0, 7, 100, 273] {
+            // When every count up to far beyond the data is summed
+            let total: f64 = (0..400)
+                .map(|repeats| parameters.probability_of_repeats(repeats, age_days))
+                .sum();
+            // Then it is one, and no repeat at all is (α/(α+t))^r
+            assert!((total - 1.0).abs() < 1e-9, "{age_days} days: {total}");
+            let t = weeks(age_days);
+            let none = (parameters.alpha / (parameters.alpha + t)).powf(parameters.r);
+            assert!((parameters.probability_of_repeats(0, age_days) - none).abs() < 1e-12);
+        }
+    }
 
     #[test]
     fn quadrature_and_series_agree_and_quadrature_survives_a_narrow_beta() {

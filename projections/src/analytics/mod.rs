@@ -18,6 +18,7 @@
 pub mod bg_nbd;
 pub mod churn;
 pub mod config;
+pub mod dashboard;
 pub mod gamma_gamma;
 pub mod lifecycle;
 pub mod loyalty;
