@@ -4,6 +4,8 @@
 //! Every test gets its own topics (unique names) and data directories, so
 //! tests run in parallel against one broker without seeing each other.
 
+pub mod browser;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

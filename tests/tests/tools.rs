@@ -39,11 +39,8 @@ impl Tree {
     /// Runs the libclang check with the environment cleared of everything
     /// that would make clang-sys look elsewhere, plus `environment`.
     fn check_libclang(&self, environment: &[(&str, String)]) -> (bool, String) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/tools.sh");
-        let mut command = Command::new("bash");
+        let mut command = check_command("libclang");
         command
-            .arg(script)
-            .args(["check", "libclang"])
             .env("RAPPORT_TOOLS_ROOT", self.root.path())
             .env_remove("LIBCLANG_PATH")
             .env_remove("LD_LIBRARY_PATH")
@@ -51,25 +48,38 @@ impl Tree {
         for (name, value) in environment {
             command.env(name, value);
         }
-        let output = command.output().expect("run infra/tools.sh");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let present = match output.status.code() {
-            Some(0) => true,
-            Some(1) => false,
-            other => panic!("tools.sh check exited with {other:?}: {stdout}{stderr}"),
-        };
-        assert_eq!(
-            stdout.starts_with("present libclang:"),
-            present,
-            "exit status and report disagree: {stdout}"
-        );
-        (present, stdout)
+        run_check("libclang", command)
     }
 
     fn path(&self, relative: &str) -> PathBuf {
         self.root.path().join(relative)
     }
+}
+
+/// `infra/tools.sh check <requirement>`, its environment still to set.
+fn check_command(requirement: &str) -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/tools.sh");
+    let mut command = Command::new("bash");
+    command.arg(script).args(["check", requirement]);
+    command
+}
+
+/// Runs a check: whether `requirement` is present, and the report.
+fn run_check(requirement: &str, mut command: Command) -> (bool, String) {
+    let output = command.output().expect("run infra/tools.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let present = match output.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        other => panic!("tools.sh check exited with {other:?}: {stdout}{stderr}"),
+    };
+    assert_eq!(
+        stdout.starts_with(&format!("present {requirement}:")),
+        present,
+        "exit status and report disagree: {stdout}"
+    );
+    (present, stdout)
 }
 
 #[test]
@@ -168,4 +178,26 @@ fn llvm_configs_prefix_is_searched() {
         tree.check_libclang(&[("LLVM_CONFIG_PATH", llvm_config.display().to_string())]);
     assert!(present, "{report}");
     assert!(report.contains("opt/llvm-17/lib/libclang.so"), "{report}");
+}
+
+#[test]
+fn the_chromium_check_looks_for_the_chromium_the_browser_tests_run() {
+    let tree = Tree::new();
+    tree.file("bin/chromium-build", b"#!/bin/sh\n");
+    let chromium = tree.path("bin/chromium-build");
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&chromium)
+        .status()
+        .expect("chmod");
+    let mut command = check_command("chromium");
+    command.env("RAPPORT_CHROMIUM", &chromium);
+    let (present, report) = run_check("chromium", command);
+    assert!(present, "{report}");
+    assert!(report.contains("bin/chromium-build"), "{report}");
+
+    let mut command = check_command("chromium");
+    command.env("RAPPORT_CHROMIUM", tree.path("bin/no-chromium"));
+    let (present, report) = run_check("chromium", command);
+    assert!(!present, "{report}");
 }
