@@ -118,6 +118,8 @@ Rapport is running. Its API keys, kept in ./$KEYS_FILE:
   read (customers, scores, metrics)  RAPPORT_READ_KEY=$RAPPORT_READ_KEY
   admin (everything)                 RAPPORT_ADMIN_KEY=$RAPPORT_ADMIN_KEY
 
+The dashboard: http://$QUERY_LISTEN/ui/ (log in with the read key, or the admin key for Ops)
+
 Try, after \`source $KEYS_FILE\`:
   curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" http://$QUERY_LISTEN/v1/customers/c-00042 | python3 -m json.tool
   curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" 'http://$QUERY_LISTEN/v1/customers?email=user42@example.com'

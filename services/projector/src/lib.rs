@@ -13,6 +13,7 @@ pub mod router;
 pub mod scores;
 mod scores_http;
 pub mod seek;
+mod ui;
 pub mod unseal;
 pub mod versions;
 
@@ -319,9 +320,112 @@ mod tests {
     }
 
     /// Thirty customers with purchase histories, applied through the real
-    /// fold into RocksDB, then analysed over the router.
+    async fn get_page(
+        app: &axum::Router,
+        uri: &str,
+    ) -> (StatusCode, String, axum::http::HeaderMap) {
+        let response = app
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap(), headers)
+    }
+
+    /// The `data-value`s of the links in the cells of the R × FM grid.
+    fn grid_counts(html: &str) -> Vec<(String, u64)> {
+        html.split("data-r=\"")
+            .skip(1)
+            .map(|cell| {
+                let r = &cell[..1];
+                let fm = cell.split("data-fm=\"").nth(1).unwrap();
+                let value = cell.split("data-value=\"").nth(1).unwrap();
+                let count = value[..value.find('"').unwrap()].parse().unwrap();
+                (format!("{r}-{}", &fm[..1]), count)
+            })
+            .collect()
+    }
+
+    /// The dashboard's pages over the same thirty buyers: the grid adds up
+    /// to the people with an RFM score, a cell lists exactly its people,
+    /// search finds a person by email, bad input is a 400 page.
     #[tokio::test]
-    async fn scores_models_and_segments_are_served_for_an_as_of() {
+    async fn dashboard_pages_show_the_population_and_its_people() {
+        let (_directory, app) = serve(&thirty_buyers());
+        let as_of = "1970-10-01";
+        let (status, overview, headers) = get_page(&app, &format!("/ui/?as_of={as_of}")).await;
+        assert_eq!(status, StatusCode::OK, "{overview}");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(headers.contains_key("content-security-policy"));
+        let cells = grid_counts(&overview);
+        assert_eq!(cells.len(), 25);
+        let (_, segments) = get(&app, &format!("/v1/segments?as_of={as_of}")).await;
+        let scored: u64 = segments["rfm"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|count| count.as_u64().unwrap())
+            .sum();
+        assert_eq!(cells.iter().map(|(_, count)| count).sum::<u64>(), scored);
+        assert!(scored > 0);
+        for (cell, count) in cells.iter().filter(|(_, count)| *count > 0) {
+            let (status, list, _) =
+                get_page(&app, &format!("/ui/people?rfm={cell}&as_of={as_of}")).await;
+            assert_eq!(status, StatusCode::OK, "{list}");
+            assert_eq!(
+                list.matches("href=\"/ui/customers/c-").count() as u64,
+                *count,
+                "cell {cell}"
+            );
+        }
+        let (status, _, headers) = get_page(&app, "/ui/customers?q=C-27%40Example.com").await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers["location"], "/ui/customers/c-27");
+        let (status, person, _) =
+            get_page(&app, &format!("/ui/customers/c-27?as_of={as_of}")).await;
+        assert_eq!(status, StatusCode::OK, "{person}");
+        assert!(person.contains("o-27-3") && person.contains("order.placed"));
+        for page in [
+            "churn",
+            "segments",
+            "models",
+            "cohorts",
+            "ops",
+            "people?filter=buyers",
+        ] {
+            let (status, body, _) = get_page(&app, &format!("/ui/{page}")).await;
+            assert_eq!(status, StatusCode::OK, "{page}: {body}");
+        }
+        let (status, csv, headers) =
+            get_page(&app, &format!("/ui/people.csv?filter=buyers&as_of={as_of}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/csv")
+        );
+        assert!(csv.starts_with("customer_id,email,phone,name,email_consent\n"));
+        assert_eq!(csv.lines().count(), 31, "a header and thirty buyers");
+        let (status, refusal, _) = get_page(&app, "/ui/people?rfm=9-9").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(refusal.contains("rfm"), "{refusal}");
+        let (status, _, _) = get_page(&app, "/ui/customers/nobody").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    /// Thirty customers with one to four orders each in 1970.
+    fn thirty_buyers() -> Vec<(i32, proto::CustomerRecord)> {
         const DAY_MS: i64 = 86_400_000;
         let mut records = Vec::new();
         for customer in 0..30_i64 {
@@ -352,6 +456,13 @@ mod tests {
                 records.push((0, record));
             }
         }
+        records
+    }
+
+    /// fold into RocksDB, then analysed over the router.
+    #[tokio::test]
+    async fn scores_models_and_segments_are_served_for_an_as_of() {
+        let records = thirty_buyers();
         let (_directory, app) = serve(&records);
         let as_of = "1970-10-01";
         // Every answer below has the types the API document gives it
@@ -804,6 +915,112 @@ mod tests {
     /// an answer or a 4xx JSON error, never a 5xx or a panic; a 400 names
     /// the field. Cases: 20 000 in `make test`, `RAPPORT_FUZZ_CASES` in
     /// `make fuzz`.
+    #[test]
+    fn fuzz_no_dashboard_page_query_cookie_or_login_gets_a_5xx() {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestRunner;
+
+        let (_directory, app) = serve(&thirty_buyers());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let text = || {
+            prop_oneof![
+                any::<String>(),
+                "[0-9T:._Z+ -]{0,30}",
+                Just("c-01".to_owned()),
+                Just("1970-10-01".to_owned()),
+                "[0-9]{1,2}-[0-9]{1,2}",
+                "(rfm|lifecycle|value_tier|loyalty|x):[a-z_]{0,12}",
+                "-?[0-9]{1,20}",
+                "(%[0-9A-F]{2}){1,4}",
+            ]
+        };
+        // Each page, and the names a 400 of it must mention.
+        const PAGES: [(&str, &[&str]); 12] = [
+            ("/ui/?as_of={a}", &["as_of"]),
+            ("/ui/churn?as_of={a}&page={b}", &["as_of", "page"]),
+            ("/ui/churn.csv?as_of={a}", &["as_of"]),
+            ("/ui/segments?as_of={a}", &["as_of"]),
+            ("/ui/people?segment={a}&as_of={b}", &["segment", "as_of"]),
+            ("/ui/people?rfm={a}&cursor={b}", &["rfm", "cursor"]),
+            (
+                "/ui/people?cohort={a}&bought_within={b}",
+                &["cohort", "bought_within", "filter"],
+            ),
+            (
+                "/ui/people.csv?filter={a}&{b}={c}",
+                &[
+                    "filter",
+                    "segment",
+                    "rfm",
+                    "cohort",
+                    "bought_within",
+                    "query",
+                ],
+            ),
+            ("/ui/customers?q={a}&as_of={b}", &["q", "as_of"]),
+            (
+                "/ui/customers/{a}?before={b}&date={c}",
+                &["before", "date", "path"],
+            ),
+            (
+                "/ui/customers/c-01/timeline?before={a}&date={b}",
+                &["before", "date"],
+            ),
+            ("/ui/login?next={a}", &["next"]),
+        ];
+        let strategy = (
+            prop::sample::select(&PAGES[..]),
+            text(),
+            text(),
+            text(),
+            any::<Vec<u8>>(),
+        );
+        TestRunner::new(rapport_fuzzing::config())
+            .run(&strategy, |((page, names), a, b, c, cookie)| {
+                let uri = page
+                    .replace("{a}", &rapport_fuzzing::uri_text(&a))
+                    .replace("{b}", &rapport_fuzzing::uri_text(&b))
+                    .replace("{c}", &rapport_fuzzing::uri_text(&c));
+                let mut request = Request::get(&uri);
+                if let Ok(value) = axum::http::HeaderValue::from_bytes(&cookie) {
+                    request = request.header("cookie", value);
+                }
+                let response = runtime
+                    .block_on(app.clone().oneshot(request.body(Body::empty()).unwrap()))
+                    .unwrap();
+                let status = response.status();
+                let body = runtime
+                    .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+                    .unwrap();
+                let said = String::from_utf8_lossy(&body);
+                prop_assert!(!status.is_server_error(), "{uri}: {status} {said}");
+                if status == StatusCode::BAD_REQUEST {
+                    prop_assert!(
+                        names.iter().any(|name| said.contains(name)),
+                        "{uri}: a 400 that names none of {names:?}: {said}"
+                    );
+                }
+                // Any login form body: an answer, never a server error.
+                let login = Request::post("/ui/login")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Body::from(format!(
+                        "key={}&next={}",
+                        rapport_fuzzing::uri_text(&a),
+                        rapport_fuzzing::uri_text(&b)
+                    )))
+                    .unwrap();
+                let status = runtime
+                    .block_on(app.clone().oneshot(login))
+                    .unwrap()
+                    .status();
+                prop_assert!(!status.is_server_error(), "login: {status}");
+                Ok(())
+            })
+            .unwrap();
+    }
+
     #[test]
     fn fuzz_no_path_or_query_gets_a_5xx() {
         use proptest::prelude::*;

@@ -52,6 +52,23 @@ pub(crate) struct CustomerPath {
     verify,
     healthz,
     metrics,
+    ui_root,
+    ui_login_form,
+    ui_login,
+    ui_logout,
+    ui_asset,
+    ui_overview,
+    ui_churn,
+    ui_churn_csv,
+    ui_segments,
+    ui_models,
+    ui_cohorts,
+    ui_people,
+    ui_people_csv,
+    ui_search,
+    ui_customer,
+    ui_timeline,
+    ui_ops,
 ))]
 pub(crate) struct ProjectorApi;
 
@@ -293,3 +310,100 @@ fn healthz() {}
 #[utoipa::path(get, path = "/metrics", tag = "meta", operation_id = "metrics",
     responses((status = 200, description = "Counters and gauges, OpenMetrics text.", content_type = "application/openmetrics-text", body = String)))]
 fn metrics() {}
+
+// The dashboard: HTML pages for browsers. A page takes its key from
+// `Authorization` or from the session cookie `rapport_key` that
+// `POST /ui/login` sets; a refusal is a page with the same status (the
+// login form for a 401).
+
+/// A dashboard page: its description and parameters.
+macro_rules! page {
+    ($name:ident, $path:literal, $what:literal $(, $param:tt)*) => {
+        #[utoipa::path(get, path = $path, tag = "dashboard", operation_id = stringify!($name),
+            params($($param),*),
+            responses(
+                (status = 200, description = $what, content_type = "text/html", body = String),
+                (status = 400, description = "A bad parameter, named on the page.", content_type = "text/html", body = String),
+            ))]
+        fn $name() {}
+    };
+}
+
+page!(ui_overview, "/ui/", "Customers, buyers, revenue windows, repurchase rate, the R × FM grid and the counts per lifecycle stage, value tier and loyalty tier.",
+    ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
+page!(ui_churn, "/ui/churn", "At-risk customers ranked by CLV × (1 − P(alive)), with the reason for each flag.",
+    ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."),
+    ("page" = Option<usize>, Query, description = "1-based page of 50."));
+page!(ui_segments, "/ui/segments", "Every segment with its size, its change over 30 days and links to members and their CSV.",
+    ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
+page!(ui_models, "/ui/models", "The BG/NBD and Gamma-Gamma fits, the calibration plot and the CLV distribution.",
+    ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
+page!(ui_cohorts, "/ui/cohorts", "Retention by month of first purchase, as a heat map.",
+    ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
+page!(ui_people, "/ui/people", "The people behind a number: one filter of `segment=kind:name`, `rfm=R-FM`, `bought_within=DAYS`, `cohort=YYYY-MM` or `filter=everyone|buyers|active_buyers|repeat_buyers`, 50 a page.",
+    ("segment" = Option<String>, Query, description = "`rfm:champions`, `lifecycle:active`, …"),
+    ("rfm" = Option<String>, Query, description = "A cell of the grid, `R-FM` (1–5 each)."),
+    ("bought_within" = Option<i64>, Query, description = "Days up to `as_of`."),
+    ("cohort" = Option<String>, Query, description = "Month of first purchase, `YYYY-MM`."),
+    ("filter" = Option<String>, Query, description = "`everyone`, `buyers`, `active_buyers` (not at risk) or `repeat_buyers`."),
+    ("cursor" = Option<String>, Query, description = "From the previous page's Next link."),
+    ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
+page!(ui_search, "/ui/customers", "Finds a person by customer id, email or phone and redirects (303) to their page; 404 when nobody has it.",
+    ("q" = String, Query, description = "A customer id, email or phone."),
+    ("as_of" = Option<String>, Query, description = "Kept for the customer page."));
+page!(ui_customer, "/ui/customers/{customer_id}", "Customer 360: identifiers, profile, channels, orders, tickets, consent, loyalty, scores, merged profiles and the timeline.",
+    CustomerPath,
+    ("as_of" = Option<String>, Query, description = "The day scores are for."),
+    ("before" = Option<String>, Query, description = "Timeline cursor from an Older link."),
+    ("date" = Option<String>, Query, description = "Start the timeline at the end of this day, `YYYY-MM-DD`."));
+page!(ui_timeline, "/ui/customers/{customer_id}/timeline", "One page of the timeline as table rows (an HTML fragment for htmx).",
+    CustomerPath,
+    ("before" = Option<String>, Query, description = "Timeline cursor."),
+    ("date" = Option<String>, Query, description = "Start at the end of this day, `YYYY-MM-DD`."));
+page!(
+    ui_ops,
+    "/ui/ops",
+    "Versions of the customer view, lag and progress per partition, dead letters."
+);
+
+#[utoipa::path(get, path = "/ui/churn.csv", tag = "dashboard", operation_id = "ui_churn_csv",
+    params(("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC).")),
+    responses((status = 200, description = "Every at-risk customer: `customer_id,email,phone,name,email_consent,at_stake_minor,clv_minor,p_alive,reason`.", content_type = "text/csv", body = String)))]
+fn ui_churn_csv() {}
+
+#[utoipa::path(get, path = "/ui/people.csv", tag = "dashboard", operation_id = "ui_people_csv",
+    params(("segment" = Option<String>, Query, description = "As for `/ui/people`; so are `rfm`, `bought_within`, `cohort`, `filter` and `as_of`.")),
+    responses((status = 200, description = "The whole list: `customer_id,email,phone,name,email_consent`.", content_type = "text/csv", body = String)))]
+fn ui_people_csv() {}
+
+#[utoipa::path(get, path = "/ui", tag = "dashboard", operation_id = "ui_root",
+    responses((status = 308, description = "To `/ui/`.")))]
+fn ui_root() {}
+
+#[utoipa::path(get, path = "/ui/login", tag = "dashboard", operation_id = "ui_login_form",
+    params(("next" = Option<String>, Query, description = "A `/ui/` path to go to after logging in.")),
+    responses((status = 200, description = "The login form.", content_type = "text/html", body = String)))]
+fn ui_login_form() {}
+
+#[utoipa::path(post, path = "/ui/login", tag = "dashboard", operation_id = "ui_login",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`key=<read or admin key>&next=/ui/…`"),
+    responses(
+        (status = 303, description = "Logged in: sets the session cookie `rapport_key` (HttpOnly, SameSite=Strict, Path=/ui, no expiry) and goes to `next`."),
+        (status = 400, description = "No key field.", content_type = "text/html", body = String),
+        (status = 401, description = "An unknown, revoked or expired key: the form again.", content_type = "text/html", body = String),
+        (status = 403, description = "A key that cannot read (write or service keys).", content_type = "text/html", body = String),
+        (status = 429, description = "Too many failed logins.", content_type = "text/html", body = String),
+    ))]
+fn ui_login() {}
+
+#[utoipa::path(post, path = "/ui/logout", tag = "dashboard", operation_id = "ui_logout",
+    responses((status = 303, description = "Clears the session cookie and goes to the login form.")))]
+fn ui_logout() {}
+
+#[utoipa::path(get, path = "/ui/assets/{file}", tag = "dashboard", operation_id = "ui_asset",
+    params(("file" = String, Path, description = "`htmx.min.js`, `uPlot.iife.min.js`, `uPlot.min.css`, `rapport.js` or `rapport.css`.")),
+    responses(
+        (status = 200, description = "The file, embedded in the binary.", content_type = "text/javascript", body = String),
+        (status = 404, description = "No such file.", content_type = "text/html", body = String),
+    ))]
+fn ui_asset() {}

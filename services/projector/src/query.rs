@@ -130,7 +130,7 @@ fn newest_indexed(view: &View<'_>, identifier: &Identifier) -> Result<Identifier
     failure.map_or(Ok(newest), Err)
 }
 
-fn document(person: &Person) -> CustomerDocument {
+pub(crate) fn document(person: &Person) -> CustomerDocument {
     let mut merged = ProfileState::default();
     for (_, profile) in &person.members {
         merged.merge(profile);
@@ -196,7 +196,19 @@ pub(crate) async fn find_customer(
             details: vec![],
         });
     };
-    let Some(identifier) = Identifier::normalised(*kind, raw) else {
+    let person = lookup(&state, &view, *kind, raw)?;
+    state.open_tokens(&document(&person)).await
+}
+
+/// The person holding the identifier `raw` of `kind` (clear, as a caller
+/// gives it: pseudonymized here when sealing is on).
+pub(crate) fn lookup(
+    state: &QueryState,
+    view: &View<'_>,
+    kind: IdentifierKind,
+    raw: &str,
+) -> Result<Person, ApiError> {
+    let Some(identifier) = Identifier::normalised(kind, raw) else {
         return Err(ApiError::Invalid {
             message: "the identifier is empty".to_owned(),
             details: vec![FieldError {
@@ -213,7 +225,7 @@ pub(crate) async fn find_customer(
         Some(_) => format!("no customer with this {}", kind.as_str()),
         None => format!("no customer with {identifier}"),
     };
-    let identifier = newest_indexed(&view, &unseal::indexed(pseudonym_key, identifier))?;
+    let identifier = newest_indexed(view, &unseal::indexed(pseudonym_key, identifier))?;
     let owner = match view
         .store
         .get(&view.family, &keys::identifier(&identifier))?
@@ -222,8 +234,7 @@ pub(crate) async fn find_customer(
             .map_err(|_| ApiError::Internal("corrupt identifier index".to_owned()))?,
         None => return Err(ApiError::NotFound(missing)),
     };
-    let person = person_of(&view, &owner)?.ok_or_else(|| not_found(&owner))?;
-    state.open_tokens(&document(&person)).await
+    person_of(view, &owner)?.ok_or_else(|| not_found(&owner))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -241,29 +252,29 @@ pub(crate) struct TimelineParams {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TimelineItem {
-    occurred_at: String,
-    event_id: String,
+    pub(crate) occurred_at: String,
+    pub(crate) event_id: String,
     #[serde(rename = "type")]
-    event_type: String,
-    channel: String,
-    summary: String,
+    pub(crate) event_type: String,
+    pub(crate) channel: String,
+    pub(crate) summary: String,
     /// The profile the event was recorded on (an absorbed one, or the customer).
-    profile_id: String,
+    pub(crate) profile_id: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TimelinePage {
-    customer_id: String,
-    items: Vec<TimelineItem>,
+    pub(crate) customer_id: String,
+    pub(crate) items: Vec<TimelineItem>,
     /// Pass as `before=` to get the next, older page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
-    next_before: Option<String>,
+    pub(crate) next_before: Option<String>,
 }
 
 const DEFAULT_TIMELINE_LIMIT: usize = 50;
-const MAX_TIMELINE_LIMIT: usize = 500;
+pub(crate) const MAX_TIMELINE_LIMIT: usize = 500;
 
-fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+pub(crate) fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     let (at, event_id) = cursor.split_once('_')?;
     Some((at.parse().ok()?, event_id.to_owned()))
 }
@@ -298,9 +309,22 @@ pub(crate) async fn get_timeline(
             }],
         })?),
     };
+    let page = timeline_page(&state, &view, &customer_id, limit, cursor)?;
+    state.open_tokens(&page).await
+}
+
+/// A page of `customer_id`'s timeline, newest first, before `cursor`
+/// (an `(occurred_at_ms, event_id)` bound, excluded).
+pub(crate) fn timeline_page(
+    state: &QueryState,
+    view: &View<'_>,
+    customer_id: &str,
+    limit: usize,
+    cursor: Option<(i64, String)>,
+) -> Result<TimelinePage, ApiError> {
     let person = state
-        .person(&view, &customer_id)?
-        .ok_or_else(|| not_found(&customer_id))?;
+        .person(view, customer_id)?
+        .ok_or_else(|| not_found(customer_id))?;
     // Newest first across every profile of the person: take up to `limit`
     // (plus one, to know whether there is more) from each, then the newest
     // `limit` of those.
@@ -349,7 +373,7 @@ pub(crate) async fn get_timeline(
         items,
         next_before,
     };
-    state.open_tokens(&page).await
+    Ok(page)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -18,45 +18,46 @@ pub fn router(state: Arc<QueryState>, gate: &Gate) -> Router {
 pub fn routes(state: Arc<QueryState>, gate: &Gate) -> (Router, RouteTable) {
     use Scope::{Admin, Open, Read};
     let registry = state.registry.clone();
+    let api = ScopedRoutes::new(gate)
+        .get(Read, "/v1/customers", query::find_customer)
+        .get(Read, "/v1/customers/{customer_id}", query::get_customer)
+        .get(
+            Read,
+            "/v1/customers/{customer_id}/timeline",
+            query::get_timeline,
+        )
+        .get(
+            Read,
+            "/v1/customers/{customer_id}/scores",
+            scores_http::customer_scores,
+        )
+        .get(Read, "/v1/models/bgnbd", scores_http::bg_nbd_model)
+        .get(
+            Read,
+            "/v1/models/gamma-gamma",
+            scores_http::gamma_gamma_model,
+        )
+        .get(Read, "/v1/segments", scores_http::segment_counts)
+        .get(
+            Read,
+            "/v1/segments/{kind}/{name}/customers",
+            scores_http::segment_members,
+        )
+        .get(Read, "/v1/identity/conflicts", query::list_conflicts)
+        .get(Admin, "/v1/admin/status", query::admin_status)
+        .post(Admin, "/v1/admin/replays", query::create_replay)
+        .get(Admin, "/v1/admin/versions", query::list_versions)
+        .post(
+            Admin,
+            "/v1/admin/versions/{version}/switch",
+            query::switch_version,
+        )
+        .delete(Admin, "/v1/admin/versions/{version}", query::drop_version)
+        .get(Admin, "/v1/admin/verify", query::verify)
+        .get(Open, "/healthz", query::healthz)
+        .get(Read, "/metrics", query::metrics);
     let (routes, table) = rapport_common::openapi::finish_described(
-        ScopedRoutes::new(gate)
-            .get(Read, "/v1/customers", query::find_customer)
-            .get(Read, "/v1/customers/{customer_id}", query::get_customer)
-            .get(
-                Read,
-                "/v1/customers/{customer_id}/timeline",
-                query::get_timeline,
-            )
-            .get(
-                Read,
-                "/v1/customers/{customer_id}/scores",
-                scores_http::customer_scores,
-            )
-            .get(Read, "/v1/models/bgnbd", scores_http::bg_nbd_model)
-            .get(
-                Read,
-                "/v1/models/gamma-gamma",
-                scores_http::gamma_gamma_model,
-            )
-            .get(Read, "/v1/segments", scores_http::segment_counts)
-            .get(
-                Read,
-                "/v1/segments/{kind}/{name}/customers",
-                scores_http::segment_members,
-            )
-            .get(Read, "/v1/identity/conflicts", query::list_conflicts)
-            .get(Admin, "/v1/admin/status", query::admin_status)
-            .post(Admin, "/v1/admin/replays", query::create_replay)
-            .get(Admin, "/v1/admin/versions", query::list_versions)
-            .post(
-                Admin,
-                "/v1/admin/versions/{version}/switch",
-                query::switch_version,
-            )
-            .delete(Admin, "/v1/admin/versions/{version}", query::drop_version)
-            .get(Admin, "/v1/admin/verify", query::verify)
-            .get(Open, "/healthz", query::healthz)
-            .get(Read, "/metrics", query::metrics),
+        crate::ui::routes(api, gate),
         <crate::openapi::ProjectorApi as utoipa::OpenApi>::openapi(),
         "projector",
         "The query API: customers, timelines, scores, models and segments from the customer view, and its versions (rebuilds).",

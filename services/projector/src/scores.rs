@@ -30,6 +30,7 @@ use rapport_common::metrics::{Gauge, Registry};
 use rapport_common::{Result, keys};
 use rapport_projections::analytics::bg_nbd::{BgNbdFit, Cohort, fit_bg_nbd};
 use rapport_projections::analytics::config::AnalyticsConfig;
+use rapport_projections::analytics::dashboard::{Overview, OverviewBuilder, month_of};
 use rapport_projections::analytics::gamma_gamma::{GammaGammaFit, fit_gamma_gamma};
 use rapport_projections::analytics::lifecycle::LifecycleStage;
 use rapport_projections::analytics::occasions::RepeatSummary;
@@ -39,6 +40,7 @@ use rapport_projections::analytics::scoring::{
 };
 use rapport_projections::analytics::value_tier::ValueTier;
 use rapport_projections::customer_view::ProfileState;
+use rapport_projections::money::minor_unit_digits;
 
 use crate::changes::Changes;
 use crate::read::{View, person_of};
@@ -62,6 +64,8 @@ pub struct Labels {
     pub lifecycle: Option<LifecycleStage>,
     pub value_tier: Option<ValueTier>,
     pub loyalty: String,
+    /// A buyer: `Some(at_risk)` of their churn flag.
+    pub at_risk: Option<bool>,
 }
 
 impl Labels {
@@ -71,6 +75,7 @@ impl Labels {
             lifecycle: scores.lifecycle,
             value_tier: scores.value_tier,
             loyalty: scores.loyalty.tier.clone(),
+            at_risk: scores.churn.as_ref().map(|churn| churn.at_risk),
         }
     }
 
@@ -146,6 +151,42 @@ pub struct Snapshot {
     pub labels: BTreeMap<String, Labels>,
     changed_since_fit: usize,
     population_at_fit: usize,
+    /// Counts every update, so the dashboard's figures know when they are old.
+    revision: u64,
+    overview: Mutex<Option<CachedOverview>>,
+}
+
+/// The dashboard's figures of a snapshot, and the snapshot's revision
+/// when they were gathered.
+struct CachedOverview {
+    figures: Arc<Overview>,
+    revision: u64,
+    gathered: Instant,
+}
+
+/// The dashboard's figures are gathered again once the snapshot changed and
+/// they are older than this: a pass over a million people takes a few
+/// seconds, too long to repeat for every page under live traffic.
+pub const OVERVIEW_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Which people a dashboard list shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeopleFilter {
+    Segment(SegmentKind, String),
+    /// R and the combined FM score, 1–5 each.
+    RfmCell(u8, u8),
+    /// Bought in the `n` days up to `as_of`.
+    BoughtWithin(i64),
+    /// First purchase in this month (months since January 1970).
+    Cohort(i64),
+    /// Everyone with a purchase by `as_of`.
+    Buyers,
+    /// Buyers with more than one purchase occasion.
+    RepeatBuyers,
+    /// Buyers not flagged at risk of churning.
+    ActiveBuyers,
+    /// Everyone known by `as_of`.
+    Everyone,
 }
 
 impl Snapshot {
@@ -186,11 +227,115 @@ impl Snapshot {
             labels,
             changed_since_fit: 0,
             population_at_fit: persons.len(),
+            revision: 0,
+            overview: Mutex::new(None),
         }
+    }
+
+    /// The dashboard's figures: gathered once, again when the snapshot
+    /// changed and they are older than [`OVERVIEW_MAX_AGE`].
+    pub fn overview(
+        &self,
+        persons: &HashMap<String, CustomerFacts>,
+        config: &AnalyticsConfig,
+    ) -> Arc<Overview> {
+        let mut cached = self.overview.lock().expect("overview lock");
+        if let Some(kept) = cached.as_ref()
+            && (kept.revision == self.revision || kept.gathered.elapsed() < OVERVIEW_MAX_AGE)
+        {
+            return kept.figures.clone();
+        }
+        let started = Instant::now();
+        let mut builder =
+            OverviewBuilder::new(self.as_of, minor_unit_digits(&config.reporting_currency));
+        for (id, facts) in persons {
+            if facts.known_at(self.as_of) {
+                let inputs = inputs(facts, self.as_of, config);
+                let scores = score(facts, self.as_of, &self.rfm, &self.models, config);
+                builder.add(id, &inputs, &scores);
+            }
+        }
+        let bg_nbd = self.models.bg_nbd.as_ref().ok().map(|fit| &fit.parameters);
+        let figures = Arc::new(builder.finish(bg_nbd));
+        tracing::info!(
+            as_of = %rapport_projections::time::format_day(self.as_of),
+            persons = persons.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "gathered the dashboard's figures"
+        );
+        *cached = Some(CachedOverview {
+            figures: figures.clone(),
+            revision: self.revision,
+            gathered: Instant::now(),
+        });
+        figures
+    }
+
+    /// Whether `id` belongs in `filter`'s list.
+    fn admits(
+        &self,
+        filter: &PeopleFilter,
+        id: &str,
+        labels: &Labels,
+        persons: &HashMap<String, CustomerFacts>,
+        config: &AnalyticsConfig,
+    ) -> bool {
+        let summary = || {
+            persons
+                .get(id)
+                .map(|facts| inputs(facts, self.as_of, config))
+        };
+        match filter {
+            PeopleFilter::Segment(kind, name) => labels.get(*kind) == Some(name.as_str()),
+            PeopleFilter::RfmCell(r, fm) => self
+                .rfm
+                .score_of(id)
+                .is_some_and(|scores| scores.recency == *r && scores.frequency_monetary() == *fm),
+            PeopleFilter::BoughtWithin(days) => summary().is_some_and(|inputs| {
+                inputs
+                    .occasions
+                    .reporting
+                    .last()
+                    .is_some_and(|occasion| occasion.day > self.as_of - days)
+            }),
+            PeopleFilter::Cohort(month) => summary()
+                .and_then(|inputs| inputs.summary)
+                .is_some_and(|summary| month_of(summary.first_occasion_day) == *month),
+            PeopleFilter::Buyers => summary().is_some_and(|inputs| inputs.summary.is_some()),
+            PeopleFilter::RepeatBuyers => summary()
+                .and_then(|inputs| inputs.summary)
+                .is_some_and(|summary| summary.repeat_occasions > 0),
+            PeopleFilter::ActiveBuyers => labels.at_risk == Some(false),
+            PeopleFilter::Everyone => true,
+        }
+    }
+
+    /// The people of `filter` after `cursor` (a person id), by id, up to
+    /// `limit`; and whether there are more.
+    pub fn people(
+        &self,
+        filter: &PeopleFilter,
+        persons: &HashMap<String, CustomerFacts>,
+        config: &AnalyticsConfig,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> (Vec<String>, bool) {
+        let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut ids: Vec<String> = self
+            .labels
+            .range::<str, _>((after, Bound::Unbounded))
+            .filter(|(id, labels)| self.admits(filter, id, labels, persons, config))
+            .map(|(id, _)| id.clone())
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        (ids, more)
     }
 
     fn update(&mut self, id: &str, facts: Option<&CustomerFacts>, config: &AnalyticsConfig) {
         self.changed_since_fit += 1;
+        self.revision += 1;
         let Some(facts) = facts.filter(|facts| facts.known_at(self.as_of)) else {
             self.rfm.upsert(id, None);
             self.labels.remove(id);
@@ -292,7 +437,7 @@ fn fit_sample(summaries: &mut [(&str, RepeatSummary)]) -> Vec<RepeatSummary> {
         .collect()
 }
 
-fn facts_of(members: &[(String, ProfileState)]) -> CustomerFacts {
+pub(crate) fn facts_of(members: &[(String, ProfileState)]) -> CustomerFacts {
     let mut merged = ProfileState::default();
     for (_, profile) in members {
         merged.merge(profile);
@@ -631,6 +776,34 @@ impl Scoreboard {
         let mut board = board.write().expect("board lock");
         let snapshot = board.snapshot(as_of, &self.config);
         Ok(read(snapshot, &self.config))
+    }
+
+    /// Runs `read` on the snapshot of `as_of` and everyone's facts, building
+    /// the snapshot if needed (for the dashboard's figures and lists).
+    pub(crate) fn with_everyone<T>(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        as_of: i64,
+        read: impl FnOnce(&Snapshot, &HashMap<String, CustomerFacts>, &AnalyticsConfig) -> T,
+    ) -> Result<T> {
+        let board = self.board(view, version, changes)?;
+        {
+            let shared = board.read().expect("board lock");
+            if let Some(snapshot) = shared.snapshots.iter().find(|kept| kept.as_of == as_of) {
+                return Ok(read(snapshot, &shared.persons, &self.config));
+            }
+        }
+        let mut board = board.write().expect("board lock");
+        board.snapshot(as_of, &self.config);
+        let board = &*board;
+        let snapshot = board
+            .snapshots
+            .iter()
+            .find(|kept| kept.as_of == as_of)
+            .expect("the snapshot just built");
+        Ok(read(snapshot, &board.persons, &self.config))
     }
 
     /// Scores one person (read fresh from the store) at `as_of`.

@@ -251,7 +251,7 @@ const MAX_MEMBER_LIMIT: usize = 10_000;
 
 /// What a mailing list needs of one member, as shown: sealed values are
 /// still tokens here, opened for the whole page at once.
-fn contact(view: &View<'_>, id: &str) -> Result<Value, ApiError> {
+pub(crate) fn contact(view: &View<'_>, id: &str) -> Result<Value, ApiError> {
     let person = person_of(view, id)?.ok_or_else(|| not_found(id))?;
     let mut merged = ProfileState::default();
     for (_, profile) in &person.members {
@@ -298,6 +298,24 @@ pub(crate) fn csv_field(text: &str) -> String {
     } else {
         text
     }
+}
+
+/// The columns of a mailing list, as [`contact_csv_row`] writes them.
+pub(crate) const CONTACT_CSV_HEADER: &str = "customer_id,email,phone,name,email_consent";
+
+/// One [`contact`] (opened) as a CSV row, without the line end.
+pub(crate) fn contact_csv_row(member: &Value) -> String {
+    let text = |field: &str| csv_field(member[field].as_str().unwrap_or(""));
+    let consent = member["email_consent"]
+        .as_bool()
+        .map_or("", |granted| if granted { "true" } else { "false" });
+    format!(
+        "{},{},{},{},{consent}",
+        text("customer_id"),
+        text("email"),
+        text("phone"),
+        text("name"),
+    )
 }
 
 pub(crate) async fn segment_members(
@@ -370,19 +388,10 @@ pub(crate) async fn segment_members(
     })
     .await?;
     if csv {
-        let text = |member: &Value, field: &str| csv_field(member[field].as_str().unwrap_or(""));
-        let mut body = String::from("customer_id,email,phone,name,email_consent\n");
+        let mut body = format!("{CONTACT_CSV_HEADER}\n");
         for member in customers.as_array().into_iter().flatten() {
-            let consent = member["email_consent"]
-                .as_bool()
-                .map_or("", |granted| if granted { "true" } else { "false" });
-            body.push_str(&format!(
-                "{},{},{},{},{consent}\n",
-                text(member, "customer_id"),
-                text(member, "email"),
-                text(member, "phone"),
-                text(member, "name"),
-            ));
+            body.push_str(&contact_csv_row(member));
+            body.push('\n');
         }
         let mut response =
             ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();

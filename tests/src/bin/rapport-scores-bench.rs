@@ -6,8 +6,9 @@
 //! port, and measures over HTTP: the first scan of every profile, a fit of
 //! BG/NBD and Gamma-Gamma, a full re-score of everyone for a new `as_of`, and the
 //! latency of `GET /v1/customers/{id}/scores` under load from several
-//! clients, with the process's peak resident memory. No broker: this times
-//! the analytics, not the log.
+//! clients, every page of the dashboard (one customer has a history of
+//! [`LONG_HISTORY`] orders), with the process's peak resident memory. No
+//! broker: this times the analytics, not the log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,11 @@ use rapport_proto::v1::{self as proto, customer_record::Body};
 const DAY_MS: i64 = 86_400_000;
 /// 2026-11-01, the `as_of` of the measurements.
 const AS_OF_DAY: i64 = 20_758;
+/// Orders of the one customer with a long history, `c-9999999`.
+const LONG_HISTORY: u64 = 20_000;
+const LONG_HISTORY_ID: u64 = 9_999_999;
+/// Requests per dashboard page measured.
+const PAGE_REQUESTS: usize = 40;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -138,10 +144,120 @@ fn populate(store: &Store, customers: u64) -> u64 {
             flush(&mut batch, &mut positions);
         }
     }
+    // One customer who bought every day or so for years.
+    for number in 0..LONG_HISTORY {
+        let day = AS_OF_DAY - (LONG_HISTORY - number) as i64 / 8;
+        let record = order_record(LONG_HISTORY_ID, sequence, day, 2_000 + (number % 97) as i64);
+        batch.push(Consumed {
+            partition: 0,
+            offset: sequence as i64,
+            timestamp_ms: day * DAY_MS,
+            key: Vec::new(),
+            retry_of: None,
+            payload: record.encode_to_vec(),
+        });
+        sequence += 1;
+        if batch.len() >= 5_000 {
+            flush(&mut batch, &mut positions);
+        }
+    }
     if !batch.is_empty() {
         flush(&mut batch, &mut positions);
     }
     sequence
+}
+
+/// A dashboard page's path for the n-th request.
+type PagePath<'a> = Box<dyn Fn(usize) -> String + 'a>;
+
+/// Times `PAGE_REQUESTS` GETs of each dashboard page (after one to warm
+/// it) and prints p50, p99 and max per page.
+fn measure_dashboard(agent: &ureq::Agent, base: &str, as_of: &str, customers: u64) {
+    let (first, status) = timed_get(agent, &format!("{base}/ui/?as_of={as_of}"));
+    assert_eq!(status, 200, "the overview answers");
+    println!(
+        "[scores-bench] dashboard, first overview at an as_of (one pass over everyone's scores): {:.1} s",
+        first.as_secs_f64()
+    );
+    let whale = format!("c-{LONG_HISTORY_ID:07}");
+    let jump = rapport_projections::time::format_day(AS_OF_DAY - 900);
+    let pages: Vec<(String, PagePath)> = vec![
+        (
+            "overview".into(),
+            Box::new(|_| format!("/ui/?as_of={as_of}")),
+        ),
+        (
+            "churn".into(),
+            Box::new(|n| format!("/ui/churn?as_of={as_of}&page={}", 1 + n % 20)),
+        ),
+        (
+            "segments".into(),
+            Box::new(|_| format!("/ui/segments?as_of={as_of}")),
+        ),
+        (
+            "models".into(),
+            Box::new(|_| format!("/ui/models?as_of={as_of}")),
+        ),
+        (
+            "cohorts".into(),
+            Box::new(|_| format!("/ui/cohorts?as_of={as_of}")),
+        ),
+        (
+            "people of an RFM cell".into(),
+            Box::new(|n| {
+                format!(
+                    "/ui/people?rfm={}-{}&as_of={as_of}",
+                    1 + n % 5,
+                    1 + (n / 5) % 5
+                )
+            }),
+        ),
+        (
+            "customer 360, random customers".into(),
+            Box::new(move |n| {
+                format!(
+                    "/ui/customers/c-{:07}?as_of={as_of}",
+                    (n as u64 * 7_919) % customers
+                )
+            }),
+        ),
+        (
+            format!("customer 360, {LONG_HISTORY} orders"),
+            Box::new(|_| format!("/ui/customers/{whale}?as_of={as_of}")),
+        ),
+        (
+            format!("timeline jump, {LONG_HISTORY} orders"),
+            Box::new(|_| format!("/ui/customers/{whale}/timeline?date={jump}")),
+        ),
+        ("ops".into(), Box::new(|_| "/ui/ops".to_owned())),
+    ];
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let mut worst = Duration::ZERO;
+    for (name, path) in &pages {
+        let (warm, status) = timed_get(agent, &format!("{base}{}", path(0)));
+        assert_eq!(status, 200, "{name}: {}", path(0));
+        let mut latencies: Vec<Duration> = (1..=PAGE_REQUESTS)
+            .map(|n| {
+                let (elapsed, status) = timed_get(agent, &format!("{base}{}", path(n)));
+                assert_eq!(status, 200, "{name}: {}", path(n));
+                elapsed
+            })
+            .collect();
+        latencies.sort_unstable();
+        let p99 = percentile(&latencies, 0.99);
+        worst = worst.max(p99);
+        println!(
+            "[scores-bench] dashboard page {name}: first {:.0} ms, then p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms(warm),
+            ms(percentile(&latencies, 0.5)),
+            ms(p99),
+            ms(*latencies.last().expect("requests were made")),
+        );
+    }
+    println!(
+        "[scores-bench] dashboard, slowest page p99: {:.1} ms (target: 200 ms)",
+        ms(worst)
+    );
 }
 
 fn peak_memory_mib() -> f64 {
@@ -340,6 +456,7 @@ fn main() {
         ms(percentile(&sorted, 0.99)),
         ms(*sorted.last().expect("requests were made")),
     );
+    measure_dashboard(&agent, &base, &as_of, customers);
     println!(
         "[scores-bench] peak resident memory of this process: {:.0} MiB",
         peak_memory_mib()

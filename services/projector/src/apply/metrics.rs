@@ -27,15 +27,23 @@ pub struct ApplyMetrics {
     pub(crate) family: String,
 }
 
+/// The counter of one projection's records with one outcome.
+fn outcome(registry: &Registry, family: &str, name: &str) -> Counter {
+    registry.counter(
+        "rapport_projector_records_total",
+        "Customer-topic records by outcome.",
+        &[("projection", family), ("outcome", name)],
+    )
+}
+
+/// Records of the projection `family` sent to the dead letters so far.
+pub fn dead_letters(registry: &Registry, family: &str) -> u64 {
+    outcome(registry, family, "dead_letter").get()
+}
+
 impl ApplyMetrics {
     pub fn new(registry: &Registry, family: &str) -> Self {
-        let outcome = |name| {
-            registry.counter(
-                "rapport_projector_records_total",
-                "Customer-topic records by outcome.",
-                &[("projection", family), ("outcome", name)],
-            )
-        };
+        let outcome = |name| outcome(registry, family, name);
         let stage = |thread, name| {
             registry.counter(
                 "rapport_projector_worker_microseconds_total",

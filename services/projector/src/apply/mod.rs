@@ -29,7 +29,7 @@ mod pipeline;
 mod poll;
 
 pub use fold::{CUSTOMER_VIEW, Consumed, DeadLetters, SERVICE};
-pub use metrics::ApplyMetrics;
+pub use metrics::{ApplyMetrics, dead_letters};
 pub use pipeline::{apply_batch, apply_from_memory};
 #[cfg(test)]
 mod tests;
