@@ -400,6 +400,19 @@ pub fn score(
     config: &AnalyticsConfig,
 ) -> CustomerScores {
     let inputs = inputs(facts, as_of, config);
+    score_inputs(facts, &inputs, as_of, rfm_population, models, config)
+}
+
+/// [`score`] for inputs already taken from `facts` at `as_of`, for callers
+/// that need the inputs too.
+pub fn score_inputs(
+    facts: &CustomerFacts,
+    inputs: &CustomerInputs,
+    as_of: i64,
+    rfm_population: &RfmPopulation,
+    models: &PopulationModels,
+    config: &AnalyticsConfig,
+) -> CustomerScores {
     let currency = config.reporting_currency.clone();
     let rfm = inputs.rfm.and_then(|values| {
         let scores = rfm_population.score(&values)?;

@@ -34,9 +34,9 @@ use rapport_projections::analytics::dashboard::{Overview, OverviewBuilder, month
 use rapport_projections::analytics::gamma_gamma::{GammaGammaFit, fit_gamma_gamma};
 use rapport_projections::analytics::lifecycle::LifecycleStage;
 use rapport_projections::analytics::occasions::RepeatSummary;
-use rapport_projections::analytics::rfm::{RfmPopulation, RfmSegment};
+use rapport_projections::analytics::rfm::{RfmPopulation, RfmScores, RfmSegment};
 use rapport_projections::analytics::scoring::{
-    CustomerFacts, CustomerScores, PopulationModels, inputs, score,
+    CustomerFacts, CustomerInputs, CustomerScores, PopulationModels, inputs, score, score_inputs,
 };
 use rapport_projections::analytics::value_tier::ValueTier;
 use rapport_projections::customer_view::ProfileState;
@@ -60,18 +60,33 @@ const KEPT_FITS: usize = 16;
 /// The segment labels of one person at one `as_of`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Labels {
-    pub rfm: Option<RfmSegment>,
+    /// R, F and M; the segment follows from them.
+    pub rfm: Option<RfmScores>,
     pub lifecycle: Option<LifecycleStage>,
     pub value_tier: Option<ValueTier>,
     pub loyalty: String,
     /// A buyer: `Some(at_risk)` of their churn flag.
     pub at_risk: Option<bool>,
+    /// Days of their first and last purchase occasions, for a buyer.
+    pub purchases: Option<(i64, i64)>,
+    /// More than one purchase occasion.
+    pub repeat_buyer: bool,
 }
 
 impl Labels {
-    fn of(scores: &CustomerScores) -> Self {
+    fn of(scores: &CustomerScores, inputs: &CustomerInputs) -> Self {
+        let occasions = &inputs.occasions.reporting;
         Labels {
-            rfm: scores.rfm.as_ref().map(|rfm| rfm.segment),
+            purchases: occasions
+                .first()
+                .zip(occasions.last())
+                .map(|(first, last)| (first.day, last.day)),
+            repeat_buyer: occasions.len() > 1,
+            rfm: scores.rfm.as_ref().map(|rfm| RfmScores {
+                recency: rfm.r,
+                frequency: rfm.f,
+                monetary: rfm.m,
+            }),
             lifecycle: scores.lifecycle,
             value_tier: scores.value_tier,
             loyalty: scores.loyalty.tier.clone(),
@@ -79,10 +94,34 @@ impl Labels {
         }
     }
 
+    /// Puts these labels in place of what `scores` (scored afresh) says, so
+    /// that the dashboard's figures count people as the lists and
+    /// `/v1/segments` do: a person's labels change with their own events
+    /// and at refits, not with every other person's.
+    fn apply_to(&self, scores: &mut CustomerScores) {
+        match (&mut scores.rfm, self.rfm) {
+            (Some(document), Some(rfm)) => {
+                document.r = rfm.recency;
+                document.f = rfm.frequency;
+                document.m = rfm.monetary;
+                document.segment = rfm.segment();
+                document.segment_name = rfm.segment().as_str();
+            }
+            (rfm, None) => *rfm = None,
+            (None, Some(_)) => {}
+        }
+        scores.lifecycle = self.lifecycle;
+        scores.value_tier = self.value_tier;
+        scores.loyalty.tier.clone_from(&self.loyalty);
+        if let (Some(churn), Some(at_risk)) = (&mut scores.churn, self.at_risk) {
+            churn.at_risk = at_risk;
+        }
+    }
+
     /// The label of `kind` (`rfm`, `lifecycle`, `value_tier`, `loyalty`).
     pub fn get(&self, kind: SegmentKind) -> Option<&str> {
         match kind {
-            SegmentKind::Rfm => self.rfm.map(|segment| segment.slug()),
+            SegmentKind::Rfm => self.rfm.map(|rfm| rfm.segment().slug()),
             SegmentKind::Lifecycle => self.lifecycle.map(|stage| stage.as_str()),
             SegmentKind::ValueTier => self.value_tier.map(|tier| tier.as_str()),
             SegmentKind::Loyalty => Some(&self.loyalty),
@@ -215,8 +254,9 @@ impl Snapshot {
             .iter()
             .filter(|(_, facts)| facts.known_at(as_of))
             .map(|(id, facts)| {
-                let scores = score(facts, as_of, &rfm, &models, config);
-                (id.clone(), Labels::of(&scores))
+                let inputs = inputs(facts, as_of, config);
+                let scores = score_inputs(facts, &inputs, as_of, &rfm, &models, config);
+                (id.clone(), Labels::of(&scores, &inputs))
             })
             .collect();
         Snapshot {
@@ -249,9 +289,11 @@ impl Snapshot {
         let mut builder =
             OverviewBuilder::new(self.as_of, minor_unit_digits(&config.reporting_currency));
         for (id, facts) in persons {
-            if facts.known_at(self.as_of) {
+            if let Some(labels) = self.labels.get(id) {
                 let inputs = inputs(facts, self.as_of, config);
-                let scores = score(facts, self.as_of, &self.rfm, &self.models, config);
+                let mut scores =
+                    score_inputs(facts, &inputs, self.as_of, &self.rfm, &self.models, config);
+                labels.apply_to(&mut scores);
                 builder.add(id, &inputs, &scores);
             }
         }
@@ -271,40 +313,21 @@ impl Snapshot {
         figures
     }
 
-    /// Whether `id` belongs in `filter`'s list.
-    fn admits(
-        &self,
-        filter: &PeopleFilter,
-        id: &str,
-        labels: &Labels,
-        persons: &HashMap<String, CustomerFacts>,
-        config: &AnalyticsConfig,
-    ) -> bool {
-        let summary = || {
-            persons
-                .get(id)
-                .map(|facts| inputs(facts, self.as_of, config))
-        };
+    /// Whether a person with `labels` belongs in `filter`'s list.
+    fn admits(&self, filter: &PeopleFilter, labels: &Labels) -> bool {
         match filter {
             PeopleFilter::Segment(kind, name) => labels.get(*kind) == Some(name.as_str()),
-            PeopleFilter::RfmCell(r, fm) => self
+            PeopleFilter::RfmCell(r, fm) => labels
                 .rfm
-                .score_of(id)
-                .is_some_and(|scores| scores.recency == *r && scores.frequency_monetary() == *fm),
-            PeopleFilter::BoughtWithin(days) => summary().is_some_and(|inputs| {
-                inputs
-                    .occasions
-                    .reporting
-                    .last()
-                    .is_some_and(|occasion| occasion.day > self.as_of - days)
-            }),
-            PeopleFilter::Cohort(month) => summary()
-                .and_then(|inputs| inputs.summary)
-                .is_some_and(|summary| month_of(summary.first_occasion_day) == *month),
-            PeopleFilter::Buyers => summary().is_some_and(|inputs| inputs.summary.is_some()),
-            PeopleFilter::RepeatBuyers => summary()
-                .and_then(|inputs| inputs.summary)
-                .is_some_and(|summary| summary.repeat_occasions > 0),
+                .is_some_and(|rfm| rfm.recency == *r && rfm.frequency_monetary() == *fm),
+            PeopleFilter::BoughtWithin(days) => labels
+                .purchases
+                .is_some_and(|(_, last)| last > self.as_of - days),
+            PeopleFilter::Cohort(month) => labels
+                .purchases
+                .is_some_and(|(first, _)| month_of(first) == *month),
+            PeopleFilter::Buyers => labels.purchases.is_some(),
+            PeopleFilter::RepeatBuyers => labels.repeat_buyer,
             PeopleFilter::ActiveBuyers => labels.at_risk == Some(false),
             PeopleFilter::Everyone => true,
         }
@@ -315,16 +338,26 @@ impl Snapshot {
     pub fn people(
         &self,
         filter: &PeopleFilter,
-        persons: &HashMap<String, CustomerFacts>,
-        config: &AnalyticsConfig,
         cursor: Option<&str>,
         limit: usize,
+    ) -> (Vec<String>, bool) {
+        self.page_of(cursor, limit, |_, labels| self.admits(filter, labels))
+    }
+
+    /// The ids `admits` accepts after `cursor`, up to `limit`, and whether
+    /// there are more. Walks the labels in id order from the cursor and
+    /// stops at the page's end.
+    fn page_of(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        admits: impl Fn(&str, &Labels) -> bool,
     ) -> (Vec<String>, bool) {
         let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
         let mut ids: Vec<String> = self
             .labels
             .range::<str, _>((after, Bound::Unbounded))
-            .filter(|(id, labels)| self.admits(filter, id, labels, persons, config))
+            .filter(|(id, labels)| admits(id, labels))
             .map(|(id, _)| id.clone())
             .take(limit.saturating_add(1))
             .collect();
@@ -343,8 +376,9 @@ impl Snapshot {
         };
         let inputs = inputs(facts, self.as_of, config);
         self.rfm.upsert(id, inputs.rfm);
-        let scores = score(facts, self.as_of, &self.rfm, &self.models, config);
-        self.labels.insert(id.to_owned(), Labels::of(&scores));
+        let scores = score_inputs(facts, &inputs, self.as_of, &self.rfm, &self.models, config);
+        self.labels
+            .insert(id.to_owned(), Labels::of(&scores, &inputs));
     }
 
     fn stale(&self) -> bool {
@@ -377,17 +411,7 @@ impl Snapshot {
         cursor: Option<&str>,
         limit: usize,
     ) -> (Vec<String>, bool) {
-        let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut ids: Vec<String> = self
-            .labels
-            .range::<str, _>((after, Bound::Unbounded))
-            .filter(|(_, labels)| labels.get(kind) == Some(name))
-            .map(|(id, _)| id.clone())
-            .take(limit.saturating_add(1))
-            .collect();
-        let more = ids.len() > limit;
-        ids.truncate(limit);
-        (ids, more)
+        self.page_of(cursor, limit, |_, labels| labels.get(kind) == Some(name))
     }
 }
 

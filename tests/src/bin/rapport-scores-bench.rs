@@ -90,6 +90,18 @@ fn order_record(customer: u64, sequence: u64, day: i64, total_minor: i64) -> pro
     }
 }
 
+/// `record` as read from partition 0 at offset `sequence`.
+fn consumed(record: proto::CustomerRecord, sequence: u64, day: i64) -> Consumed {
+    Consumed {
+        partition: 0,
+        offset: sequence as i64,
+        timestamp_ms: day * DAY_MS,
+        key: Vec::new(),
+        retry_of: None,
+        payload: record.encode_to_vec(),
+    }
+}
+
 /// Writes every customer's orders through the projector's fold.
 fn populate(store: &Store, customers: u64) -> u64 {
     let family = family_of(FIRST_VERSION);
@@ -125,15 +137,11 @@ fn populate(store: &Store, customers: u64) -> u64 {
                 break;
             }
             let total = 1_500 + random.below(30_000) as i64;
-            let record = order_record(customer, sequence, day, total);
-            batch.push(Consumed {
-                partition: 0,
-                offset: sequence as i64,
-                timestamp_ms: day * DAY_MS,
-                key: Vec::new(),
-                retry_of: None,
-                payload: record.encode_to_vec(),
-            });
+            batch.push(consumed(
+                order_record(customer, sequence, day, total),
+                sequence,
+                day,
+            ));
             sequence += 1;
             day += 1 + random.below(2 * gap as u64) as i64;
             if random.below(10) == 0 {
@@ -147,15 +155,12 @@ fn populate(store: &Store, customers: u64) -> u64 {
     // One customer who bought every day or so for years.
     for number in 0..LONG_HISTORY {
         let day = AS_OF_DAY - (LONG_HISTORY - number) as i64 / 8;
-        let record = order_record(LONG_HISTORY_ID, sequence, day, 2_000 + (number % 97) as i64);
-        batch.push(Consumed {
-            partition: 0,
-            offset: sequence as i64,
-            timestamp_ms: day * DAY_MS,
-            key: Vec::new(),
-            retry_of: None,
-            payload: record.encode_to_vec(),
-        });
+        let total = 2_000 + (number % 97) as i64;
+        batch.push(consumed(
+            order_record(LONG_HISTORY_ID, sequence, day, total),
+            sequence,
+            day,
+        ));
         sequence += 1;
         if batch.len() >= 5_000 {
             flush(&mut batch, &mut positions);

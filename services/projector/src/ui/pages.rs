@@ -66,7 +66,7 @@ fn segment_table(frame: &Frame, id: &str, kind: SegmentKind, counts: &[(String, 
             @for (name, count) in counts {
                 tr {
                     td { (name) }
-                    td.number { (count_link(*count, &frame.people(&format!("segment={}:{name}", kind.as_str())))) }
+                    td.number { (count_link(*count, &frame.people(&format!("segment={}:{}", kind.as_str(), encode(name))))) }
                 }
             }
         },
@@ -352,7 +352,7 @@ pub(crate) async fn segments(
             h2 { (kind_title(*kind)) }
             (sortable(&format!("segments-{}", kind.as_str()), &["Segment", "People", "Trend", "Members"], html! {
                 @for (name, count, earlier) in rows {
-                    @let filter = format!("segment={}:{name}", kind.as_str());
+                    @let filter = format!("segment={}:{}", kind.as_str(), encode(name));
                     @let change = *count as i64 - *earlier as i64;
                     tr {
                         td { (name) }
@@ -675,15 +675,12 @@ pub(crate) async fn people(
     let cursor = params.cursor.clone();
     let (rows, next) = blocking(state, move |state, view| {
         let changes = state.versions.changes_of(&view.version);
-        let (ids, more) = state.scores.with_everyone(
-            view,
-            &view.version,
-            changes,
-            as_of,
-            |snapshot, persons, config| {
-                snapshot.people(&filter, persons, config, cursor.as_deref(), PAGE_SIZE)
-            },
-        )?;
+        let (ids, more) =
+            state
+                .scores
+                .with_snapshot(view, &view.version, changes, as_of, |snapshot, _| {
+                    snapshot.people(&filter, cursor.as_deref(), PAGE_SIZE)
+                })?;
         let shown = contacts(state, view, &ids)?;
         let next = more.then(|| ids.last().cloned()).flatten();
         Ok((ids.into_iter().zip(shown).collect::<Vec<_>>(), next))
@@ -723,13 +720,12 @@ pub(crate) async fn people_csv(
     let as_of = frame("", "people", params.as_of.as_deref())?.as_of;
     let body = blocking(state, move |state, view| {
         let changes = state.versions.changes_of(&view.version);
-        let (ids, _) = state.scores.with_everyone(
-            view,
-            &view.version,
-            changes,
-            as_of,
-            |snapshot, persons, config| snapshot.people(&filter, persons, config, None, usize::MAX),
-        )?;
+        let (ids, _) =
+            state
+                .scores
+                .with_snapshot(view, &view.version, changes, as_of, |snapshot, _| {
+                    snapshot.people(&filter, None, usize::MAX)
+                })?;
         let mut body = format!("{CONTACT_CSV_HEADER}\n");
         for chunk in ids.chunks(1000) {
             for contact in contacts(state, view, chunk)? {
