@@ -44,12 +44,25 @@ fn read(pipeline: &Pipeline, path: &str) -> Value {
     body
 }
 
-/// Loads `path`, insists nothing went wrong, keeps a screenshot.
+/// Loads `path`, again while its figures are being gathered (the page
+/// says so, and would reload itself), insists nothing went wrong, keeps a
+/// screenshot.
 fn visit(page: &mut Page, base: &str, path: &str, shot: &str) {
-    page.goto(&format!("{base}{path}"));
+    goto_ready(page, &format!("{base}{path}"));
     let problems = page.problems();
     assert!(problems.is_empty(), "{path}: {problems:#?}");
     page.screenshot(&screenshot_dir().join(format!("dashboard-{shot}.png")));
+}
+
+fn goto_ready(page: &mut Page, url: &str) {
+    for _ in 0..120 {
+        page.goto(url);
+        if !page.eval_bool("!!document.querySelector('main.gathering')") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{url} was still gathering its figures after 30 s");
 }
 
 fn log_in(page: &mut Page, base: &str, key: &str) {
@@ -77,6 +90,7 @@ fn an_analyst_finds_people_from_the_overview_to_their_first_event() {
     page.clear_problems();
     log_in(&mut page, &base, &test_keys().read);
     visit(&mut page, &base, "/ui/", "overview");
+    assert_eq!(page.url(), format!("{base}/ui/"));
 
     // The grid: 25 cells whose counts add up to the people with an RFM score.
     let cells = page.eval_json(
@@ -128,7 +142,7 @@ fn an_analyst_finds_people_from_the_overview_to_their_first_event() {
         visit(&mut page, &base, path, shot);
     }
     // The models page draws its two charts.
-    page.goto(&format!("{base}/ui/models"));
+    goto_ready(&mut page, &format!("{base}/ui/models"));
     assert_eq!(
         page.eval_i64("document.querySelectorAll('.chart canvas').length"),
         2

@@ -337,6 +337,22 @@ mod tests {
         (status, String::from_utf8(bytes.to_vec()).unwrap(), headers)
     }
 
+    /// [`get_page`], asked again while it answers 202 (figures being gathered).
+    async fn get_ready(
+        app: &axum::Router,
+        uri: &str,
+    ) -> (StatusCode, String, axum::http::HeaderMap) {
+        for _ in 0..1_500 {
+            let answer = get_page(app, uri).await;
+            if answer.0 != StatusCode::ACCEPTED {
+                return answer;
+            }
+            assert!(answer.1.contains("reloads itself"), "{}", answer.1);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("{uri} was still being gathered after 30 s");
+    }
+
     /// The `data-value`s of the links in the cells of the R × FM grid.
     fn grid_counts(html: &str) -> Vec<(String, u64)> {
         html.split("data-r=\"")
@@ -358,7 +374,7 @@ mod tests {
     async fn dashboard_pages_show_the_population_and_its_people() {
         let (_directory, app) = serve(&thirty_buyers());
         let as_of = "1970-10-01";
-        let (status, overview, headers) = get_page(&app, &format!("/ui/?as_of={as_of}")).await;
+        let (status, overview, headers) = get_ready(&app, &format!("/ui/?as_of={as_of}")).await;
         assert_eq!(status, StatusCode::OK, "{overview}");
         assert!(
             headers["content-type"]
@@ -403,7 +419,7 @@ mod tests {
             "ops",
             "people?filter=buyers",
         ] {
-            let (status, body, _) = get_page(&app, &format!("/ui/{page}")).await;
+            let (status, body, _) = get_ready(&app, &format!("/ui/{page}")).await;
             assert_eq!(status, StatusCode::OK, "{page}: {body}");
         }
         let (status, csv, headers) =

@@ -272,6 +272,18 @@ impl Snapshot {
         }
     }
 
+    /// The dashboard's figures if they were gathered and are still fresh
+    /// (see [`Snapshot::overview`]).
+    pub fn overview_cached(&self) -> Option<Arc<Overview>> {
+        let cached = self.overview.lock().expect("overview lock");
+        cached
+            .as_ref()
+            .filter(|kept| {
+                kept.revision == self.revision || kept.gathered.elapsed() < OVERVIEW_MAX_AGE
+            })
+            .map(|kept| kept.figures.clone())
+    }
+
     /// The dashboard's figures: gathered once, again when the snapshot
     /// changed and they are older than [`OVERVIEW_MAX_AGE`].
     pub fn overview(
@@ -447,6 +459,8 @@ pub struct Board {
     /// since the refit took its copy of everyone.
     refitting: HashMap<i64, HashSet<String>>,
     fits: VecDeque<(FitKey, Fits)>,
+    /// `as_of`s whose dashboard figures are being gathered in the background.
+    gathering: HashSet<i64>,
 }
 
 /// The buyers the models are fitted on: everyone up to [`MAX_FIT_SAMPLE`],
@@ -483,6 +497,7 @@ impl Board {
             snapshots: VecDeque::new(),
             refitting: HashMap::new(),
             fits: VecDeque::new(),
+            gathering: HashSet::new(),
         };
         // Profiles in a merge are gathered afterwards, person by person.
         let mut in_merges = Vec::new();
@@ -573,19 +588,26 @@ impl Board {
 
     /// Puts a snapshot refitted from a copy of everyone in place of the old
     /// one, after re-scoring the people who changed since the copy.
-    fn install(&mut self, mut snapshot: Snapshot, config: &AnalyticsConfig) {
+    /// `new`: the snapshot is for a date the board did not keep yet, and
+    /// is added (else a snapshot pushed out meanwhile by other dates is no
+    /// longer wanted).
+    fn install(&mut self, mut snapshot: Snapshot, config: &AnalyticsConfig, new: bool) {
         let changed = self.refitting.remove(&snapshot.as_of).unwrap_or_default();
         for id in &changed {
             snapshot.update(id, self.persons.get(id), config);
         }
         snapshot.changed_since_fit = changed.len();
-        // A snapshot pushed out meanwhile by other dates is no longer wanted.
         if let Some(kept) = self
             .snapshots
             .iter_mut()
             .find(|kept| kept.as_of == snapshot.as_of)
         {
             *kept = snapshot;
+        } else if new {
+            if self.snapshots.len() >= KEPT_SNAPSHOTS {
+                self.snapshots.pop_front();
+            }
+            self.snapshots.push_back(snapshot);
         }
     }
 
@@ -769,7 +791,7 @@ impl Scoreboard {
                 board
                     .write()
                     .expect("board lock")
-                    .install(snapshot, &config);
+                    .install(snapshot, &config, false);
                 tracing::info!(
                     as_of = %rapport_projections::time::format_day(as_of),
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -828,6 +850,88 @@ impl Scoreboard {
             .find(|kept| kept.as_of == as_of)
             .expect("the snapshot just built");
         Ok(read(snapshot, &board.persons, &self.config))
+    }
+
+    /// The dashboard's figures at `as_of` if they are ready; otherwise
+    /// starts gathering them in the background (scoring everyone at
+    /// `as_of` first if no snapshot has that date) and says `None`, so a
+    /// page can answer at once and be asked again.
+    pub(crate) fn overview_ready(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        as_of: i64,
+    ) -> Result<Option<Arc<Overview>>> {
+        let board = self.board(view, version, changes)?;
+        {
+            let shared = board.read().expect("board lock");
+            if let Some(figures) = shared
+                .snapshots
+                .iter()
+                .find(|kept| kept.as_of == as_of)
+                .and_then(Snapshot::overview_cached)
+            {
+                return Ok(Some(figures));
+            }
+        }
+        let build = {
+            let mut writable = board.write().expect("board lock");
+            if !writable.gathering.insert(as_of) {
+                return Ok(None);
+            }
+            let kept = writable.snapshots.iter().any(|kept| kept.as_of == as_of);
+            if !kept && writable.refitting.contains_key(&as_of) {
+                // A refit of a snapshot pushed out meanwhile is finishing.
+                writable.gathering.remove(&as_of);
+                return Ok(None);
+            }
+            if !kept {
+                // Changes applied while it is built are replayed onto it.
+                writable.refitting.insert(as_of, HashSet::new());
+            }
+            !kept
+        };
+        let config = self.config.clone();
+        let worker = board.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dashboard-figures".into())
+            .spawn(move || {
+                let started = Instant::now();
+                if build {
+                    let snapshot = {
+                        let shared = worker.read().expect("board lock");
+                        Snapshot::build(&shared.persons, as_of, &config)
+                    };
+                    worker
+                        .write()
+                        .expect("board lock")
+                        .install(snapshot, &config, true);
+                }
+                {
+                    let shared = worker.read().expect("board lock");
+                    if let Some(snapshot) = shared.snapshots.iter().find(|kept| kept.as_of == as_of)
+                    {
+                        snapshot.overview(&shared.persons, &config);
+                    }
+                }
+                worker.write().expect("board lock").gathering.remove(&as_of);
+                tracing::info!(
+                    as_of = %rapport_projections::time::format_day(as_of),
+                    scored_everyone = build,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "the dashboard's figures are ready"
+                );
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "could not start gathering the dashboard's figures");
+            let mut writable = board.write().expect("board lock");
+            writable.gathering.remove(&as_of);
+            if build {
+                writable.refitting.remove(&as_of);
+            }
+        }
+        Ok(None)
     }
 
     /// Scores one person (read fresh from the store) at `as_of`.

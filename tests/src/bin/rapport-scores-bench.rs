@@ -172,16 +172,33 @@ fn populate(store: &Store, customers: u64) -> u64 {
     sequence
 }
 
+/// GETs a dashboard page until it answers 200 rather than 202 (its figures
+/// being gathered); says how long the first answer took and how long until
+/// the page was ready.
+fn ready(agent: &ureq::Agent, url: &str) -> (Duration, Duration) {
+    let started = Instant::now();
+    let mut first = None;
+    loop {
+        let (elapsed, status) = timed_get(agent, url);
+        first.get_or_insert(elapsed);
+        match status {
+            200 => return (first.unwrap_or(elapsed), started.elapsed()),
+            202 => std::thread::sleep(Duration::from_millis(100)),
+            other => panic!("{url}: {other}"),
+        }
+    }
+}
+
 /// A dashboard page's path for the n-th request.
 type PagePath<'a> = Box<dyn Fn(usize) -> String + 'a>;
 
 /// Times `PAGE_REQUESTS` GETs of each dashboard page (after one to warm
 /// it) and prints p50, p99 and max per page.
 fn measure_dashboard(agent: &ureq::Agent, base: &str, as_of: &str, customers: u64) {
-    let (first, status) = timed_get(agent, &format!("{base}/ui/?as_of={as_of}"));
-    assert_eq!(status, 200, "the overview answers");
+    let (answer, first) = ready(agent, &format!("{base}/ui/?as_of={as_of}"));
     println!(
-        "[scores-bench] dashboard, first overview at an as_of (one pass over everyone's scores): {:.1} s",
+        "[scores-bench] dashboard, first overview at an as_of: answered in {:.0} ms while one pass over everyone's scores gathered the figures in {:.1} s",
+        answer.as_secs_f64() * 1000.0,
         first.as_secs_f64()
     );
     let whale = format!("c-{LONG_HISTORY_ID:07}");
@@ -239,8 +256,7 @@ fn measure_dashboard(agent: &ureq::Agent, base: &str, as_of: &str, customers: u6
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
     let mut worst = Duration::ZERO;
     for (name, path) in &pages {
-        let (warm, status) = timed_get(agent, &format!("{base}{}", path(0)));
-        assert_eq!(status, 200, "{name}: {}", path(0));
+        let (_, warm) = ready(agent, &format!("{base}{}", path(0)));
         let mut latencies: Vec<Duration> = (1..=PAGE_REQUESTS)
             .map(|n| {
                 let (elapsed, status) = timed_get(agent, &format!("{base}{}", path(n)));
@@ -252,7 +268,7 @@ fn measure_dashboard(agent: &ureq::Agent, base: &str, as_of: &str, customers: u6
         let p99 = percentile(&latencies, 0.99);
         worst = worst.max(p99);
         println!(
-            "[scores-bench] dashboard page {name}: first {:.0} ms, then p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "[scores-bench] dashboard page {name}: ready in {:.0} ms, then p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             ms(warm),
             ms(percentile(&latencies, 0.5)),
             ms(p99),

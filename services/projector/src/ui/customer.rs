@@ -69,7 +69,7 @@ pub(crate) async fn search(
             match lookup(state, view, *kind, &text) {
                 Ok(person) => return Ok(Some(person.root)),
                 Err(ApiError::NotFound(_) | ApiError::Invalid { .. }) => {}
-                Err(other) => return Err(other),
+                Err(other) => return Err(other.into()),
             }
         }
         Ok(None)

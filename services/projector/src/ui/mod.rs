@@ -77,25 +77,69 @@ pub(crate) fn routes(
         .page(Admin, "/ui/ops", pages::ops)
 }
 
-/// A failure while building a page, shown as a page with its status.
-pub(crate) struct UiError(ApiError);
+/// Why a page is not shown: a failure, shown as a page with its status, or
+/// figures still being gathered, shown as a page that reloads itself.
+pub(crate) enum UiError {
+    Api(ApiError),
+    /// The population figures at this day are being gathered.
+    Gathering(i64),
+}
 
 impl From<ApiError> for UiError {
     fn from(error: ApiError) -> Self {
-        UiError(error)
+        UiError::Api(error)
     }
 }
 
 impl From<crate::Error> for UiError {
     fn from(error: crate::Error) -> Self {
-        UiError(error.into())
+        UiError::Api(error.into())
+    }
+}
+
+impl From<rapport_common::Error> for UiError {
+    fn from(error: rapport_common::Error) -> Self {
+        UiError::Api(error.into())
     }
 }
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
-        error_page(self.0, None)
+        match self {
+            UiError::Api(error) => error_page(error, None),
+            UiError::Gathering(as_of) => gathering_page(as_of),
+        }
     }
+}
+
+/// Seconds between reloads of a page waiting for its figures.
+const GATHERING_RELOAD_S: u32 = 2;
+
+/// `202`: the figures at `as_of` are on their way; the page reloads itself.
+fn gathering_page(as_of: i64) -> Response {
+    let day = rapport_projections::time::format_day(as_of);
+    let markup = html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content=(GATHERING_RELOAD_S);
+                title { "Gathering the figures · Rapport" }
+                link rel="icon" href="data:,";
+                link rel="stylesheet" href="/ui/assets/rapport.css";
+            }
+            body { main.gathering {
+                h1 { "Gathering the figures for " (day) }
+                p { "Everyone is being scored at this date: a few seconds for a million customers. This page reloads itself every " (GATHERING_RELOAD_S) " seconds." }
+                p { a href=(ROOT) { "Back to the overview" } }
+            } }
+        }
+    };
+    let mut response = html_response(StatusCode::ACCEPTED, markup);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(GATHERING_RELOAD_S));
+    response
 }
 
 /// A refusal or failure as a page with its status; `back`, for a key that
@@ -143,7 +187,7 @@ pub(crate) type PageResult = Result<Response, UiError>;
 /// scores and scans are CPU work.
 pub(crate) async fn blocking<T: Send + 'static>(
     state: Arc<QueryState>,
-    work: impl FnOnce(&QueryState, &View<'_>) -> Result<T, ApiError> + Send + 'static,
+    work: impl FnOnce(&QueryState, &View<'_>) -> Result<T, UiError> + Send + 'static,
 ) -> Result<T, UiError> {
     tokio::task::spawn_blocking(move || {
         let view = state.view(None)?;
@@ -151,7 +195,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     })
     .await
     .map_err(|error| ApiError::Internal(error.to_string()))?
-    .map_err(UiError)
 }
 
 /// The `as_of` a page was asked for, default today (UTC).
@@ -342,7 +385,7 @@ async fn asset(Path(file): Path<String>) -> Response {
             *bytes,
         )
             .into_response(),
-        None => UiError(ApiError::NotFound(format!("no asset {file}"))).into_response(),
+        None => UiError::Api(ApiError::NotFound(format!("no asset {file}"))).into_response(),
     }
 }
 

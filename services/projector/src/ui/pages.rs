@@ -43,7 +43,23 @@ pub(crate) struct AsOfParams {
     as_of: Option<String>,
 }
 
-fn overview_at(state: &QueryState, view: &View<'_>, as_of: i64) -> Result<Arc<Overview>, ApiError> {
+/// The figures at `as_of`, or [`UiError::Gathering`] while they are
+/// gathered in the background.
+fn overview_at(state: &QueryState, view: &View<'_>, as_of: i64) -> Result<Arc<Overview>, UiError> {
+    let changes = state.versions.changes_of(&view.version);
+    state
+        .scores
+        .overview_ready(view, &view.version, changes, as_of)?
+        .ok_or(UiError::Gathering(as_of))
+}
+
+/// The figures at `as_of`, gathered now if need be (for downloads, which
+/// can wait).
+fn overview_now(
+    state: &QueryState,
+    view: &View<'_>,
+    as_of: i64,
+) -> Result<Arc<Overview>, ApiError> {
     let changes = state.versions.changes_of(&view.version);
     Ok(state.scores.with_everyone(
         view,
@@ -283,7 +299,7 @@ pub(crate) async fn churn_csv(
     let params = parsed(query, "use as_of=YYYY-MM-DD")?;
     let as_of = frame("", "churn", params.as_of.as_deref())?.as_of;
     let body = blocking(state, move |state, view| {
-        let figures = overview_at(state, view, as_of)?;
+        let figures = overview_now(state, view, as_of)?;
         let ids: Vec<String> = figures
             .at_risk_ranked
             .iter()
@@ -322,12 +338,18 @@ pub(crate) async fn segments(
     let as_of = frame.as_of;
     let tables = blocking(state, move |state, view| {
         let now = overview_at(state, view, as_of)?;
-        let before = overview_at(state, view, as_of - TREND_DAYS)?;
+        // The trend waits for nobody: it shows once the earlier figures
+        // are gathered.
+        let changes = state.versions.changes_of(&view.version);
+        let before =
+            state
+                .scores
+                .overview_ready(view, &view.version, changes, as_of - TREND_DAYS)?;
         let config = &state.scores.config;
         Ok(SegmentKind::ALL
             .into_iter()
             .map(|kind| {
-                let rows: Vec<(String, u64, u64)> = kind
+                let rows: Vec<(String, u64, Option<u64>)> = kind
                     .names(config)
                     .into_iter()
                     .map(|name| {
@@ -337,7 +359,7 @@ pub(crate) async fn segments(
                                 .copied()
                                 .unwrap_or(0)
                         };
-                        let (now, before) = (count(&now), count(&before));
+                        let (now, before) = (count(&now), before.as_deref().map(count));
                         (name, now, before)
                     })
                     .collect();
@@ -353,11 +375,16 @@ pub(crate) async fn segments(
             (sortable(&format!("segments-{}", kind.as_str()), &["Segment", "People", "Trend", "Members"], html! {
                 @for (name, count, earlier) in rows {
                     @let filter = format!("segment={}:{}", kind.as_str(), encode(name));
-                    @let change = *count as i64 - *earlier as i64;
                     tr {
                         td { (name) }
                         td.number { (count_link(*count, &frame.people(&filter))) }
-                        td.number data-value=(change) { (if change > 0 { format!("+{change}") } else { change.to_string() }) " since " (format_day(as_of - TREND_DAYS)) }
+                        @match earlier {
+                            Some(earlier) => {
+                                @let change = *count as i64 - *earlier as i64;
+                                td.number data-value=(change) { (if change > 0 { format!("+{change}") } else { change.to_string() }) " since " (format_day(as_of - TREND_DAYS)) }
+                            }
+                            None => td.muted data-value="0" { "being gathered; reload in a few seconds" },
+                        }
                         td { a href=(frame.link("people.csv", &filter)) download { "CSV" } }
                     }
                 }
