@@ -329,16 +329,30 @@ macro_rules! page {
     };
 }
 
-page!(ui_overview, "/ui/", "Customers, buyers, revenue windows, repurchase rate, the R × FM grid and the counts per lifecycle stage, value tier and loyalty tier.",
+/// A page of population figures, which answers 202 while they are gathered.
+macro_rules! figures_page {
+    ($name:ident, $path:literal, $what:literal $(, $param:tt)*) => {
+        #[utoipa::path(get, path = $path, tag = "dashboard", operation_id = stringify!($name),
+            params($($param),*),
+            responses(
+                (status = 200, description = $what, content_type = "text/html", body = String),
+                (status = 202, description = "The figures at this date are being gathered in the background (a few seconds at a million customers): a page that says so and reloads itself; `Retry-After` in seconds.", content_type = "text/html", body = String),
+                (status = 400, description = "A bad parameter, named on the page.", content_type = "text/html", body = String),
+            ))]
+        fn $name() {}
+    };
+}
+
+figures_page!(ui_overview, "/ui/", "Customers, buyers, revenue windows, repurchase rate, the R × FM grid and the counts per lifecycle stage, value tier and loyalty tier.",
     ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
-page!(ui_churn, "/ui/churn", "At-risk customers ranked by CLV × (1 − P(alive)), with the reason for each flag.",
+figures_page!(ui_churn, "/ui/churn", "At-risk customers ranked by CLV × (1 − P(alive)), with the reason for each flag.",
     ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."),
     ("page" = Option<usize>, Query, description = "1-based page of 50."));
-page!(ui_segments, "/ui/segments", "Every segment with its size, its change over 30 days and links to members and their CSV.",
+figures_page!(ui_segments, "/ui/segments", "Every segment with its size, its change over 30 days and links to members and their CSV.",
     ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
-page!(ui_models, "/ui/models", "The BG/NBD and Gamma-Gamma fits, the calibration plot and the CLV distribution.",
+figures_page!(ui_models, "/ui/models", "The BG/NBD and Gamma-Gamma fits, the calibration plot and the CLV distribution.",
     ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
-page!(ui_cohorts, "/ui/cohorts", "Retention by month of first purchase, as a heat map.",
+figures_page!(ui_cohorts, "/ui/cohorts", "Retention by month of first purchase, as a heat map.",
     ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
 page!(ui_people, "/ui/people", "The people behind a number: one filter of `segment=kind:name`, `rfm=R-FM`, `bought_within=DAYS`, `cohort=YYYY-MM` or `filter=everyone|buyers|active_buyers|repeat_buyers`, 50 a page.",
     ("segment" = Option<String>, Query, description = "`rfm:champions`, `lifecycle:active`, …"),

@@ -459,8 +459,6 @@ pub struct Board {
     /// since the refit took its copy of everyone.
     refitting: HashMap<i64, HashSet<String>>,
     fits: VecDeque<(FitKey, Fits)>,
-    /// `as_of`s whose dashboard figures are being gathered in the background.
-    gathering: HashSet<i64>,
 }
 
 /// The buyers the models are fitted on: everyone up to [`MAX_FIT_SAMPLE`],
@@ -497,7 +495,6 @@ impl Board {
             snapshots: VecDeque::new(),
             refitting: HashMap::new(),
             fits: VecDeque::new(),
-            gathering: HashSet::new(),
         };
         // Profiles in a merge are gathered afterwards, person by person.
         let mut in_merges = Vec::new();
@@ -697,6 +694,9 @@ impl Board {
 pub struct Scoreboard {
     pub config: AnalyticsConfig,
     boards: Mutex<HashMap<String, Arc<RwLock<Board>>>>,
+    /// (version, `as_of`) whose dashboard figures are being gathered in the
+    /// background.
+    gathering: Arc<Mutex<HashSet<(String, i64)>>>,
     persons: Gauge,
     build_milliseconds: Gauge,
 }
@@ -706,6 +706,7 @@ impl Scoreboard {
         Scoreboard {
             config,
             boards: Mutex::new(HashMap::new()),
+            gathering: Arc::default(),
             persons: registry.gauge(
                 "rapport_scores_persons",
                 "People the live scoreboard knows.",
@@ -875,15 +876,22 @@ impl Scoreboard {
                 return Ok(Some(figures));
             }
         }
+        let job = (version.to_owned(), as_of);
+        if !self
+            .gathering
+            .lock()
+            .expect("gathering lock")
+            .insert(job.clone())
+        {
+            return Ok(None);
+        }
         let build = {
             let mut writable = board.write().expect("board lock");
-            if !writable.gathering.insert(as_of) {
-                return Ok(None);
-            }
             let kept = writable.snapshots.iter().any(|kept| kept.as_of == as_of);
             if !kept && writable.refitting.contains_key(&as_of) {
                 // A refit of a snapshot pushed out meanwhile is finishing.
-                writable.gathering.remove(&as_of);
+                drop(writable);
+                self.gathering.lock().expect("gathering lock").remove(&job);
                 return Ok(None);
             }
             if !kept {
@@ -894,28 +902,31 @@ impl Scoreboard {
         };
         let config = self.config.clone();
         let worker = board.clone();
+        let gathering = self.gathering.clone();
+        let finished = job.clone();
         let spawned = std::thread::Builder::new()
             .name("dashboard-figures".into())
             .spawn(move || {
                 let started = Instant::now();
                 if build {
-                    let snapshot = {
-                        let shared = worker.read().expect("board lock");
-                        Snapshot::build(&shared.persons, as_of, &config)
-                    };
+                    // Scored on a copy of everyone, as a refit is, so that
+                    // the board is not held while it runs.
+                    let persons = worker.read().expect("board lock").persons.clone();
+                    let snapshot = Snapshot::build(&persons, as_of, &config);
+                    snapshot.overview(&persons, &config);
+                    drop(persons);
                     worker
                         .write()
                         .expect("board lock")
                         .install(snapshot, &config, true);
-                }
-                {
+                } else {
                     let shared = worker.read().expect("board lock");
                     if let Some(snapshot) = shared.snapshots.iter().find(|kept| kept.as_of == as_of)
                     {
                         snapshot.overview(&shared.persons, &config);
                     }
                 }
-                worker.write().expect("board lock").gathering.remove(&as_of);
+                gathering.lock().expect("gathering lock").remove(&finished);
                 tracing::info!(
                     as_of = %rapport_projections::time::format_day(as_of),
                     scored_everyone = build,
@@ -925,10 +936,9 @@ impl Scoreboard {
             });
         if let Err(error) = spawned {
             tracing::warn!(%error, "could not start gathering the dashboard's figures");
-            let mut writable = board.write().expect("board lock");
-            writable.gathering.remove(&as_of);
+            self.gathering.lock().expect("gathering lock").remove(&job);
             if build {
-                writable.refitting.remove(&as_of);
+                board.write().expect("board lock").refitting.remove(&as_of);
             }
         }
         Ok(None)

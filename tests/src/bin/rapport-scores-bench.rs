@@ -197,7 +197,7 @@ type PagePath<'a> = Box<dyn Fn(usize) -> String + 'a>;
 fn measure_dashboard(agent: &ureq::Agent, base: &str, as_of: &str, customers: u64) {
     let (answer, first) = ready(agent, &format!("{base}/ui/?as_of={as_of}"));
     println!(
-        "[scores-bench] dashboard, first overview at an as_of: answered in {:.0} ms while one pass over everyone's scores gathered the figures in {:.1} s",
+        "[scores-bench] dashboard, first overview at an as_of: answered (202) in {:.1} ms while one pass over everyone's scores gathered the figures in {:.1} s",
         answer.as_secs_f64() * 1000.0,
         first.as_secs_f64()
     );
