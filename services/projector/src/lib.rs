@@ -927,10 +927,26 @@ mod tests {
         }
     }
 
-    /// Fuzz-style: any path id and query value on every read route gets
-    /// an answer or a 4xx JSON error, never a 5xx or a panic; a 400 names
-    /// the field. Cases: 20 000 in `make test`, `RAPPORT_FUZZ_CASES` in
-    /// `make fuzz`.
+    /// Text a fuzzed path id or query value takes: anything, and values
+    /// near the valid ones (`customer`, `day`, numbers, escapes).
+    fn fuzz_text(
+        customer: &'static str,
+        day: &'static str,
+    ) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            "[0-9T:._Z+ -]{0,30}",
+            Just(customer.to_owned()),
+            Just(day.to_owned()),
+            "-?[0-9]{1,20}",
+            "(%[0-9A-F]{2}){1,4}",
+        ]
+    }
+
+    /// Fuzz-style: any query value and cookie on every dashboard page, and
+    /// any login form, gets a page or a 4xx, never a 5xx or a panic; a 400
+    /// names the parameter.
     #[test]
     fn fuzz_no_dashboard_page_query_cookie_or_login_gets_a_5xx() {
         use proptest::prelude::*;
@@ -942,14 +958,9 @@ mod tests {
             .expect("a runtime");
         let text = || {
             prop_oneof![
-                any::<String>(),
-                "[0-9T:._Z+ -]{0,30}",
-                Just("c-01".to_owned()),
-                Just("1970-10-01".to_owned()),
+                fuzz_text("c-01", "1970-10-01"),
                 "[0-9]{1,2}-[0-9]{1,2}",
                 "(rfm|lifecycle|value_tier|loyalty|x):[a-z_]{0,12}",
-                "-?[0-9]{1,20}",
-                "(%[0-9A-F]{2}){1,4}",
             ]
         };
         // Each page, and the names a 400 of it must mention.
@@ -1037,6 +1048,10 @@ mod tests {
             .unwrap();
     }
 
+    /// Fuzz-style: any path id and query value on every read route gets
+    /// an answer or a 4xx JSON error, never a 5xx or a panic; a 400 names
+    /// the field. Cases: 20 000 in `make test`, `RAPPORT_FUZZ_CASES` in
+    /// `make fuzz`.
     #[test]
     fn fuzz_no_path_or_query_gets_a_5xx() {
         use proptest::prelude::*;
@@ -1061,16 +1076,7 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a runtime");
-        let text = || {
-            prop_oneof![
-                any::<String>(),
-                "[0-9T:._Z+ -]{0,30}",
-                Just("c-1".to_owned()),
-                Just("2026-03-01".to_owned()),
-                "-?[0-9]{1,20}",
-                "(%[0-9A-F]{2}){1,4}",
-            ]
-        };
+        let text = || fuzz_text("c-1", "2026-03-01");
         // Each route, and the names a refusal of it must mention: its
         // parameters, or what its path names.
         const ROUTES: [(&str, &[&str]); 15] = [
