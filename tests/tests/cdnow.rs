@@ -12,8 +12,7 @@
 //!   parameters to more digits and for individual customers' scores
 //!   (`tests/data/cdnow_reference.py` prints every value used here).
 //!
-//! The ingest API takes dates from 2000 on, so every purchase is moved 28
-//! years later (10 227 days: the same weekdays, the same day counts).
+//! The purchases keep their own dates, 1997 and 1998.
 
 use std::time::Duration;
 
@@ -21,9 +20,8 @@ use rapport_e2e::{Pipeline, event};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(120);
-/// 1997-09-30, the end of the papers' 39-week calibration period, moved.
-const AS_OF: &str = "2025-09-30";
-const SHIFT_YEARS: i32 = 28;
+/// The end of the papers' 39-week calibration period.
+const AS_OF: &str = "1997-09-30";
 
 /// One line of the sample: the customer (1..=2357), the day, cents.
 struct Purchase {
@@ -41,13 +39,12 @@ fn purchases() -> Vec<Purchase> {
             let [_, customer, date, _, dollars] = fields[..] else {
                 panic!("a sample line has five fields: {line:?}");
             };
-            let year: i32 = date[..4].parse().unwrap();
             let (whole, fraction) = dollars.split_once('.').unwrap_or((dollars, "0"));
             let cents = whole.parse::<i64>().unwrap() * 100
                 + format!("{fraction:0<2}")[..2].parse::<i64>().unwrap();
             Purchase {
                 customer: customer.parse().unwrap(),
-                date: format!("{}-{}-{}", year + SHIFT_YEARS, &date[4..6], &date[6..8]),
+                date: format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..8]),
                 cents,
             }
         })

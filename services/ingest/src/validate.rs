@@ -557,11 +557,11 @@ pub fn check_event(index: usize, event: &mut proto::Event, list: &mut Vec<FieldE
             }
         }
     }
-    // Between 2000-01-01 and 2100-01-01: anything else is a unit mistake.
-    if event.occurred_at_ms != 0
-        && !(946_684_800_000..4_102_444_800_000).contains(&event.occurred_at_ms)
-    {
-        errors.add("occurred_at", "must lie between 2000-01-01 and 2100-01-01");
+    // From 1970-01-01 (order histories go back decades) to 2100-01-01:
+    // anything else is a unit mistake. The epoch's first millisecond is
+    // protobuf's "not set".
+    if event.occurred_at_ms != 0 && !(1..4_102_444_800_000).contains(&event.occurred_at_ms) {
+        errors.add("occurred_at", "must lie between 1970-01-01 and 2100-01-01");
     } else if event.occurred_at_ms == 0 {
         errors.add(
             "occurred_at",
@@ -911,6 +911,28 @@ mod tests {
                 fields.contains(&expected.to_owned()),
                 "{expected} missing from {fields:?}"
             );
+        }
+    }
+
+    #[test]
+    fn histories_from_1970_to_2100_are_accepted() {
+        let at = |occurred_at: &str| {
+            let mut event = order();
+            event["occurred_at"] = json!(occurred_at);
+            errors_of(&event)
+                .into_iter()
+                .map(|error| error.field)
+                .collect::<Vec<_>>()
+        };
+        for accepted in [
+            "1970-01-01T00:00:01Z",
+            "1989-12-01T09:30:00+01:00",
+            "2099-12-31T23:59:59Z",
+        ] {
+            assert!(at(accepted).is_empty(), "{accepted}");
+        }
+        for refused in ["1969-12-31T23:59:59Z", "2100-01-01T00:00:00Z"] {
+            assert_eq!(at(refused), ["occurred_at"], "{refused}");
         }
     }
 
