@@ -129,6 +129,21 @@ impl Overview {
     }
 }
 
+/// The index in [`CLV_EDGES_MAJOR`] of the bin `clv_minor` falls in
+/// (below zero counts as the first).
+pub fn clv_bin(clv_minor: f64, minor_per_major: i64) -> usize {
+    let major = (clv_minor / minor_per_major as f64).floor() as i64;
+    CLV_EDGES_MAJOR
+        .iter()
+        .rposition(|&edge| major >= edge)
+        .unwrap_or(0)
+}
+
+/// Minor units in one major unit for a currency of `minor_digits` decimals.
+pub fn minor_per_major(minor_digits: u32) -> i64 {
+    10_i64.pow(minor_digits.min(6))
+}
+
 /// Months since January 1970 of `day`.
 pub fn month_of(day: i64) -> i64 {
     let (year, month, _) = civil_from_days(day);
@@ -188,7 +203,7 @@ impl OverviewBuilder {
             actual_repeats: vec![0; CALIBRATION_TOP as usize + 1],
             cohorts: BTreeMap::new(),
             clv: vec![0; CLV_EDGES_MAJOR.len()],
-            minor_per_major: 10_i64.pow(minor_digits.min(6)),
+            minor_per_major: minor_per_major(minor_digits),
         }
     }
 
@@ -262,12 +277,7 @@ impl OverviewBuilder {
             .as_ref()
             .and_then(|clv| clv.expected_value_minor)
             .unwrap_or(0.0);
-        let major = (clv_minor / self.minor_per_major as f64).floor() as i64;
-        let bin = CLV_EDGES_MAJOR
-            .iter()
-            .rposition(|&edge| major >= edge)
-            .unwrap_or(0);
-        self.clv[bin] += 1;
+        self.clv[clv_bin(clv_minor, self.minor_per_major)] += 1;
         if churn.at_risk {
             figures.at_risk += 1;
             let p_alive = churn.p_alive.unwrap_or(1.0);

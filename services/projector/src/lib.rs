@@ -404,6 +404,35 @@ mod tests {
                 "cell {cell}"
             );
         }
+        // The models page's counts of buyers link to exactly those buyers.
+        let (status, models, _) = get_ready(&app, &format!("/ui/models?as_of={as_of}")).await;
+        assert_eq!(status, StatusCode::OK, "{models}");
+        let links: Vec<(String, u64)> = models
+            .split("<a class=\"count\" href=\"")
+            .skip(1)
+            .map(|link| {
+                let href = link[..link.find('"').unwrap()].replace("&amp;", "&");
+                let value = link.split("data-value=\"").nth(1).unwrap();
+                (href, value[..value.find('"').unwrap()].parse().unwrap())
+            })
+            .collect();
+        assert!(
+            links.iter().any(|(href, _)| href.contains("repeats=")),
+            "{models}"
+        );
+        assert!(
+            links.iter().any(|(href, _)| href.contains("clv=")),
+            "{models}"
+        );
+        for (href, count) in links.iter().filter(|(_, count)| *count <= 50) {
+            let (status, list, _) = get_page(&app, href).await;
+            assert_eq!(status, StatusCode::OK, "{href}: {list}");
+            assert_eq!(
+                list.matches("href=\"/ui/customers/c-").count() as u64,
+                *count,
+                "{href}"
+            );
+        }
         let (status, _, headers) = get_page(&app, "/ui/customers?q=C-27%40Example.com").await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         assert_eq!(headers["location"], "/ui/customers/c-27");

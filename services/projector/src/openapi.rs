@@ -354,12 +354,14 @@ figures_page!(ui_models, "/ui/models", "The BG/NBD and Gamma-Gamma fits, the cal
     ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
 figures_page!(ui_cohorts, "/ui/cohorts", "Retention by month of first purchase, as a heat map.",
     ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
-page!(ui_people, "/ui/people", "The people behind a number: one filter of `segment=kind:name`, `rfm=R-FM`, `bought_within=DAYS`, `cohort=YYYY-MM` or `filter=everyone|buyers|active_buyers|repeat_buyers`, 50 a page.",
+page!(ui_people, "/ui/people", "The people behind a number: one filter of `segment=kind:name`, `rfm=R-FM`, `bought_within=DAYS`, `cohort=YYYY-MM`, `repeats=N` (`N+`), `clv=FROM` or `filter=everyone|buyers|active_buyers|repeat_buyers`, 50 a page.",
     ("segment" = Option<String>, Query, description = "`rfm:champions`, `lifecycle:active`, …"),
     ("rfm" = Option<String>, Query, description = "A cell of the grid, `R-FM` (1–5 each)."),
     ("bought_within" = Option<i64>, Query, description = "Days up to `as_of`."),
     ("cohort" = Option<String>, Query, description = "Month of first purchase, `YYYY-MM`."),
     ("filter" = Option<String>, Query, description = "`everyone`, `buyers`, `active_buyers` (not at risk) or `repeat_buyers`."),
+    ("repeats" = Option<String>, Query, description = "Buyers with `N` repeat purchases, or `N+` for N or more."),
+    ("clv" = Option<i64>, Query, description = "Buyers in the CLV bin starting at this many major units (0, 10, 25, 50, 100, 250, 500, 1000, 2500)."),
     ("cursor" = Option<String>, Query, description = "From the previous page's Next link."),
     ("as_of" = Option<String>, Query, description = "`YYYY-MM-DD`; default today (UTC)."));
 page!(ui_search, "/ui/customers", "Finds a person by customer id, email or phone and redirects (303) to their page; 404 when nobody has it.",

@@ -30,7 +30,7 @@ use rapport_common::metrics::{Gauge, Registry};
 use rapport_common::{Result, keys};
 use rapport_projections::analytics::bg_nbd::{BgNbdFit, Cohort, fit_bg_nbd};
 use rapport_projections::analytics::config::AnalyticsConfig;
-use rapport_projections::analytics::dashboard::{Overview, OverviewBuilder, month_of};
+use rapport_projections::analytics::dashboard::{Overview, OverviewBuilder, clv_bin, month_of};
 use rapport_projections::analytics::gamma_gamma::{GammaGammaFit, fit_gamma_gamma};
 use rapport_projections::analytics::lifecycle::LifecycleStage;
 use rapport_projections::analytics::occasions::RepeatSummary;
@@ -58,7 +58,7 @@ const KEPT_SNAPSHOTS: usize = 4;
 const KEPT_FITS: usize = 16;
 
 /// The segment labels of one person at one `as_of`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Labels {
     /// R, F and M; the segment follows from them.
     pub rfm: Option<RfmScores>,
@@ -69,8 +69,10 @@ pub struct Labels {
     pub at_risk: Option<bool>,
     /// Days of their first and last purchase occasions, for a buyer.
     pub purchases: Option<(i64, i64)>,
-    /// More than one purchase occasion.
-    pub repeat_buyer: bool,
+    /// Purchase occasions after the first (0 for people who never bought).
+    pub repeats: u32,
+    /// Expected lifetime value, for a buyer with a fitted model.
+    pub clv_minor: Option<f64>,
 }
 
 impl Labels {
@@ -81,7 +83,11 @@ impl Labels {
                 .first()
                 .zip(occasions.last())
                 .map(|(first, last)| (first.day, last.day)),
-            repeat_buyer: occasions.len() > 1,
+            repeats: inputs
+                .summary
+                .as_ref()
+                .map_or(0, |summary| summary.repeat_occasions),
+            clv_minor: scores.clv.as_ref().and_then(|clv| clv.expected_value_minor),
             rfm: scores.rfm.as_ref().map(|rfm| RfmScores {
                 recency: rfm.r,
                 frequency: rfm.f,
@@ -115,6 +121,9 @@ impl Labels {
         scores.loyalty.tier.clone_from(&self.loyalty);
         if let (Some(churn), Some(at_risk)) = (&mut scores.churn, self.at_risk) {
             churn.at_risk = at_risk;
+        }
+        if let Some(clv) = &mut scores.clv {
+            clv.expected_value_minor = self.clv_minor;
         }
     }
 
@@ -222,6 +231,17 @@ pub enum PeopleFilter {
     Buyers,
     /// Buyers with more than one purchase occasion.
     RepeatBuyers,
+    /// Buyers with this many repeat purchases (or more, with `or_more`).
+    Repeats {
+        repeats: u32,
+        or_more: bool,
+    },
+    /// Buyers whose CLV falls in this bin of the distribution
+    /// ([`rapport_projections::analytics::dashboard::CLV_EDGES_MAJOR`]).
+    ClvBin {
+        bin: usize,
+        minor_per_major: i64,
+    },
     /// Buyers not flagged at risk of churning.
     ActiveBuyers,
     /// Everyone known by `as_of`.
@@ -339,7 +359,18 @@ impl Snapshot {
                 .purchases
                 .is_some_and(|(first, _)| month_of(first) == *month),
             PeopleFilter::Buyers => labels.purchases.is_some(),
-            PeopleFilter::RepeatBuyers => labels.repeat_buyer,
+            PeopleFilter::RepeatBuyers => labels.repeats > 0,
+            PeopleFilter::Repeats { repeats, or_more } => {
+                labels.purchases.is_some()
+                    && (labels.repeats == *repeats || (*or_more && labels.repeats > *repeats))
+            }
+            PeopleFilter::ClvBin {
+                bin,
+                minor_per_major,
+            } => {
+                labels.at_risk.is_some()
+                    && clv_bin(labels.clv_minor.unwrap_or(0.0), *minor_per_major) == *bin
+            }
             PeopleFilter::ActiveBuyers => labels.at_risk == Some(false),
             PeopleFilter::Everyone => true,
         }

@@ -9,7 +9,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use rapport_common::http::ApiError;
-use rapport_projections::analytics::dashboard::{Overview, format_month, month_of};
+use rapport_projections::analytics::dashboard::{
+    CLV_EDGES_MAJOR, Overview, format_month, minor_per_major, month_of,
+};
+use rapport_projections::money::minor_unit_digits;
 use rapport_projections::time::{days_from_civil, format_day};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -498,7 +501,7 @@ pub(crate) async fn models(
                 @for row in &figures.calibration {
                     tr {
                         td data-value=(row.repeats) { (row.repeats) @if row.repeats == rapport_projections::analytics::dashboard::CALIBRATION_TOP { "+" } }
-                        td.number data-value=(row.actual) { (thousands(row.actual)) }
+                        td.number { (count_link(row.actual, &frame.people(&format!("repeats={}{}", row.repeats, if row.repeats == rapport_projections::analytics::dashboard::CALIBRATION_TOP { "%2B" } else { "" })))) }
                         td.number data-value=(row.expected) { (format!("{:.1}", row.expected)) }
                     }
                 }
@@ -508,7 +511,7 @@ pub(crate) async fn models(
         (chart_data("clv-data", "bars", &clv))
         (sortable("clv", &[&format!("CLV ({currency})"), "Buyers"], html! {
             @for bin in &figures.clv {
-                tr { td data-value=(bin.from_major) { (clv_label(bin.from_major, bin.to_major)) } td.number data-value=(bin.people) { (thousands(bin.people)) } }
+                tr { td data-value=(bin.from_major) { (clv_label(bin.from_major, bin.to_major)) } td.number { (count_link(bin.people, &frame.people(&format!("clv={}", bin.from_major)))) } }
             }
         }))
     };
@@ -576,8 +579,12 @@ pub(crate) struct PeopleParams {
     bought_within: Option<i64>,
     /// `YYYY-MM`.
     cohort: Option<String>,
-    /// `everyone`, `buyers` or `repeat_buyers`.
+    /// `everyone`, `buyers`, `active_buyers` or `repeat_buyers`.
     filter: Option<String>,
+    /// Repeat purchases: `N`, or `N+` for N or more.
+    repeats: Option<String>,
+    /// The lower edge of a bin of the CLV distribution, in major units.
+    clv: Option<i64>,
     cursor: Option<String>,
 }
 
@@ -592,6 +599,8 @@ fn people_filter(
         params.bought_within.is_some(),
         params.cohort.is_some(),
         params.filter.is_some(),
+        params.repeats.is_some(),
+        params.clv.is_some(),
     ]
     .iter()
     .filter(|given| **given)
@@ -599,7 +608,7 @@ fn people_filter(
     if given > 1 {
         return Err(invalid_field(
             "filter",
-            "give one of segment=, rfm=, bought_within=, cohort=, filter=",
+            "give one of segment=, rfm=, bought_within=, cohort=, repeats=, clv=, filter=",
         )
         .into());
     }
@@ -659,6 +668,53 @@ fn people_filter(
             PeopleFilter::Cohort(month),
             format!("cohort={}", format_month(month)),
             format!("First purchase in {}", format_month(month)),
+        ));
+    }
+    if let Some(repeats) = &params.repeats {
+        let (number, or_more) = match repeats.strip_suffix('+') {
+            Some(number) => (number, true),
+            None => (repeats.as_str(), false),
+        };
+        let repeats = number.parse::<u32>().map_err(|_| {
+            invalid_field(
+                "repeats",
+                "must be a number of repeat purchases, or N+ for N or more",
+            )
+        })?;
+        return Ok((
+            PeopleFilter::Repeats { repeats, or_more },
+            format!("repeats={repeats}{}", if or_more { "%2B" } else { "" }),
+            format!(
+                "Buyers with {repeats}{} repeat purchases",
+                if or_more { " or more" } else { "" }
+            ),
+        ));
+    }
+    if let Some(from) = params.clv {
+        let bin = CLV_EDGES_MAJOR
+            .iter()
+            .position(|edge| *edge == from)
+            .ok_or_else(|| {
+                invalid_field(
+                    "clv",
+                    format!("must be the lower edge of a bin: one of {CLV_EDGES_MAJOR:?}"),
+                )
+            })?;
+        let digits = minor_unit_digits(&state.scores.config.reporting_currency);
+        let label = match CLV_EDGES_MAJOR.get(bin + 1) {
+            Some(to) => format!("{from} to {to}"),
+            None => format!("{from} or more"),
+        };
+        return Ok((
+            PeopleFilter::ClvBin {
+                bin,
+                minor_per_major: minor_per_major(digits),
+            },
+            format!("clv={from}"),
+            format!(
+                "Buyers with an expected lifetime value of {label} {}",
+                state.scores.config.reporting_currency
+            ),
         ));
     }
     match params.filter.as_deref() {
