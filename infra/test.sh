@@ -23,7 +23,12 @@ trap cleanup EXIT
 cargo build --workspace --bins --tests
 infra/broker.sh start "$port" memory "$run_dir"
 export RAPPORT_TEST_BROKERS="127.0.0.1:$port"
+# The browser tests' screenshots are kept beside the build, for a look
+# after the run (CI keeps them with its build cache).
+RAPPORT_SCREENSHOTS="${RAPPORT_SCREENSHOTS:-${CARGO_TARGET_DIR:-$PWD/target}/screenshots}"
+export RAPPORT_SCREENSHOTS
 # Outage tests start and stop brokers of their own.
 RAPPORT_TANSU="$(infra/tools.sh | tail -n 1)"
 export RAPPORT_TANSU
 cargo test --workspace -- --test-threads "${RAPPORT_TEST_THREADS:-4}"
+echo "[test] screenshots of the dashboard: $RAPPORT_SCREENSHOTS"
