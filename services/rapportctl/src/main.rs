@@ -4,6 +4,7 @@
 mod client;
 mod dead_letters;
 mod erase;
+mod import;
 mod keys;
 mod progress;
 mod reidentify;
@@ -201,6 +202,54 @@ enum Command {
         #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
         patience_s: u64,
     },
+    /// Load a shop's history from a CSV file: orders (one row per order,
+    /// as order.placed events) or customers (one row per customer, as
+    /// customer.registered events), through ingest like any event.
+    ///
+    /// Columns are found by their header names, in any order (see
+    /// docs/operating.md). Orders: order_id, occurred_at, total (in major
+    /// units, e.g. 12.50) or total_minor, currency, and at least one of
+    /// customer_id, email, phone. Customers: occurred_at, at least one of
+    /// customer_id, email, phone, and name, city; other columns become
+    /// attributes. Dates are RFC 3339, YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS]
+    /// (UTC).
+    ///
+    /// Each row is checked with ingest's own rules first; refused rows go to
+    /// a rejects file with their line and the reason, and the rest is sent.
+    /// Event ids come from the rows, so running an import again (after a
+    /// failure or Ctrl-C) sends the same events and the log counts each
+    /// once. Needs a write or admin key (--key or RAPPORT_KEY).
+    Import {
+        /// `orders` or `customers`.
+        #[arg(value_parser = ["orders", "customers"])]
+        what: String,
+        /// The CSV file, with a header row.
+        file: PathBuf,
+        /// Base URL of ingest.
+        #[arg(
+            long,
+            env = "RAPPORT_INGEST_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        ingest_url: String,
+        /// Check every row and report, sending nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Where refused rows go (default: FILE's name with .rejects.csv).
+        #[arg(long, value_name = "FILE")]
+        rejects: Option<PathBuf>,
+        /// Events per request to ingest (1-1000).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        batch: u16,
+        /// The currency of orders when the file has no currency column.
+        #[arg(long, value_name = "ISO 4217")]
+        currency: Option<String>,
+        /// The channel imported events are recorded on where the file has no
+        /// channel column (web, app, email, phone, sms, store, chat or
+        /// other); default: the event type's own (web).
+        #[arg(long)]
+        channel: Option<String>,
+    },
     /// Records the services refused, kept on the dead-letter topic.
     Deadletters {
         #[command(subcommand)]
@@ -293,6 +342,35 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     rapport_common::init_logging_filtered(args.common.log_json, "warn,librdkafka=off");
     let config = args.common.load()?;
+    if let Command::Import {
+        what,
+        file,
+        ingest_url,
+        dry_run,
+        rejects,
+        batch,
+        currency,
+        channel,
+    } = args.command
+    {
+        let options = import::Options {
+            kind: if what == "orders" {
+                import::Kind::Orders
+            } else {
+                import::Kind::Customers
+            },
+            file,
+            ingest_url,
+            key: args.key,
+            dry_run,
+            rejects,
+            batch: usize::from(batch),
+            currency: currency.map(|currency| currency.to_ascii_uppercase()),
+            channel,
+        };
+        tokio::task::block_in_place(|| import::run(&options))?;
+        return Ok(());
+    }
     // A status must not wait long for a service that hangs.
     let timeout = match args.command {
         Command::Status { .. } => STATUS_TIMEOUT,
@@ -375,6 +453,7 @@ fn run(
             ),
         },
         Command::Keys { action } => keys::run(config, action),
+        Command::Import { .. } => unreachable!("import runs before the services are set up"),
         Command::Erase { value, kind, show } => match (value, show) {
             (_, Some(id)) => erase::show(services, &id),
             (Some(value), None) => erase::erase(services, &value, kind.as_deref()),
