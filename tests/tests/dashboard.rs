@@ -141,6 +141,19 @@ fn an_analyst_finds_people_from_the_overview_to_their_first_event() {
     ] {
         visit(&mut page, &base, path, shot);
     }
+    // The retention triangle is a heat map: a full cohort's cell is shaded.
+    page.goto(&format!("{base}/ui/cohorts"));
+    let shades = page.eval_json(
+        "Array.from(document.querySelectorAll('#cohorts td[class*=heat-]')).map(cell => [cell.className, getComputedStyle(cell).backgroundColor])",
+    );
+    assert!(
+        shades
+            .as_array()
+            .expect("cells")
+            .iter()
+            .any(|shade| shade[1] != "rgba(0, 0, 0, 0)" && shade[1] != "rgb(255, 255, 255)"),
+        "{shades}"
+    );
     // The models page draws its two charts.
     goto_ready(&mut page, &format!("{base}/ui/models"));
     assert_eq!(

@@ -450,6 +450,10 @@ mod tests {
         ] {
             let (status, body, _) = get_ready(&app, &format!("/ui/{page}")).await;
             assert_eq!(status, StatusCode::OK, "{page}: {body}");
+            if page == "cohorts" {
+                // Retention cells are shaded: one class attribute, both classes.
+                assert!(body.contains("class=\"number heat-"), "{body}");
+            }
         }
         let (status, csv, headers) =
             get_page(&app, &format!("/ui/people.csv?filter=buyers&as_of={as_of}")).await;

@@ -38,6 +38,9 @@ pub(crate) struct Frame {
     pub(crate) as_of: i64,
     /// Whether the request named its `as_of` (links then keep it).
     pub(crate) as_of_given: bool,
+    /// The page reloads itself after this many seconds (part of it is
+    /// still being gathered).
+    pub(crate) reload_after_s: Option<u32>,
 }
 
 impl Frame {
@@ -76,6 +79,9 @@ pub(crate) fn page(frame: &Frame, body: Markup) -> Response {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = frame.reload_after_s {
+                    meta http-equiv="refresh" content=(seconds);
+                }
                 // htmx's own indicator styles would be an inline style.
                 meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false}"#;
                 title { (frame.title) " · Rapport" }
@@ -218,6 +224,7 @@ mod tests {
             section: "",
             as_of: 19_000,
             as_of_given: false,
+            reload_after_s: None,
         };
         assert_eq!(frame.people("rfm=5-5"), "/ui/people?rfm=5-5");
         frame.as_of_given = true;

@@ -113,7 +113,7 @@ impl IntoResponse for UiError {
 }
 
 /// Seconds between reloads of a page waiting for its figures.
-const GATHERING_RELOAD_S: u32 = 2;
+pub(crate) const GATHERING_RELOAD_S: u32 = 2;
 
 /// `202`: the figures at `as_of` are on their way; the page reloads itself.
 fn gathering_page(as_of: i64) -> Response {
@@ -223,6 +223,7 @@ pub(crate) fn frame(
         section,
         as_of,
         as_of_given,
+        reload_after_s: None,
     })
 }
 

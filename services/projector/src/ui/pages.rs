@@ -337,7 +337,7 @@ pub(crate) async fn segments(
     query: Result<Query<AsOfParams>, QueryRejection>,
 ) -> PageResult {
     let params = parsed(query, "use as_of=YYYY-MM-DD")?;
-    let frame = frame("Segments", "segments", params.as_of.as_deref())?;
+    let mut frame = frame("Segments", "segments", params.as_of.as_deref())?;
     let as_of = frame.as_of;
     let tables = blocking(state, move |state, view| {
         let now = overview_at(state, view, as_of)?;
@@ -371,8 +371,17 @@ pub(crate) async fn segments(
             .collect::<Vec<_>>())
     })
     .await?;
+    let trend_pending = tables
+        .iter()
+        .any(|(_, rows)| rows.iter().any(|(_, _, earlier)| earlier.is_none()));
+    if trend_pending {
+        frame.reload_after_s = Some(super::GATHERING_RELOAD_S);
+    }
     let body = html! {
         p.muted { "Sizes at " (format_day(as_of)) ", beside " (TREND_DAYS) " days earlier. A CSV holds each member's contact details and email consent." }
+        @if trend_pending {
+            p.gathering-trend { "The sizes of " (format_day(as_of - TREND_DAYS)) " are being gathered; this page reloads itself in " (super::GATHERING_RELOAD_S) " seconds." }
+        }
         @for (kind, rows) in &tables {
             h2 { (kind_title(*kind)) }
             (sortable(&format!("segments-{}", kind.as_str()), &["Segment", "People", "Trend", "Members"], html! {
@@ -386,7 +395,7 @@ pub(crate) async fn segments(
                                 @let change = *count as i64 - *earlier as i64;
                                 td.number data-value=(change) { (if change > 0 { format!("+{change}") } else { change.to_string() }) " since " (format_day(as_of - TREND_DAYS)) }
                             }
-                            None => td.muted data-value="0" { "being gathered; reload in a few seconds" },
+                            None => td.muted data-value="0" title="being gathered" { "…" },
                         }
                         td { a href=(frame.link("people.csv", &filter)) download { "CSV" } }
                     }
@@ -554,7 +563,7 @@ pub(crate) async fn cohorts(
                                 @match row.active.get(offset) {
                                     Some(active) => {
                                         @let share = *active as f64 / row.size.max(1) as f64;
-                                        td.number class=(heat(share, 1.0)) data-value=(share) title=(format!("{active} of {}", row.size)) { (percent(Some(share))) }
+                                        td class=(format!("number {}", heat(share, 1.0))) data-value=(share) title=(format!("{active} of {}", row.size)) { (percent(Some(share))) }
                                     }
                                     None => td {},
                                 }
