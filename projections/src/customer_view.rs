@@ -408,7 +408,8 @@ impl ProfileState {
                 | Payload::EmailOpened(_)
                 | Payload::EmailClicked(_)
                 | Payload::EmailBounced(_)
-                | Payload::CallCompleted(_),
+                | Payload::CallCompleted(_)
+                | Payload::CustomTracked(_),
             ) => {}
             // A payload from a newer contract: counted above, otherwise ignored.
             None => {}
@@ -744,9 +745,26 @@ fn write_summary(event: &Event, out: &mut String) {
         Some(Payload::PointsRedeemed(redeemed)) => {
             put!("redeemed {} points", redeemed.points);
         }
+        Some(Payload::CustomTracked(tracked)) => {
+            // The name, then as many properties as fit a timeline line.
+            let properties: Vec<String> = tracked
+                .properties
+                .iter()
+                .take(TRACKED_PROPERTIES_SHOWN)
+                .map(|(key, value)| format!("{key}: {value}"))
+                .collect();
+            if properties.is_empty() {
+                put!("{}", tracked.name);
+            } else {
+                put!("{} ({})", tracked.name, properties.join(", "));
+            }
+        }
         None => {}
     }
 }
+
+/// Properties of a `custom.tracked` event shown on its timeline line.
+const TRACKED_PROPERTIES_SHOWN: usize = 5;
 
 /// Drops trailing whitespace from `out`.
 fn trim_end(out: &mut String) {
@@ -1039,6 +1057,44 @@ mod tests {
         assert_eq!(
             orders.last_order_at.as_deref(),
             Some("1970-01-01T00:00:02.000Z")
+        );
+    }
+
+    #[test]
+    fn custom_events_are_counted_and_shown_with_their_properties() {
+        // Given an event type no projection knows by name
+        let mut state = ProfileState::default();
+        let tracked = |id: &str, properties: &[(&str, &str)]| {
+            record(
+                id,
+                1,
+                event::Payload::CustomTracked(rapport_proto::v1::CustomTracked {
+                    name: "Wishlist Added".into(),
+                    properties: properties
+                        .iter()
+                        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                        .collect(),
+                }),
+                "custom.tracked",
+            )
+        };
+        let with = tracked("w1", &[("sku", "tea-1"), ("list", "gifts")]);
+        // When it is folded
+        state.apply(&with);
+        state.apply(&tracked("w2", &[]));
+        // Then it counts like any event, and its line names it
+        assert_eq!(document(&state).event_counts["custom.tracked"], 2);
+        let event = |record: &CustomerRecord| match &record.body {
+            Some(customer_record::Body::Event(resolved)) => resolved.event.clone().unwrap(),
+            _ => unreachable!("an event record"),
+        };
+        assert_eq!(
+            timeline_entry(&event(&with)).summary,
+            "Wishlist Added (list: gifts, sku: tea-1)"
+        );
+        assert_eq!(
+            timeline_entry(&event(&tracked("w3", &[]))).summary,
+            "Wishlist Added"
         );
     }
 

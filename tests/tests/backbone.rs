@@ -144,6 +144,12 @@ fn events_of_every_type_appear_in_the_customer_view() {
             who.clone(),
             json!({"points": 150, "reason": "voucher"}),
         ),
+        event(
+            "custom.tracked",
+            &at(21),
+            who.clone(),
+            json!({"name": "Wishlist Added", "properties": {"sku": "tea-1", "note": "for Eve"}}),
+        ),
     ];
     pipeline.send_ok(&events);
 
@@ -178,13 +184,21 @@ fn events_of_every_type_appear_in_the_customer_view() {
     assert_eq!(view["channels"]["phone"]["count"], 1);
     assert_eq!(view["event_counts"]["order.placed"], 3);
     assert_eq!(view["first_seen"], "2026-11-01T10:00:00.000Z");
-    assert_eq!(view["last_seen"], "2026-11-01T10:20:00.000Z");
+    assert_eq!(view["last_seen"], "2026-11-01T10:21:00.000Z");
     assert_eq!(view["identifiers"]["email"], json!(["every@example.com"]));
 
     let (status, timeline) = pipeline.get("/v1/customers/c-every/timeline?limit=5");
     assert_eq!(status, 200);
     assert_eq!(timeline["items"].as_array().unwrap().len(), 5);
-    assert_eq!(timeline["items"][0]["type"], "points.redeemed");
+    // Anything else the shop tracks is on the timeline, its properties
+    // (sealed on the log) shown in clear.
+    assert_eq!(timeline["items"][0]["type"], "custom.tracked");
+    assert_eq!(
+        timeline["items"][0]["summary"],
+        "Wishlist Added (note: for Eve, sku: tea-1)"
+    );
+    assert_eq!(view["event_counts"]["custom.tracked"], 1);
+    assert_eq!(timeline["items"][1]["type"], "points.redeemed");
     // Page after page, five at a time, back to the first event: every
     // event once, newest first.
     let mut types: Vec<Value> = Vec::new();

@@ -48,7 +48,9 @@ use utoipa::ToSchema;
     {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000016", "type": "consent.changed", "occurred_at": "2026-11-06T10:00:00Z",
      "customer": {"customer_id": "c-42"}, "data": {"channel": "sms", "granted": false}},
     {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000017", "type": "points.redeemed", "occurred_at": "2026-11-07T10:00:00Z",
-     "source": "pos-3", "customer": {"customer_id": "c-42"}, "data": {"points": 500, "reason": "voucher"}}
+     "source": "pos-3", "customer": {"customer_id": "c-42"}, "data": {"points": 500, "reason": "voucher"}},
+    {"event_id": "0193a5b0-7c1e-7d4e-9f00-000000000018", "type": "custom.tracked", "occurred_at": "2026-11-08T10:00:00Z",
+     "customer": {"anonymous_id": "anon-7"}, "data": {"name": "Wishlist Added", "properties": {"sku": "tea-oolong", "list": "gifts"}}}
 ]}))]
 pub(crate) struct EventBatch {
     events: Vec<Event>,
@@ -117,6 +119,8 @@ pub(crate) enum EventType {
     ConsentChanged,
     #[serde(rename = "points.redeemed")]
     PointsRedeemed,
+    #[serde(rename = "custom.tracked")]
+    CustomTracked,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -165,6 +169,7 @@ pub(crate) enum Data {
     Survey(SurveyData),
     Consent(ConsentData),
     Points(PointsData),
+    Custom(CustomData),
     Linked(LinkedData),
 }
 
@@ -336,6 +341,18 @@ pub(crate) struct PointsData {
     points: i64,
     #[schema(nullable = false)]
     reason: Option<String>,
+}
+
+/// `custom.tracked`: anything else the storefront tracks, kept on the
+/// timeline and counted.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CustomData {
+    /// What happened, as the storefront names it (at most 128 bytes).
+    name: String,
+    /// Up to 100 entries of text; values are personal data, sealed.
+    #[schema(nullable = false)]
+    properties: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `202`: every event is on the log.

@@ -124,6 +124,11 @@ pub fn seal_event(
         ) => sealed(&mut mail.url)?,
         Some(Payload::TicketOpened(ticket)) => sealed(&mut ticket.subject)?,
         Some(Payload::SurveyAnswered(survey)) => sealed(&mut survey.comment)?,
+        Some(Payload::CustomTracked(tracked)) => {
+            for value in tracked.properties.values_mut() {
+                sealed(value)?;
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -202,6 +207,10 @@ mod tests {
             event(Payload::TicketOpened(proto::TicketOpened {
                 subject: "Ada's parcel".into(),
                 ..Default::default()
+            })),
+            event(Payload::CustomTracked(proto::CustomTracked {
+                name: "Gift Note Written".into(),
+                properties: [("note".to_owned(), "for Charles Babbage".to_owned())].into(),
             })),
         ];
         seal_batch(&mut events, &keys).unwrap();

@@ -18,6 +18,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 const MAX_ID_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 2048;
+/// Properties of one `custom.tracked` event.
+const MAX_PROPERTIES: usize = 100;
 
 /// Channels an event may name; without one, the type implies it.
 pub const CHANNELS: [&str; 8] = [
@@ -25,7 +27,7 @@ pub const CHANNELS: [&str; 8] = [
 ];
 
 /// Every event type, with the channel it implies when none is sent.
-pub const EVENT_TYPES: [(&str, &str); 17] = [
+pub const EVENT_TYPES: [(&str, &str); 18] = [
     ("customer.registered", "web"),
     ("customer.updated", "other"),
     ("identity.linked", "web"),
@@ -43,6 +45,7 @@ pub const EVENT_TYPES: [(&str, &str); 17] = [
     ("survey.answered", "other"),
     ("consent.changed", "other"),
     ("points.redeemed", "other"),
+    ("custom.tracked", "other"),
 ];
 
 /// The dotted type name of a payload.
@@ -65,6 +68,7 @@ pub fn type_of(payload: &Payload) -> &'static str {
         Payload::SurveyAnswered(_) => "survey.answered",
         Payload::ConsentChanged(_) => "consent.changed",
         Payload::PointsRedeemed(_) => "points.redeemed",
+        Payload::CustomTracked(_) => "custom.tracked",
     }
 }
 
@@ -457,6 +461,13 @@ fn payload_from_json(event_type: &str, data: &Value, errors: &mut Errors<'_>) ->
                 reason: data.string("reason", false),
             })
         }
+        "custom.tracked" => {
+            let mut data = object!(&["name", "properties"]);
+            Payload::CustomTracked(proto::CustomTracked {
+                name: data.string("name", true),
+                properties: data.string_map("properties"),
+            })
+        }
         // An unknown or missing type is reported by `check_event`.
         _ => return None,
     };
@@ -843,6 +854,20 @@ pub fn check_event(index: usize, event: &mut proto::Event, list: &mut Vec<FieldE
                 false,
                 MAX_TEXT_LEN,
             );
+        }
+        Some(CustomTracked(tracked)) => {
+            check_text(&mut errors, "data.name", &tracked.name, true, MAX_ID_LEN);
+            if tracked.properties.len() > MAX_PROPERTIES {
+                errors.add(
+                    "data.properties",
+                    format!("may have at most {MAX_PROPERTIES} entries"),
+                );
+            }
+            for (key, value) in &tracked.properties {
+                let field = format!("data.properties.{key}");
+                check_text(&mut errors, &field, key, true, MAX_ID_LEN);
+                check_text(&mut errors, &field, value, false, MAX_TEXT_LEN);
+            }
         }
         Some(IdentityLinked(_)) | None => {}
     }
