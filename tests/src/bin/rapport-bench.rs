@@ -21,6 +21,8 @@
 //!    stopped before the next measure, so that the two never share the
 //!    cores: what sealing personal fields costs; beside it, sealing alone
 //!    in this process (no vault, no HTTP, no broker).
+//! 5. import: rows/s of `rapportctl import orders` reading a generated CSV
+//!    of orders and sending it through the same ingest, end to end.
 //!
 //! Events are generated batch by batch while they are sent, never held all at
 //! once, so that 5 million events fit in memory.
@@ -633,6 +635,43 @@ fn read_customer_topic(
     records
 }
 
+/// Writes `rows` orders of `customers` customers as CSV and times
+/// `rapportctl import orders` of it, end to end; rows/s.
+fn import_orders(pipeline: &Pipeline, rows: usize, customers: usize) -> f64 {
+    use std::fmt::Write as _;
+    let directory = tempfile::tempdir().expect("a directory");
+    let file = directory.path().join("orders.csv");
+    let mut text = String::from("order_id,occurred_at,customer_id,total,currency\n");
+    for row in 0..rows {
+        let day = 1 + row % 28;
+        let month = 1 + (row / 28) % 12;
+        writeln!(
+            text,
+            "imported-{row},2019-{month:02}-{day:02},c-{},{}.{:02},USD",
+            row % customers.max(1),
+            10 + row % 90,
+            row % 100
+        )
+        .expect("a String takes any text");
+    }
+    std::fs::write(&file, text).expect("the CSV is written");
+    let ingest = pipeline.ingest_url();
+    let started = Instant::now();
+    let said = pipeline.rapportctl(&[
+        "import",
+        "orders",
+        file.to_str().expect("a UTF-8 path"),
+        "--ingest-url",
+        &ingest,
+    ]);
+    let elapsed = started.elapsed();
+    assert!(
+        said.contains(&format!("{rows} events sent, 0 refused")),
+        "{said}"
+    );
+    rows as f64 / elapsed.as_secs_f64()
+}
+
 fn main() {
     let total = env_number("RAPPORT_BENCH_EVENTS", 100_000);
     // Twenty events per customer unless told otherwise, whatever the total.
@@ -885,6 +924,10 @@ fn main() {
     let _ = background.join();
     latencies.sort();
 
+    // 5. A history import through the same ingest.
+    let import_rows = total.min(100_000);
+    let import_rate = import_orders(&pipeline, import_rows, customers);
+
     println!();
     println!("| measure | result |");
     println!("| --- | --- |");
@@ -897,6 +940,9 @@ fn main() {
         producer_elapsed.as_secs_f64()
     );
     println!("| ingest / producer | {:.2} |", ingest_rate / producer_rate);
+    println!(
+        "| history import, `rapportctl import orders` of {import_rows} CSV rows through ingest (target 50 000 rows/s) | {import_rate:.0} rows/s |"
+    );
     println!(
         "| plain rdkafka consumer reading the customer topic, fetch.wait.max.ms={} as a projector catching up | {read_rate:.0} records/s ({consumed} in {:.1} s) |",
         rapport_common::kafka::CATCH_UP_FETCH_WAIT_MS,
