@@ -69,6 +69,8 @@ pub(crate) struct Options {
     pub(crate) dry_run: bool,
     pub(crate) rejects: Option<PathBuf>,
     pub(crate) batch: usize,
+    /// Batches in flight at once.
+    pub(crate) parallel: usize,
     /// The currency of rows without a currency column.
     pub(crate) currency: Option<String>,
     /// The channel of rows without a channel column; none: the event
@@ -413,6 +415,45 @@ fn send(
     bail!("ingest stayed busy through {RETRIES} retries")
 }
 
+/// A row: its line, its fields (for the rejects file), its event.
+type Row = (u64, csv::StringRecord, Value);
+
+/// What sending one batch came to: the events sent, and the rows ingest
+/// refused with its reason (none unless its rules differ from ours).
+type Delivered = anyhow::Result<(u64, Vec<(u64, String, csv::StringRecord)>)>;
+
+/// Sends a batch; rows ingest refuses are set aside and the rest sent again.
+fn deliver(
+    agent: &ureq::Agent,
+    url: &str,
+    authorization: Option<&str>,
+    batch: Vec<Row>,
+) -> Delivered {
+    let events: Vec<Value> = batch.iter().map(|(_, _, event)| event.clone()).collect();
+    let refused = send(agent, url, authorization, &events)?;
+    if refused.is_empty() {
+        return Ok((batch.len() as u64, Vec::new()));
+    }
+    let refused_rows: HashSet<usize> = refused.iter().map(|(index, _)| *index).collect();
+    let rest: Vec<Value> = batch
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !refused_rows.contains(index))
+        .map(|(_, (_, _, event))| event.clone())
+        .collect();
+    if !rest.is_empty() && !send(agent, url, authorization, &rest)?.is_empty() {
+        bail!("ingest refused rows it had accepted a moment before");
+    }
+    let set_aside = refused
+        .into_iter()
+        .filter_map(|(index, reason)| {
+            let (line, record, _) = batch.get(index)?;
+            Some((*line, reason, record.clone()))
+        })
+        .collect();
+    Ok((rest.len() as u64, set_aside))
+}
+
 /// Reads, checks and sends every row of the file.
 pub(crate) fn run(options: &Options) -> anyhow::Result<Summary> {
     let started = Instant::now();
@@ -450,83 +491,103 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Summary> {
     let progress = Progress::bar("import");
     let mut summary = Summary::default();
     let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut batch: Vec<(u64, csv::StringRecord, Value)> = Vec::with_capacity(options.batch);
+    let batch_size = options.batch.max(1);
+    let mut batch: Vec<Row> = Vec::with_capacity(batch_size);
     let mut record = csv::StringRecord::new();
-    let flush = |batch: &mut Vec<(u64, csv::StringRecord, Value)>,
-                 summary: &mut Summary,
-                 rejects: &mut Rejects|
-     -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if !options.dry_run {
-            let events: Vec<Value> = batch.iter().map(|(_, _, event)| event.clone()).collect();
-            let refused = send(&agent, &url, authorization.as_deref(), &events)?;
-            if !refused.is_empty() {
-                // Ingest's rules said no to some rows: they go to the
-                // rejects, and the rest is sent again without them.
-                let refused_rows: HashSet<usize> =
-                    refused.iter().map(|(index, _)| *index).collect();
-                for (index, reason) in &refused {
-                    if let Some((line, record, _)) = batch.get(*index) {
-                        rejects.add(*line, reason, record)?;
-                        summary.refused += 1;
+    let senders = if options.dry_run {
+        0
+    } else {
+        options.parallel.max(1)
+    };
+    // Batches go to `senders` threads, each with one request in flight;
+    // what they came to comes back here, where the rejects are written.
+    let (batch_sender, batch_receiver) = std::sync::mpsc::sync_channel::<Vec<Row>>(senders);
+    let batch_receiver = std::sync::Mutex::new(batch_receiver);
+    let (outcome_sender, outcomes) = std::sync::mpsc::channel::<Delivered>();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        // Dropped when this returns, early or not: the senders then stop.
+        let batch_sender = batch_sender;
+        for _ in 0..senders {
+            let (batches, outcome_sender) = (&batch_receiver, outcome_sender.clone());
+            let (agent, url, authorization) = (&agent, &url, authorization.as_deref());
+            scope.spawn(move || {
+                loop {
+                    let next = batches.lock().expect("batch queue").recv();
+                    let Ok(batch) = next else { break };
+                    if outcome_sender
+                        .send(deliver(agent, url, authorization, batch))
+                        .is_err()
+                    {
+                        break;
                     }
                 }
-                let rest: Vec<Value> = batch
-                    .iter()
-                    .enumerate()
-                    .filter(|(index, _)| !refused_rows.contains(index))
-                    .map(|(_, (_, _, event))| event.clone())
-                    .collect();
-                if !rest.is_empty()
-                    && !send(&agent, &url, authorization.as_deref(), &rest)?.is_empty()
-                {
-                    bail!("ingest refused rows it had accepted a moment before");
-                }
-                summary.sent += rest.len() as u64;
-                batch.clear();
-                return Ok(());
-            }
+            });
         }
-        summary.sent += batch.len() as u64;
-        batch.clear();
-        Ok(())
-    };
-    while reader.read_record(&mut record)? {
-        let line = record.position().map_or(0, |position| position.line());
-        summary.rows += 1;
-        let event = event_of(options.kind, &columns, &record, options).and_then(|event| {
-            check(&event)?;
-            Ok(event)
-        });
-        match event {
-            Ok(event) => {
-                let id = event["event_id"].as_str().unwrap_or("").to_owned();
-                if let Some(first) = seen.get(&id) {
-                    rejects.add(line, &format!("repeats the row on line {first}"), &record)?;
-                    summary.refused += 1;
-                } else {
-                    seen.insert(id, line);
-                    batch.push((line, record.clone(), event));
-                }
-            }
-            Err(reason) => {
+        drop(outcome_sender);
+        let absorb = |outcome: Delivered, summary: &mut Summary, rejects: &mut Rejects| {
+            let (sent, refused) = outcome?;
+            summary.sent += sent;
+            for (line, reason, record) in refused {
                 rejects.add(line, &reason, &record)?;
                 summary.refused += 1;
             }
+            anyhow::Ok(())
+        };
+        while reader.read_record(&mut record)? {
+            let line = record.position().map_or(0, |position| position.line());
+            summary.rows += 1;
+            let event = event_of(options.kind, &columns, &record, options).and_then(|event| {
+                check(&event)?;
+                Ok(event)
+            });
+            match event {
+                Ok(event) => {
+                    let id = event["event_id"].as_str().unwrap_or("").to_owned();
+                    if let Some(first) = seen.get(&id) {
+                        rejects.add(line, &format!("repeats the row on line {first}"), &record)?;
+                        summary.refused += 1;
+                    } else {
+                        seen.insert(id, line);
+                        batch.push((line, record.clone(), event));
+                    }
+                }
+                Err(reason) => {
+                    rejects.add(line, &reason, &record)?;
+                    summary.refused += 1;
+                }
+            }
+            if batch.len() >= batch_size {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                if options.dry_run {
+                    summary.sent += full.len() as u64;
+                } else {
+                    batch_sender
+                        .send(full)
+                        .map_err(|_| anyhow::anyhow!("the senders stopped"))?;
+                }
+                while let Ok(outcome) = outcomes.try_recv() {
+                    absorb(outcome, &mut summary, &mut rejects)?;
+                }
+                progress.show(
+                    reader.position().byte(),
+                    size,
+                    format!("{} rows, {} refused", summary.rows, summary.refused),
+                );
+            }
         }
-        if batch.len() >= options.batch.max(1) {
-            flush(&mut batch, &mut summary, &mut rejects)?;
-            let position = reader.position().byte();
-            progress.show(
-                position,
-                size,
-                format!("{} rows, {} refused", summary.rows, summary.refused),
-            );
+        if options.dry_run {
+            summary.sent += batch.len() as u64;
+        } else if !batch.is_empty() {
+            batch_sender
+                .send(std::mem::take(&mut batch))
+                .map_err(|_| anyhow::anyhow!("the senders stopped"))?;
         }
-    }
-    flush(&mut batch, &mut summary, &mut rejects)?;
+        drop(batch_sender);
+        for outcome in outcomes {
+            absorb(outcome, &mut summary, &mut rejects)?;
+        }
+        Ok(())
+    })?;
     rejects.finish()?;
     drop(progress);
     let elapsed = started.elapsed().as_secs_f64().max(0.001);

@@ -241,6 +241,9 @@ enum Command {
         /// Events per request to ingest (1-1000).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
         batch: u16,
+        /// Batches in flight at once (1-16).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
+        parallel: u8,
         /// The currency of orders when the file has no currency column.
         #[arg(long, value_name = "ISO 4217")]
         currency: Option<String>,
@@ -349,6 +352,7 @@ async fn main() -> anyhow::Result<()> {
         dry_run,
         rejects,
         batch,
+        parallel,
         currency,
         channel,
     } = args.command
@@ -365,6 +369,7 @@ async fn main() -> anyhow::Result<()> {
             dry_run,
             rejects,
             batch: usize::from(batch),
+            parallel: usize::from(parallel),
             currency: currency.map(|currency| currency.to_ascii_uppercase()),
             channel,
         };
