@@ -144,6 +144,22 @@ pub fn minor_per_major(minor_digits: u32) -> i64 {
     10_i64.pow(minor_digits.min(6))
 }
 
+/// The months after their first purchase in which a buyer bought: bit k
+/// for month k (0 is the month of the first purchase), up to
+/// [`COHORT_MONTHS`].
+pub fn cohort_months(inputs: &CustomerInputs) -> u32 {
+    let occasions = &inputs.occasions.reporting;
+    let Some(first) = occasions.first() else {
+        return 0;
+    };
+    let first_month = month_of(first.day);
+    occasions
+        .iter()
+        .map(|occasion| month_of(occasion.day) - first_month)
+        .filter(|offset| (0..COHORT_MONTHS as i64).contains(offset))
+        .fold(0, |months, offset| months | 1 << offset)
+}
+
 /// Months since January 1970 of `day`.
 pub fn month_of(day: i64) -> i64 {
     let (year, month, _) = civil_from_days(day);
@@ -261,13 +277,9 @@ impl OverviewBuilder {
             .entry(first_month)
             .or_insert_with(|| (0, vec![0; COHORT_MONTHS]));
         *size += 1;
-        let mut last_offset = None;
-        for occasion in &inputs.occasions.reporting {
-            let offset = month_of(occasion.day) - first_month;
-            if (0..COHORT_MONTHS as i64).contains(&offset) && last_offset != Some(offset) {
-                active[offset as usize] += 1;
-                last_offset = Some(offset);
-            }
+        let months = cohort_months(inputs);
+        for (offset, people) in active.iter_mut().enumerate() {
+            *people += u64::from(months >> offset & 1);
         }
         let Some(churn) = &scores.churn else {
             return;

@@ -404,10 +404,14 @@ mod tests {
                 "cell {cell}"
             );
         }
-        // The models page's counts of buyers link to exactly those buyers.
+        // The models page's counts of buyers, and the cohorts' retention
+        // cells, link to exactly those buyers.
         let (status, models, _) = get_ready(&app, &format!("/ui/models?as_of={as_of}")).await;
         assert_eq!(status, StatusCode::OK, "{models}");
-        let links: Vec<(String, u64)> = models
+        let (status, cohorts, _) = get_ready(&app, &format!("/ui/cohorts?as_of={as_of}")).await;
+        assert_eq!(status, StatusCode::OK, "{cohorts}");
+        let pages = format!("{models}{cohorts}");
+        let links: Vec<(String, u64)> = pages
             .split("<a class=\"count\" href=\"")
             .skip(1)
             .map(|link| {
@@ -997,7 +1001,7 @@ mod tests {
             ]
         };
         // Each page, and the names a 400 of it must mention.
-        const PAGES: [(&str, &[&str]); 12] = [
+        const PAGES: [(&str, &[&str]); 13] = [
             ("/ui/?as_of={a}", &["as_of"]),
             ("/ui/churn?as_of={a}&page={b}", &["as_of", "page"]),
             ("/ui/churn.csv?as_of={a}", &["as_of"]),
@@ -1029,6 +1033,7 @@ mod tests {
                 &["before", "date"],
             ),
             ("/ui/login?next={a}", &["next"]),
+            ("/ui/people?cohort={a}&after={b}", &["cohort", "after"]),
         ];
         let strategy = (
             prop::sample::select(&PAGES[..]),

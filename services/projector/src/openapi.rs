@@ -359,6 +359,7 @@ page!(ui_people, "/ui/people", "The people behind a number: one filter of `segme
     ("rfm" = Option<String>, Query, description = "A cell of the grid, `R-FM` (1–5 each)."),
     ("bought_within" = Option<i64>, Query, description = "Days up to `as_of`."),
     ("cohort" = Option<String>, Query, description = "Month of first purchase, `YYYY-MM`."),
+    ("after" = Option<u32>, Query, description = "With `cohort`: only those who bought this many months (0–23) after that month."),
     ("filter" = Option<String>, Query, description = "`everyone`, `buyers`, `active_buyers` (not at risk) or `repeat_buyers`."),
     ("repeats" = Option<String>, Query, description = "Buyers with `N` repeat purchases, or `N+` for N or more."),
     ("clv" = Option<i64>, Query, description = "Buyers in the CLV bin starting at this many major units (0, 10, 25, 50, 100, 250, 500, 1000, 2500)."),

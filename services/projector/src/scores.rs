@@ -30,7 +30,9 @@ use rapport_common::metrics::{Gauge, Registry};
 use rapport_common::{Result, keys};
 use rapport_projections::analytics::bg_nbd::{BgNbdFit, Cohort, fit_bg_nbd};
 use rapport_projections::analytics::config::AnalyticsConfig;
-use rapport_projections::analytics::dashboard::{Overview, OverviewBuilder, clv_bin, month_of};
+use rapport_projections::analytics::dashboard::{
+    Overview, OverviewBuilder, clv_bin, cohort_months, month_of,
+};
 use rapport_projections::analytics::gamma_gamma::{GammaGammaFit, fit_gamma_gamma};
 use rapport_projections::analytics::lifecycle::LifecycleStage;
 use rapport_projections::analytics::occasions::RepeatSummary;
@@ -73,6 +75,8 @@ pub struct Labels {
     pub repeats: u32,
     /// Expected lifetime value, for a buyer with a fitted model.
     pub clv_minor: Option<f64>,
+    /// Bit k: bought k months after the month of their first purchase.
+    pub cohort_months: u32,
 }
 
 impl Labels {
@@ -88,6 +92,7 @@ impl Labels {
                 .as_ref()
                 .map_or(0, |summary| summary.repeat_occasions),
             clv_minor: scores.clv.as_ref().and_then(|clv| clv.expected_value_minor),
+            cohort_months: cohort_months(inputs),
             rfm: scores.rfm.as_ref().map(|rfm| RfmScores {
                 recency: rfm.r,
                 frequency: rfm.f,
@@ -227,6 +232,11 @@ pub enum PeopleFilter {
     BoughtWithin(i64),
     /// First purchase in this month (months since January 1970).
     Cohort(i64),
+    /// First purchase in `month`, and a purchase `after` months later.
+    CohortActive {
+        month: i64,
+        after: u32,
+    },
     /// Everyone with a purchase by `as_of`.
     Buyers,
     /// Buyers with more than one purchase occasion.
@@ -358,6 +368,12 @@ impl Snapshot {
             PeopleFilter::Cohort(month) => labels
                 .purchases
                 .is_some_and(|(first, _)| month_of(first) == *month),
+            PeopleFilter::CohortActive { month, after } => {
+                labels
+                    .purchases
+                    .is_some_and(|(first, _)| month_of(first) == *month)
+                    && labels.cohort_months >> after & 1 == 1
+            }
             PeopleFilter::Buyers => labels.purchases.is_some(),
             PeopleFilter::RepeatBuyers => labels.repeats > 0,
             PeopleFilter::Repeats { repeats, or_more } => {

@@ -563,7 +563,9 @@ pub(crate) async fn cohorts(
                                 @match row.active.get(offset) {
                                     Some(active) => {
                                         @let share = *active as f64 / row.size.max(1) as f64;
-                                        td class=(format!("number {}", heat(share, 1.0))) data-value=(share) title=(format!("{active} of {}", row.size)) { (percent(Some(share))) }
+                                        td class=(format!("number {}", heat(share, 1.0))) data-value=(share) title=(format!("{active} of {}", row.size)) {
+                                            a.count href=(frame.people(&format!("cohort={}&after={offset}", format_month(row.month)))) data-value=(active) { (percent(Some(share))) }
+                                        }
                                     }
                                     None => td {},
                                 }
@@ -588,6 +590,8 @@ pub(crate) struct PeopleParams {
     bought_within: Option<i64>,
     /// `YYYY-MM`.
     cohort: Option<String>,
+    /// With `cohort`: only those who bought this many months after it.
+    after: Option<u32>,
     /// `everyone`, `buyers`, `active_buyers` or `repeat_buyers`.
     filter: Option<String>,
     /// Repeat purchases: `N`, or `N+` for N or more.
@@ -620,6 +624,9 @@ fn people_filter(
             "give one of segment=, rfm=, bought_within=, cohort=, repeats=, clv=, filter=",
         )
         .into());
+    }
+    if params.after.is_some() && params.cohort.is_none() {
+        return Err(invalid_field("after", "goes with cohort=YYYY-MM").into());
     }
     if let Some(segment) = &params.segment {
         let (kind, name) = segment.split_once(':').unwrap_or((segment, ""));
@@ -673,6 +680,19 @@ fn people_filter(
             .filter(|(year, month)| (1970..=9999).contains(year) && (1..=12).contains(month))
             .map(|(year, month)| month_of(days_from_civil(year, month, 1)))
             .ok_or_else(|| invalid_field("cohort", "must be YYYY-MM"))?;
+        if let Some(after) = params.after {
+            if after as usize >= rapport_projections::analytics::dashboard::COHORT_MONTHS {
+                return Err(invalid_field("after", "must be 0 to 23 months").into());
+            }
+            return Ok((
+                PeopleFilter::CohortActive { month, after },
+                format!("cohort={}&after={after}", format_month(month)),
+                format!(
+                    "First purchase in {}, and a purchase {after} months later",
+                    format_month(month)
+                ),
+            ));
+        }
         return Ok((
             PeopleFilter::Cohort(month),
             format!("cohort={}", format_month(month)),
