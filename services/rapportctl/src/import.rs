@@ -328,23 +328,28 @@ fn check(event: &Value) -> Result<(), String> {
     }
 }
 
-/// The rejects file, made at the first refused row.
+/// The rejects file, made at the first refused row: `line`, `reason`, then
+/// the row's own columns under their own headers, so it can be fixed and
+/// imported again once the first two columns are cut.
 struct Rejects {
     path: PathBuf,
+    headers: csv::StringRecord,
     file: Option<csv::Writer<File>>,
 }
 
 impl Rejects {
     fn add(&mut self, line: u64, reason: &str, record: &csv::StringRecord) -> anyhow::Result<()> {
         if self.file.is_none() {
-            let mut writer = csv::Writer::from_path(&self.path)
+            let mut writer = csv::WriterBuilder::new()
+                .flexible(true)
+                .from_path(&self.path)
                 .with_context(|| format!("creating {}", self.path.display()))?;
-            writer.write_record(["line", "reason", "row"])?;
+            writer.write_record(["line", "reason"].into_iter().chain(self.headers.iter()))?;
             self.file = Some(writer);
         }
-        let row: Vec<&str> = record.iter().collect();
         let writer = self.file.as_mut().expect("just made");
-        writer.write_record([line.to_string().as_str(), reason, &row.join(",")])?;
+        let line = line.to_string();
+        writer.write_record([line.as_str(), reason].into_iter().chain(record.iter()))?;
         Ok(())
     }
 
@@ -471,6 +476,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Summary> {
         .unwrap_or_else(|| rejects_beside(&options.file));
     let mut rejects = Rejects {
         path: rejects_path.clone(),
+        headers: reader.headers()?.clone(),
         file: None,
     };
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -490,7 +496,8 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Summary> {
     }
     let progress = Progress::bar("import");
     let mut summary = Summary::default();
-    let mut seen: HashMap<String, u64> = HashMap::new();
+    // Event ids seen, as their 128 bits: 24 bytes a row rather than a string.
+    let mut seen: HashMap<u128, u64> = HashMap::new();
     let batch_size = options.batch.max(1);
     let mut batch: Vec<Row> = Vec::with_capacity(batch_size);
     let mut record = csv::StringRecord::new();
@@ -542,7 +549,10 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Summary> {
             });
             match event {
                 Ok(event) => {
-                    let id = event["event_id"].as_str().unwrap_or("").to_owned();
+                    let id = event["event_id"]
+                        .as_str()
+                        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                        .map_or(0, |id| id.as_u128());
                     if let Some(first) = seen.get(&id) {
                         rejects.add(line, &format!("repeats the row on line {first}"), &record)?;
                         summary.refused += 1;

@@ -205,16 +205,15 @@ fn person_link(id: &str, shown: &Value) -> Markup {
 
 /// A path segment or query value, percent-encoded.
 pub(crate) fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, UNRESERVED_KEPT).to_string()
 }
+
+/// Everything but RFC 3986's unreserved characters is escaped.
+const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 pub(crate) async fn churn(
     State(state): State<Arc<QueryState>>,
