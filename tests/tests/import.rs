@@ -102,8 +102,15 @@ fn an_order_history_is_imported_once_with_its_bad_rows_set_aside() {
     let lines: Vec<&str> = rejects.lines().collect();
     assert_eq!(lines.len(), 6, "a header and five rows: {rejects}");
     // The rows keep their own columns, to be fixed and imported again.
-    assert_eq!(lines[0], "line,reason,order_id,occurred_at,customer_id,email,total,currency");
-    assert!(lines[1].ends_with(",o-bad-1,2010-01-01,c-001,,12.345,USD"), "{}", lines[1]);
+    assert_eq!(
+        lines[0],
+        "line,reason,order_id,occurred_at,customer_id,email,total,currency"
+    );
+    assert!(
+        lines[1].ends_with(",o-bad-1,2010-01-01,c-001,,12.345,USD"),
+        "{}",
+        lines[1]
+    );
     let first_bad = CUSTOMERS * ORDERS_EACH + 2;
     for (offset, reason) in ["decimals", "order_id", "occurred_at", "whose", "line 3"]
         .iter()
