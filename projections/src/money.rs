@@ -37,9 +37,78 @@ pub fn format_minor(minor: i64, currency: &str) -> String {
     )
 }
 
+/// What to do with more decimals than the currency's minor unit has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraDecimals {
+    /// Refuse them: a file of historic orders should not lose money.
+    Refuse,
+    /// Round half away from zero: tracking SDKs send amounts computed in
+    /// floating point (`0.1 + 0.2` is `0.30000000000000004`).
+    Round,
+}
+
+/// A decimal amount in major units (`12.34`, `-5`, `129.9`) as minor units
+/// of `currency`. Exponents (`1e3`) are refused.
+pub fn decimal_to_minor(text: &str, currency: &str, extra: ExtraDecimals) -> Result<i64, String> {
+    let digits = minor_unit_digits(currency) as usize;
+    let text = text.trim();
+    let (negative, magnitude) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = magnitude.split_once('.').unwrap_or((magnitude, ""));
+    let well_formed = !whole.is_empty()
+        && whole.bytes().all(|byte| byte.is_ascii_digit())
+        && fraction.bytes().all(|byte| byte.is_ascii_digit());
+    if !well_formed {
+        return Err(format!("{text:?} is not a decimal number"));
+    }
+    let (kept, round_up) = if fraction.len() > digits {
+        if extra == ExtraDecimals::Refuse {
+            return Err(format!(
+                "{text:?} has more decimals than {currency} has ({digits})"
+            ));
+        }
+        (&fraction[..digits], fraction.as_bytes()[digits] >= b'5')
+    } else {
+        (fraction, false)
+    };
+    let scaled = format!("{whole}{kept:0<digits$}");
+    let too_large = || format!("{text:?} is too large");
+    let value: i64 = scaled.parse().map_err(|_| too_large())?;
+    let value = value
+        .checked_add(i64::from(round_up))
+        .ok_or_else(too_large)?;
+    Ok(if negative { -value } else { value })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_become_minor_units_of_their_currency() {
+        use ExtraDecimals::*;
+        assert_eq!(decimal_to_minor("12.34", "USD", Refuse), Ok(1234));
+        assert_eq!(decimal_to_minor("12.3", "USD", Refuse), Ok(1230));
+        assert_eq!(decimal_to_minor("12", "USD", Refuse), Ok(1200));
+        assert_eq!(decimal_to_minor("12900", "JPY", Refuse), Ok(12900));
+        assert_eq!(decimal_to_minor("1.234", "BHD", Refuse), Ok(1234));
+        assert_eq!(decimal_to_minor("-5.00", "EUR", Refuse), Ok(-500));
+        assert!(decimal_to_minor("12.345", "USD", Refuse).is_err());
+        assert!(decimal_to_minor("1.5", "JPY", Refuse).is_err());
+        assert_eq!(decimal_to_minor("12.345", "USD", Round), Ok(1235));
+        assert_eq!(
+            decimal_to_minor("0.30000000000000004", "USD", Round),
+            Ok(30)
+        );
+        assert_eq!(decimal_to_minor("-0.125", "USD", Round), Ok(-13));
+        assert_eq!(decimal_to_minor("1.5", "JPY", Round), Ok(2));
+        for bad in ["twelve", "", "1e3", "-", ".5", "1.2.3"] {
+            assert!(decimal_to_minor(bad, "USD", Round).is_err(), "{bad}");
+        }
+        assert!(decimal_to_minor("92233720368547758.079", "USD", Round).is_err());
+    }
 
     #[test]
     fn each_currency_keeps_its_own_minor_unit() {

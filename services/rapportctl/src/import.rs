@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use rapport_projections::money::minor_unit_digits;
+use rapport_projections::money::{ExtraDecimals, decimal_to_minor};
 use serde_json::{Map, Value, json};
 
 use crate::progress::Progress;
@@ -178,29 +178,8 @@ fn timestamp(text: &str) -> Result<String, String> {
 
 /// A decimal amount in major units as minor units of `currency`.
 fn minor_units(text: &str, currency: &str) -> Result<i64, String> {
-    let digits = minor_unit_digits(currency) as usize;
-    let text = text.trim();
-    let (negative, magnitude) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (whole, fraction) = magnitude.split_once('.').unwrap_or((magnitude, ""));
-    let well_formed = !whole.is_empty()
-        && whole.bytes().all(|byte| byte.is_ascii_digit())
-        && fraction.bytes().all(|byte| byte.is_ascii_digit());
-    if !well_formed {
-        return Err(format!("total {text:?} is not a decimal number"));
-    }
-    if fraction.len() > digits {
-        return Err(format!(
-            "total {text:?} has more decimals than {currency} has ({digits})"
-        ));
-    }
-    let scaled = format!("{whole}{fraction:0<digits$}");
-    let value: i64 = scaled
-        .parse()
-        .map_err(|_| format!("total {text:?} is too large"))?;
-    Ok(if negative { -value } else { value })
+    decimal_to_minor(text, currency, ExtraDecimals::Refuse)
+        .map_err(|reason| format!("total {reason}"))
 }
 
 /// The event a row stands for, or why it cannot be one.
