@@ -91,6 +91,13 @@ pub struct IngestConfig {
     /// How long a request body may take to arrive before the request is
     /// answered 408 and its in-flight slot freed.
     pub body_read_timeout_ms: u64,
+    /// The address browsers reach ingest at (`https://track.shop.example`),
+    /// which the tracking settings and the snippet send analytics.js to.
+    /// Without it, the `Host` the browser asked for, over plain HTTP.
+    pub public_url: Option<String>,
+    /// Per write key id, the page origins (`https://shop.example`) whose
+    /// browsers may send events with it; a key not listed takes any origin.
+    pub allowed_origins: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for IngestConfig {
@@ -101,6 +108,8 @@ impl Default for IngestConfig {
             max_queued_events: 100_000,
             max_in_flight_requests: 64,
             body_read_timeout_ms: 10_000,
+            public_url: None,
+            allowed_origins: Default::default(),
         }
     }
 }
@@ -355,6 +364,13 @@ impl Config {
                 "ingest.body_read_timeout_ms = 0 would refuse every body; give a positive time"
                     .to_owned(),
             ));
+        }
+        if let Some(url) = &self.ingest.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Error::Config(format!(
+                "ingest.public_url = {url:?} must start with http:// or https://"
+            )));
         }
         for (key, bytes) in [
             ("identity.memtable_bytes", self.identity.memtable_bytes),

@@ -4,6 +4,7 @@
 
 mod schema;
 pub mod seal;
+pub mod segment;
 pub mod validate;
 
 use std::sync::Arc;
@@ -224,6 +225,9 @@ pub struct Ingest<S> {
     /// Seals personal fields before they reach the log; `None` only where
     /// the configuration says `sealing = "off"`.
     keys: Option<Arc<dyn seal::KeySource>>,
+    /// Browser tracking: the public address and the origins per write key.
+    tracking: segment::TrackingSettings,
+    segment: segment::SegmentMetrics,
 }
 
 impl<S: EventSink> Ingest<S> {
@@ -259,6 +263,8 @@ impl<S: EventSink> Ingest<S> {
         Self {
             sink,
             source: source.into(),
+            segment: segment::SegmentMetrics::new(&registry),
+            tracking: segment::TrackingSettings::default(),
             registry,
             metrics,
             retry_after: Duration::from_secs(1),
@@ -271,6 +277,13 @@ impl<S: EventSink> Ingest<S> {
     /// Seals personal fields with keys from `keys` (the vault).
     pub fn with_sealing(mut self, keys: Arc<dyn seal::KeySource>) -> Self {
         self.keys = Some(keys);
+        self
+    }
+
+    /// Sets where browsers reach ingest and which origins each write key
+    /// takes events from.
+    pub fn with_tracking(mut self, tracking: segment::TrackingSettings) -> Self {
+        self.tracking = tracking;
         self
     }
 
@@ -292,17 +305,43 @@ pub fn router<S: EventSink>(ingest: Arc<Ingest<S>>, gate: &Gate) -> Router {
 /// [`router`], with the table of its routes and their scopes.
 pub fn routes<S: EventSink>(ingest: Arc<Ingest<S>>, gate: &Gate) -> (Router, RouteTable) {
     let registry = ingest.registry.clone();
+    let mut scoped = ScopedRoutes::new(gate)
+        .post(Scope::Write, "/v1/events", post_events::<S>)
+        .get(Scope::Open, "/healthz", healthz::<S>)
+        .get(Scope::Read, "/metrics", metrics::<S>);
+    for (path, route) in segment::routes::<S>() {
+        scoped = scoped.keyed_by_handler("POST", Scope::Write, path, route);
+    }
+    let scoped = scoped
+        .get(
+            Scope::Open,
+            "/v1/projects/{writeKey}/settings",
+            segment::browser::settings::<S>,
+        )
+        .get(
+            Scope::Open,
+            "/analytics.js/v1/{writeKey}/{file}",
+            segment::browser::bundle,
+        )
+        .get(
+            Scope::Open,
+            "/analytics-next/bundles/{file}",
+            segment::browser::chunk,
+        )
+        .get(
+            Scope::Open,
+            "/v1/snippet.js",
+            segment::browser::snippet::<S>,
+        );
     let (routes, table) = rapport_common::openapi::finish_described(
-        ScopedRoutes::new(gate)
-            .post(Scope::Write, "/v1/events", post_events::<S>)
-            .get(Scope::Open, "/healthz", healthz::<S>)
-            .get(Scope::Read, "/metrics", metrics::<S>),
+        scoped,
         <IngestApi as utoipa::OpenApi>::openapi(),
         "ingest",
         "The ingest service: storefronts post events, which are sealed and produced to the raw topic.",
     );
     let routes = routes
         .fallback(rapport_common::http::no_such_route)
+        .layer(axum::Extension(gate.clone()))
         .with_state(ingest);
     (
         rapport_common::http::with_request_metrics(routes, &registry, "ingest"),
@@ -446,7 +485,30 @@ fn check_count(count: usize) -> Result<(), ApiError> {
 
 /// Every operation [`routes`] serves, described from the handlers.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(post_events_doc, healthz_doc, metrics_doc))]
+#[openapi(paths(
+    post_events_doc,
+    healthz_doc,
+    metrics_doc,
+    segment::doc::segment_batch,
+    segment::doc::segment_import,
+    segment::doc::segment_b,
+    segment::doc::segment_track,
+    segment::doc::segment_t,
+    segment::doc::segment_identify,
+    segment::doc::segment_i,
+    segment::doc::segment_page,
+    segment::doc::segment_p,
+    segment::doc::segment_screen,
+    segment::doc::segment_s,
+    segment::doc::segment_alias,
+    segment::doc::segment_a,
+    segment::doc::segment_group,
+    segment::doc::segment_g,
+    segment::doc::segment_settings,
+    segment::doc::segment_bundle,
+    segment::doc::segment_chunk,
+    segment::doc::segment_snippet
+))]
 struct IngestApi;
 
 // The handlers are generic over their sink; the attributes describe them
@@ -511,86 +573,110 @@ async fn post_events<S: EventSink>(
     }
 }
 
+/// Why a body could not be read.
+enum BodyError {
+    /// It is (or says it is) longer than allowed.
+    TooLarge,
+    /// It did not arrive in time: the 408 to answer.
+    Late(ApiError),
+}
+
+/// The whole body, at most `limit` bytes, arriving within `timeout`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Late(ApiError::RequestTimeout(format!(
+            "the body did not arrive within {} ms; nothing was accepted",
+            timeout.as_millis()
+        )))),
+    }
+}
+
 async fn accept<S: EventSink>(
     ingest: &Ingest<S>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<usize, ApiError> {
     let kind = body_kind(&headers)?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
-        return Err(ApiError::TooLarge(format!(
-            "the body may have at most {MAX_BODY_BYTES} bytes"
-        )));
-    }
-    let bytes: Bytes = match tokio::time::timeout(
-        ingest.body_read_timeout,
-        axum::body::to_bytes(body, MAX_BODY_BYTES),
-    )
-    .await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => {
-            return Err(ApiError::TooLarge(format!(
-                "the body may have at most {MAX_BODY_BYTES} bytes"
-            )));
-        }
-        Err(_) => {
-            return Err(ApiError::RequestTimeout(format!(
-                "the body did not arrive within {} ms; nothing was accepted",
-                ingest.body_read_timeout.as_millis()
-            )));
-        }
+    let too_large =
+        || ApiError::TooLarge(format!("the body may have at most {MAX_BODY_BYTES} bytes"));
+    let bytes = match read_body(&headers, body, MAX_BODY_BYTES, ingest.body_read_timeout).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => return Err(too_large()),
+        Err(BodyError::Late(error)) => return Err(error),
     };
-    let mut events = decode_batch(kind, &bytes)?;
-    let received_at_ms = rapport_common::now_ms();
-    for event in &mut events {
-        event.received_at_ms = received_at_ms;
-        if event.source.is_empty() {
-            event.source = ingest.source.clone();
-        }
-        // Sealed copies are ingest's to make, never a sender's.
-        if let Some(customer) = event.customer.as_mut() {
-            for shown in [
-                &mut customer.customer_id_sealed,
-                &mut customer.email_sealed,
-                &mut customer.phone_sealed,
-                &mut customer.anonymous_id_sealed,
-            ] {
-                shown.clear();
-            }
-        }
-    }
-    if let Some(keys) = ingest.keys.clone() {
-        events = tokio::task::spawn_blocking(move || {
-            seal::seal_batch(&mut events, keys.as_ref()).map(|()| events)
-        })
-        .await
-        .map_err(|error| ApiError::Internal(error.to_string()))?
-        .map_err(|reason| {
-            tracing::warn!(%reason, "the vault did not answer; answering 503");
-            ApiError::Unavailable {
-                message: "personal fields cannot be sealed right now (the vault did not answer); nothing was accepted, retry later".to_owned(),
-                retry_after_s: ingest.retry_after.as_secs(),
-            }
-        })?;
-    }
-    let count = events.len();
+    let events = decode_batch(kind, &bytes)?;
     ingest
-        .sink
-        .publish(events)
+        .publish_checked(events, rapport_common::now_ms())
         .await
-        .map_err(|PublishError::Unavailable(reason)| {
-            tracing::warn!(%reason, events = count, "answering 503");
-            ApiError::Unavailable {
-                message: format!("{reason}; nothing is lost by retrying the same batch later"),
-                retry_after_s: ingest.retry_after.as_secs(),
+}
+
+impl<S: EventSink> Ingest<S> {
+    /// Stamps, seals and publishes events that passed every rule; answers
+    /// how many the broker acknowledged, or 503 when it or the vault could
+    /// not take them (then nothing is acknowledged as accepted).
+    async fn publish_checked(
+        &self,
+        mut events: Vec<proto::Event>,
+        received_at_ms: i64,
+    ) -> Result<usize, ApiError> {
+        for event in &mut events {
+            event.received_at_ms = received_at_ms;
+            if event.source.is_empty() {
+                event.source = self.source.clone();
             }
-        })?;
-    ingest.metrics.accepted_events.increment(count as u64);
-    Ok(count)
+            // Sealed copies are ingest's to make, never a sender's.
+            if let Some(customer) = event.customer.as_mut() {
+                for shown in [
+                    &mut customer.customer_id_sealed,
+                    &mut customer.email_sealed,
+                    &mut customer.phone_sealed,
+                    &mut customer.anonymous_id_sealed,
+                ] {
+                    shown.clear();
+                }
+            }
+        }
+        if let Some(keys) = self.keys.clone() {
+            events = tokio::task::spawn_blocking(move || {
+                seal::seal_batch(&mut events, keys.as_ref()).map(|()| events)
+            })
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))?
+            .map_err(|reason| {
+                tracing::warn!(%reason, "the vault did not answer; answering 503");
+                ApiError::Unavailable {
+                    message: "personal fields cannot be sealed right now (the vault did not answer); nothing was accepted, retry later".to_owned(),
+                    retry_after_s: self.retry_after.as_secs(),
+                }
+            })?;
+        }
+        let count = events.len();
+        self.sink
+            .publish(events)
+            .await
+            .map_err(|PublishError::Unavailable(reason)| {
+                tracing::warn!(%reason, events = count, "answering 503");
+                ApiError::Unavailable {
+                    message: format!("{reason}; nothing is lost by retrying the same batch later"),
+                    retry_after_s: self.retry_after.as_secs(),
+                }
+            })?;
+        self.metrics.accepted_events.increment(count as u64);
+        Ok(count)
+    }
 }
 
 async fn healthz<S: EventSink>(State(ingest): State<Arc<Ingest<S>>>) -> Response {
@@ -694,7 +780,7 @@ mod tests {
                 .collect();
         assert_eq!(types, documented, "the example has an event of every type");
         let (status, _, body) = super::tests::post(
-            router,
+            router.clone(),
             "application/json",
             serde_json::to_vec(example).unwrap(),
         )
@@ -702,6 +788,15 @@ mod tests {
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["accepted"], types.len());
         assert_eq!(sink.published.lock().unwrap().len(), types.len());
+        // The tracking API's example is taken too
+        let example = &document["components"]["schemas"]["SegmentBatch"]["example"];
+        let request = Request::post("/v1/batch")
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(example).unwrap()))
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(sink.published.lock().unwrap().len(), types.len() + 3);
     }
 
     #[tokio::test]

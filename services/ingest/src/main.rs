@@ -8,12 +8,15 @@ use anyhow::Context as _;
 use clap::Parser;
 use rapport_common::config::{CommonArgs, Sealing, override_with};
 use rapport_common::metrics::Registry;
+use rapport_ingest::segment::TrackingSettings;
 use rapport_ingest::{Ingest, KafkaSink, router};
 
-/// Accepts storefront events over HTTP (`POST /v1/events`, JSON or protobuf)
-/// and produces them to the raw topic. Answers 202 only after the broker
-/// acknowledged every event; 400 names every bad field and produces nothing;
-/// 503 with Retry-After when the broker is unreachable or the queue is full.
+/// Accepts storefront events over HTTP and produces them to the raw topic:
+/// `POST /v1/events` (JSON or protobuf), and Segment's tracking API
+/// (`POST /v1/batch` and the rest, analytics.js served for browsers; see
+/// docs/segment.md). Answers only after the broker acknowledged every
+/// event; 400 names the bad field and produces nothing; 503 with
+/// Retry-After when the broker is unreachable or the queue is full.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -87,7 +90,11 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         config.ingest.max_in_flight_requests,
     )
-    .with_body_read_timeout(Duration::from_millis(config.ingest.body_read_timeout_ms));
+    .with_body_read_timeout(Duration::from_millis(config.ingest.body_read_timeout_ms))
+    .with_tracking(TrackingSettings {
+        public_url: config.ingest.public_url.clone(),
+        allowed_origins: config.ingest.allowed_origins.clone(),
+    });
     match config.privacy.sealing {
         Sealing::On => {
             let privacy = config.privacy.clone();

@@ -361,3 +361,105 @@ pub(crate) struct Accepted {
     /// Events acknowledged by the broker.
     pub(crate) accepted: usize,
 }
+
+/// A Segment batch: what `analytics-node`, `analytics-python` and
+/// analytics.js in batching mode send. At most 500 KiB in all (after
+/// gzip), 32 KiB per message; taken whole or not at all.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"writeKey": "rk_write_3b9f0c1d2e4a5b6c", "sentAt": "2026-11-01T10:00:01.000Z",
+    "context": {"library": {"name": "analytics-python", "version": "2.3.4"}},
+    "batch": [
+        {"type": "identify", "messageId": "m-1", "userId": "c-42", "anonymousId": "anon-7", "timestamp": "2026-11-01T10:00:00.000Z",
+         "traits": {"email": "ada@example.com", "name": "Ada Lovelace", "plan": "gold"}},
+        {"type": "track", "messageId": "m-2", "userId": "c-42", "timestamp": "2026-11-01T10:00:00.500Z", "event": "Order Completed",
+         "properties": {"order_id": "o-1", "total": 129.0, "currency": "CNY", "products": [{"product_id": "tea-1", "price": 64.5, "quantity": 2}]}}
+    ]}))]
+pub(crate) struct SegmentBatch {
+    batch: Vec<SegmentMessage>,
+    /// The write key, when not sent as the Basic user name.
+    #[serde(rename = "writeKey")]
+    #[schema(nullable = false)]
+    write_key: Option<String>,
+    /// When the client sent the batch, for messages without their own.
+    #[serde(rename = "sentAt")]
+    #[schema(nullable = false, format = DateTime)]
+    sent_at: Option<String>,
+    /// Merged under each message's own `context`.
+    #[schema(nullable = false, value_type = Option<Object>)]
+    context: Option<serde_json::Value>,
+}
+
+/// One call of Segment's tracking spec. Fields other than these are
+/// ignored; `properties` and `traits` are open.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SegmentMessage {
+    /// identify, track, page, screen, alias or group; implied by the
+    /// single-call routes.
+    #[serde(rename = "type")]
+    #[schema(nullable = false)]
+    kind: Option<String>,
+    /// The idempotency key; without it, one is derived from the message.
+    #[serde(rename = "messageId")]
+    #[schema(nullable = false)]
+    message_id: Option<String>,
+    /// The shop's customer id. `userId` or `anonymousId` is required.
+    #[serde(rename = "userId")]
+    #[schema(nullable = false)]
+    user_id: Option<String>,
+    #[serde(rename = "anonymousId")]
+    #[schema(nullable = false)]
+    anonymous_id: Option<String>,
+    #[schema(nullable = false, format = DateTime)]
+    timestamp: Option<String>,
+    #[serde(rename = "originalTimestamp")]
+    #[schema(nullable = false, format = DateTime)]
+    original_timestamp: Option<String>,
+    /// With `originalTimestamp` (or `timestamp`), corrects the sender's
+    /// clock: the event happened at receivedAt − (sentAt − originalTimestamp).
+    #[serde(rename = "sentAt")]
+    #[schema(nullable = false, format = DateTime)]
+    sent_at: Option<String>,
+    #[schema(nullable = false, value_type = Option<Object>)]
+    context: Option<serde_json::Value>,
+    /// track: the action's name (`Order Completed`, …).
+    #[schema(nullable = false)]
+    event: Option<String>,
+    /// page and screen: the page's name.
+    #[schema(nullable = false)]
+    name: Option<String>,
+    #[schema(nullable = false, value_type = Option<Object>)]
+    properties: Option<serde_json::Value>,
+    #[schema(nullable = false, value_type = Option<Object>)]
+    traits: Option<serde_json::Value>,
+    /// alias: the id the person had before (an anonymous id).
+    #[serde(rename = "previousId")]
+    #[schema(nullable = false)]
+    previous_id: Option<String>,
+    #[serde(rename = "groupId")]
+    #[schema(nullable = false)]
+    group_id: Option<String>,
+    #[serde(rename = "writeKey")]
+    #[schema(nullable = false)]
+    write_key: Option<String>,
+}
+
+/// `200`: every event the request stands for is on the log.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"success": true}))]
+pub(crate) struct SegmentSuccess {
+    success: bool,
+}
+
+/// A refusal as tracking clients read it.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"success": false, "code": "invalid_request", "message": "batch[3].userId: userId or anonymousId is required; nothing was accepted", "field": "batch[3].userId"}))]
+pub(crate) struct SegmentError {
+    success: bool,
+    /// invalid_request, unauthorized, forbidden, request_timeout,
+    /// rate_limited or unavailable.
+    code: String,
+    message: String,
+    /// The field at fault, for a 400.
+    #[schema(nullable = false)]
+    field: Option<String>,
+}

@@ -16,10 +16,10 @@ use serde_json::{Map, Value};
 pub const MAX_EVENTS: usize = 1000;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
-const MAX_ID_LEN: usize = 128;
-const MAX_TEXT_LEN: usize = 2048;
+pub const MAX_ID_LEN: usize = 128;
+pub const MAX_TEXT_LEN: usize = 2048;
 /// Properties of one `custom.tracked` event.
-const MAX_PROPERTIES: usize = 100;
+pub const MAX_PROPERTIES: usize = 100;
 
 /// Channels an event may name; without one, the type implies it.
 pub const CHANNELS: [&str; 8] = [
@@ -494,7 +494,8 @@ fn check_one_of(errors: &mut Errors<'_>, field: &str, value: &str, allowed: &[&s
     }
 }
 
-fn check_email(errors: &mut Errors<'_>, field: &str, email: &str) {
+/// Whether `email` passes the email rule of `customer.email`.
+pub fn is_email(email: &str) -> bool {
     let trimmed = email.trim();
     let valid = match trimmed.split_once('@') {
         Some((local, domain)) => {
@@ -506,17 +507,26 @@ fn check_email(errors: &mut Errors<'_>, field: &str, email: &str) {
         }
         None => false,
     };
-    if !valid || trimmed.len() > 254 {
+    valid && trimmed.len() <= 254
+}
+
+/// Whether `phone` passes the phone rule of `customer.phone`.
+pub fn is_phone(phone: &str) -> bool {
+    let digits = normalise_phone(phone).trim_start_matches('+').len();
+    let allowed = phone
+        .chars()
+        .all(|character| character.is_ascii_digit() || " +-().".contains(character));
+    allowed && (5..=15).contains(&digits)
+}
+
+fn check_email(errors: &mut Errors<'_>, field: &str, email: &str) {
+    if !is_email(email) {
         errors.add(field, "must be an email address such as name@example.com");
     }
 }
 
 fn check_phone(errors: &mut Errors<'_>, field: &str, phone: &str) {
-    let digits = normalise_phone(phone).trim_start_matches('+').len();
-    let allowed = phone
-        .chars()
-        .all(|character| character.is_ascii_digit() || " +-().".contains(character));
-    if !allowed || !(5..=15).contains(&digits) {
+    if !is_phone(phone) {
         errors.add(field, "must be a phone number of 5 to 15 digits, optionally starting with + (spaces, dashes, dots and brackets are ignored)");
     }
 }

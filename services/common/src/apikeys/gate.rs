@@ -498,6 +498,27 @@ impl<S: Clone + Send + Sync + 'static> ScopedRoutes<S> {
         self.add("DELETE", scope, path, axum::routing::delete(handler))
     }
 
+    /// A route whose handler checks the key itself with [`Gate::admit`],
+    /// because the key may come in the body (a tracking SDK's `writeKey`).
+    /// The table records `method` with `scope`, so the route walk holds the
+    /// handler to it; `route` may also answer methods that need no key,
+    /// such as a CORS preflight.
+    pub fn keyed_by_handler(
+        mut self,
+        method: &'static str,
+        scope: Scope,
+        path: &'static str,
+        route: MethodRouter<S>,
+    ) -> Self {
+        self.table.push(RouteInfo {
+            method,
+            path,
+            scope,
+        });
+        self.router = self.router.route(path, route);
+        self
+    }
+
     fn add(
         self,
         method: &'static str,
