@@ -30,5 +30,8 @@ export RAPPORT_SCREENSHOTS
 # Outage tests start and stop brokers of their own.
 RAPPORT_TANSU="$(infra/tools.sh | tail -n 1)"
 export RAPPORT_TANSU
+# The official Segment clients the tracking-API test drives.
+RAPPORT_CLIENTS="$(infra/clients.sh | tail -n 1)"
+export RAPPORT_CLIENTS
 cargo test --workspace -- --test-threads "${RAPPORT_TEST_THREADS:-4}"
 echo "[test] screenshots of the dashboard: $RAPPORT_SCREENSHOTS"

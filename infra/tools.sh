@@ -7,7 +7,8 @@
 #                              exits 1 if something is missing. R names one
 #                              requirement (cc, c++, ar, make, zlib, openssl,
 #                              openssl-command, python3, libclang,
-#                              flock, chromium, cargo); without it, all
+#                              flock, chromium, node, python3-venv,
+#                              cargo); without it, all
 #                              of them.
 #
 # Each check tests for the very command or file the build uses, found the way
@@ -155,6 +156,17 @@ have_libclang() {
     return 0
 }
 
+# `python3 -m venv` makes a virtualenv with pip only where ensurepip is
+# there (Debian splits it into python3-venv).
+have_python_venv() {
+    if python3 -c "import ensurepip, venv" 2>/dev/null; then
+        found="python3 with venv and ensurepip"
+        return 0
+    fi
+    reason="python3 without the venv and ensurepip modules"
+    return 1
+}
+
 # requirement | Debian package | why the build needs it
 REQUIREMENTS=(
     "cc|gcc|the C compiler the cc crate and librdkafka's configure call"
@@ -171,6 +183,8 @@ REQUIREMENTS=(
     # --no-install-recommends skips: without it screenshots fall back to
     # DejaVu, and Arial or Times lay out differently from machine to machine.
     "chromium|chromium fonts-liberation|the dashboard's browser tests drive Debian's headless Chromium"
+    "node|nodejs npm|the tracking-API test drives @segment/analytics-node, installed with npm by infra/clients.sh"
+    "python3-venv|python3-venv|infra/clients.sh installs segment-analytics-python into a virtualenv"
 )
 
 check_one() {
@@ -189,6 +203,9 @@ check_one() {
     flock) have_flock ;;
     # What tests/src/browser.rs runs.
     chromium) have_command "${RAPPORT_CHROMIUM:-chromium}" ;;
+    # What infra/clients.sh runs: node, and npm beside it.
+    node) have_command node && have_command npm ;;
+    python3-venv) have_python_venv ;;
     cargo) have_cargo ;;
     *) log "unknown requirement $name"; exit 2 ;;
     esac
