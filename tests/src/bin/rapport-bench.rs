@@ -22,7 +22,10 @@
 //!    cores: what sealing personal fields costs; beside it, sealing alone
 //!    in this process (no vault, no HTTP, no broker).
 //! 5. import: rows/s of `rapportctl import orders` reading a generated CSV
-//!    of orders and sending it through the same ingest, end to end.
+//!    of orders and sending it through the same ingest, end to end;
+//! 6. the Segment tracking API: events/s of the same workload as Segment
+//!    messages through `POST /v1/batch` (batches of 500, the same clients),
+//!    beside 1's `POST /v1/events`.
 //!
 //! Events are generated batch by batch while they are sent, never held all at
 //! once, so that 5 million events fit in memory.
@@ -66,10 +69,81 @@ fn generate(range: std::ops::Range<usize>, customers: usize) -> Vec<Value> {
         .collect()
 }
 
+/// The events of [`generate`] as Segment messages: orders as `Order
+/// Completed`, opened mail as `Email Opened`, views as `page`.
+fn generate_segment(range: std::ops::Range<usize>, customers: usize) -> Vec<Value> {
+    range
+        .map(|index| {
+            let person = index % customers;
+            let minute = index % 60;
+            let when = format!("2026-10-{:02}T08:{minute:02}:00Z", 1 + (index / 60) % 28);
+            let mut message = match index % 4 {
+                0 => json!({"type": "track", "event": "Order Completed",
+                    "properties": {"order_id": format!("so-{index}"), "total": (1000 + index % 5000) as f64 / 100.0, "currency": "USD"}}),
+                1 => json!({"type": "track", "event": "Email Opened", "properties": {"email_id": format!("sm-{index}")}}),
+                _ => json!({"type": "page", "properties": {"url": format!("/p/{}", index % 100)}}),
+            };
+            message["messageId"] = json!(format!("bench-{index}"));
+            message["userId"] = json!(format!("c-{person}"));
+            message["timestamp"] = json!(when);
+            message["context"] = json!({"traits": {"email": format!("p{person}@example.com")}});
+            message
+        })
+        .collect()
+}
+
+/// Sends messages `0..total` through `POST /v1/batch` in batches of
+/// `batch_size` from `clients` clients, the write key as Basic user name;
+/// events/s until the broker acknowledged them.
+fn segment_over_http(
+    pipeline: &Pipeline,
+    total: usize,
+    customers: usize,
+    clients: usize,
+    batch_size: usize,
+) -> f64 {
+    use base64::Engine as _;
+    let batch_count = total.div_ceil(batch_size);
+    let url = format!("{}/v1/batch", pipeline.ingest_url());
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:", test_keys().write))
+    );
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for client in 0..clients {
+            let (url, basic) = (&url, &basic);
+            scope.spawn(move || {
+                let agent = http_agent();
+                for index in (client..batch_count).step_by(clients) {
+                    let batch = generate_segment(
+                        index * batch_size..((index + 1) * batch_size).min(total),
+                        customers,
+                    );
+                    let body = serde_json::to_vec(&json!({ "batch": batch })).expect("json");
+                    let mut response = agent
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .header("authorization", basic)
+                        .send(&body[..])
+                        .expect("ingest answers");
+                    let status = response.status().as_u16();
+                    let text = response.body_mut().read_to_string().unwrap_or_default();
+                    assert_eq!(status, 200, "ingest refused a Segment batch: {text}");
+                }
+            });
+        }
+    });
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
 /// What sending the workload through ingest measured.
 struct Ingested {
     elapsed: Duration,
     rate: f64,
+    /// Request latency, batch sent to broker acknowledgement answered.
+    p50: Duration,
+    p99: Duration,
     /// Ingest's CPU time per event while it took them in.
     ingest_cpu_us: f64,
     /// The three services' CPU readings before the first batch, for
@@ -119,18 +193,32 @@ fn ingest_over_http(
     let services_before = services_cpu_seconds(pipeline);
     let ingest_before = ingest.cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for client in 0..clients {
-            let batch = &batch;
-            scope.spawn(move || {
-                for index in (client..batch_count).step_by(clients) {
-                    pipeline.send_ok(&batch(index));
-                }
-            });
-        }
+    let mut latencies: Vec<Duration> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|client| {
+                let batch = &batch;
+                scope.spawn(move || {
+                    let mut timings = Vec::new();
+                    for index in (client..batch_count).step_by(clients) {
+                        let events = batch(index);
+                        let sent = Instant::now();
+                        pipeline.send_ok(&events);
+                        timings.push(sent.elapsed());
+                    }
+                    timings
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("an ingest client"))
+            .collect()
     });
     let elapsed = started.elapsed();
+    latencies.sort();
     Ingested {
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
         elapsed,
         rate: total as f64 / elapsed.as_secs_f64(),
         ingest_cpu_us: (ingest.cpu_seconds().unwrap_or(0.0) - ingest_before) * 1e6 / total as f64,
@@ -221,6 +309,41 @@ fn customer_record_count(pipeline: &Pipeline, total: usize) -> i64 {
         "identity resolved {customer_records} customer records for {total} events"
     );
     customer_records
+}
+
+/// What parsing costs ingest per event, in this process: batches of the
+/// workload as JSON bytes, parsed, mapped onto protobuf and checked as
+/// `POST /v1/events` does.
+fn parsing_in_memory(count: usize, customers: usize, batch_size: usize) -> f64 {
+    let bodies: Vec<Vec<u8>> = (0..count.div_ceil(batch_size))
+        .map(|index| {
+            let events = generate(
+                index * batch_size..((index + 1) * batch_size).min(count),
+                customers,
+            );
+            serde_json::to_vec(&json!({ "events": events })).expect("json")
+        })
+        .collect();
+    let started = Instant::now();
+    let mut checked = 0;
+    for body in &bodies {
+        #[derive(serde::Deserialize)]
+        struct Batch<'a> {
+            #[serde(borrow)]
+            events: Vec<&'a serde_json::value::RawValue>,
+        }
+        let batch: Batch<'_> = serde_json::from_slice(body).expect("a batch");
+        let mut errors = Vec::new();
+        for (index, raw) in batch.events.iter().enumerate() {
+            let value: Value = serde_json::from_str(raw.get()).expect("an event");
+            let mut event = rapport_ingest::validate::event_from_json(index, &value, &mut errors);
+            rapport_ingest::validate::check_event(index, &mut event, &mut errors);
+            checked += usize::from(errors.is_empty());
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(checked, count, "every generated event is valid");
+    elapsed.as_secs_f64() * 1e6 / count as f64
 }
 
 /// What sealing alone costs, per event, in this process: no vault (one
@@ -928,6 +1051,22 @@ fn main() {
     let import_rows = total.min(100_000);
     let import_rate = import_orders(&pipeline, import_rows, customers);
 
+    // 1c. More clients at once: where ingest's rate stops growing.
+    let sweep_total = total.min(100_000);
+    let sweep: Vec<(usize, Ingested)> = [16, 64]
+        .into_iter()
+        .map(|many| {
+            (
+                many,
+                ingest_over_http(&pipeline, sweep_total, customers, many, batch_size),
+            )
+        })
+        .collect();
+    let parse_us = parsing_in_memory(total.min(100_000), customers, batch_size);
+
+    // 6. The same workload as Segment messages through the tracking API.
+    let segment_rate = segment_over_http(&pipeline, total, customers, clients, batch_size);
+
     println!();
     println!("| measure | result |");
     println!("| --- | --- |");
@@ -940,6 +1079,28 @@ fn main() {
         producer_elapsed.as_secs_f64()
     );
     println!("| ingest / producer | {:.2} |", ingest_rate / producer_rate);
+    println!(
+        "| ingest request latency, {clients} clients: p50, p99 | {:.1} ms, {:.1} ms |",
+        ingested.p50.as_secs_f64() * 1e3,
+        ingested.p99.as_secs_f64() * 1e3
+    );
+    for (many, run) in &sweep {
+        println!(
+            "| ingest with {many} clients ({sweep_total} events): rate, of the producer; request p50, p99 | {:.0} events/s, {:.2}; {:.1} ms, {:.1} ms |",
+            run.rate,
+            run.rate / producer_rate,
+            run.p50.as_secs_f64() * 1e3,
+            run.p99.as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "| where ingest's CPU goes, per event in this process: JSON parsed, mapped and checked; sealed; encoded (the producer's share is the baseline's) | {parse_us:.1} µs; {:.1} µs; {:.1} µs |",
+        sealing.seal_us, sealing.encode_sealed_us
+    );
+    println!(
+        "| Segment `POST /v1/batch`, batches of {batch_size}, vs `POST /v1/events` | {segment_rate:.0} vs {ingest_rate:.0} events/s ({:.2}) |",
+        segment_rate / ingest_rate
+    );
     println!(
         "| history import, `rapportctl import orders` of {import_rows} CSV rows through ingest (target 50 000 rows/s) | {import_rate:.0} rows/s |"
     );
