@@ -551,19 +551,7 @@ async fn post_events<S: EventSink>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = match ingest.in_flight.try_acquire() {
-        Ok(_permit) => accept(&ingest, headers, body).await,
-        Err(_) => Err(ApiError::Unavailable {
-            message: "too many requests in flight; retry later".to_owned(),
-            retry_after_s: ingest.retry_after.as_secs(),
-        }),
-    };
-    match &result {
-        Ok(_) => ingest.metrics.accepted_requests.increment(1),
-        Err(ApiError::Unavailable { .. }) => ingest.metrics.unavailable_requests.increment(1),
-        Err(_) => ingest.metrics.rejected_requests.increment(1),
-    }
-    match result {
+    match ingest.handle(accept(&ingest, headers, body)).await {
         Ok(count) => (
             StatusCode::ACCEPTED,
             Json(schema::Accepted { accepted: count }),
@@ -624,6 +612,27 @@ async fn accept<S: EventSink>(
 }
 
 impl<S: EventSink> Ingest<S> {
+    /// Runs a request's `work` in one of the in-flight slots (503 when none
+    /// is free) and counts its outcome.
+    async fn handle(
+        &self,
+        work: impl std::future::Future<Output = Result<usize, ApiError>>,
+    ) -> Result<usize, ApiError> {
+        let outcome = match self.in_flight.try_acquire() {
+            Ok(_permit) => work.await,
+            Err(_) => Err(ApiError::Unavailable {
+                message: "too many requests in flight; retry later".to_owned(),
+                retry_after_s: self.retry_after.as_secs(),
+            }),
+        };
+        match &outcome {
+            Ok(_) => self.metrics.accepted_requests.increment(1),
+            Err(ApiError::Unavailable { .. }) => self.metrics.unavailable_requests.increment(1),
+            Err(_) => self.metrics.rejected_requests.increment(1),
+        }
+        outcome
+    }
+
     /// Stamps, seals and publishes events that passed every rule; answers
     /// how many the broker acknowledged, or 503 when it or the vault could
     /// not take them (then nothing is acknowledged as accepted).
@@ -987,26 +996,6 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        fn json_value() -> impl Strategy<Value = Value> {
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<bool>().prop_map(Value::Bool),
-                any::<i64>().prop_map(Value::from),
-                any::<f64>().prop_filter_map("a finite number", |number| {
-                    serde_json::Number::from_f64(number).map(Value::Number)
-                }),
-                any::<String>().prop_map(Value::String),
-                "[0-9T:.Z+ -]{0,30}".prop_map(Value::String),
-            ];
-            leaf.prop_recursive(3, 24, 6, |inner| {
-                prop_oneof![
-                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                    prop::collection::btree_map("[a-z_]{1,12}", inner, 0..6)
-                        .prop_map(|fields| Value::Object(fields.into_iter().collect())),
-                ]
-            })
-        }
-
         /// A valid batch with one place replaced by any JSON value, or
         /// removed.
         fn mutated_batch() -> impl Strategy<Value = Value> {
@@ -1027,7 +1016,7 @@ mod tests {
             ];
             (
                 prop::sample::select(&PLACES[..]),
-                json_value(),
+                rapport_fuzzing::json_value(),
                 any::<bool>(),
             )
                 .prop_map(|(place, value, remove)| {

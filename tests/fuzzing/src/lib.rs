@@ -40,6 +40,31 @@ pub fn uri_text(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// Any JSON value, three levels deep at most: what a fuzz property puts in
+/// a field of an otherwise valid body. Strings include timestamp-like
+/// text, so that time parsers see near misses as well as noise.
+pub fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_filter_map("a finite number", |number| {
+            serde_json::Number::from_f64(number).map(Value::Number)
+        }),
+        any::<String>().prop_map(Value::String),
+        "[0-9T:.Z+ -]{0,30}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map("[a-zA-Z_]{1,12}", inner, 0..6)
+                .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+        ]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,18 +177,7 @@ async fn receive<S: EventSink>(
     request: Request,
 ) -> Response {
     let origin = request.headers().get(header::ORIGIN).cloned();
-    let outcome = match ingest.in_flight.try_acquire() {
-        Ok(_permit) => take(&ingest, &gate, call, request).await,
-        Err(_) => Err(ApiError::Unavailable {
-            message: "too many requests in flight; retry later".to_owned(),
-            retry_after_s: ingest.retry_after.as_secs(),
-        }),
-    };
-    match &outcome {
-        Ok(_) => ingest.metrics.accepted_requests.increment(1),
-        Err(ApiError::Unavailable { .. }) => ingest.metrics.unavailable_requests.increment(1),
-        Err(_) => ingest.metrics.rejected_requests.increment(1),
-    }
+    let outcome = ingest.handle(take(&ingest, &gate, call, request)).await;
     let mut response = match outcome {
         Ok(_) => (StatusCode::OK, Json(serde_json::json!({"success": true}))).into_response(),
         Err(error) => answer_refusal(error),

@@ -364,25 +364,6 @@ mod fuzz {
     use super::*;
     use proptest::prelude::*;
 
-    fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>().prop_filter_map("finite", |n| serde_json::Number::from_f64(n)
-                .map(Value::Number)),
-            any::<String>().prop_map(Value::String),
-            "[0-9T:.Z+ -]{0,30}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(3, 24, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map("[a-zA-Z_]{1,12}", inner, 0..5)
-                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
-            ]
-        })
-    }
-
     /// A valid batch with one place replaced by any JSON value.
     fn mutated_batch() -> impl Strategy<Value = Value> {
         const PLACES: [&str; 16] = [
@@ -403,13 +384,17 @@ mod fuzz {
             "/batch/0/messageId",
             "/batch/0/event",
         ];
-        (prop::sample::select(&PLACES[..]), json_value()).prop_map(|(place, value)| {
-            let mut batch = order_batch();
-            if let Some(slot) = batch.pointer_mut(place) {
-                *slot = value;
-            }
-            batch
-        })
+        (
+            prop::sample::select(&PLACES[..]),
+            rapport_fuzzing::json_value(),
+        )
+            .prop_map(|(place, value)| {
+                let mut batch = order_batch();
+                if let Some(slot) = batch.pointer_mut(place) {
+                    *slot = value;
+                }
+                batch
+            })
     }
 
     fn answer(path: &str, body: Vec<u8>) -> (StatusCode, Value) {
@@ -449,7 +434,7 @@ mod fuzz {
         }
 
         #[test]
-        fn any_single_message_is_taken_or_refused_naming_a_field(message in json_value(), path in prop::sample::select(&["/v1/t", "/v1/i", "/v1/p", "/v1/s", "/v1/a", "/v1/g"][..])) {
+        fn any_single_message_is_taken_or_refused_naming_a_field(message in rapport_fuzzing::json_value(), path in prop::sample::select(&["/v1/t", "/v1/i", "/v1/p", "/v1/s", "/v1/a", "/v1/g"][..])) {
             let (status, answer) = answer(path, message.to_string().into_bytes());
             prop_assert!(is_an_answer(status, &answer), "{status}: {answer} for {message}");
         }
