@@ -119,6 +119,8 @@ Rapport is running. Its API keys, kept in ./$KEYS_FILE:
   admin (everything)                 RAPPORT_ADMIN_KEY=$RAPPORT_ADMIN_KEY
 
 The dashboard: http://$QUERY_LISTEN/ui/ (log in with the read key, or the admin key for Ops)
+Segment SDKs: host http://$INGEST_LISTEN with the write key; in a page
+  <script src="http://$INGEST_LISTEN/v1/snippet.js?writeKey=$RAPPORT_WRITE_KEY"></script>  (docs/segment.md)
 
 Try, after \`source $KEYS_FILE\`:
   curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" http://$QUERY_LISTEN/v1/customers/c-00042 | python3 -m json.tool
@@ -131,6 +133,7 @@ Try, after \`source $KEYS_FILE\`:
   curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" 'http://$QUERY_LISTEN/v1/segments/rfm/champions/customers?format=csv' | head
   curl -s -H "Authorization: Bearer \$RAPPORT_READ_KEY" http://$QUERY_LISTEN/metrics | grep rapport_
   curl -s -XPOST http://$INGEST_LISTEN/v1/events -H "Authorization: Bearer \$RAPPORT_WRITE_KEY" -H 'content-type: application/json' -d @infra/example-batch.json
+  curl -s -XPOST http://$INGEST_LISTEN/v1/track -u "\$RAPPORT_WRITE_KEY:" -d '{"userId": "c-00042", "event": "Wishlist Added", "properties": {"sku": "tea-7"}}'
   $BIN/rapportctl --key "\$RAPPORT_ADMIN_KEY" status
 
 Broker: $RAPPORT_BROKERS   Data: ./data   Logs: ./$LOGS
