@@ -5,9 +5,10 @@
 //! Same guarantees as `POST /v1/events`: a request is taken whole or not
 //! at all, answered `200 {"success": true}` only once the broker holds
 //! every event, and idempotent by message id. Answers follow what the
-//! clients expect: 400 (never 413: analytics-node retries everything else)
-//! with `{"code", "message"}` for bad input, 401 for a bad write key, 429
-//! and 503 with `Retry-After`. The mapping onto Rapport's events is in
+//! clients expect: 400 (never 413, as Segment's API answers oversized
+//! input) with `{"code", "message"}` for bad input, which the SDKs do not
+//! retry; 401 for a bad write key; 429 and 503 with `Retry-After`, which
+//! they do. The mapping onto Rapport's events is in
 //! [`map`]; the browser side (settings, analytics.js, the snippet) in
 //! [`browser`].
 
