@@ -203,25 +203,38 @@ enum Command {
         patience_s: u64,
     },
     /// Load a shop's history from a CSV file: orders (one row per order,
-    /// as order.placed events) or customers (one row per customer, as
-    /// customer.registered events), through ingest like any event.
+    /// as order.placed events), order-lines (one row per line item, an
+    /// order's lines one after another, as in the UCI Online Retail data
+    /// set) or customers (one row per customer, as customer.registered
+    /// events), through ingest like any event.
     ///
-    /// Columns are found by their header names, in any order (see
-    /// docs/operating.md). Orders: order_id, occurred_at, total (in major
-    /// units, e.g. 12.50) or total_minor, currency, and at least one of
-    /// customer_id, email, phone. Customers: occurred_at, at least one of
-    /// customer_id, email, phone, and name, city; other columns become
-    /// attributes. Dates are RFC 3339, YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS]
-    /// (UTC).
+    /// Columns are found by their header names, in any order, case, spaces
+    /// and underscores aside (see docs/operating.md). Orders: order_id,
+    /// occurred_at, total (in major units, e.g. 12.50) or total_minor,
+    /// currency, and at least one of customer_id, email, phone. Order lines:
+    /// order_id (InvoiceNo), occurred_at (InvoiceDate), sku (StockCode),
+    /// quantity, unit_price (UnitPrice) or unit_price_minor, currency, and
+    /// customer_id (CustomerID), email or phone; the lines of one invoice
+    /// become one order, and a cancellation (an invoice number starting with
+    /// C, negative quantities) refunds the customer's earlier orders of those
+    /// stock codes. Customers: occurred_at, at least one of customer_id,
+    /// email, phone, and name, city; other columns become attributes.
+    ///
+    /// Dates are RFC 3339, YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS], or with
+    /// slashes (M/D/YYYY H:MM or D/M/YYYY H:MM) when the file settles which
+    /// comes first or --date-order says; dates without an offset are UTC
+    /// unless --utc-offset.
     ///
     /// Each row is checked with ingest's own rules first; refused rows go to
     /// a rejects file with their line and the reason, and the rest is sent.
-    /// Event ids come from the rows, so running an import again (after a
-    /// failure or Ctrl-C) sends the same events and the log counts each
-    /// once. Needs a write or admin key (--key or RAPPORT_KEY).
+    /// Event ids come from the rows, so running an import again sends the
+    /// same events and the log counts each once. Progress is recorded in
+    /// FILE.import-state; after a failure, a kill or Ctrl-C, --resume skips
+    /// the rows ingest had acknowledged. Needs a write or admin key (--key
+    /// or RAPPORT_KEY).
     Import {
-        /// `orders` or `customers`.
-        #[arg(value_parser = ["orders", "customers"])]
+        /// `orders`, `order-lines` or `customers`.
+        #[arg(value_parser = ["orders", "order-lines", "customers"])]
         what: String,
         /// The CSV file, with a header row.
         file: PathBuf,
@@ -233,8 +246,15 @@ enum Command {
         )]
         ingest_url: String,
         /// Check every row and report, sending nothing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         dry_run: bool,
+        /// Continue an import that stopped: skip the rows that the
+        /// checkpoint FILE.import-state says ingest acknowledged (or that
+        /// were refused), and append to the rejects file. Refused if FILE or
+        /// the settings changed since; without a checkpoint, starts at the
+        /// first row.
+        #[arg(long)]
+        resume: bool,
         /// Where refused rows go (default: FILE's name with .rejects.csv).
         #[arg(long, value_name = "FILE")]
         rejects: Option<PathBuf>,
@@ -252,6 +272,23 @@ enum Command {
         /// other); default: the event type's own (web).
         #[arg(long)]
         channel: Option<String>,
+        /// How to read dates with slashes: mdy (12/1/2010 is 1 December) or
+        /// dmy (1 December is 1/12/2010). Default: the order the file's own
+        /// dates prove (a 13 or more in the first or second place); a file
+        /// whose slash dates could be either is refused before anything is
+        /// sent.
+        #[arg(long, value_parser = ["mdy", "dmy"])]
+        date_order: Option<String>,
+        /// The UTC offset of dates that do not give one, such as +01:00 or
+        /// -05:00 (one offset for the whole file: no daylight saving).
+        #[arg(
+            long,
+            default_value = "Z",
+            value_name = "±HH:MM",
+            value_parser = import::parse_utc_offset,
+            allow_hyphen_values = true
+        )]
+        utc_offset: i32,
     },
     /// Records the services refused, kept on the dead-letter topic.
     Deadletters {
@@ -350,19 +387,18 @@ async fn main() -> anyhow::Result<()> {
         file,
         ingest_url,
         dry_run,
+        resume,
         rejects,
         batch,
         parallel,
         currency,
         channel,
+        date_order,
+        utc_offset,
     } = args.command
     {
         let options = import::Options {
-            kind: if what == "orders" {
-                import::Kind::Orders
-            } else {
-                import::Kind::Customers
-            },
+            kind: import::Kind::parse(&what).expect("clap allows only the known kinds"),
             file,
             ingest_url,
             key: args.key,
@@ -372,6 +408,9 @@ async fn main() -> anyhow::Result<()> {
             parallel: usize::from(parallel),
             currency: currency.map(|currency| currency.to_ascii_uppercase()),
             channel,
+            date_order: date_order.as_deref().and_then(import::DateOrder::parse),
+            utc_offset_minutes: utc_offset,
+            resume,
         };
         tokio::task::block_in_place(|| import::run(&options))?;
         return Ok(());
