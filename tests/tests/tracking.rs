@@ -60,13 +60,18 @@ fn run_script(program: &PathBuf, script: &str, extension: &str, directory: &std:
 /// 25.00 net, the page view merged in.
 fn assert_one_person(pipeline: &Pipeline, id: &str) {
     let person = pipeline.wait_for_json(&format!("/v1/customers/{id}"), PATIENCE, |person| {
+        // Every event applied: the identify's two events may come last
         person["orders"]["count"] == 1
             && person["orders"]["net_spend_minor"]["USD"] == 2_500
             && person["event_counts"]["web.page_viewed"] == 1
+            && person["event_counts"]["customer.updated"] == 1
     });
     assert_eq!(person["profile"]["name"], format!("Name {id}"), "{person}");
     assert_eq!(person["attributes"]["plan"], "gold", "{person}");
+    pipeline.wait_until_caught_up(PATIENCE);
+    let (_, person) = pipeline.get(&format!("/v1/customers/{id}"));
     assert_eq!(person["event_counts"]["customer.registered"], 1, "{person}");
+    assert_eq!(person["event_counts"]["customer.updated"], 1, "{person}");
     // Scored as of tomorrow, the day after the order
     let tomorrow = rapport_projections::time::format_day(
         rapport_projections::time::utc_day(rapport_common::now_ms()) + 1,
