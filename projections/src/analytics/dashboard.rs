@@ -117,6 +117,75 @@ pub struct Overview {
     pub clv: Vec<ClvBin>,
     /// Highest priority first; ties by id.
     pub at_risk_ranked: Vec<AtRisk>,
+    /// How long buyers took to buy a second time.
+    pub second_purchase: SecondPurchase,
+}
+
+/// Lower edges, in days, of the buckets of [`SecondPurchase::buckets`]: a
+/// week, a month, a quarter, half a year, a year, two years, longer.
+pub const SECOND_PURCHASE_EDGES_DAYS: [i64; 7] = [0, 8, 31, 91, 181, 366, 731];
+
+/// Days from buyers' first purchase to their second, over the buyers who
+/// made one by `as_of` (purchases on one day are one occasion).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SecondPurchase {
+    pub buyers: u64,
+    /// Nearest-rank percentiles; `None` without any second purchase.
+    pub p25_days: Option<i64>,
+    pub median_days: Option<i64>,
+    pub p75_days: Option<i64>,
+    pub mean_days: Option<f64>,
+    pub buckets: Vec<SecondPurchaseBucket>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecondPurchaseBucket {
+    pub from_days: i64,
+    /// The bucket's last day; `None` for the last, open one.
+    pub to_days: Option<i64>,
+    pub buyers: u64,
+}
+
+impl SecondPurchase {
+    /// From the buyers per gap in days.
+    fn from_gaps(gaps: &BTreeMap<i64, u64>) -> Self {
+        let buyers: u64 = gaps.values().sum();
+        let percentile = |fraction: f64| {
+            let rank = ((fraction * buyers as f64) - 1e-9).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            gaps.iter().find_map(|(&days, &count)| {
+                seen += count;
+                (seen >= rank).then_some(days)
+            })
+        };
+        let total_days: f64 = gaps
+            .iter()
+            .map(|(&days, &count)| days as f64 * count as f64)
+            .sum();
+        let buckets = SECOND_PURCHASE_EDGES_DAYS
+            .iter()
+            .enumerate()
+            .map(|(index, &from_days)| {
+                let next = SECOND_PURCHASE_EDGES_DAYS.get(index + 1).copied();
+                SecondPurchaseBucket {
+                    from_days,
+                    to_days: next.map(|next| next - 1),
+                    buyers: gaps
+                        .range(from_days..next.unwrap_or(i64::MAX))
+                        .map(|(_, count)| count)
+                        .sum(),
+                }
+            })
+            .collect();
+        SecondPurchase {
+            buyers,
+            p25_days: percentile(0.25),
+            median_days: percentile(0.5),
+            p75_days: percentile(0.75),
+            mean_days: (buyers > 0).then(|| total_days / buyers as f64),
+            buckets,
+        }
+    }
 }
 
 impl Overview {
@@ -185,6 +254,8 @@ pub struct OverviewBuilder {
     cohorts: BTreeMap<i64, (u64, Vec<u64>)>,
     clv: Vec<u64>,
     minor_per_major: i64,
+    /// Buyers by days from their first purchase to their second.
+    second_purchase_gaps: BTreeMap<i64, u64>,
 }
 
 impl OverviewBuilder {
@@ -214,8 +285,10 @@ impl OverviewBuilder {
                 calibration: Vec::new(),
                 clv: Vec::new(),
                 at_risk_ranked: Vec::new(),
+                second_purchase: SecondPurchase::default(),
             },
             ages: BTreeMap::new(),
+            second_purchase_gaps: BTreeMap::new(),
             actual_repeats: vec![0; CALIBRATION_TOP as usize + 1],
             cohorts: BTreeMap::new(),
             clv: vec![0; CLV_EDGES_MAJOR.len()],
@@ -270,6 +343,9 @@ impl OverviewBuilder {
             window.buyers += u64::from(bought);
         }
         *self.ages.entry(summary.first_to_as_of_days).or_default() += 1;
+        if let Some(gap) = summary.first_to_second_days {
+            *self.second_purchase_gaps.entry(gap).or_default() += 1;
+        }
         self.actual_repeats[summary.repeat_occasions.min(CALIBRATION_TOP) as usize] += 1;
         let first_month = month_of(summary.first_occasion_day);
         let (size, active) = self
@@ -306,6 +382,7 @@ impl OverviewBuilder {
     /// The figures, with the model's side of the calibration plot from
     /// `bg_nbd` (none without a fit).
     pub fn finish(mut self, bg_nbd: Option<&BgNbdParameters>) -> Overview {
+        self.overview.second_purchase = SecondPurchase::from_gaps(&self.second_purchase_gaps);
         let as_of_month = month_of(self.overview.as_of);
         self.overview.cohorts = self
             .cohorts
@@ -404,6 +481,29 @@ mod tests {
     }
 
     #[test]
+    fn second_purchase_percentiles_and_buckets_by_hand() {
+        // Gaps 3, 10, 10, 40 and 400 days
+        let gaps: BTreeMap<i64, u64> = [(3, 1), (10, 2), (40, 1), (400, 1)].into();
+        let second = SecondPurchase::from_gaps(&gaps);
+        assert_eq!(second.buyers, 5);
+        // Nearest rank: ceil(0.25·5) = 2nd, ceil(0.5·5) = 3rd, ceil(0.75·5) = 4th
+        assert_eq!(
+            (second.p25_days, second.median_days, second.p75_days),
+            (Some(10), Some(10), Some(40))
+        );
+        assert_eq!(second.mean_days, Some(463.0 / 5.0));
+        let counts: Vec<u64> = second.buckets.iter().map(|bucket| bucket.buyers).collect();
+        assert_eq!(counts, [1, 2, 1, 0, 0, 1, 0]);
+        assert_eq!(second.buckets[0].to_days, Some(7));
+        assert_eq!(second.buckets[6].to_days, None);
+        let none = SecondPurchase::from_gaps(&BTreeMap::new());
+        assert_eq!(
+            (none.buyers, none.median_days, none.mean_days),
+            (0, None, None)
+        );
+    }
+
+    #[test]
     fn cohorts_revenue_and_repurchase_on_a_hand_computed_example() {
         // Given three buyers and a visitor, as of 2024-03-31
         let day = |month, day| days_from_civil(2024, month, day);
@@ -461,6 +561,16 @@ mod tests {
                 },
             ]
         );
+        // Only a bought a second time: 36 days after the first (Jan 5 → Feb 10)
+        let second = &overview.second_purchase;
+        assert_eq!(second.buyers, 1);
+        assert_eq!(
+            (second.p25_days, second.median_days, second.p75_days),
+            (Some(36), Some(36), Some(36))
+        );
+        assert_eq!(second.mean_days, Some(36.0));
+        let bucket: Vec<u64> = second.buckets.iter().map(|bucket| bucket.buyers).collect();
+        assert_eq!(bucket, [0, 0, 1, 0, 0, 0, 0], "31-90 days");
         // Every scored buyer is in exactly one grid cell
         assert_eq!(overview.rfm_scored(), 3);
         // Calibration counts each buyer once, by repeats

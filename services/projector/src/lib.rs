@@ -528,6 +528,41 @@ mod tests {
             }
         };
 
+        // Cohorts: everyone's first purchase fell in April to July 1970;
+        // those with two or more (c % 4 != 0) came back 20 + c % 7 days later
+        let (status, cohorts) = get(&app, &format!("/v1/cohorts?as_of={as_of}")).await;
+        assert_eq!(status, StatusCode::OK, "{cohorts}");
+        described("/v1/cohorts", status, &cohorts);
+        let repeaters: Vec<i64> = (0..30).filter(|customer| customer % 4 != 0).collect();
+        assert_eq!(cohorts["buyers"], 30);
+        assert_eq!(cohorts["repeat_buyers"], repeaters.len());
+        let gaps: i64 = repeaters.iter().map(|customer| 20 + customer % 7).sum();
+        let second = &cohorts["second_purchase"];
+        assert_eq!(second["buyers"], repeaters.len());
+        assert!(
+            (second["mean_days"].as_f64().unwrap() - gaps as f64 / repeaters.len() as f64).abs()
+                < 1e-9
+        );
+        assert_eq!(
+            second["buckets"][1]["buyers"],
+            repeaters.len(),
+            "all 8-30 days"
+        );
+        let months: Vec<&str> = cohorts["cohorts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["month"].as_str().unwrap())
+            .collect();
+        assert_eq!(months, ["1970-04", "1970-05", "1970-06", "1970-07"]);
+        let sizes: u64 = cohorts["cohorts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["size"].as_u64().unwrap())
+            .sum();
+        assert_eq!(sizes, 30);
+
         // The biggest repeat buyer (c-27: 4 occasions) at as_of
         let (status, scores) = get(&app, &format!("/v1/customers/c-27/scores?as_of={as_of}")).await;
         assert_eq!(status, StatusCode::OK, "{scores}");

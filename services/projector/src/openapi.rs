@@ -42,6 +42,7 @@ pub(crate) struct CustomerPath {
     bg_nbd_model,
     gamma_gamma_model,
     segment_counts,
+    cohorts,
     segment_members,
     list_conflicts,
     admin_status,
@@ -151,6 +152,64 @@ pub(crate) struct SegmentCounts {
     loyalty: BTreeMap<String, u64>,
 }
 
+/// `GET /v1/cohorts`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CohortFigures {
+    as_of: String,
+    /// Customers with a purchase by `as_of`.
+    buyers: u64,
+    /// Of them, those with purchases on two days or more.
+    repeat_buyers: u64,
+    /// repeat_buyers / buyers; `null` without buyers.
+    repeat_purchase_rate: Option<f64>,
+    second_purchase: SecondPurchaseFigures,
+    /// One row per month of first purchase, oldest first (the last 24 months
+    /// after each are followed).
+    cohorts: Vec<CohortFigure>,
+}
+
+/// Days from a buyer's first purchase to their second.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SecondPurchaseFigures {
+    /// Buyers with a second purchase by `as_of`.
+    buyers: u64,
+    /// Nearest-rank percentiles, in days; `null` without any.
+    p25_days: Option<i64>,
+    median_days: Option<i64>,
+    p75_days: Option<i64>,
+    mean_days: Option<f64>,
+    /// Buyers per span of days: 0–7, 8–30, 31–90, 91–180, 181–365,
+    /// 366–730, 731 and more.
+    buckets: Vec<SecondPurchaseSpan>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SecondPurchaseSpan {
+    from_days: i64,
+    /// The span's last day; `null` for the last, open one.
+    to_days: Option<i64>,
+    buyers: u64,
+}
+
+/// The buyers whose first purchase fell in one month.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CohortFigure {
+    /// `YYYY-MM`.
+    month: String,
+    size: u64,
+    /// For each later month up to `as_of`: how many of them bought in it.
+    retention: Vec<RetentionCell>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RetentionCell {
+    /// 1 for the month after the first purchase.
+    months_after: u32,
+    buyers: u64,
+    /// buyers / size.
+    share: f64,
+}
+
 /// What a mailing list needs of one member. Identifiers of an erased
 /// person read `[erased]`.
 #[derive(Serialize, ToSchema)]
@@ -240,6 +299,14 @@ fn gamma_gamma_model() {}
         (status = 400, description = "A bad `as_of`.", body = ErrorAnswer),
     ))]
 fn segment_counts() {}
+
+#[utoipa::path(get, path = "/v1/cohorts", tag = "analytics", operation_id = "cohorts",
+    params(ScoreParams),
+    responses(
+        (status = 200, description = "Retention by month of first purchase, the repeat purchase rate and the time to a second purchase. The first request at a new date gathers the figures (seconds at a million customers); later ones read them.", body = CohortFigures),
+        (status = 400, description = "A bad `as_of`.", body = ErrorAnswer),
+    ))]
+fn cohorts() {}
 
 #[utoipa::path(get, path = "/v1/segments/{kind}/{name}/customers", tag = "analytics", operation_id = "segment_members",
     params(

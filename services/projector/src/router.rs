@@ -38,6 +38,7 @@ pub fn routes(state: Arc<QueryState>, gate: &Gate) -> (Router, RouteTable) {
             scores_http::gamma_gamma_model,
         )
         .get(Read, "/v1/segments", scores_http::segment_counts)
+        .get(Read, "/v1/cohorts", scores_http::cohorts)
         .get(
             Read,
             "/v1/segments/{kind}/{name}/customers",

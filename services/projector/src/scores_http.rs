@@ -1,5 +1,5 @@
 //! HTTP handlers of the analytics: `/v1/customers/{id}/scores`,
-//! `/v1/models/{bgnbd,gamma-gamma}` and `/v1/segments…`. Scoring scans and
+//! `/v1/models/{bgnbd,gamma-gamma}`, `/v1/segments…` and `/v1/cohorts`. Scoring scans and
 //! model fits are CPU work, so each request runs on the blocking pool.
 
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use rapport_common::http::ApiError;
 use rapport_common::http::PathParams;
 use rapport_common::privacy;
+use rapport_projections::analytics::dashboard::format_month;
 use rapport_projections::analytics::scoring::CustomerScores;
 use rapport_projections::customer_view::ProfileState;
 use rapport_projections::identity::IdentifierKind;
@@ -226,6 +227,62 @@ pub(crate) async fn segment_counts(
     })
     .await?;
     Ok(Json(body))
+}
+
+/// `GET /v1/cohorts`: retention by month of first purchase, the repeat
+/// purchase rate and the time to a second purchase, from the figures the
+/// dashboard shows (gathered once per date and kept).
+pub(crate) async fn cohorts(
+    State(state): State<Arc<QueryState>>,
+    params: Result<Query<ScoreParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|rejection| {
+        bad_query(rejection, "use as_of=YYYY-MM-DD (or RFC 3339) and version=")
+    })?;
+    let as_of = as_of_day(params.as_of.as_deref())?;
+    let figures = blocking(state, params.version, move |state, view| {
+        let changes = state.versions.changes_of(&view.version);
+        Ok(state.scores.with_everyone(
+            view,
+            &view.version,
+            changes,
+            as_of,
+            |snapshot, persons, config| snapshot.overview(persons, config),
+        )?)
+    })
+    .await?;
+    let cohorts: Vec<Value> = figures
+        .cohorts
+        .iter()
+        .map(|row| {
+            let retention: Vec<Value> = row
+                .active
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(months_after, &buyers)| {
+                    json!({
+                        "months_after": months_after,
+                        "buyers": buyers,
+                        "share": buyers as f64 / row.size.max(1) as f64,
+                    })
+                })
+                .collect();
+            json!({
+                "month": format_month(row.month),
+                "size": row.size,
+                "retention": retention,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "as_of": format_day(as_of),
+        "buyers": figures.buyers,
+        "repeat_buyers": figures.repeat_buyers,
+        "repeat_purchase_rate": figures.repurchase_rate(),
+        "second_purchase": figures.second_purchase,
+        "cohorts": cohorts,
+    })))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

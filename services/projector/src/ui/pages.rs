@@ -544,7 +544,22 @@ pub(crate) async fn cohorts(
         .map(|row| row.active.len())
         .max()
         .unwrap_or(0);
+    let second = &figures.second_purchase;
     let body = html! {
+        section #second-purchase {
+            h2 { "Time to a second purchase" }
+            p {
+                "Of " (figures.buyers) " buyers, "
+                a.count href=(frame.people("filter=repeat_buyers")) data-value=(second.buyers) { (second.buyers) }
+                " (" (percent(figures.repurchase_rate())) ") bought again on a later day"
+                @if let (Some(median), Some(p25), Some(p75), Some(mean)) = (second.median_days, second.p25_days, second.p75_days, second.mean_days) {
+                    ": the second purchase came a median " (median) " days after the first (a quarter within " (p25) ", three quarters within " (p75) "; mean " (format!("{mean:.0}")) ")."
+                } @else {
+                    "."
+                }
+            }
+        }
+        h2 { "Retention" }
         p.muted { "Each row: the buyers whose first purchase fell in that month, and the share of them who bought in each month after it (month 0 is the first purchase)." }
         div.table-wrap {
             table.sortable #cohorts {
