@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::numerics::{ln_gamma, log_add_exp, minimise_from_starts};
+use super::numerics::{Minimum, ln_gamma, log_add_exp, minimise_from_starts, polish};
 use super::occasions::RepeatSummary;
 use super::{Error, Result};
 
@@ -342,6 +342,7 @@ struct GroupedHistories {
     customers: f64,
 }
 
+#[derive(Clone)]
 struct HistoryGroup {
     repeats: f64,
     /// Indexes into [`GroupedHistories::weeks`].
@@ -385,18 +386,62 @@ fn group_histories<'a>(customers: impl Iterator<Item = &'a RepeatSummary>) -> Gr
     }
 }
 
+/// Distinct histories above which a likelihood evaluation is split over
+/// two threads: below it, starting them costs more than it saves.
+const PARALLEL_ROWS: usize = 20_000;
+
+/// Distinct histories above which the fit first finds its way on a thinned
+/// copy of them (every k-th, with its count), then polishes that optimum
+/// on them all: the multi-start search needs over a thousand evaluations,
+/// the polish a few hundred.
+const PREFIT_ROWS: usize = 20_000;
+
+impl GroupedHistories {
+    /// Every `stride`-th row, with its count: the same spread of histories,
+    /// fewer rows. Rows are in (x, t_x, T) order, so this depends on the
+    /// histories only, never on the order customers came in.
+    fn thinned(&self, stride: usize) -> GroupedHistories {
+        let rows: Vec<HistoryGroup> = self.rows.iter().step_by(stride.max(1)).cloned().collect();
+        let customers = rows.iter().map(|row| row.count).sum();
+        GroupedHistories {
+            rows,
+            weeks: self.weeks.clone(),
+            customers,
+        }
+    }
+}
+
 fn total_log_likelihood(parameters: &BgNbdParameters, histories: &GroupedHistories) -> f64 {
-    let BgNbdParameters { r, alpha, a, b } = *parameters;
     let ln_alpha_plus: Vec<f64> = histories
         .weeks
         .iter()
-        .map(|weeks| (alpha + weeks).ln())
+        .map(|weeks| (parameters.alpha + weeks).ln())
         .collect();
+    let rows = &histories.rows;
+    if rows.len() < PARALLEL_ROWS {
+        return rows_log_likelihood(parameters, rows, &ln_alpha_plus);
+    }
+    // Two halves summed apart and added in a fixed order: the same total
+    // every time, whatever the threads' timing.
+    let (first, second) = rows.split_at(rows.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| rows_log_likelihood(parameters, second, &ln_alpha_plus));
+        let mine = rows_log_likelihood(parameters, first, &ln_alpha_plus);
+        mine + other.join().expect("a likelihood thread")
+    })
+}
+
+fn rows_log_likelihood(
+    parameters: &BgNbdParameters,
+    rows: &[HistoryGroup],
+    ln_alpha_plus: &[f64],
+) -> f64 {
+    let BgNbdParameters { r, a, b, .. } = *parameters;
     let ln_a = a.ln();
     let mut total = 0.0;
     // Rows are sorted by x: (x, A₁ + A₂, ln a − ln(b + x − 1)).
     let mut per_repeats: Option<(f64, f64, f64)> = None;
-    for row in &histories.rows {
+    for row in rows {
         let (_, repeat_terms, drop_out_odds) = match per_repeats {
             Some(known) if known.0 == row.repeats => known,
             _ => {
@@ -427,6 +472,37 @@ fn from_log_parameters(log_parameters: &[f64]) -> BgNbdParameters {
         a: log_parameters[2].exp(),
         b: log_parameters[3].exp(),
     }
+}
+
+/// The maximum of the likelihood of `histories` over ln-parameters: from
+/// `starts` directly, or, past `prefit_rows` distinct histories, from the
+/// optimum of a thinned copy polished on them all.
+/// The fit's objective: the mean negative log-likelihood at ln-parameters
+/// (the mean keeps the optimiser's tolerances independent of N).
+fn objective_of(histories: &GroupedHistories) -> impl Fn(&[f64]) -> f64 + '_ {
+    move |log_parameters: &[f64]| -> f64 {
+        if log_parameters
+            .iter()
+            .any(|value| value.abs() > LOG_PARAMETER_LIMIT)
+        {
+            return f64::NAN;
+        }
+        let parameters = from_log_parameters(log_parameters);
+        -total_log_likelihood(&parameters, histories) / histories.customers
+    }
+}
+
+fn minimise_grouped(
+    histories: &GroupedHistories,
+    starts: &[Vec<f64>],
+    prefit_rows: usize,
+) -> Option<Minimum> {
+    if histories.rows.len() <= prefit_rows {
+        return minimise_from_starts(&objective_of(histories), starts);
+    }
+    let thinned = histories.thinned(histories.rows.len().div_ceil(prefit_rows));
+    let found = minimise_from_starts(&objective_of(&thinned), starts)?;
+    polish(&objective_of(histories), &found.point)
 }
 
 /// Maximum-likelihood fit over every customer with at least one occasion (or
@@ -477,18 +553,7 @@ pub fn fit_bg_nbd(customers: &[RepeatSummary], cohort: Option<Cohort>) -> Result
         start(2.0, 2.0, 8.0),
     ];
 
-    let objective = |log_parameters: &[f64]| -> f64 {
-        if log_parameters
-            .iter()
-            .any(|value| value.abs() > LOG_PARAMETER_LIMIT)
-        {
-            return f64::NAN;
-        }
-        let parameters = from_log_parameters(log_parameters);
-        // The mean keeps the optimiser's tolerances independent of N.
-        -total_log_likelihood(&parameters, &histories) / histories.customers
-    };
-    let minimum = minimise_from_starts(&objective, &starts).ok_or(Error::FitFailed {
+    let minimum = minimise_grouped(&histories, &starts, PREFIT_ROWS).ok_or(Error::FitFailed {
         model: "BG/NBD",
         reason: "the likelihood is not finite at any starting point".into(),
     })?;
@@ -906,5 +971,110 @@ mod tests {
             .filter(|customer| customer.first_occasion_day <= 27)
             .count();
         assert_eq!(cohort_fit.customers, in_cohort);
+    }
+
+    /// Simulated customers over a longer window (acquired over 52 weeks,
+    /// observed to week 104), so histories spread over many distinct rows.
+    fn spread_population(count: usize, seed: u64) -> Vec<RepeatSummary> {
+        let truth = BgNbdParameters {
+            r: 0.6,
+            alpha: 6.0,
+            a: 0.8,
+            b: 2.5,
+        };
+        let mut random = SplitMix64::new(seed);
+        let as_of = 728;
+        (0..count)
+            .map(|_| {
+                let first_day = (random.uniform() * 364.0) as i64;
+                let occasions = simulate_customer(&mut random, &truth, first_day, as_of);
+                repeat_summary(&occasions, as_of).expect("first purchase")
+            })
+            .collect()
+    }
+
+    fn same_to(digits: i32, left: f64, right: f64) -> bool {
+        (left - right).abs() <= 10_f64.powi(-digits) * left.abs().max(right.abs())
+    }
+
+    #[test]
+    fn the_grouped_fit_is_the_direct_fit_and_reports_everyone_s_likelihood() {
+        // Given a population whose histories are mostly distinct
+        let customers = spread_population(3_000, 7);
+        // When fitted grouped, and directly: one term per customer, summed
+        // with the per-customer likelihood, from the same starts
+        let fit = fit_bg_nbd(&customers, None).expect("fit");
+        let direct = |log_parameters: &[f64]| -> f64 {
+            if log_parameters
+                .iter()
+                .any(|value| value.abs() > LOG_PARAMETER_LIMIT)
+            {
+                return f64::NAN;
+            }
+            let parameters = from_log_parameters(log_parameters);
+            -customers
+                .iter()
+                .map(|customer| parameters.log_likelihood(customer))
+                .sum::<f64>()
+                / customers.len() as f64
+        };
+        let histories = group_histories(customers.iter());
+        let starts = vec![vec![0.0, 1.0, 0.0, 0.0], vec![-0.7, 1.5, 0.0, 1.1]];
+        let directly = minimise_from_starts(&direct, &starts).expect("a direct fit");
+        let grouped = minimise_grouped(&histories, &starts, usize::MAX).expect("a grouped fit");
+        // Then the parameters agree to 4 significant digits
+        let (direct, grouped) = (
+            from_log_parameters(&directly.point),
+            from_log_parameters(&grouped.point),
+        );
+        for (name, left, right) in [
+            ("r", direct.r, grouped.r),
+            ("alpha", direct.alpha, grouped.alpha),
+            ("a", direct.a, grouped.a),
+            ("b", direct.b, grouped.b),
+        ] {
+            assert!(same_to(4, left, right), "{name}: {left} vs {right}");
+        }
+        // And the reported log-likelihood is the whole population's
+        let everyone: f64 = customers
+            .iter()
+            .map(|customer| fit.parameters.log_likelihood(customer))
+            .sum();
+        assert!(
+            same_to(9, fit.log_likelihood, everyone),
+            "{fit:?} vs {everyone}"
+        );
+        assert_eq!(fit.customers, customers.len());
+    }
+
+    #[test]
+    fn a_fit_found_on_a_thinned_copy_and_polished_is_the_full_fit() {
+        // Given the same population, with the prefit's threshold brought
+        // down so that this small population takes the large one's path
+        let customers = spread_population(3_000, 11);
+        let histories = group_histories(customers.iter());
+        assert!(
+            histories.rows.len() > 1_000,
+            "{} rows",
+            histories.rows.len()
+        );
+        let starts = vec![vec![0.0, 1.0, 0.0, 0.0], vec![-0.7, 1.5, 0.0, 1.1]];
+        // When fitted from every row, and from a tenth of them then polished
+        let full = minimise_grouped(&histories, &starts, usize::MAX).expect("a fit");
+        let polished =
+            minimise_grouped(&histories, &starts, histories.rows.len() / 10).expect("a fit");
+        // Then both reach the same optimum, to 4 significant digits
+        let (full, polished) = (
+            from_log_parameters(&full.point),
+            from_log_parameters(&polished.point),
+        );
+        for (name, left, right) in [
+            ("r", full.r, polished.r),
+            ("alpha", full.alpha, polished.alpha),
+            ("a", full.a, polished.a),
+            ("b", full.b, polished.b),
+        ] {
+            assert!(same_to(4, left, right), "{name}: {left} vs {right}");
+        }
     }
 }

@@ -89,9 +89,37 @@ pub(crate) fn minimise_from_starts(
             best = Some(scouted);
         }
     }
-    let mut current = best?;
+    run_to_convergence(&guarded, best?, 0.1)
+}
+
+/// Minimises `objective` from `start`, a point already near the optimum
+/// (say, the optimum of a sample's objective): the full runs of
+/// [`minimise_from_starts`] without its scouting, from a smaller simplex.
+pub(crate) fn polish(objective: &dyn Fn(&[f64]) -> f64, start: &[f64]) -> Option<Minimum> {
+    let guarded = |point: &[f64]| {
+        let value = objective(point);
+        if value.is_finite() {
+            value
+        } else {
+            f64::INFINITY
+        }
+    };
+    let value = guarded(start);
+    let current = Minimum {
+        point: start.to_vec(),
+        value,
+    };
+    run_to_convergence(&guarded, current, 0.02)
+}
+
+/// Runs Nelder–Mead from `current` until a restart stops helping.
+fn run_to_convergence(
+    objective: &dyn Fn(&[f64]) -> f64,
+    mut current: Minimum,
+    step: f64,
+) -> Option<Minimum> {
     for _ in 0..=MAX_RESTARTS {
-        let restarted = nelder_mead(&guarded, &current.point, 0.1, MAX_ITERATIONS_PER_RUN);
+        let restarted = nelder_mead(objective, &current.point, step, MAX_ITERATIONS_PER_RUN);
         let improvement = current.value - restarted.value;
         if restarted.value < current.value {
             current = restarted;
@@ -100,8 +128,7 @@ pub(crate) fn minimise_from_starts(
             break;
         }
     }
-    let best = Some(current);
-    best.filter(|minimum| minimum.value.is_finite())
+    Some(current).filter(|minimum| minimum.value.is_finite())
 }
 
 /// One Nelder–Mead run with the standard coefficients (reflection 1,

@@ -299,8 +299,10 @@ impl PopulationModels {
         Self::fit_on_sample(summaries, summaries, as_of, config)
     }
 
-    /// Fits BG/NBD and Gamma-Gamma on `sample` (a representative part of a
-    /// large population), and everything population-wide (the one-time-buyer
+    /// Fits BG/NBD on all of `summaries` (its likelihood collapses to one
+    /// term per distinct history), Gamma-Gamma on `sample` (a
+    /// representative part of a large population: its likelihood has a
+    /// term per buyer), and everything population-wide (the one-time-buyer
     /// horizon, the value-tier cutoffs) on all of `summaries`.
     pub fn fit_on_sample(
         summaries: &[RepeatSummary],
@@ -308,7 +310,7 @@ impl PopulationModels {
         as_of: i64,
         config: &AnalyticsConfig,
     ) -> Self {
-        let bg_nbd = fit_bg_nbd(sample, None).map_err(|error| error.to_string());
+        let bg_nbd = fit_bg_nbd(summaries, None).map_err(|error| error.to_string());
         let gamma_gamma = fit_gamma_gamma(sample).map_err(|error| error.to_string());
         let predictor = Predictor::new(bg_nbd.as_ref().ok(), gamma_gamma.as_ref().ok(), config);
         let one_time_buyer_horizon_days =

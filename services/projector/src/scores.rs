@@ -51,9 +51,10 @@ use crate::read::{View, person_of};
 pub const REFIT_AFTER_SHARE: f64 = 0.01;
 /// …or this many people, whichever is more.
 pub const REFIT_AFTER_AT_LEAST: usize = 100;
-/// BG/NBD and Gamma-Gamma are fitted on at most this many buyers, chosen by
-/// a hash of their id (so the same people every time): four parameters are
-/// pinned down long before that, and the fit's cost grows with the sample.
+/// Gamma-Gamma is fitted on at most this many buyers, chosen by a hash of
+/// their id (so the same people every time): its likelihood has a term per
+/// buyer, so its cost grows with the sample. BG/NBD is fitted on every
+/// buyer, its likelihood collapsing to one term per distinct history.
 pub const MAX_FIT_SAMPLE: usize = 10_000;
 /// How many `as_of` snapshots (and model fits) a board keeps.
 const KEPT_SNAPSHOTS: usize = 4;
@@ -484,8 +485,8 @@ pub struct FitKey {
 /// Both models for one [`FitKey`].
 #[derive(Debug, Clone)]
 pub struct Fits {
-    /// Buyers by `as_of` (in the cohort); the fits use at most
-    /// [`MAX_FIT_SAMPLE`] of them.
+    /// Buyers by `as_of` (in the cohort); BG/NBD uses them all,
+    /// Gamma-Gamma at most [`MAX_FIT_SAMPLE`] of them.
     pub buyers: usize,
     pub bg_nbd: std::result::Result<BgNbdFit, String>,
     pub gamma_gamma: std::result::Result<GammaGammaFit, String>,
@@ -712,12 +713,14 @@ impl Board {
             .filter(|(_, summary)| in_cohort(summary))
             .collect();
         let customers = summaries.len();
-        let summaries = fit_sample(&mut summaries);
+        let sample = fit_sample(&mut summaries);
+        let everyone: Vec<RepeatSummary> =
+            summaries.into_iter().map(|(_, summary)| summary).collect();
         let started = Instant::now();
         let fits = Fits {
             buyers: customers,
-            bg_nbd: fit_bg_nbd(&summaries, None::<Cohort>).map_err(|error| error.to_string()),
-            gamma_gamma: fit_gamma_gamma(&summaries).map_err(|error| error.to_string()),
+            bg_nbd: fit_bg_nbd(&everyone, None::<Cohort>).map_err(|error| error.to_string()),
+            gamma_gamma: fit_gamma_gamma(&sample).map_err(|error| error.to_string()),
             changed_since_fit: 0,
             population_at_fit: self.persons.len(),
         };
@@ -725,7 +728,7 @@ impl Board {
             as_of = %rapport_projections::time::format_day(key.as_of),
             cohort = ?key.cohort,
             customers,
-            sample = summaries.len(),
+            sample = sample.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "fitted BG/NBD and Gamma-Gamma"
         );
