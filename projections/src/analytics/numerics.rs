@@ -56,6 +56,18 @@ const MAX_RESTARTS: usize = 2;
 const VALUE_TOLERANCE: f64 = 1e-11;
 const POINT_TOLERANCE: f64 = 1e-8;
 
+/// `objective` with every non-finite value read as +∞.
+fn finite_or_infinity(objective: &dyn Fn(&[f64]) -> f64) -> impl Fn(&[f64]) -> f64 + '_ {
+    move |point: &[f64]| {
+        let value = objective(point);
+        if value.is_finite() {
+            value
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
 /// Minimises `objective` from several starts: each start is scouted with a
 /// short run, and the best scouted point (the earliest start wins exact
 /// ties) is then run to convergence, restarted from its own answer until
@@ -68,14 +80,7 @@ pub(crate) fn minimise_from_starts(
     objective: &dyn Fn(&[f64]) -> f64,
     starts: &[Vec<f64>],
 ) -> Option<Minimum> {
-    let guarded = |point: &[f64]| {
-        let value = objective(point);
-        if value.is_finite() {
-            value
-        } else {
-            f64::INFINITY
-        }
-    };
+    let guarded = finite_or_infinity(objective);
     let mut best: Option<Minimum> = None;
     for start in starts {
         if !guarded(start).is_finite() {
@@ -96,14 +101,7 @@ pub(crate) fn minimise_from_starts(
 /// (say, the optimum of a sample's objective): the full runs of
 /// [`minimise_from_starts`] without its scouting, from a smaller simplex.
 pub(crate) fn polish(objective: &dyn Fn(&[f64]) -> f64, start: &[f64]) -> Option<Minimum> {
-    let guarded = |point: &[f64]| {
-        let value = objective(point);
-        if value.is_finite() {
-            value
-        } else {
-            f64::INFINITY
-        }
-    };
+    let guarded = finite_or_infinity(objective);
     let value = guarded(start);
     let current = Minimum {
         point: start.to_vec(),

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use rapport_common::http::ApiError;
 use rapport_common::http::PathParams;
 use rapport_common::privacy;
-use rapport_projections::analytics::dashboard::format_month;
+use rapport_projections::analytics::dashboard::{Overview, format_month};
 use rapport_projections::analytics::scoring::CustomerScores;
 use rapport_projections::customer_view::ProfileState;
 use rapport_projections::identity::IdentifierKind;
@@ -229,6 +229,23 @@ pub(crate) async fn segment_counts(
     Ok(Json(body))
 }
 
+/// The dashboard's figures at `as_of`, gathered now if need be (for
+/// answers that can wait: the cohorts endpoint, downloads).
+pub(crate) fn overview_now(
+    state: &QueryState,
+    view: &View<'_>,
+    as_of: i64,
+) -> Result<Arc<Overview>, ApiError> {
+    let changes = state.versions.changes_of(&view.version);
+    Ok(state.scores.with_everyone(
+        view,
+        &view.version,
+        changes,
+        as_of,
+        |snapshot, persons, config| snapshot.overview(persons, config),
+    )?)
+}
+
 /// `GET /v1/cohorts`: retention by month of first purchase, the repeat
 /// purchase rate and the time to a second purchase, from the figures the
 /// dashboard shows (gathered once per date and kept).
@@ -241,14 +258,7 @@ pub(crate) async fn cohorts(
     })?;
     let as_of = as_of_day(params.as_of.as_deref())?;
     let figures = blocking(state, params.version, move |state, view| {
-        let changes = state.versions.changes_of(&view.version);
-        Ok(state.scores.with_everyone(
-            view,
-            &view.version,
-            changes,
-            as_of,
-            |snapshot, persons, config| snapshot.overview(persons, config),
-        )?)
+        overview_now(state, view, as_of)
     })
     .await?;
     let cohorts: Vec<Value> = figures

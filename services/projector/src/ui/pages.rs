@@ -56,23 +56,6 @@ fn overview_at(state: &QueryState, view: &View<'_>, as_of: i64) -> Result<Arc<Ov
         .ok_or(UiError::Gathering(as_of))
 }
 
-/// The figures at `as_of`, gathered now if need be (for downloads, which
-/// can wait).
-fn overview_now(
-    state: &QueryState,
-    view: &View<'_>,
-    as_of: i64,
-) -> Result<Arc<Overview>, ApiError> {
-    let changes = state.versions.changes_of(&view.version);
-    Ok(state.scores.with_everyone(
-        view,
-        &view.version,
-        changes,
-        as_of,
-        |snapshot, persons, config| snapshot.overview(persons, config),
-    )?)
-}
-
 fn card(label: &str, value: Markup) -> Markup {
     html! { div.card { div.label { (label) } div.value { (value) } } }
 }
@@ -301,7 +284,7 @@ pub(crate) async fn churn_csv(
     let params = parsed(query, "use as_of=YYYY-MM-DD")?;
     let as_of = frame("", "churn", params.as_of.as_deref())?.as_of;
     let body = blocking(state, move |state, view| {
-        let figures = overview_now(state, view, as_of)?;
+        let figures = crate::scores_http::overview_now(state, view, as_of)?;
         let ids: Vec<String> = figures
             .at_risk_ranked
             .iter()
