@@ -5,6 +5,10 @@
 # @segment/analytics-node (package-lock.json, `npm ci`) into node_modules.
 # Prints the directory holding both on its last line.
 #
+#   infra/clients.sh bench   installs the lifetimes package the analytics
+#                            bench compares its BG/NBD fit with
+#                            (bench-requirements.txt) and prints its python
+#
 # The install lives in a cache outside the checkout (RAPPORT_TOOLS, default
 # ~/.cache/rapport/tools), under a name derived from the pinned files, so
 # fresh clones and CI reuse it and a change of pins installs afresh.
@@ -12,9 +16,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLS="${RAPPORT_TOOLS:-$HOME/.cache/rapport/tools}"
+log() { echo "[clients] $*" >&2; }
+
+if [ "${1:-}" = "bench" ]; then
+    pins="$(sha256sum tests/clients/bench-requirements.txt | cut -c1-16)"
+    BENCH="$TOOLS/lifetimes-$pins"
+    if [ ! -f "$BENCH/.complete" ]; then
+        rm -rf "$BENCH"
+        log "installing lifetimes into $BENCH"
+        python3 -m venv "$BENCH"
+        "$BENCH/bin/pip" install --quiet --disable-pip-version-check \
+            --require-hashes --only-binary=:all: --no-deps -r tests/clients/bench-requirements.txt
+        touch "$BENCH/.complete"
+    fi
+    echo "$BENCH/bin/python"
+    exit 0
+fi
+
 pins="$(cat tests/clients/requirements.txt tests/clients/package-lock.json | sha256sum | cut -c1-16)"
 DEST="$TOOLS/clients-$pins"
-log() { echo "[clients] $*" >&2; }
 
 if [ ! -f "$DEST/.complete" ]; then
     for command in python3 node npm; do
