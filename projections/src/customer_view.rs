@@ -139,6 +139,30 @@ pub struct ProfileState {
     /// the format-2 facts.
     #[serde(skip)]
     pub display: BTreeMap<String, String>,
+    /// Email events of campaigns (those with a `campaign_id`) by the id of
+    /// their event, for the campaign figures. Stored after the display
+    /// tokens (format 4).
+    #[serde(skip)]
+    pub mail: BTreeMap<String, MailFact>,
+    /// When email consent was withdrawn, by the id of the event.
+    #[serde(skip)]
+    pub email_consent_withdrawn: BTreeMap<String, i64>,
+}
+
+/// What happened to a campaign's email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MailKind {
+    Sent,
+    Bounced,
+    Opened,
+    Clicked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailFact {
+    pub at_ms: i64,
+    pub kind: MailKind,
+    pub campaign_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +184,20 @@ pub struct RedemptionFact {
 struct Format2Facts {
     refunds: BTreeMap<String, RefundFact>,
     redemptions: BTreeMap<String, RedemptionFact>,
+}
+
+/// The facts format 4 added, written after the display tokens.
+#[derive(Serialize, Deserialize)]
+struct Format4Facts {
+    mail: BTreeMap<String, MailFact>,
+    email_consent_withdrawn: BTreeMap<String, i64>,
+}
+
+/// [`Format4Facts`] as written, borrowed.
+#[derive(Serialize)]
+struct Format4FactsRef<'a> {
+    mail: &'a BTreeMap<String, MailFact>,
+    email_consent_withdrawn: &'a BTreeMap<String, i64>,
 }
 
 /// [`Format2Facts`] as written: serialises to the same bytes, borrowed.
@@ -389,6 +427,31 @@ impl ProfileState {
                 set_latest(&mut slot, &stamp, consent.granted);
                 self.consent
                     .extend(slot.map(|kept| (consent.channel.clone(), kept)));
+                if consent.channel == "email" && !consent.granted {
+                    self.email_consent_withdrawn
+                        .insert(event.event_id.clone(), at);
+                }
+            }
+            Some(
+                Payload::EmailSent(mail)
+                | Payload::EmailOpened(mail)
+                | Payload::EmailClicked(mail)
+                | Payload::EmailBounced(mail),
+            ) if !mail.campaign_id.is_empty() => {
+                let kind = match &event.payload {
+                    Some(Payload::EmailSent(_)) => MailKind::Sent,
+                    Some(Payload::EmailBounced(_)) => MailKind::Bounced,
+                    Some(Payload::EmailOpened(_)) => MailKind::Opened,
+                    _ => MailKind::Clicked,
+                };
+                self.mail.insert(
+                    event.event_id.clone(),
+                    MailFact {
+                        at_ms: at,
+                        kind,
+                        campaign_id: mail.campaign_id.clone(),
+                    },
+                );
             }
             Some(Payload::PointsRedeemed(redeemed)) => {
                 self.points_redeemed += redeemed.points;
@@ -475,6 +538,12 @@ impl ProfileState {
         for (pseudonym, token) in &other.display {
             keep_smallest(&mut self.display, pseudonym, token);
         }
+        for (id, mail) in &other.mail {
+            self.mail.insert(id.clone(), mail.clone());
+        }
+        for (id, at_ms) in &other.email_consent_withdrawn {
+            self.email_consent_withdrawn.insert(id.clone(), *at_ms);
+        }
     }
 
     /// Adds `later`, the state folded from records that all come after the
@@ -495,8 +564,9 @@ impl ProfileState {
     }
 
     /// Serialises the state. A leading byte names the format: format 2 is
-    /// the format-1 state followed by the facts added since, and format 3
-    /// is format 2 followed by the display tokens, so state written by an
+    /// the format-1 state followed by the facts added since, format 3 is
+    /// format 2 followed by the display tokens, and format 4 is format 3
+    /// followed by the campaign facts, so state written by an
     /// older release still decodes (without what it did not hold, which
     /// only a rebuild can recover).
     pub fn encode(&self) -> Vec<u8> {
@@ -517,8 +587,13 @@ impl ProfileState {
             redemptions: &self.redemptions,
         };
         let buffer = postcard::to_extend(&added, buffer).expect("profile state always serialises");
-        *bytes =
+        let buffer =
             postcard::to_extend(&self.display, buffer).expect("profile state always serialises");
+        let campaigns = Format4FactsRef {
+            mail: &self.mail,
+            email_consent_withdrawn: &self.email_consent_withdrawn,
+        };
+        *bytes = postcard::to_extend(&campaigns, buffer).expect("profile state always serialises");
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::Error> {
@@ -531,12 +606,24 @@ impl ProfileState {
                 state.redemptions = added.redemptions;
                 Ok(state)
             }
-            Some((&STATE_FORMAT, rest)) => {
+            Some((&3, rest)) => {
                 let (mut state, rest): (Self, _) = postcard::take_from_bytes(rest)?;
                 let (added, rest): (Format2Facts, _) = postcard::take_from_bytes(rest)?;
                 state.refunds = added.refunds;
                 state.redemptions = added.redemptions;
                 state.display = postcard::from_bytes(rest)?;
+                Ok(state)
+            }
+            Some((&STATE_FORMAT, rest)) => {
+                let (mut state, rest): (Self, _) = postcard::take_from_bytes(rest)?;
+                let (added, rest): (Format2Facts, _) = postcard::take_from_bytes(rest)?;
+                state.refunds = added.refunds;
+                state.redemptions = added.redemptions;
+                let (display, rest) = postcard::take_from_bytes(rest)?;
+                state.display = display;
+                let campaigns: Format4Facts = postcard::from_bytes(rest)?;
+                state.mail = campaigns.mail;
+                state.email_consent_withdrawn = campaigns.email_consent_withdrawn;
                 Ok(state)
             }
             Some((version, _)) => Err(crate::Error::UnknownFormat(*version)),
@@ -545,7 +632,7 @@ impl ProfileState {
     }
 }
 
-const STATE_FORMAT: u8 = 3;
+const STATE_FORMAT: u8 = 4;
 
 fn keep_smallest(display: &mut BTreeMap<String, String>, pseudonym: &str, token: &str) {
     match display.get_mut(pseudonym) {
@@ -1204,8 +1291,54 @@ mod tests {
         let mut format_three = vec![3];
         format_three.extend_from_slice(&format_two[1..]);
         format_three.extend(postcard::to_stdvec(&state.display).unwrap());
-        assert_eq!(state.encode(), format_three);
         assert_eq!(ProfileState::decode(&format_three).unwrap(), state);
+        // Format 4 is format 3 followed by the campaign facts
+        let mail = |id: &str, at_ms: i64, payload| record(id, at_ms, payload, "email.opened");
+        let message = |campaign: &str| rapport_proto::v1::EmailMessage {
+            message_id: "m-1".into(),
+            campaign_id: campaign.into(),
+            url: String::new(),
+        };
+        state.apply(&mail(
+            "e4",
+            4_000,
+            event::Payload::EmailOpened(message("spring")),
+        ));
+        state.apply(&mail("e5", 5_000, event::Payload::EmailSent(message(""))));
+        state.apply(&record(
+            "e6",
+            6_000,
+            event::Payload::ConsentChanged(rapport_proto::v1::ConsentChanged {
+                channel: "email".into(),
+                granted: false,
+            }),
+            "consent.changed",
+        ));
+        assert_eq!(
+            state.mail["e4"],
+            MailFact {
+                at_ms: 4_000,
+                kind: MailKind::Opened,
+                campaign_id: "spring".into()
+            }
+        );
+        assert_eq!(state.mail.len(), 1, "mail outside a campaign is not kept");
+        assert_eq!(state.email_consent_withdrawn["e6"], 6_000);
+        let mut without_campaigns = state.clone();
+        without_campaigns.mail.clear();
+        without_campaigns.email_consent_withdrawn.clear();
+        let mut format_four = vec![4];
+        format_four.extend_from_slice(&without_campaigns.encode()[1..]);
+        format_four.truncate(format_four.len() - 2);
+        format_four.extend(
+            postcard::to_stdvec(&Format4Facts {
+                mail: state.mail.clone(),
+                email_consent_withdrawn: state.email_consent_withdrawn.clone(),
+            })
+            .unwrap(),
+        );
+        assert_eq!(state.encode(), format_four);
+        assert_eq!(ProfileState::decode(&format_four).unwrap(), state);
     }
 
     #[test]

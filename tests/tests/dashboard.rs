@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rapport_e2e::browser::{Browser, Page, screenshot_dir};
-use rapport_e2e::{Pipeline, bin_dir, get_json_with_key, test_keys};
+use rapport_e2e::{Pipeline, bin_dir, get_json_with_key, test_keys, wait_for};
 use serde_json::Value;
 
 /// Demo customers: enough for every RFM cell to fill, few enough to load
@@ -137,6 +137,7 @@ fn an_analyst_finds_people_from_the_overview_to_their_first_event() {
         ("/ui/segments", "segments"),
         ("/ui/models", "models"),
         ("/ui/cohorts", "cohorts"),
+        ("/ui/campaigns", "campaigns"),
         ("/ui/people?filter=buyers", "people"),
     ] {
         visit(&mut page, &base, path, shot);
@@ -154,12 +155,49 @@ fn an_analyst_finds_people_from_the_overview_to_their_first_event() {
             .any(|shade| shade[1] != "rgba(0, 0, 0, 0)" && shade[1] != "rgb(255, 255, 255)"),
         "{shades}"
     );
-    // The models page draws its two charts.
+    // The models page draws its two charts, then loads the validation,
+    // which draws two more when the calibration period holds enough
+    // buyers to fit, and says why not otherwise.
     goto_ready(&mut page, &format!("{base}/ui/models"));
+    wait_for(
+        "the models page's validation",
+        Duration::from_secs(60),
+        || {
+            !page.eval_bool(
+            "document.querySelector('#validation-results').textContent.includes('Fitting both models')",
+        )
+        },
+    );
+    let validation_charts =
+        page.eval_i64("document.querySelectorAll('#validation-results div.chart').length");
+    if validation_charts == 0 {
+        let reason = page.eval_string("document.querySelector('#validation-results').textContent");
+        assert!(reason.contains("Not validated"), "{reason}");
+    }
     assert_eq!(
         page.eval_i64("document.querySelectorAll('.chart canvas').length"),
-        2
+        2 + validation_charts
     );
+    assert!(page.problems().is_empty(), "{:#?}", page.problems());
+
+    // The campaigns page lists the demo's campaigns with the API's figures,
+    // and each links to its breakdown.
+    let campaigns = read(&pipeline, "/v1/campaigns");
+    let first = &campaigns["campaigns"][0];
+    let id = first["campaign_id"]
+        .as_str()
+        .expect("the demo mails campaigns");
+    goto_ready(&mut page, &format!("{base}/ui/campaigns"));
+    let sent = page.eval_string(&format!(
+        "document.querySelector('#campaigns a[href=\"/ui/campaigns/{id}\"]').closest('tr').children[3].textContent"
+    ));
+    assert_eq!(
+        sent.replace('\u{202f}', ""),
+        first["sent"].to_string(),
+        "{campaigns}"
+    );
+    visit(&mut page, &base, &format!("/ui/campaigns/{id}"), "campaign");
+    assert!(page.eval_bool("!!document.querySelector('#by-rfm tbody tr')"));
 
     // A guest who ordered by email, then registered (the demo's guest
     // orders are `g-<index>`): search by that email finds one person, whose

@@ -15,12 +15,12 @@ use super::numerics::{Minimum, ln_gamma, log_add_exp, minimise_from_starts, poli
 use super::occasions::RepeatSummary;
 use super::{Error, Result};
 
-const DAYS_PER_WEEK: f64 = 7.0;
+pub(crate) const DAYS_PER_WEEK: f64 = 7.0;
 /// Fitting works on ln-parameters; beyond ±15 (a factor of ~3·10⁶) the
 /// likelihood is flat and the optimiser would only wander.
 const LOG_PARAMETER_LIMIT: f64 = 15.0;
 
-fn weeks(days: i64) -> f64 {
+pub(crate) fn weeks(days: i64) -> f64 {
     days as f64 / DAYS_PER_WEEK
 }
 
@@ -655,8 +655,8 @@ mod tests {
             }
         }
     }
-    use crate::analytics::occasions::{PurchaseOccasion, repeat_summary};
-    use crate::analytics::simulation::SplitMix64;
+    use crate::analytics::occasions::repeat_summary;
+    use crate::analytics::simulation::{SplitMix64, simulate_bg_nbd_customer};
 
     /// The CDNOW fit reported by Fader, Hardie & Lee (2005), to the precision
     /// of Hardie's spreadsheet.
@@ -882,42 +882,6 @@ mod tests {
         ));
     }
 
-    /// Simulates the BG/NBD process in continuous time for a customer who
-    /// made their first purchase on `first_day`, and returns their occasions
-    /// (whole days, same-day purchases merged) up to `as_of`.
-    fn simulate_customer(
-        random: &mut SplitMix64,
-        truth: &BgNbdParameters,
-        first_day: i64,
-        as_of: i64,
-    ) -> Vec<PurchaseOccasion> {
-        let purchase_rate = random.gamma(truth.r, 1.0 / truth.alpha);
-        let dropout = random.beta(truth.a, truth.b);
-        let horizon_weeks = weeks(as_of - first_day);
-        let mut days = vec![first_day];
-        let mut time_weeks = 0.0;
-        loop {
-            time_weeks += random.exponential(purchase_rate);
-            if time_weeks > horizon_weeks {
-                break;
-            }
-            let day = first_day + (time_weeks * DAYS_PER_WEEK).floor() as i64;
-            if days.last() != Some(&day) {
-                days.push(day);
-            }
-            if random.uniform() < dropout {
-                break;
-            }
-        }
-        days.into_iter()
-            .map(|day| PurchaseOccasion {
-                day,
-                net_minor: 1_000,
-                orders: 1,
-            })
-            .collect()
-    }
-
     #[test]
     fn fit_recovers_the_cdnow_parameters_from_simulated_customers() {
         // Given 5 000 customers simulated from the CDNOW parameters, acquired
@@ -934,7 +898,7 @@ mod tests {
         let customers: Vec<RepeatSummary> = (0..5_000)
             .map(|_| {
                 let first_day = (random.uniform() * 84.0) as i64;
-                let occasions = simulate_customer(&mut random, &truth, first_day, as_of);
+                let occasions = simulate_bg_nbd_customer(&mut random, &truth, first_day, as_of);
                 repeat_summary(&occasions, as_of).expect("first purchase")
             })
             .collect();
@@ -987,7 +951,7 @@ mod tests {
         (0..count)
             .map(|_| {
                 let first_day = (random.uniform() * 364.0) as i64;
-                let occasions = simulate_customer(&mut random, &truth, first_day, as_of);
+                let occasions = simulate_bg_nbd_customer(&mut random, &truth, first_day, as_of);
                 repeat_summary(&occasions, as_of).expect("first purchase")
             })
             .collect()

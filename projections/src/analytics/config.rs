@@ -21,6 +21,7 @@ pub struct AnalyticsConfig {
     pub lifecycle: LifecycleConfig,
     pub value_tier: ValueTierConfig,
     pub loyalty: LoyaltyConfig,
+    pub campaigns: CampaignConfig,
 }
 
 impl Default for AnalyticsConfig {
@@ -34,6 +35,28 @@ impl Default for AnalyticsConfig {
             lifecycle: LifecycleConfig::default(),
             value_tier: ValueTierConfig::default(),
             loyalty: LoyaltyConfig::default(),
+            campaigns: CampaignConfig::default(),
+        }
+    }
+}
+
+/// The `[analytics.campaigns]` section; the campaigns module has the rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CampaignConfig {
+    /// An order counts as a conversion of the last open or click at most
+    /// this many days before it.
+    pub conversion_window_days: i64,
+    /// Withdrawing email consent within this many days of the send counts
+    /// as unsubscribing from the campaign.
+    pub unsubscribe_window_days: i64,
+}
+
+impl Default for CampaignConfig {
+    fn default() -> Self {
+        CampaignConfig {
+            conversion_window_days: 7,
+            unsubscribe_window_days: 7,
         }
     }
 }
@@ -243,6 +266,24 @@ impl AnalyticsConfig {
             self.bg_nbd.prediction_horizon_days,
         )?;
         require_positive_days("clv.horizon_days", self.clv.horizon_days)?;
+        for (key, days) in [
+            (
+                "campaigns.conversion_window_days",
+                self.campaigns.conversion_window_days,
+            ),
+            (
+                "campaigns.unsubscribe_window_days",
+                self.campaigns.unsubscribe_window_days,
+            ),
+        ] {
+            require_positive_days(key, days)?;
+            if days > 3_650 {
+                return Err(invalid(
+                    key,
+                    format!("must be at most 3 650 days (got {days})"),
+                ));
+            }
+        }
         let rate = self.clv.monthly_discount_rate;
         if !(rate.is_finite() && rate >= 0.0) {
             return Err(invalid(

@@ -447,6 +447,7 @@ mod tests {
         OrderHistory {
             order_id: id.into(),
             placed_day: day,
+            placed_at_ms: day * 86_400_000,
             currency: "USD".into(),
             total_minor,
             cancelled_day: None,
@@ -458,7 +459,7 @@ mod tests {
         CustomerFacts {
             first_seen_day: orders.first().map(|order| order.placed_day),
             orders,
-            redemptions: Vec::new(),
+            ..CustomerFacts::default()
         }
     }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bg_nbd::BgNbdParameters;
 use super::config::ClvConfig;
-use super::numerics::{ln_gamma, minimise_from_starts};
+use super::numerics::{Minimum, ln_gamma, minimise_from_starts, polish};
 use super::occasions::RepeatSummary;
 use super::{Error, Result};
 
@@ -77,12 +77,157 @@ impl GammaGammaParameters {
     }
 }
 
-/// Maximum-likelihood fit over the customers with at least one repeat
-/// occasion and a positive mean repeat value.
+/// Buyers' spends as the likelihood needs them. Apart from γ it needs, per
+/// repeat count x, only the number of buyers and Σ ln m̄; the one term that
+/// mixes γ with each buyer's own mean, Σ ln(γ + x·m̄), is a pass over them.
+/// So for a given γ the likelihood in p and q costs one term per distinct
+/// x, and the fit maximises over p and q for each γ it tries (the profile
+/// likelihood of γ), passing over everyone once per γ.
+struct SpendGroups {
+    /// Distinct repeat counts, ascending.
+    repeats: Vec<f64>,
+    counts: Vec<f64>,
+    ln_mean_sums: Vec<f64>,
+    /// x·m̄ of every buyer (means scaled by `scale`), group by group:
+    /// group g holds `products[starts[g]..starts[g + 1]]`.
+    products: Vec<f64>,
+    starts: Vec<usize>,
+    buyers: f64,
+}
+
+/// Buyers past which a pass over them is split between two threads.
+const PARALLEL_BUYERS: usize = 50_000;
+
+impl SpendGroups {
+    /// `spends` sorted by (x, m̄), so sums are taken in an order that
+    /// depends on the data only.
+    fn new(spends: &[(f64, f64)], scale: f64) -> Self {
+        let mut groups = SpendGroups {
+            repeats: Vec::new(),
+            counts: Vec::new(),
+            ln_mean_sums: Vec::new(),
+            products: Vec::with_capacity(spends.len()),
+            starts: vec![0],
+            buyers: spends.len() as f64,
+        };
+        for (index, (repeats, mean)) in spends.iter().enumerate() {
+            let mean = mean / scale;
+            if groups.repeats.last() != Some(repeats) {
+                if index > 0 {
+                    groups.starts.push(index);
+                }
+                groups.repeats.push(*repeats);
+                groups.counts.push(0.0);
+                groups.ln_mean_sums.push(0.0);
+            }
+            let last = groups.repeats.len() - 1;
+            groups.counts[last] += 1.0;
+            groups.ln_mean_sums[last] += mean.ln();
+            groups.products.push(repeats * mean);
+        }
+        groups.starts.push(spends.len());
+        groups
+    }
+
+    /// Σ ln(γ + x·m̄) per group.
+    fn ln_sums(&self, gamma: f64) -> Vec<f64> {
+        let groups = self.repeats.len();
+        let sums_over = |buyers: std::ops::Range<usize>| -> Vec<f64> {
+            (0..groups)
+                .map(|group| {
+                    let from = self.starts[group].max(buyers.start);
+                    let to = self.starts[group + 1].min(buyers.end);
+                    self.products[from..to.max(from)]
+                        .iter()
+                        .map(|product| (gamma + product).ln())
+                        .sum()
+                })
+                .collect()
+        };
+        let buyers = self.products.len();
+        if buyers < PARALLEL_BUYERS {
+            return sums_over(0..buyers);
+        }
+        // Two halves summed apart and added in a fixed order: the same sums
+        // every time, whatever the threads' timing.
+        let middle = buyers / 2;
+        std::thread::scope(|scope| {
+            let second = scope.spawn(|| sums_over(middle..buyers));
+            let first = sums_over(0..middle);
+            let second = second.join().expect("a likelihood thread");
+            first
+                .iter()
+                .zip(&second)
+                .map(|(one, other)| one + other)
+                .collect()
+        })
+    }
+
+    /// The log-likelihood of everyone at (p, q, γ) in scaled units, given
+    /// `ln_sums` = [`Self::ln_sums`] of that γ.
+    fn log_likelihood(&self, p: f64, q: f64, gamma: f64, ln_sums: &[f64]) -> f64 {
+        let (ln_gamma_q, ln_scale) = (ln_gamma(q), gamma.ln());
+        let mut total = 0.0;
+        let groups = self
+            .repeats
+            .iter()
+            .zip(&self.counts)
+            .zip(&self.ln_mean_sums)
+            .zip(ln_sums);
+        for (((repeats, count), ln_mean_sum), ln_sum) in groups {
+            let shape = p * repeats;
+            total += count
+                * (ln_gamma(shape + q) - ln_gamma(shape) - ln_gamma_q
+                    + q * ln_scale
+                    + shape * repeats.ln())
+                + (shape - 1.0) * ln_mean_sum
+                - (shape + q) * ln_sum;
+        }
+        total
+    }
+
+    /// The best (ln p, ln q) for γ = e^`ln_scale`, and −log-likelihood per
+    /// buyer there. `warm` is the optimum found for a nearby γ.
+    fn profile(&self, ln_scale: f64, warm: Option<&[f64]>) -> Option<Minimum> {
+        let gamma = ln_scale.exp();
+        let ln_sums = self.ln_sums(gamma);
+        let objective = |log_parameters: &[f64]| -> f64 {
+            if log_parameters.iter().any(|value| value.abs() > 15.0) {
+                return f64::NAN;
+            }
+            let (p, q) = (log_parameters[0].exp(), log_parameters[1].exp());
+            -self.log_likelihood(p, q, gamma, &ln_sums) / self.buyers
+        };
+        match warm {
+            Some(warm) => polish(&objective, warm),
+            // Each start puts the population mean pγ/(q−1) at the data's
+            // mean of 1.
+            None => {
+                let starts: Vec<Vec<f64>> = [1.5, 2.0, 3.0, 6.0]
+                    .iter()
+                    .map(|q: &f64| vec![((q - 1.0) / gamma).ln(), q.ln()])
+                    .collect();
+                minimise_from_starts(&objective, &starts)
+            }
+        }
+    }
+}
+
+/// ln γ (scaled) tried first: a grid over where a fit can be, then a
+/// golden-section search around the best point of the grid.
+const GRID_FROM: f64 = -10.0;
+const GRID_TO: f64 = 10.0;
+const GRID_STEP: f64 = 0.5;
+const LN_SCALE_TOLERANCE: f64 = 1e-7;
+
+/// Maximum-likelihood fit over every customer with at least one repeat
+/// occasion and a positive mean repeat value, by the profile likelihood of
+/// γ (see [`SpendGroups`]): its maximum over p and q for each γ, searched
+/// over a grid of ln γ and then by golden section.
 ///
 /// Values are divided by their mean before fitting (γ scales with the
-/// currency unit, p and q do not), so the same starting points and
-/// tolerances serve cents and yen alike; γ is scaled back afterwards.
+/// currency unit, p and q do not), so the same grid and tolerances serve
+/// cents and yen alike; γ is scaled back afterwards.
 pub fn fit_gamma_gamma(customers: &[RepeatSummary]) -> Result<GammaGammaFit> {
     let mut spends: Vec<(f64, f64)> = customers.iter().filter_map(usable_spend).collect();
     if spends.len() < 2 {
@@ -94,63 +239,75 @@ pub fn fit_gamma_gamma(customers: &[RepeatSummary]) -> Result<GammaGammaFit> {
             ),
         });
     }
-    // Sorted by x so per-x terms can be reused across customers.
     spends.sort_by(|left, right| left.0.total_cmp(&right.0).then(left.1.total_cmp(&right.1)));
     let scale = spends.iter().map(|(_, mean)| mean).sum::<f64>() / spends.len() as f64;
-    let scaled: Vec<(f64, f64, f64)> = spends
-        .iter()
-        .map(|(repeats, mean)| (*repeats, mean / scale, (mean / scale).ln()))
-        .collect();
-
-    let total_log_likelihood = |parameters: &GammaGammaParameters| -> f64 {
-        let GammaGammaParameters { p, q, gamma } = *parameters;
-        let ln_gamma_q = ln_gamma(q);
-        let mut total = 0.0;
-        let mut cached: Option<(f64, f64)> = None;
-        for (repeats, mean, ln_mean) in &scaled {
-            let shape = p * repeats;
-            let per_repeats = match cached {
-                Some((cached_repeats, value)) if cached_repeats == *repeats => value,
-                _ => {
-                    let value = ln_gamma(shape + q) - ln_gamma(shape) - ln_gamma_q
-                        + q * gamma.ln()
-                        + shape * repeats.ln();
-                    cached = Some((*repeats, value));
-                    value
-                }
-            };
-            total +=
-                per_repeats + (shape - 1.0) * ln_mean - (shape + q) * (gamma + repeats * mean).ln();
-        }
-        total
-    };
-    let from_log = |log_parameters: &[f64]| GammaGammaParameters {
-        p: log_parameters[0].exp(),
-        q: log_parameters[1].exp(),
-        gamma: log_parameters[2].exp(),
-    };
-    let objective = |log_parameters: &[f64]| -> f64 {
-        if log_parameters.iter().any(|value| value.abs() > 15.0) {
-            return f64::NAN;
-        }
-        -total_log_likelihood(&from_log(log_parameters)) / scaled.len() as f64
-    };
-    // Each start puts the population mean pγ/(q−1) at the data's mean of 1.
-    let start = |p: f64, q: f64| vec![p.ln(), q.ln(), ((q - 1.0) / p).ln()];
-    let starts = [
-        start(1.0, 2.0),
-        start(4.0, 3.0),
-        start(0.5, 1.5),
-        start(10.0, 6.0),
-    ];
-    let minimum = minimise_from_starts(&objective, &starts).ok_or(Error::FitFailed {
+    let groups = SpendGroups::new(&spends, scale);
+    let failed = || Error::FitFailed {
         model: "Gamma-Gamma",
-        reason: "the likelihood is not finite at any starting point".into(),
-    })?;
-    let scaled_parameters = from_log(&minimum.point);
+        reason: "the likelihood is not finite anywhere it was tried".into(),
+    };
+    // The grid, each point warm-started from the one before.
+    let mut best: Option<(f64, Minimum)> = None;
+    let mut warm: Option<Vec<f64>> = None;
+    let points = ((GRID_TO - GRID_FROM) / GRID_STEP).round() as usize;
+    for step in 0..=points {
+        let ln_scale = GRID_FROM + step as f64 * GRID_STEP;
+        let Some(found) = groups
+            .profile(ln_scale, warm.as_deref())
+            .or_else(|| groups.profile(ln_scale, None))
+        else {
+            continue;
+        };
+        warm = Some(found.point.clone());
+        if best
+            .as_ref()
+            .is_none_or(|(_, incumbent)| found.value < incumbent.value)
+        {
+            best = Some((ln_scale, found));
+        }
+    }
+    let (centre, mut found) = best.ok_or_else(failed)?;
+    // Golden section over the grid cells either side of the best point.
+    let ratio = (5_f64.sqrt() - 1.0) / 2.0;
+    let (mut low, mut high) = (centre - GRID_STEP, centre + GRID_STEP);
+    let mut best_ln_scale = centre;
+    let start = found.point.clone();
+    let mut evaluate = |ln_scale: f64, warm: &[f64]| -> f64 {
+        match groups.profile(ln_scale, Some(warm)) {
+            Some(minimum) => {
+                let value = minimum.value;
+                if value < found.value {
+                    best_ln_scale = ln_scale;
+                    found = minimum;
+                }
+                value
+            }
+            None => f64::INFINITY,
+        }
+    };
+    let mut left = high - ratio * (high - low);
+    let mut right = low + ratio * (high - low);
+    let mut left_value = evaluate(left, &start);
+    let mut right_value = evaluate(right, &start);
+    while high - low > LN_SCALE_TOLERANCE {
+        if left_value <= right_value {
+            high = right;
+            right = left;
+            right_value = left_value;
+            left = high - ratio * (high - low);
+            left_value = evaluate(left, &start);
+        } else {
+            low = left;
+            left = right;
+            left_value = right_value;
+            right = low + ratio * (high - low);
+            right_value = evaluate(right, &start);
+        }
+    }
     let parameters = GammaGammaParameters {
-        gamma: scaled_parameters.gamma * scale,
-        ..scaled_parameters
+        p: found.point[0].exp(),
+        q: found.point[1].exp(),
+        gamma: best_ln_scale.exp() * scale,
     };
     // Reported on the caller's own units; rescaling shifts it by a constant.
     let log_likelihood = spends
@@ -375,5 +532,114 @@ mod tests {
             ) < 0.05,
             "{fitted:?}"
         );
+    }
+
+    /// The direct fit: Nelder–Mead on all three ln-parameters at once, the
+    /// likelihood summed buyer by buyer.
+    fn direct_fit(customers: &[RepeatSummary]) -> GammaGammaParameters {
+        let spends: Vec<(f64, f64)> = customers.iter().filter_map(usable_spend).collect();
+        let scale = spends.iter().map(|(_, mean)| mean).sum::<f64>() / spends.len() as f64;
+        let from_log = |point: &[f64]| GammaGammaParameters {
+            p: point[0].exp(),
+            q: point[1].exp(),
+            gamma: point[2].exp(),
+        };
+        let objective = |point: &[f64]| -> f64 {
+            let parameters = from_log(point);
+            -spends
+                .iter()
+                .map(|(repeats, mean)| parameters.log_likelihood_of(*repeats, mean / scale))
+                .sum::<f64>()
+        };
+        let start = |p: f64, q: f64| vec![p.ln(), q.ln(), ((q - 1.0) / p).ln()];
+        let starts = [
+            start(1.0, 2.0),
+            start(4.0, 3.0),
+            start(0.5, 1.5),
+            start(10.0, 6.0),
+        ];
+        let found = minimise_from_starts(&objective, &starts).expect("a direct fit");
+        let scaled = from_log(&found.point);
+        GammaGammaParameters {
+            gamma: scaled.gamma * scale,
+            ..scaled
+        }
+    }
+
+    /// `count` repeat buyers with 1–6 repeat occasions whose values are
+    /// drawn from `truth`.
+    fn simulated_spenders(
+        truth: &GammaGammaParameters,
+        count: usize,
+        seed: u64,
+    ) -> Vec<RepeatSummary> {
+        let mut random = SplitMix64::new(seed);
+        (0..count)
+            .map(|_| {
+                let repeats = 1 + (random.uniform() * 6.0) as u32;
+                let rate = random.gamma(truth.q, 1.0 / truth.gamma);
+                let total: i64 = (0..repeats)
+                    .map(|_| (random.gamma(truth.p, 1.0 / rate).round() as i64).max(1))
+                    .sum();
+                summary(repeats, total)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_profile_fit_is_the_direct_fit() {
+        // Given populations small enough to fit directly, from the CDNOW
+        // parameters and from a flatter spend distribution
+        let flatter = GammaGammaParameters {
+            p: 2.0,
+            q: 5.0,
+            gamma: 3_000.0,
+        };
+        for (truth, seed) in [(CDNOW_SPEND, 7), (flatter, 11)] {
+            let customers = simulated_spenders(&truth, 3_000, seed);
+            // When fitted by the profile likelihood and directly
+            let profile = fit_gamma_gamma(&customers).expect("fit").parameters;
+            let direct = direct_fit(&customers);
+            // Then both find the same parameters to 4 significant digits
+            let same =
+                |left: f64, right: f64| (left - right).abs() <= 1e-4 * left.abs().max(right.abs());
+            assert!(
+                same(profile.p, direct.p)
+                    && same(profile.q, direct.q)
+                    && same(profile.gamma, direct.gamma),
+                "profile {profile:?}, direct {direct:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_population_is_fitted_whole_on_two_threads_as_on_one() {
+        // Given more buyers than one thread sums
+        let customers = simulated_spenders(&CDNOW_SPEND, PARALLEL_BUYERS + 5_000, 3);
+        let spends: Vec<(f64, f64)> = {
+            let mut spends: Vec<(f64, f64)> = customers.iter().filter_map(usable_spend).collect();
+            spends
+                .sort_by(|left, right| left.0.total_cmp(&right.0).then(left.1.total_cmp(&right.1)));
+            spends
+        };
+        let groups = SpendGroups::new(&spends, 1_000.0);
+        // When the per-group sums are taken on two threads
+        let parallel = groups.ln_sums(2.5);
+        // Then they are the sums buyer by buyer
+        for (group, sum) in parallel.iter().enumerate() {
+            let repeats = groups.repeats[group];
+            let direct: f64 = spends
+                .iter()
+                .filter(|(x, _)| *x == repeats)
+                .map(|(x, mean)| (2.5 + x * mean / 1_000.0).ln())
+                .sum();
+            assert!(
+                (sum - direct).abs() <= 1e-9 * direct.abs(),
+                "group {group}: {sum} vs {direct}"
+            );
+        }
+        // And the fit uses every buyer
+        let fit = fit_gamma_gamma(&customers).expect("fit");
+        assert_eq!(fit.customers, spends.len());
     }
 }

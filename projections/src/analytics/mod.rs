@@ -16,6 +16,7 @@
 //! against them, and [`value_tier::value_tiers`] ranks a slice at the end.
 
 pub mod bg_nbd;
+pub mod campaigns;
 pub mod churn;
 pub mod config;
 pub mod dashboard;
@@ -29,6 +30,7 @@ pub mod rfm;
 pub mod scoring;
 #[cfg(test)]
 mod simulation;
+pub mod validation;
 pub mod value_tier;
 
 /// What can go wrong in the analytics layer. Kept apart from the crate's

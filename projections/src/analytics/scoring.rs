@@ -25,7 +25,7 @@ use super::occasions::{
 };
 use super::rfm::{RfmPopulation, RfmSegment, RfmValues, rfm_values};
 use super::value_tier::{ValueCutoffs, ValueInput, ValueTier};
-use crate::customer_view::ProfileState;
+use crate::customer_view::{MailFact, ProfileState};
 use crate::time::utc_day;
 
 /// One order with the days its pieces happened, so it can be cut at any
@@ -34,6 +34,8 @@ use crate::time::utc_day;
 pub struct OrderHistory {
     pub order_id: String,
     pub placed_day: i64,
+    /// The instant it was placed, for attribution windows.
+    pub placed_at_ms: i64,
     pub currency: String,
     pub total_minor: i64,
     pub cancelled_day: Option<i64>,
@@ -49,6 +51,17 @@ pub struct CustomerFacts {
     pub redemptions: Vec<Redemption>,
     /// The day of their first recorded event of any kind.
     pub first_seen_day: Option<i64>,
+    /// Their campaign email and email consent withdrawals; `None` for the
+    /// many who have neither, so they cost a pointer.
+    pub mail: Option<Box<MailHistory>>,
+}
+
+/// A person's campaign email events and email consent withdrawals, each
+/// oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailHistory {
+    pub mail: Vec<MailFact>,
+    pub consent_withdrawn_ms: Vec<i64>,
 }
 
 impl CustomerFacts {
@@ -74,6 +87,7 @@ impl CustomerFacts {
                 Some(OrderHistory {
                     order_id: order_id.clone(),
                     placed_day,
+                    placed_at_ms: placed.value.at_ms,
                     currency: placed.value.currency.clone(),
                     total_minor: placed.value.total_minor,
                     cancelled_day: facts.cancelled_at_ms.map(utc_day),
@@ -93,10 +107,29 @@ impl CustomerFacts {
                 event_id: event_id.clone(),
             })
             .collect();
+        let mail =
+            (!state.mail.is_empty() || !state.email_consent_withdrawn.is_empty()).then(|| {
+                let mut mail: Vec<MailFact> = state.mail.values().cloned().collect();
+                mail.sort_by(|left, right| {
+                    (left.at_ms, left.kind, &left.campaign_id).cmp(&(
+                        right.at_ms,
+                        right.kind,
+                        &right.campaign_id,
+                    ))
+                });
+                let mut consent_withdrawn_ms: Vec<i64> =
+                    state.email_consent_withdrawn.values().copied().collect();
+                consent_withdrawn_ms.sort_unstable();
+                Box::new(MailHistory {
+                    mail,
+                    consent_withdrawn_ms,
+                })
+            });
         CustomerFacts {
             orders,
             redemptions,
             first_seen_day: state.first_seen_ms.map(utc_day),
+            mail,
         }
     }
 
@@ -294,24 +327,11 @@ impl std::fmt::Debug for Predictor {
 
 impl PopulationModels {
     /// Fits every model over the summaries of all customers with an occasion
-    /// by `as_of`.
+    /// by `as_of`: BG/NBD, Gamma-Gamma, and everything population-wide (the
+    /// one-time-buyer horizon, the value-tier cutoffs).
     pub fn fit(summaries: &[RepeatSummary], as_of: i64, config: &AnalyticsConfig) -> Self {
-        Self::fit_on_sample(summaries, summaries, as_of, config)
-    }
-
-    /// Fits BG/NBD on all of `summaries` (its likelihood collapses to one
-    /// term per distinct history), Gamma-Gamma on `sample` (a
-    /// representative part of a large population: its likelihood has a
-    /// term per buyer), and everything population-wide (the one-time-buyer
-    /// horizon, the value-tier cutoffs) on all of `summaries`.
-    pub fn fit_on_sample(
-        summaries: &[RepeatSummary],
-        sample: &[RepeatSummary],
-        as_of: i64,
-        config: &AnalyticsConfig,
-    ) -> Self {
         let bg_nbd = fit_bg_nbd(summaries, None).map_err(|error| error.to_string());
-        let gamma_gamma = fit_gamma_gamma(sample).map_err(|error| error.to_string());
+        let gamma_gamma = fit_gamma_gamma(summaries).map_err(|error| error.to_string());
         let predictor = Predictor::new(bg_nbd.as_ref().ok(), gamma_gamma.as_ref().ok(), config);
         let one_time_buyer_horizon_days =
             second_occasion_gap_percentile(summaries, config.churn.one_time_buyer_percentile);

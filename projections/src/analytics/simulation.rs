@@ -2,6 +2,9 @@
 //! distributions the model-recovery tests draw from. Seeded explicitly so
 //! every run simulates the same customers.
 
+use super::bg_nbd::{BgNbdParameters, DAYS_PER_WEEK, weeks};
+use super::occasions::PurchaseOccasion;
+
 pub(crate) struct SplitMix64 {
     state: u64,
 }
@@ -60,6 +63,42 @@ impl SplitMix64 {
         let right = self.gamma(b, 1.0);
         left / (left + right)
     }
+}
+
+/// Simulates the BG/NBD process in continuous time for a customer who made
+/// their first purchase on `first_day`, and returns their occasions (whole
+/// days, same-day purchases merged, 1 000 minor units each) up to `as_of`.
+pub(crate) fn simulate_bg_nbd_customer(
+    random: &mut SplitMix64,
+    truth: &BgNbdParameters,
+    first_day: i64,
+    as_of: i64,
+) -> Vec<PurchaseOccasion> {
+    let purchase_rate = random.gamma(truth.r, 1.0 / truth.alpha);
+    let dropout = random.beta(truth.a, truth.b);
+    let horizon_weeks = weeks(as_of - first_day);
+    let mut days = vec![first_day];
+    let mut time_weeks = 0.0;
+    loop {
+        time_weeks += random.exponential(purchase_rate);
+        if time_weeks > horizon_weeks {
+            break;
+        }
+        let day = first_day + (time_weeks * DAYS_PER_WEEK).floor() as i64;
+        if days.last() != Some(&day) {
+            days.push(day);
+        }
+        if random.uniform() < dropout {
+            break;
+        }
+    }
+    days.into_iter()
+        .map(|day| PurchaseOccasion {
+            day,
+            net_minor: 1_000,
+            orders: 1,
+        })
+        .collect()
 }
 
 #[test]

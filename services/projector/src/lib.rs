@@ -2,6 +2,7 @@
 //! ([`apply`]) and answers queries over them ([`query`]).
 
 pub mod apply;
+mod campaigns_http;
 pub mod changes;
 mod error;
 mod openapi;
@@ -410,6 +411,29 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{models}");
         let (status, cohorts, _) = get_ready(&app, &format!("/ui/cohorts?as_of={as_of}")).await;
         assert_eq!(status, StatusCode::OK, "{cohorts}");
+        // The models page loads its validation as a fragment: by default
+        // the 26 weeks up to `as_of`, else the dates of its form
+        assert!(
+            models.contains(
+                "hx-get=\"/ui/models/validation?calibration_end=1970-04-02&amp;holdout_end=1970-10-01\""
+            ),
+            "{models}"
+        );
+        let (status, fragment, _) = get_page(
+            &app,
+            "/ui/models/validation?calibration_end=1970-06-01&holdout_end=1970-10-01",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{fragment}");
+        assert!(fragment.contains("18 buyers by 1970-06-01"), "{fragment}");
+        assert!(fragment.contains("validation-weekly-data"), "{fragment}");
+        let (status, refusal, _) = get_page(
+            &app,
+            "/ui/models?calibration_end=1970-10-01&holdout_end=1970-06-01",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(refusal.contains("holdout_end"), "{refusal}");
         let pages = format!("{models}{cohorts}");
         let links: Vec<(String, u64)> = pages
             .split("<a class=\"count\" href=\"")
@@ -512,6 +536,144 @@ mod tests {
         records
     }
 
+    /// Campaign email for some of [`thirty_buyers`]: (customer, day, kind,
+    /// campaign). Spring goes to c-00 … c-03 on day 95: c-00 opens it five
+    /// days before their order, c-01 clicks it exactly seven days before
+    /// theirs, c-02 withdraws email consent two days after, and c-03's
+    /// bounces. Autumn goes to c-01 on day 120, who opens it the day
+    /// before their second order: the last touch, so that order is
+    /// autumn's.
+    fn campaign_mail(records: &mut Vec<(i32, proto::CustomerRecord)>) {
+        const DAY_MS: i64 = 86_400_000;
+        let message = |campaign: &str| proto::EmailMessage {
+            message_id: format!("m-{campaign}"),
+            campaign_id: campaign.into(),
+            url: String::new(),
+        };
+        let events: [(i64, i64, &str, &str); 10] = [
+            (0, 95, "email.sent", "spring"),
+            (1, 95, "email.sent", "spring"),
+            (2, 95, "email.sent", "spring"),
+            (3, 95, "email.sent", "spring"),
+            (0, 95, "email.opened", "spring"),
+            (1, 96, "email.clicked", "spring"),
+            (3, 95, "email.bounced", "spring"),
+            (2, 97, "consent.changed", ""),
+            (1, 120, "email.sent", "autumn"),
+            (1, 123, "email.opened", "autumn"),
+        ];
+        for (customer, day, kind, campaign) in events {
+            let id = format!("c-{customer:02}");
+            let payload = match kind {
+                "email.sent" => proto::event::Payload::EmailSent(message(campaign)),
+                "email.opened" => proto::event::Payload::EmailOpened(message(campaign)),
+                "email.clicked" => proto::event::Payload::EmailClicked(message(campaign)),
+                "email.bounced" => proto::event::Payload::EmailBounced(message(campaign)),
+                _ => proto::event::Payload::ConsentChanged(proto::ConsentChanged {
+                    channel: "email".into(),
+                    granted: false,
+                }),
+            };
+            let offset = records.len() as i64;
+            let mut record =
+                event_record(&id, offset, payload, kind, &[("customer_id", id.as_str())]);
+            if let Some(RecordBody::Event(resolved)) = record.body.as_mut() {
+                resolved.event.as_mut().unwrap().occurred_at_ms = day * DAY_MS;
+            }
+            records.push((0, record));
+        }
+    }
+
+    #[tokio::test]
+    async fn campaign_results_are_served_with_their_breakdowns() {
+        // Given the thirty buyers and their campaign email
+        let mut records = thirty_buyers();
+        campaign_mail(&mut records);
+        let (_directory, app) = serve(&records);
+        let (_, document) = get(&app, "/openapi.json").await;
+        let described = |template: &str, status: StatusCode, body: &Value| {
+            if let Err(error) =
+                rapport_fuzzing::answer_matches(&document, "GET", template, status.as_u16(), body)
+            {
+                panic!("{error}\n{body}");
+            }
+        };
+        // When the campaigns are listed
+        let (status, list) = get(&app, "/v1/campaigns").await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        described("/v1/campaigns", status, &list);
+        // Then autumn, sent last, comes first, and each has its figures
+        let ids: Vec<&str> = list["campaigns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["campaign_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["autumn", "spring"]);
+        let spring = &list["campaigns"][1];
+        let counts: Vec<u64> = [
+            "sent",
+            "delivered",
+            "bounced",
+            "opened",
+            "clicked",
+            "unsubscribed",
+            "converted",
+            "orders",
+        ]
+        .iter()
+        .map(|field| spring[field].as_u64().unwrap())
+        .collect();
+        assert_eq!(counts, [4, 3, 1, 2, 1, 1, 2, 2], "{spring}");
+        // c-00's 2 000 and c-01's first order of 3 000
+        assert_eq!(spring["revenue_minor"], 5_000);
+        assert_eq!(spring["first_sent"], "1970-04-06");
+        let autumn = &list["campaigns"][0];
+        assert_eq!(
+            (
+                autumn["converted"].as_u64(),
+                autumn["revenue_minor"].as_i64()
+            ),
+            (Some(1), Some(4_500))
+        );
+        // And the dates filter by first send
+        let (_, later) = get(&app, "/v1/campaigns?from=1970-04-10").await;
+        assert_eq!(later["campaigns"].as_array().unwrap().len(), 1);
+        let (status, refusal) = get(&app, "/v1/campaigns?from=1970-05-01&to=1970-04-01").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(refusal.to_string().contains("\"to\""), "{refusal}");
+
+        // When one campaign is asked for
+        let (status, report) = get(&app, "/v1/campaigns/autumn").await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        described("/v1/campaigns/{campaign_id}", status, &report);
+        // Then its recipient is counted under the stage they had the day
+        // before the send: one purchase by then
+        assert_eq!(
+            report["by_lifecycle_stage"]["first_time"]["converted"], 1,
+            "{report}"
+        );
+        let segments = report["by_rfm_segment"].as_object().unwrap();
+        assert_eq!(segments.len(), 1, "{report}");
+        assert!(!segments.contains_key("none"), "{report}");
+        // And spring's recipients had not bought yet
+        let (_, spring) = get(&app, "/v1/campaigns/spring").await;
+        assert_eq!(spring["by_rfm_segment"]["none"]["sent"], 4, "{spring}");
+        assert_eq!(spring["sent"], 4);
+        let (status, _) = get(&app, "/v1/campaigns/winter").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // And the dashboard shows both, and the breakdown
+        let (status, page, _) = get_page(&app, "/ui/campaigns").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains("href=\"/ui/campaigns/spring\""), "{page}");
+        let (status, page, _) = get_page(&app, "/ui/campaigns/autumn").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains("first_time"), "{page}");
+        let (status, _, _) = get_page(&app, "/ui/campaigns/winter").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
     /// fold into RocksDB, then analysed over the router.
     #[tokio::test]
     async fn scores_models_and_segments_are_served_for_an_as_of() {
@@ -611,6 +773,48 @@ mod tests {
             early["r"], model["r"],
             "a different population, a different fit"
         );
+        // Validated on what was known by 1 June 1970 against the four
+        // months after: every buyer of the calibration period is predicted,
+        // and the holdout's purchases are those made after it
+        let (status, validation) = get(
+            &app,
+            "/v1/models/bgnbd/validation?calibration_end=1970-06-01&holdout_end=1970-10-01",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{validation}");
+        described("/v1/models/bgnbd/validation", status, &validation);
+        let june_first = 151;
+        let (calibration_buyers, holdout_purchases) = (0..30_i64)
+            .filter(|customer| 100 + customer * 3 <= june_first)
+            .fold((0, 0), |(buyers, purchases), customer| {
+                let later = (0..(1 + customer % 4))
+                    .map(|purchase| 100 + customer * 3 + purchase * (20 + customer % 7))
+                    .filter(|day| *day > june_first && *day <= 273)
+                    .count();
+                (buyers + 1, purchases + later)
+            });
+        let purchases = &validation["purchases"];
+        assert_eq!(purchases["customers"], calibration_buyers);
+        assert_eq!(purchases["actual_total"], holdout_purchases);
+        assert_eq!(validation["holdout_days"], 273 - june_first);
+        assert_eq!(purchases["weekly"].as_array().unwrap().len(), 18);
+        for (query, field) in [
+            (
+                "calibration_end=1970-06-01&holdout_end=1970-06-01",
+                "holdout_end",
+            ),
+            (
+                "calibration_end=1970-06-01&holdout_end=1975-06-01",
+                "holdout_end",
+            ),
+            ("calibration_end=June", "calibration_end"),
+            ("horizon=3", "horizon"),
+        ] {
+            let (status, refusal) =
+                get(&app, &format!("/v1/models/bgnbd/validation?{query}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {refusal}");
+            assert!(refusal.to_string().contains(field), "{query}: {refusal}");
+        }
         let (status, model) = get(
             &app,
             &format!(
@@ -1036,7 +1240,17 @@ mod tests {
             ]
         };
         // Each page, and the names a 400 of it must mention.
-        const PAGES: [(&str, &[&str]); 13] = [
+        const PAGES: [(&str, &[&str]); 17] = [
+            (
+                "/ui/models?calibration_end={a}&holdout_end={b}",
+                &["calibration_end", "holdout_end"],
+            ),
+            (
+                "/ui/models/validation?calibration_end={a}&holdout_end={b}",
+                &["calibration_end", "holdout_end"],
+            ),
+            ("/ui/campaigns?from={a}&to={b}", &["from", "to"]),
+            ("/ui/campaigns/{a}?as_of={b}", &["as_of", "path"]),
             ("/ui/?as_of={a}", &["as_of"]),
             ("/ui/churn?as_of={a}&page={b}", &["as_of", "page"]),
             ("/ui/churn.csv?as_of={a}", &["as_of"]),
@@ -1152,7 +1366,16 @@ mod tests {
         let text = || fuzz_text("c-1", "2026-03-01");
         // Each route, and the names a refusal of it must mention: its
         // parameters, or what its path names.
-        const ROUTES: [(&str, &[&str]); 15] = [
+        const ROUTES: [(&str, &[&str]); 18] = [
+            (
+                "/v1/models/bgnbd/validation?calibration_end={a}&holdout_end={b}",
+                &["calibration_end", "holdout_end"],
+            ),
+            ("/v1/campaigns?from={a}&to={b}", &["from", "to"]),
+            (
+                "/v1/campaigns/{a}?version={b}",
+                &["campaign", "version", "path"],
+            ),
             ("/v1/customers/{a}", &["customer"]),
             (
                 "/v1/customers/{a}/timeline?limit={b}&before={c}",

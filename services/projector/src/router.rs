@@ -7,7 +7,7 @@ use axum::Router;
 use rapport_common::apikeys::{Gate, RouteTable, Scope, ScopedRoutes};
 
 use crate::query::{self, QueryState};
-use crate::scores_http;
+use crate::{campaigns_http, scores_http};
 
 /// The query HTTP API.
 pub fn router(state: Arc<QueryState>, gate: &Gate) -> Router {
@@ -34,11 +34,18 @@ pub fn routes(state: Arc<QueryState>, gate: &Gate) -> (Router, RouteTable) {
         .get(Read, "/v1/models/bgnbd", scores_http::bg_nbd_model)
         .get(
             Read,
+            "/v1/models/bgnbd/validation",
+            scores_http::bg_nbd_validation,
+        )
+        .get(
+            Read,
             "/v1/models/gamma-gamma",
             scores_http::gamma_gamma_model,
         )
         .get(Read, "/v1/segments", scores_http::segment_counts)
         .get(Read, "/v1/cohorts", scores_http::cohorts)
+        .get(Read, "/v1/campaigns", campaigns_http::list)
+        .get(Read, "/v1/campaigns/{campaign_id}", campaigns_http::one)
         .get(
             Read,
             "/v1/segments/{kind}/{name}/customers",

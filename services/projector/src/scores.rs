@@ -25,7 +25,6 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use rapport_common::digest::stable_hash;
 use rapport_common::metrics::{Gauge, Registry};
 use rapport_common::{Result, keys};
 use rapport_projections::analytics::bg_nbd::{BgNbdFit, Cohort, fit_bg_nbd};
@@ -40,6 +39,7 @@ use rapport_projections::analytics::rfm::{RfmPopulation, RfmScores, RfmSegment};
 use rapport_projections::analytics::scoring::{
     CustomerFacts, CustomerInputs, CustomerScores, PopulationModels, inputs, score, score_inputs,
 };
+use rapport_projections::analytics::validation::{Holdout, Validation, validate};
 use rapport_projections::analytics::value_tier::ValueTier;
 use rapport_projections::customer_view::ProfileState;
 use rapport_projections::money::minor_unit_digits;
@@ -51,11 +51,6 @@ use crate::read::{View, person_of};
 pub const REFIT_AFTER_SHARE: f64 = 0.01;
 /// …or this many people, whichever is more.
 pub const REFIT_AFTER_AT_LEAST: usize = 100;
-/// Gamma-Gamma is fitted on at most this many buyers, chosen by a hash of
-/// their id (so the same people every time): its likelihood has a term per
-/// buyer, so its cost grows with the sample. BG/NBD is fitted on every
-/// buyer, its likelihood collapsing to one term per distinct history.
-pub const MAX_FIT_SAMPLE: usize = 10_000;
 /// How many `as_of` snapshots (and model fits) a board keeps.
 const KEPT_SNAPSHOTS: usize = 4;
 const KEPT_FITS: usize = 16;
@@ -198,7 +193,7 @@ pub struct Snapshot {
     pub as_of: i64,
     pub rfm: RfmPopulation,
     pub models: Arc<PopulationModels>,
-    /// Buyers by `as_of`, over whom the models were fitted (on a sample).
+    /// Buyers by `as_of`, over whom the models were fitted.
     pub buyers: usize,
     /// By person id, so that a segment's members page through in id order
     /// without sorting.
@@ -266,21 +261,16 @@ impl Snapshot {
         config: &AnalyticsConfig,
     ) -> Self {
         let mut rfm = RfmPopulation::new();
-        let mut summaries: Vec<(&str, RepeatSummary)> = Vec::new();
+        let mut everyone: Vec<RepeatSummary> = Vec::new();
         for (id, facts) in persons {
             let inputs = inputs(facts, as_of, config);
             if inputs.rfm.is_some() {
                 rfm.upsert(id, inputs.rfm);
             }
-            summaries.extend(inputs.summary.map(|summary| (id.as_str(), summary)));
+            everyone.extend(inputs.summary);
         }
-        let sample = fit_sample(&mut summaries);
-        let everyone: Vec<RepeatSummary> =
-            summaries.into_iter().map(|(_, summary)| summary).collect();
         let buyers = everyone.len();
-        let models = Arc::new(PopulationModels::fit_on_sample(
-            &everyone, &sample, as_of, config,
-        ));
+        let models = Arc::new(PopulationModels::fit(&everyone, as_of, config));
         let labels = persons
             .iter()
             .filter(|(_, facts)| facts.known_at(as_of))
@@ -442,9 +432,7 @@ impl Snapshot {
     }
 
     fn stale(&self) -> bool {
-        let allowed = ((self.population_at_fit as f64 * REFIT_AFTER_SHARE) as usize)
-            .max(REFIT_AFTER_AT_LEAST);
-        self.changed_since_fit > allowed
+        moved_on(self.changed_since_fit, self.population_at_fit)
     }
 
     /// People per name of `kind`, every name listed.
@@ -475,6 +463,21 @@ impl Snapshot {
     }
 }
 
+/// Whether a fit made over `population` people is out of date after
+/// `changed` of them changed: past [`REFIT_AFTER_SHARE`] of them, and at
+/// least [`REFIT_AFTER_AT_LEAST`].
+fn moved_on(changed: usize, population: usize) -> bool {
+    let allowed = ((population as f64 * REFIT_AFTER_SHARE) as usize).max(REFIT_AFTER_AT_LEAST);
+    changed > allowed
+}
+
+/// A model validation kept until the population moved on.
+struct KeptValidation {
+    validation: Arc<Validation>,
+    changed_since_fit: usize,
+    population_at_fit: usize,
+}
+
 /// A model fit asked for over HTTP, with the cohort it was fitted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FitKey {
@@ -485,8 +488,7 @@ pub struct FitKey {
 /// Both models for one [`FitKey`].
 #[derive(Debug, Clone)]
 pub struct Fits {
-    /// Buyers by `as_of` (in the cohort); BG/NBD uses them all,
-    /// Gamma-Gamma at most [`MAX_FIT_SAMPLE`] of them.
+    /// Buyers by `as_of` (in the cohort), over whom both models are fitted.
     pub buyers: usize,
     pub bg_nbd: std::result::Result<BgNbdFit, String>,
     pub gamma_gamma: std::result::Result<GammaGammaFit, String>,
@@ -507,18 +509,7 @@ pub struct Board {
     /// since the refit took its copy of everyone.
     refitting: HashMap<i64, HashSet<String>>,
     fits: VecDeque<(FitKey, Fits)>,
-}
-
-/// The buyers the models are fitted on: everyone up to [`MAX_FIT_SAMPLE`],
-/// else those with the lowest hashes of their ids. In a fixed order, so the
-/// fit does not depend on how a hash map happened to iterate.
-fn fit_sample(summaries: &mut [(&str, RepeatSummary)]) -> Vec<RepeatSummary> {
-    summaries.sort_unstable_by_key(|(id, _)| (stable_hash(id.as_bytes()), *id));
-    summaries
-        .iter()
-        .take(MAX_FIT_SAMPLE)
-        .map(|(_, summary)| summary.clone())
-        .collect()
+    validations: VecDeque<KeptValidation>,
 }
 
 pub(crate) fn facts_of(members: &[(String, ProfileState)]) -> CustomerFacts {
@@ -543,6 +534,7 @@ impl Board {
             snapshots: VecDeque::new(),
             refitting: HashMap::new(),
             fits: VecDeque::new(),
+            validations: VecDeque::new(),
         };
         // Profiles in a merge are gathered afterwards, person by person.
         let mut in_merges = Vec::new();
@@ -623,11 +615,13 @@ impl Board {
         for (_, fits) in &mut self.fits {
             fits.changed_since_fit += touched.len();
         }
-        self.fits.retain(|(_, fits)| {
-            let allowed = ((fits.population_at_fit as f64 * REFIT_AFTER_SHARE) as usize)
-                .max(REFIT_AFTER_AT_LEAST);
-            fits.changed_since_fit <= allowed
-        });
+        self.fits
+            .retain(|(_, fits)| !moved_on(fits.changed_since_fit, fits.population_at_fit));
+        for kept in &mut self.validations {
+            kept.changed_since_fit += touched.len();
+        }
+        self.validations
+            .retain(|kept| !moved_on(kept.changed_since_fit, kept.population_at_fit));
         Ok(due)
     }
 
@@ -687,7 +681,7 @@ impl Board {
             return fits.clone();
         }
         // Everyone's scores at this `as_of` were computed with the same fits
-        // (same population, same sample), kept current by the same rule.
+        // (same population), kept current by the same rule.
         if key.cohort.is_none()
             && let Some(snapshot) = self.snapshots.iter().find(|kept| kept.as_of == key.as_of)
         {
@@ -703,24 +697,18 @@ impl Board {
             key.cohort
                 .is_none_or(|(from, to)| (from..=to).contains(&summary.first_occasion_day))
         };
-        let mut summaries: Vec<(&str, RepeatSummary)> = self
+        let everyone: Vec<RepeatSummary> = self
             .persons
-            .iter()
-            .filter_map(|(id, facts)| {
-                let summary = inputs(facts, key.as_of, config).summary?;
-                Some((id.as_str(), summary))
-            })
-            .filter(|(_, summary)| in_cohort(summary))
+            .values()
+            .filter_map(|facts| inputs(facts, key.as_of, config).summary)
+            .filter(in_cohort)
             .collect();
-        let customers = summaries.len();
-        let sample = fit_sample(&mut summaries);
-        let everyone: Vec<RepeatSummary> =
-            summaries.into_iter().map(|(_, summary)| summary).collect();
+        let customers = everyone.len();
         let started = Instant::now();
         let fits = Fits {
             buyers: customers,
             bg_nbd: fit_bg_nbd(&everyone, None::<Cohort>).map_err(|error| error.to_string()),
-            gamma_gamma: fit_gamma_gamma(&sample).map_err(|error| error.to_string()),
+            gamma_gamma: fit_gamma_gamma(&everyone).map_err(|error| error.to_string()),
             changed_since_fit: 0,
             population_at_fit: self.persons.len(),
         };
@@ -728,7 +716,6 @@ impl Board {
             as_of = %rapport_projections::time::format_day(key.as_of),
             cohort = ?key.cohort,
             customers,
-            sample = sample.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "fitted BG/NBD and Gamma-Gamma"
         );
@@ -1007,6 +994,76 @@ impl Scoreboard {
         self.with_snapshot(view, version, changes, as_of, |snapshot, config| {
             score(&facts, as_of, &snapshot.rfm, &snapshot.models, config)
         })
+    }
+
+    /// Runs `read` on everyone's facts as they stand now (for the
+    /// campaign figures, which depend on no `as_of`).
+    pub(crate) fn with_persons<T>(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        read: impl FnOnce(&HashMap<String, CustomerFacts>, &AnalyticsConfig) -> T,
+    ) -> Result<T> {
+        let board = self.board(view, version, changes)?;
+        let shared = board.read().expect("board lock");
+        Ok(read(&shared.persons, &self.config))
+    }
+
+    /// Both models validated on a calibration period ending on
+    /// `calibration_end` and a holdout ending on `holdout_end` (see
+    /// [`validate`]), kept until the population moved on. Everyone's
+    /// histories are split under the board's read lock; the fits run
+    /// after it is released.
+    pub(crate) fn validation(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        calibration_end: i64,
+        holdout_end: i64,
+    ) -> Result<Arc<Validation>> {
+        let board = self.board(view, version, changes)?;
+        let (buyers, population) = {
+            let shared = board.read().expect("board lock");
+            if let Some(kept) = shared.validations.iter().find(|kept| {
+                (kept.validation.calibration_end, kept.validation.holdout_end)
+                    == (calibration_end, holdout_end)
+            }) {
+                return Ok(kept.validation.clone());
+            }
+            let mut buyers: Vec<(&str, Holdout)> = shared
+                .persons
+                .iter()
+                .filter_map(|(id, facts)| {
+                    let holdout = Holdout::of(facts, calibration_end, holdout_end, &self.config)?;
+                    Some((id.as_str(), holdout))
+                })
+                .collect();
+            // In id order, so the fit does not depend on how the map iterated.
+            buyers.sort_unstable_by(|left, right| left.0.cmp(right.0));
+            let buyers: Vec<Holdout> = buyers.into_iter().map(|(_, holdout)| holdout).collect();
+            (buyers, shared.persons.len())
+        };
+        let started = Instant::now();
+        let validation = Arc::new(validate(&buyers, calibration_end, holdout_end));
+        tracing::info!(
+            calibration_end = %rapport_projections::time::format_day(calibration_end),
+            holdout_end = %rapport_projections::time::format_day(holdout_end),
+            buyers = buyers.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "validated BG/NBD and Gamma-Gamma"
+        );
+        let mut board = board.write().expect("board lock");
+        if board.validations.len() >= KEPT_FITS {
+            board.validations.pop_front();
+        }
+        board.validations.push_back(KeptValidation {
+            validation: validation.clone(),
+            changed_since_fit: 0,
+            population_at_fit: population,
+        });
+        Ok(validation)
     }
 
     /// The model fits for `key`, cached until the population moved on.

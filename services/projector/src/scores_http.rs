@@ -14,6 +14,7 @@ use rapport_common::http::PathParams;
 use rapport_common::privacy;
 use rapport_projections::analytics::dashboard::{Overview, format_month};
 use rapport_projections::analytics::scoring::CustomerScores;
+use rapport_projections::analytics::validation::Validation;
 use rapport_projections::customer_view::ProfileState;
 use rapport_projections::identity::IdentifierKind;
 use rapport_projections::time::{format_day, parse_day, utc_day};
@@ -43,7 +44,7 @@ fn as_of_day(text: Option<&str>) -> Result<i64, ApiError> {
 }
 
 /// Runs `work` with a view of the requested version on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     state: Arc<QueryState>,
     version: Option<String>,
     work: impl FnOnce(&QueryState, &View<'_>) -> Result<T, ApiError> + Send + 'static,
@@ -196,6 +197,109 @@ pub(crate) async fn gamma_gamma_model(
         }))
     })
     .await
+}
+
+/// Longest holdout a validation compares, in days (about three years).
+pub(crate) const MAX_HOLDOUT_DAYS: i64 = 1_096;
+/// The holdout when only its end is given: 26 weeks.
+pub(crate) const DEFAULT_HOLDOUT_DAYS: i64 = 182;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ValidationParams {
+    /// The calibration period's last day (`YYYY-MM-DD` or RFC 3339): the
+    /// models are fitted on what was known then. Default 26 weeks before
+    /// `holdout_end`.
+    calibration_end: Option<String>,
+    /// The holdout's last day: predictions for the days after
+    /// `calibration_end` up to this one are compared with what the buyers
+    /// did. Default today (UTC); at most 1 096 days after `calibration_end`.
+    holdout_end: Option<String>,
+    /// A projection version; default the live one.
+    version: Option<String>,
+}
+
+/// A validation's calibration and holdout ends from their parameters;
+/// `holdout_end` defaults to `default_end`, `calibration_end` to 26 weeks
+/// before the holdout's end.
+pub(crate) fn validation_days(
+    calibration_end: Option<&str>,
+    holdout_end: Option<&str>,
+    default_end: i64,
+) -> Result<(i64, i64), ApiError> {
+    let holdout_end = match holdout_end {
+        None => default_end,
+        Some(text) => {
+            parse_day(text).map_err(|error| invalid_field("holdout_end", error.to_string()))?
+        }
+    };
+    let calibration_end = match calibration_end {
+        None => holdout_end - DEFAULT_HOLDOUT_DAYS,
+        Some(text) => {
+            parse_day(text).map_err(|error| invalid_field("calibration_end", error.to_string()))?
+        }
+    };
+    if holdout_end <= calibration_end {
+        return Err(invalid_field(
+            "holdout_end",
+            "must be after calibration_end: the holdout is the days after the calibration period",
+        ));
+    }
+    if holdout_end - calibration_end > MAX_HOLDOUT_DAYS {
+        return Err(invalid_field(
+            "holdout_end",
+            format!("must be at most {MAX_HOLDOUT_DAYS} days after calibration_end"),
+        ));
+    }
+    Ok((calibration_end, holdout_end))
+}
+
+/// The validation as the API shows it; `Err` when BG/NBD cannot be fitted
+/// on the calibration period (a Gamma-Gamma that cannot is shown as
+/// `not_fitted` beside it).
+pub(crate) fn validation_body(validation: &Validation) -> Result<Value, String> {
+    let purchases = validation.purchases.as_ref().map_err(Clone::clone)?;
+    let spend = match &validation.spend {
+        Ok(spend) => serde_json::to_value(spend).map_err(|error| error.to_string())?,
+        Err(reason) => json!({ "not_fitted": reason }),
+    };
+    Ok(json!({
+        "calibration_end": format_day(validation.calibration_end),
+        "holdout_end": format_day(validation.holdout_end),
+        "holdout_days": validation.holdout_end - validation.calibration_end,
+        "purchases": purchases,
+        "spend": spend,
+    }))
+}
+
+/// `GET /v1/models/bgnbd/validation`: both models fitted on a calibration
+/// period and checked against the holdout that follows it.
+pub(crate) async fn bg_nbd_validation(
+    State(state): State<Arc<QueryState>>,
+    params: Result<Query<ValidationParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|rejection| {
+        bad_query(
+            rejection,
+            "use calibration_end= and holdout_end= (dates), version=",
+        )
+    })?;
+    let (calibration_end, holdout_end) = validation_days(
+        params.calibration_end.as_deref(),
+        params.holdout_end.as_deref(),
+        today(),
+    )?;
+    let validation = blocking(state, params.version, move |state, view| {
+        let changes = state.versions.changes_of(&view.version);
+        Ok(state
+            .scores
+            .validation(view, &view.version, changes, calibration_end, holdout_end)?)
+    })
+    .await?;
+    Ok(Json(
+        validation_body(&validation).map_err(ApiError::Unprocessable)?,
+    ))
 }
 
 pub(crate) async fn segment_counts(

@@ -12,12 +12,13 @@ use rapport_projections::time::format_day;
 pub(crate) const ROOT: &str = "/ui/";
 
 /// The pages in the navigation, in order: path under `/ui/`, title.
-const NAVIGATION: [(&str, &str); 7] = [
+const NAVIGATION: [(&str, &str); 8] = [
     ("", "Overview"),
     ("churn", "Churn"),
     ("segments", "Segments"),
     ("models", "Models"),
     ("cohorts", "Cohorts"),
+    ("campaigns", "Campaigns"),
     ("people", "People"),
     ("ops", "Ops"),
 ];

@@ -7,6 +7,7 @@
 //! session cookie the login form sets, and shows a refusal as a page (the
 //! login form for a 401) with the refusal's status.
 
+mod campaigns;
 mod customer;
 mod layout;
 mod pages;
@@ -64,7 +65,10 @@ pub(crate) fn routes(
         .page(Read, "/ui/churn.csv", pages::churn_csv)
         .page(Read, "/ui/segments", pages::segments)
         .page(Read, "/ui/models", pages::models)
+        .page(Read, "/ui/models/validation", pages::models_validation)
         .page(Read, "/ui/cohorts", pages::cohorts)
+        .page(Read, "/ui/campaigns", campaigns::campaigns)
+        .page(Read, "/ui/campaigns/{campaign_id}", campaigns::campaign)
         .page(Read, "/ui/people", pages::people)
         .page(Read, "/ui/people.csv", pages::people_csv)
         .page(Read, "/ui/customers", customer::search)

@@ -5,27 +5,31 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use rapport_common::http::ApiError;
 use rapport_projections::analytics::dashboard::{
     CLV_EDGES_MAJOR, Overview, format_month, minor_per_major, month_of,
 };
+use rapport_projections::analytics::validation::Validation;
 use rapport_projections::money::minor_unit_digits;
 use rapport_projections::time::{days_from_civil, format_day};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::layout::{
-    Frame, chart_data, count_link, heat, money, money_f, page, percent, sortable, thousands,
+    Frame, chart_data, count_link, heat, html_response, money, money_f, page, percent, sortable,
+    thousands,
 };
 use super::{PageResult, UiError, blocking, frame};
 use crate::query::QueryState;
 use crate::read::View;
 use crate::request::{bad_query, invalid_field};
 use crate::scores::{FitKey, PeopleFilter, SegmentKind};
-use crate::scores_http::{CONTACT_CSV_HEADER, contact, contact_csv_row, csv_field};
+use crate::scores_http::{
+    CONTACT_CSV_HEADER, contact, contact_csv_row, csv_field, validation_days,
+};
 use crate::unseal;
 
 /// People per list page.
@@ -410,13 +414,34 @@ fn kind_title(kind: SegmentKind) -> &'static str {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelsParams {
+    as_of: Option<String>,
+    calibration_end: Option<String>,
+    holdout_end: Option<String>,
+}
+
+/// Empty form fields count as not given.
+fn given(field: &Option<String>) -> Option<&str> {
+    field.as_deref().filter(|text| !text.is_empty())
+}
+
 pub(crate) async fn models(
     State(state): State<Arc<QueryState>>,
-    query: Result<Query<AsOfParams>, QueryRejection>,
+    query: Result<Query<ModelsParams>, QueryRejection>,
 ) -> PageResult {
-    let params = parsed(query, "use as_of=YYYY-MM-DD")?;
+    let usage = "use as_of=, calibration_end= and holdout_end= (YYYY-MM-DD)";
+    let params = parsed(query, usage)?;
     let frame = frame("Models", "models", params.as_of.as_deref())?;
     let as_of = frame.as_of;
+    // Checked here, so a bad date is refused with the page, not later in
+    // its fragment.
+    let (calibration_end, holdout_end) = validation_days(
+        given(&params.calibration_end),
+        given(&params.holdout_end),
+        as_of,
+    )?;
     let currency = state.scores.config.reporting_currency.clone();
     let (figures, fits) = blocking(state, move |state, view| {
         let figures = overview_at(state, view, as_of)?;
@@ -453,7 +478,7 @@ pub(crate) async fn models(
         "series": [{"label": "buyers", "values": figures.clv.iter().map(|bin| bin.people).collect::<Vec<_>>()}],
     });
     let body = html! {
-        p.muted { "Fitted at " (format_day(as_of)) " on " (thousands(fits.buyers as u64)) " buyers (a fixed sample of at most 10 000 of them)." }
+        p.muted { "Fitted at " (format_day(as_of)) " on " (thousands(fits.buyers as u64)) " buyers, every one of them in both fits." }
         div.columns {
             div {
                 h2 { "BG/NBD: purchases and drop-out" }
@@ -505,8 +530,125 @@ pub(crate) async fn models(
                 tr { td data-value=(bin.from_major) { (clv_label(bin.from_major, bin.to_major)) } td.number { (count_link(bin.people, &frame.people(&format!("clv={}", bin.from_major)))) } }
             }
         }))
+        h2 id="validation" { "Validation: fitted on a calibration period, checked on the holdout after it" }
+        form.validation method="get" action="/ui/models#validation" {
+            input type="hidden" name="as_of" value=(format_day(as_of));
+            label { "calibration to " input type="date" name="calibration_end" value=(format_day(calibration_end)); }
+            label { " holdout to " input type="date" name="holdout_end" value=(format_day(holdout_end)); }
+            button type="submit" { "Validate" }
+        }
+        div #validation-results
+            hx-get=(format!("/ui/models/validation?calibration_end={}&holdout_end={}", format_day(calibration_end), format_day(holdout_end)))
+            hx-trigger="load" hx-swap="innerHTML" {
+            p.muted { "Fitting both models on what was known at " (format_day(calibration_end)) "…" }
+        }
     };
     Ok(page(&frame, body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ValidationFragmentParams {
+    calibration_end: Option<String>,
+    holdout_end: Option<String>,
+}
+
+/// `/ui/models/validation`: the validation's tables and charts, an HTML
+/// fragment the models page loads once it is shown (the fits take seconds
+/// at a million customers).
+pub(crate) async fn models_validation(
+    State(state): State<Arc<QueryState>>,
+    query: Result<Query<ValidationFragmentParams>, QueryRejection>,
+) -> Result<Response, UiError> {
+    let params = parsed(query, "use calibration_end= and holdout_end= (YYYY-MM-DD)")?;
+    let today = frame("", "models", None)?.as_of;
+    let (calibration_end, holdout_end) = validation_days(
+        given(&params.calibration_end),
+        given(&params.holdout_end),
+        today,
+    )?;
+    let currency = state.scores.config.reporting_currency.clone();
+    let validation = blocking(state, move |state, view| {
+        let changes = state.versions.changes_of(&view.version);
+        Ok(state
+            .scores
+            .validation(view, &view.version, changes, calibration_end, holdout_end)?)
+    })
+    .await?;
+    Ok(html_response(
+        StatusCode::OK,
+        validation_fragment(&validation, &currency),
+    ))
+}
+
+fn validation_fragment(validation: &Validation, currency: &str) -> Markup {
+    let purchases = match &validation.purchases {
+        Ok(purchases) => purchases,
+        Err(reason) => return html! { p.error { "Not validated: " (reason) } },
+    };
+    let by_repeats = json!({
+        "x": "repeat purchases in the calibration period",
+        "y": "mean holdout purchases",
+        "labels": purchases.by_repeats.iter().map(|group| group.repeats.clone()).collect::<Vec<_>>(),
+        "series": [
+            {"label": "actual", "values": purchases.by_repeats.iter().map(|group| group.actual_mean).collect::<Vec<_>>()},
+            {"label": "BG/NBD", "values": purchases.by_repeats.iter().map(|group| group.predicted_mean).collect::<Vec<_>>(), "kind": "line"},
+        ],
+    });
+    let weekly = json!({
+        "x": "holdout week",
+        "y": "repeat purchases so far",
+        "labels": purchases.weekly.iter().map(|week| week.week.to_string()).collect::<Vec<_>>(),
+        "series": [
+            {"label": "actual", "values": purchases.weekly.iter().map(|week| week.actual_cumulative).collect::<Vec<_>>(), "kind": "line"},
+            {"label": "BG/NBD", "values": purchases.weekly.iter().map(|week| week.predicted_cumulative).collect::<Vec<_>>(), "kind": "line"},
+        ],
+    });
+    html! {
+        p {
+            (thousands(purchases.customers)) " buyers by " (format_day(validation.calibration_end))
+            " made " (thousands(purchases.actual_total)) " repeat purchases in the "
+            (validation.holdout_end - validation.calibration_end) " days after; BG/NBD, fitted on what was known then, expected "
+            (format!("{:.0}", purchases.predicted_total)) ". Mean absolute error per buyer: "
+            (format!("{:.3}", purchases.mean_absolute_error)) " purchases."
+        }
+        h3 { "Holdout purchases by calibration repeat purchases" }
+        (chart_data("validation-repeats-data", "bars", &by_repeats))
+        (sortable("validation-repeats", &["Calibration repeats", "Buyers", "Actual mean", "BG/NBD mean"], html! {
+            @for (index, group) in purchases.by_repeats.iter().enumerate() {
+                tr {
+                    td data-value=(index) { (group.repeats) }
+                    td.number data-value=(group.customers) { (thousands(group.customers)) }
+                    td.number data-value=(group.actual_mean) { (format!("{:.3}", group.actual_mean)) }
+                    td.number data-value=(group.predicted_mean) { (format!("{:.3}", group.predicted_mean)) }
+                }
+            }
+        }))
+        h3 { "Repeat purchases week by week, cumulative" }
+        (chart_data("validation-weekly-data", "lines", &weekly))
+        h3 { "Gamma-Gamma: value of a holdout purchase" }
+        @match &validation.spend {
+            Ok(spend) => {
+                p {
+                    "Over the " (thousands(spend.customers)) " buyers who bought in the holdout: expected "
+                    (money_f(spend.predicted_mean_minor, currency)) " a purchase, actual "
+                    (money_f(spend.actual_mean_minor, currency)) "; mean absolute error "
+                    (money_f(spend.mean_absolute_error_minor, currency)) "."
+                }
+                (sortable("validation-spend", &["Calibration repeats", "Buyers", "Actual mean", "Expected mean"], html! {
+                    @for (index, group) in spend.by_repeats.iter().enumerate() {
+                        tr {
+                            td data-value=(index) { (group.repeats) }
+                            td.number data-value=(group.customers) { (thousands(group.customers)) }
+                            td.number data-value=(group.actual_mean) { (money_f(group.actual_mean, currency)) }
+                            td.number data-value=(group.predicted_mean) { (money_f(group.predicted_mean, currency)) }
+                        }
+                    }
+                }))
+            },
+            Err(reason) => p.error { "Not validated: " (reason) },
+        }
+    }
 }
 
 pub(crate) async fn cohorts(
