@@ -28,8 +28,7 @@ pub mod occasions;
 mod order_statistics;
 pub mod rfm;
 pub mod scoring;
-#[cfg(test)]
-mod simulation;
+pub mod simulation;
 pub mod validation;
 pub mod value_tier;
 

@@ -1,20 +1,23 @@
-//! Test-only random numbers: a SplitMix64 generator and the few
-//! distributions the model-recovery tests draw from. Seeded explicitly so
-//! every run simulates the same customers.
+//! Simulated customers for tests and benchmarks, never for scores: a
+//! SplitMix64 generator, the few distributions the model-recovery tests
+//! draw from, and the BG/NBD purchase process. Seeded explicitly so every
+//! run simulates the same customers. (A generator this small is written
+//! here rather than taken from `rand` to keep that crate out of the
+//! library's dependencies.)
 
 use super::bg_nbd::{BgNbdParameters, DAYS_PER_WEEK, weeks};
 use super::occasions::PurchaseOccasion;
 
-pub(crate) struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut mixed = self.state;
         mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -23,22 +26,22 @@ impl SplitMix64 {
     }
 
     /// Uniform on the open interval (0, 1), so logarithms stay finite.
-    pub(crate) fn uniform(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1_u64 << 53) as f64
     }
 
-    pub(crate) fn exponential(&mut self, rate: f64) -> f64 {
+    pub fn exponential(&mut self, rate: f64) -> f64 {
         -self.uniform().ln() / rate
     }
 
-    fn standard_normal(&mut self) -> f64 {
+    pub fn standard_normal(&mut self) -> f64 {
         let radius = (-2.0 * self.uniform().ln()).sqrt();
         radius * (2.0 * std::f64::consts::PI * self.uniform()).cos()
     }
 
     /// Gamma(shape, scale) by Marsaglia & Tsang (2000), with the usual
     /// U^(1/shape) boost for shapes below one.
-    pub(crate) fn gamma(&mut self, shape: f64, scale: f64) -> f64 {
+    pub fn gamma(&mut self, shape: f64, scale: f64) -> f64 {
         if shape < 1.0 {
             let boost = self.uniform().powf(1.0 / shape);
             return self.gamma(shape + 1.0, scale) * boost;
@@ -58,7 +61,7 @@ impl SplitMix64 {
         }
     }
 
-    pub(crate) fn beta(&mut self, a: f64, b: f64) -> f64 {
+    pub fn beta(&mut self, a: f64, b: f64) -> f64 {
         let left = self.gamma(a, 1.0);
         let right = self.gamma(b, 1.0);
         left / (left + right)
@@ -68,7 +71,7 @@ impl SplitMix64 {
 /// Simulates the BG/NBD process in continuous time for a customer who made
 /// their first purchase on `first_day`, and returns their occasions (whole
 /// days, same-day purchases merged, 1 000 minor units each) up to `as_of`.
-pub(crate) fn simulate_bg_nbd_customer(
+pub fn simulate_bg_nbd_customer(
     random: &mut SplitMix64,
     truth: &BgNbdParameters,
     first_day: i64,
@@ -101,6 +104,7 @@ pub(crate) fn simulate_bg_nbd_customer(
         .collect()
 }
 
+#[cfg(test)]
 #[test]
 fn sample_moments_match_the_distributions() {
     let mut random = SplitMix64::new(7);

@@ -18,6 +18,10 @@ use rapport_common::config::TopicNames;
 use rapport_common::kafka::Outgoing;
 use rapport_common::metrics::Registry;
 use rapport_common::store::Store;
+use rapport_projections::analytics::bg_nbd::{BgNbdParameters, fit_bg_nbd};
+use rapport_projections::analytics::gamma_gamma::fit_gamma_gamma;
+use rapport_projections::analytics::occasions::{RepeatSummary, repeat_summary};
+use rapport_projections::analytics::simulation::{SplitMix64, simulate_bg_nbd_customer};
 use rapport_projector::apply::{ApplyMetrics, Consumed, DeadLetters, apply_batch};
 use rapport_projector::position::{Positions, TimeWindow};
 use rapport_projector::query::QueryState;
@@ -102,7 +106,8 @@ fn consumed(record: proto::CustomerRecord, sequence: u64, day: i64) -> Consumed 
     }
 }
 
-/// Writes every customer's orders through the projector's fold.
+/// Writes every customer's orders through the projector's fold; gives the
+/// orders folded.
 fn populate(store: &Store, customers: u64) -> u64 {
     let family = family_of(FIRST_VERSION);
     let metrics = ApplyMetrics::new(&Registry::default(), &family);
@@ -170,6 +175,221 @@ fn populate(store: &Store, customers: u64) -> u64 {
         flush(&mut batch, &mut positions);
     }
     sequence
+}
+
+/// Campaigns the synthetic mail belongs to.
+const CAMPAIGNS: u64 = 12;
+
+/// Folds campaign email for every other customer: each is sent one of
+/// [`CAMPAIGNS`] campaigns a month before `AS_OF_DAY`, three in ten open it
+/// and one in ten of those clicks. Gives the events folded.
+fn populate_mail(store: &Store, customers: u64, first_sequence: u64) -> u64 {
+    let family = family_of(FIRST_VERSION);
+    let metrics = ApplyMetrics::new(&Registry::default(), &family);
+    let mut positions = Positions::default();
+    let mut random = Random(7);
+    let mut batch = Vec::new();
+    let mut sequence = first_sequence;
+    let mut flush = |batch: &mut Vec<Consumed>| {
+        apply_batch(
+            store,
+            &family,
+            batch,
+            &mut positions,
+            &metrics,
+            TimeWindow::default(),
+            DeadLetters {
+                topics: &TopicNames::default(),
+                publish: &mut |_: &[Outgoing]| Ok(()),
+            },
+        )
+        .expect("the fold applies the synthetic mail");
+        batch.clear();
+    };
+    for customer in (0..customers).step_by(2) {
+        let campaign = format!("campaign-{}", customer % CAMPAIGNS);
+        let day = AS_OF_DAY - 30 - (customer % CAMPAIGNS) as i64;
+        let mut kinds = vec!["email.sent"];
+        if random.below(10) < 3 {
+            kinds.push("email.opened");
+            if random.below(10) == 0 {
+                kinds.push("email.clicked");
+            }
+        }
+        for (step, kind) in kinds.into_iter().enumerate() {
+            let message = proto::EmailMessage {
+                message_id: format!("m-{customer}"),
+                campaign_id: campaign.clone(),
+                url: String::new(),
+            };
+            let payload = match kind {
+                "email.sent" => proto::event::Payload::EmailSent(message),
+                "email.opened" => proto::event::Payload::EmailOpened(message),
+                _ => proto::event::Payload::EmailClicked(message),
+            };
+            let mut record = order_record(customer, sequence, day, 0);
+            if let Some(Body::Event(resolved)) = record.body.as_mut() {
+                let event = resolved.event.as_mut().expect("an event");
+                event.r#type = kind.into();
+                event.channel = "email".into();
+                event.occurred_at_ms = day * DAY_MS + step as i64 * 3_600_000;
+                event.payload = Some(payload);
+            }
+            batch.push(consumed(record, sequence, day));
+            sequence += 1;
+        }
+        if batch.len() >= 5_000 {
+            flush(&mut batch);
+        }
+    }
+    if !batch.is_empty() {
+        flush(&mut batch);
+    }
+    sequence - first_sequence
+}
+
+/// `customers` simulated from the CDNOW fits of Fader, Hardie and Lee
+/// (BG/NBD r 0.24, α 4.41, a 0.79, b 2.43; Gamma-Gamma p 6.25, q 3.74,
+/// γ 15.44 dollars), acquired over 12 weeks and observed to week 39: a
+/// population both models fit, with drop-out and spend that varies from
+/// person to person.
+fn simulated_population(customers: u64) -> Vec<RepeatSummary> {
+    let truth = BgNbdParameters {
+        r: 0.24,
+        alpha: 4.41,
+        a: 0.79,
+        b: 2.43,
+    };
+    let (p, q, gamma_cents) = (6.25, 3.74, 1_544.0);
+    let mut random = SplitMix64::new(2005);
+    let as_of = 272;
+    (0..customers)
+        .filter_map(|_| {
+            let first_day = (random.uniform() * 84.0) as i64;
+            let mut occasions = simulate_bg_nbd_customer(&mut random, &truth, first_day, as_of);
+            let rate = random.gamma(q, 1.0 / gamma_cents);
+            for occasion in &mut occasions {
+                occasion.net_minor = (random.gamma(p, 1.0 / rate).round() as i64).max(1);
+            }
+            repeat_summary(&occasions, as_of)
+        })
+        .collect()
+}
+
+/// BG/NBD and Gamma-Gamma fitted over every customer of `summaries`,
+/// beside the `lifetimes` package (0.11.3, installed by
+/// `infra/clients.sh bench`, run by `tests/clients/fit_lifetimes.py`) on
+/// the same (x, t_x, T) in weeks and mean repeat values: both fits' time
+/// and parameters, and how far apart they are.
+fn fit_beside_lifetimes(summaries: &[RepeatSummary]) {
+    use std::fmt::Write as _;
+    let started = Instant::now();
+    let fit = fit_bg_nbd(summaries, None).expect("the simulated population fits");
+    let ours = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let spend = fit_gamma_gamma(summaries).expect("the simulated spend fits");
+    let ours_spend = started.elapsed().as_secs_f64();
+    let directory = tempfile::tempdir().expect("a directory");
+    let data = directory.path().join("rfm.csv");
+    let mut text = String::from("x,t_x,T,m\n");
+    for summary in summaries {
+        writeln!(
+            text,
+            "{},{},{},{}",
+            summary.repeat_occasions,
+            summary.first_to_last_days as f64 / 7.0,
+            summary.first_to_as_of_days as f64 / 7.0,
+            summary.mean_repeat_value_minor().unwrap_or(0.0)
+        )
+        .expect("a String takes any text");
+    }
+    std::fs::write(&data, text).expect("the data is written");
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let installed = std::process::Command::new("bash")
+        .arg(root.join("infra/clients.sh"))
+        .arg("bench")
+        .output()
+        .expect("infra/clients.sh runs");
+    let python = String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let answer = std::process::Command::new(&python)
+        .arg(root.join("tests/clients/fit_lifetimes.py"))
+        .arg(&data)
+        .output();
+    let theirs: Option<serde_json::Value> = match &answer {
+        Ok(output) if output.status.success() => serde_json::from_slice(&output.stdout).ok(),
+        Ok(output) => {
+            println!(
+                "[scores-bench] lifetimes failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            None
+        }
+        Err(error) => {
+            println!("[scores-bench] {python} could not be run: {error}");
+            None
+        }
+    };
+    let ours_parameters = fit.parameters;
+    println!(
+        "[scores-bench] {} customers simulated from the CDNOW fits, BG/NBD over all of them: {ours:.2} s; r {:.4}, alpha {:.4}, a {:.4}, b {:.4}; log-likelihood {:.1}",
+        fit.customers,
+        ours_parameters.r,
+        ours_parameters.alpha,
+        ours_parameters.a,
+        ours_parameters.b,
+        fit.log_likelihood
+    );
+    println!(
+        "[scores-bench] Gamma-Gamma over all {} of them with a repeat purchase: {ours_spend:.2} s; p {:.4}, q {:.4}, gamma {:.2}; log-likelihood {:.1}",
+        spend.customers,
+        spend.parameters.p,
+        spend.parameters.q,
+        spend.parameters.gamma,
+        spend.log_likelihood
+    );
+    let Some(theirs) = theirs else {
+        println!(
+            "[scores-bench] lifetimes 0.11.3 could not be run ({}): no yardstick",
+            String::from_utf8_lossy(&installed.stderr).trim()
+        );
+        return;
+    };
+    for (model, key) in [("BG/NBD", "error"), ("Gamma-Gamma", "gg_error")] {
+        if let Some(error) = theirs[key].as_str() {
+            println!("[scores-bench] lifetimes 0.11.3 could not fit {model}: {error}");
+        }
+    }
+    let number = |name: &str| theirs[name].as_f64().unwrap_or(f64::NAN);
+    let apart = |ours: f64, theirs: f64| (ours - theirs).abs() / ours.abs().max(theirs.abs());
+    println!(
+        "[scores-bench] lifetimes 0.11.3 BG/NBD, same data: {:.2} s ({:.1} times ours); r {:.4}, alpha {:.4}, a {:.4}, b {:.4}; apart by r {:.1e}, alpha {:.1e}, a {:.1e}, b {:.1e} (relative)",
+        number("seconds"),
+        number("seconds") / ours,
+        number("r"),
+        number("alpha"),
+        number("a"),
+        number("b"),
+        apart(ours_parameters.r, number("r")),
+        apart(ours_parameters.alpha, number("alpha")),
+        apart(ours_parameters.a, number("a")),
+        apart(ours_parameters.b, number("b")),
+    );
+    println!(
+        "[scores-bench] lifetimes 0.11.3 Gamma-Gamma, same data: {:.2} s ({:.1} times ours); p {:.4}, q {:.4}, gamma {:.2}; apart by p {:.1e}, q {:.1e}, gamma {:.1e} (relative)",
+        number("gg_seconds"),
+        number("gg_seconds") / ours_spend,
+        number("gg_p"),
+        number("gg_q"),
+        number("gg_v"),
+        apart(spend.parameters.p, number("gg_p")),
+        apart(spend.parameters.q, number("gg_q")),
+        apart(spend.parameters.gamma, number("gg_v")),
+    );
 }
 
 /// GETs a dashboard page until it answers 200 rather than 202 (its figures
@@ -379,7 +599,16 @@ fn main() {
     let orders = populate(&store, customers);
     let populate_s = started.elapsed().as_secs_f64();
     println!(
-        "[scores-bench] {customers} customers, {orders} orders folded into RocksDB in {populate_s:.1} s"
+        "[scores-bench] {customers} customers, {orders} orders folded into RocksDB in {populate_s:.1} s ({:.1} µs an order)",
+        populate_s * 1e6 / orders as f64
+    );
+    let started = Instant::now();
+    let mail = populate_mail(&store, customers, orders);
+    let mail_s = started.elapsed().as_secs_f64();
+    println!(
+        "[scores-bench] {mail} campaign email events ({CAMPAIGNS} campaigns) folded in {mail_s:.1} s: {:.1} µs an event, beside {:.1} µs an order",
+        mail_s * 1e6 / mail.max(1) as f64,
+        populate_s * 1e6 / orders as f64
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -478,6 +707,33 @@ fn main() {
         ms(*sorted.last().expect("requests were made")),
     );
     measure_dashboard(&agent, &base, &as_of, customers);
+
+    let calibration_end = rapport_projections::time::format_day(AS_OF_DAY - 182);
+    let validation = format!(
+        "{base}/v1/models/bgnbd/validation?calibration_end={calibration_end}&holdout_end={as_of}"
+    );
+    let (first_validation, status) = timed_get(&agent, &validation);
+    assert_eq!(status, 200, "the validation answers");
+    let (kept_validation, _) = timed_get(&agent, &validation);
+    println!(
+        "[scores-bench] GET /v1/models/bgnbd/validation (26-week holdout): first {:.1} s (split everyone, fit both models on the calibration period, predict), then {:.1} ms (kept)",
+        first_validation.as_secs_f64(),
+        ms(kept_validation)
+    );
+    let (list, status) = timed_get(&agent, &format!("{base}/v1/campaigns"));
+    assert_eq!(status, 200, "the campaigns answer");
+    let (again, _) = timed_get(&agent, &format!("{base}/v1/campaigns"));
+    let (report, status) = timed_get(&agent, &format!("{base}/v1/campaigns/campaign-0"));
+    assert_eq!(status, 200, "a campaign answers");
+    let (report_again, _) = timed_get(&agent, &format!("{base}/v1/campaigns/campaign-0"));
+    println!(
+        "[scores-bench] GET /v1/campaigns over {mail} email events: {:.0} ms (then {:.0} ms); one campaign with its breakdowns: first {:.1} s (scores everyone the day before its send), then {:.0} ms",
+        ms(list),
+        ms(again),
+        report.as_secs_f64(),
+        ms(report_again)
+    );
+    fit_beside_lifetimes(&simulated_population(customers));
     println!(
         "[scores-bench] peak resident memory of this process: {:.0} MiB",
         peak_memory_mib()
