@@ -489,17 +489,7 @@ mod tests {
         // Given 4 000 repeat buyers with 1–6 repeat occasions each, whose
         // occasion values in cents are drawn from the paper's CDNOW fit
         // (p = 6.25, q = 3.74, γ = 15.44 dollars) and rounded to the cent
-        let mut random = SplitMix64::new(2005);
-        let customers: Vec<RepeatSummary> = (0..4_000)
-            .map(|_| {
-                let repeats = 1 + (random.uniform() * 6.0) as u32;
-                let rate = random.gamma(CDNOW_SPEND.q, 1.0 / CDNOW_SPEND.gamma);
-                let total: i64 = (0..repeats)
-                    .map(|_| (random.gamma(CDNOW_SPEND.p, 1.0 / rate).round() as i64).max(1))
-                    .sum();
-                summary(repeats, total)
-            })
-            .collect();
+        let customers = simulated_spenders(&CDNOW_SPEND, 4_000, 2005);
         // When fitted
         let fit = fit_gamma_gamma(&customers).expect("fit");
         let fitted = fit.parameters;

@@ -106,31 +106,52 @@ fn consumed(record: proto::CustomerRecord, sequence: u64, day: i64) -> Consumed 
     }
 }
 
-/// Writes every customer's orders through the projector's fold; gives the
-/// orders folded.
-fn populate(store: &Store, customers: u64) -> u64 {
-    let family = family_of(FIRST_VERSION);
-    let metrics = ApplyMetrics::new(&Registry::default(), &family);
-    let mut positions = Positions::default();
-    let mut random = Random(42);
-    let mut batch = Vec::new();
-    let mut sequence = 0_u64;
-    let flush = |batch: &mut Vec<Consumed>, positions: &mut Positions| {
-        apply_batch(
+/// The projector's fold into the first version, batch by batch.
+struct Fold<'a> {
+    store: &'a Store,
+    family: String,
+    metrics: ApplyMetrics,
+    positions: Positions,
+}
+
+impl<'a> Fold<'a> {
+    fn new(store: &'a Store) -> Self {
+        let family = family_of(FIRST_VERSION);
+        let metrics = ApplyMetrics::new(&Registry::default(), &family);
+        Fold {
             store,
-            &family,
+            family,
+            metrics,
+            positions: Positions::default(),
+        }
+    }
+
+    /// Applies `batch` and empties it.
+    fn apply(&mut self, batch: &mut Vec<Consumed>) {
+        apply_batch(
+            self.store,
+            &self.family,
             batch,
-            positions,
-            &metrics,
+            &mut self.positions,
+            &self.metrics,
             TimeWindow::default(),
             DeadLetters {
                 topics: &TopicNames::default(),
                 publish: &mut |_: &[Outgoing]| Ok(()),
             },
         )
-        .expect("the fold applies the synthetic history");
+        .expect("the fold applies the synthetic records");
         batch.clear();
-    };
+    }
+}
+
+/// Writes every customer's orders through the projector's fold; gives the
+/// orders folded.
+fn populate(store: &Store, customers: u64) -> u64 {
+    let mut fold = Fold::new(store);
+    let mut random = Random(42);
+    let mut batch = Vec::new();
+    let mut sequence = 0_u64;
     for customer in 0..customers {
         // Acquired over two years; each buys at their own rate, some stop.
         let first = AS_OF_DAY - 730 + random.below(700) as i64;
@@ -154,7 +175,7 @@ fn populate(store: &Store, customers: u64) -> u64 {
             }
         }
         if batch.len() >= 5_000 {
-            flush(&mut batch, &mut positions);
+            fold.apply(&mut batch);
         }
     }
     // One customer who bought every day or so for years.
@@ -168,11 +189,11 @@ fn populate(store: &Store, customers: u64) -> u64 {
         ));
         sequence += 1;
         if batch.len() >= 5_000 {
-            flush(&mut batch, &mut positions);
+            fold.apply(&mut batch);
         }
     }
     if !batch.is_empty() {
-        flush(&mut batch, &mut positions);
+        fold.apply(&mut batch);
     }
     sequence
 }
@@ -184,28 +205,10 @@ const CAMPAIGNS: u64 = 12;
 /// [`CAMPAIGNS`] campaigns a month before `AS_OF_DAY`, three in ten open it
 /// and one in ten of those clicks. Gives the events folded.
 fn populate_mail(store: &Store, customers: u64, first_sequence: u64) -> u64 {
-    let family = family_of(FIRST_VERSION);
-    let metrics = ApplyMetrics::new(&Registry::default(), &family);
-    let mut positions = Positions::default();
+    let mut fold = Fold::new(store);
     let mut random = Random(7);
     let mut batch = Vec::new();
     let mut sequence = first_sequence;
-    let mut flush = |batch: &mut Vec<Consumed>| {
-        apply_batch(
-            store,
-            &family,
-            batch,
-            &mut positions,
-            &metrics,
-            TimeWindow::default(),
-            DeadLetters {
-                topics: &TopicNames::default(),
-                publish: &mut |_: &[Outgoing]| Ok(()),
-            },
-        )
-        .expect("the fold applies the synthetic mail");
-        batch.clear();
-    };
     for customer in (0..customers).step_by(2) {
         let campaign = format!("campaign-{}", customer % CAMPAIGNS);
         let day = AS_OF_DAY - 30 - (customer % CAMPAIGNS) as i64;
@@ -239,11 +242,11 @@ fn populate_mail(store: &Store, customers: u64, first_sequence: u64) -> u64 {
             sequence += 1;
         }
         if batch.len() >= 5_000 {
-            flush(&mut batch);
+            fold.apply(&mut batch);
         }
     }
     if !batch.is_empty() {
-        flush(&mut batch);
+        fold.apply(&mut batch);
     }
     sequence - first_sequence
 }
