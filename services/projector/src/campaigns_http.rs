@@ -141,7 +141,7 @@ pub(crate) fn campaign_list(
 
 /// One campaign with its breakdowns; `None` if it was never sent. Scores
 /// everyone at the day before each of its send days the board does not
-/// hold yet.
+/// hold yet, on a copy of their facts.
 pub(crate) fn campaign_report(
     state: &QueryState,
     view: &View<'_>,
@@ -176,6 +176,10 @@ pub(crate) fn campaign_report(
     let mut by_rfm_segment: BTreeMap<String, CampaignTotals> = BTreeMap::new();
     let mut by_lifecycle_stage: BTreeMap<String, CampaignTotals> = BTreeMap::new();
     for (day, entries) in &by_day {
+        // Scored on a copy first, so the board is not held meanwhile.
+        state
+            .scores
+            .ensure_snapshot(view, &view.version, changes.clone(), day - 1)?;
         state.scores.with_snapshot(
             view,
             &view.version,

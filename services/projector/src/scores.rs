@@ -727,6 +727,29 @@ impl Board {
     }
 }
 
+/// Scores everyone at `as_of` on a copy of their facts and installs the
+/// snapshot (see [`Board::install`]), so that the board is held only while
+/// the copy is taken and the result put in place, not while everyone is
+/// scored; changes applied meanwhile are replayed onto it. `as_of` must
+/// be marked as being refitted first. `before_install` sees the snapshot
+/// and the copy it was scored from.
+fn score_on_copy(
+    board: &RwLock<Board>,
+    as_of: i64,
+    config: &AnalyticsConfig,
+    new: bool,
+    before_install: impl FnOnce(&Snapshot, &HashMap<String, CustomerFacts>),
+) {
+    let persons = board.read().expect("board lock").persons.clone();
+    let snapshot = Snapshot::build(&persons, as_of, config);
+    before_install(&snapshot, &persons);
+    drop(persons);
+    board
+        .write()
+        .expect("board lock")
+        .install(snapshot, config, new);
+}
+
 /// The scoreboards of every version, built on first use.
 pub struct Scoreboard {
     pub config: AnalyticsConfig,
@@ -823,13 +846,7 @@ impl Scoreboard {
             .name("scores-refit".into())
             .spawn(move || {
                 let started = Instant::now();
-                let persons = board.read().expect("board lock").persons.clone();
-                let snapshot = Snapshot::build(&persons, as_of, &config);
-                drop(persons);
-                board
-                    .write()
-                    .expect("board lock")
-                    .install(snapshot, &config, false);
+                score_on_copy(&board, as_of, &config, false, |_, _| {});
                 tracing::info!(
                     as_of = %rapport_projections::time::format_day(as_of),
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -839,6 +856,43 @@ impl Scoreboard {
         if let Err(error) = spawned {
             tracing::warn!(%error, "could not start a refit; the current models stay");
         }
+    }
+
+    /// Makes sure the board keeps a snapshot of `as_of`: scores everyone
+    /// on a copy if it does not (see [`score_on_copy`]), or waits for a
+    /// scoring of that day already under way. For requests that may need
+    /// days nobody asked for yet, so that they do not hold the board while
+    /// everyone is scored.
+    pub(crate) fn ensure_snapshot(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        as_of: i64,
+    ) -> Result<()> {
+        let board = self.board(view, version, changes)?;
+        loop {
+            let mut writable = board.write().expect("board lock");
+            if writable.snapshots.iter().any(|kept| kept.as_of == as_of) {
+                return Ok(());
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) = writable.refitting.entry(as_of)
+            {
+                // Changes applied while it is scored are replayed onto it.
+                slot.insert(HashSet::new());
+                break;
+            }
+            drop(writable);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let started = Instant::now();
+        score_on_copy(&board, as_of, &self.config, true, |_, _| {});
+        tracing::info!(
+            as_of = %rapport_projections::time::format_day(as_of),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "scored everyone on a copy"
+        );
+        Ok(())
     }
 
     /// Runs `read` on the snapshot of `as_of`, building it if needed.
@@ -946,16 +1000,9 @@ impl Scoreboard {
             .spawn(move || {
                 let started = Instant::now();
                 if build {
-                    // Scored on a copy of everyone, as a refit is, so that
-                    // the board is not held while it runs.
-                    let persons = worker.read().expect("board lock").persons.clone();
-                    let snapshot = Snapshot::build(&persons, as_of, &config);
-                    snapshot.overview(&persons, &config);
-                    drop(persons);
-                    worker
-                        .write()
-                        .expect("board lock")
-                        .install(snapshot, &config, true);
+                    score_on_copy(&worker, as_of, &config, true, |snapshot, persons| {
+                        snapshot.overview(persons, &config);
+                    });
                 } else {
                     let shared = worker.read().expect("board lock");
                     if let Some(snapshot) = shared.snapshots.iter().find(|kept| kept.as_of == as_of)
