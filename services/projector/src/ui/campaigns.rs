@@ -12,7 +12,7 @@ use rapport_projections::analytics::campaigns::CampaignTotals;
 use serde::Deserialize;
 
 use super::layout::{money, page, percent, sortable, thousands};
-use super::pages::{encode, parsed};
+use super::pages::{encode, given, parsed};
 use super::{PageResult, blocking, frame};
 use crate::campaigns_http::{campaign_days, campaign_list, campaign_report};
 use crate::query::QueryState;
@@ -59,10 +59,6 @@ fn cells(totals: &CampaignTotals, currency: &str) -> Markup {
         td.number data-value=(totals.revenue_minor) { (money(totals.revenue_minor, currency)) }
         td.number data-value=(per_delivered.unwrap_or(0)) { (per_delivered.map_or_else(|| "–".to_owned(), |minor| money(minor, currency))) }
     }
-}
-
-fn given(field: &Option<String>) -> Option<&str> {
-    field.as_deref().filter(|text| !text.is_empty())
 }
 
 pub(crate) async fn campaigns(

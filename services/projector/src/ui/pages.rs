@@ -423,7 +423,7 @@ pub(crate) struct ModelsParams {
 }
 
 /// Empty form fields count as not given.
-fn given(field: &Option<String>) -> Option<&str> {
+pub(crate) fn given(field: &Option<String>) -> Option<&str> {
     field.as_deref().filter(|text| !text.is_empty())
 }
 
