@@ -961,6 +961,19 @@ mod tests {
         (left - right).abs() <= 10_f64.powi(-digits) * left.abs().max(right.abs())
     }
 
+    /// Fails unless every parameter of the two fits agrees to 4
+    /// significant digits.
+    fn assert_same_fit(left: &BgNbdParameters, right: &BgNbdParameters) {
+        for (name, one, other) in [
+            ("r", left.r, right.r),
+            ("alpha", left.alpha, right.alpha),
+            ("a", left.a, right.a),
+            ("b", left.b, right.b),
+        ] {
+            assert!(same_to(4, one, other), "{name}: {one} vs {other}");
+        }
+    }
+
     #[test]
     fn the_grouped_fit_is_the_direct_fit_and_reports_everyone_s_likelihood() {
         // Given a population whose histories are mostly distinct
@@ -987,18 +1000,10 @@ mod tests {
         let directly = minimise_from_starts(&direct, &starts).expect("a direct fit");
         let grouped = minimise_grouped(&histories, &starts, usize::MAX).expect("a grouped fit");
         // Then the parameters agree to 4 significant digits
-        let (direct, grouped) = (
-            from_log_parameters(&directly.point),
-            from_log_parameters(&grouped.point),
+        assert_same_fit(
+            &from_log_parameters(&directly.point),
+            &from_log_parameters(&grouped.point),
         );
-        for (name, left, right) in [
-            ("r", direct.r, grouped.r),
-            ("alpha", direct.alpha, grouped.alpha),
-            ("a", direct.a, grouped.a),
-            ("b", direct.b, grouped.b),
-        ] {
-            assert!(same_to(4, left, right), "{name}: {left} vs {right}");
-        }
         // And the reported log-likelihood is the whole population's
         let everyone: f64 = customers
             .iter()
@@ -1028,17 +1033,9 @@ mod tests {
         let polished =
             minimise_grouped(&histories, &starts, histories.rows.len() / 10).expect("a fit");
         // Then both reach the same optimum, to 4 significant digits
-        let (full, polished) = (
-            from_log_parameters(&full.point),
-            from_log_parameters(&polished.point),
+        assert_same_fit(
+            &from_log_parameters(&full.point),
+            &from_log_parameters(&polished.point),
         );
-        for (name, left, right) in [
-            ("r", full.r, polished.r),
-            ("alpha", full.alpha, polished.alpha),
-            ("a", full.a, polished.a),
-            ("b", full.b, polished.b),
-        ] {
-            assert!(same_to(4, left, right), "{name}: {left} vs {right}");
-        }
     }
 }

@@ -328,10 +328,6 @@ mod tests {
         }
     }
 
-    fn day_name(day: i64) -> String {
-        format_day(day)
-    }
-
     /// Buyers simulated from `truth`, acquired over 12 weeks, calibrated to
     /// week 39 and followed for `holdout_days` more, as in the paper.
     fn simulated(truth: &BgNbdParameters, count: usize, holdout_days: i64) -> Vec<Holdout> {
@@ -396,8 +392,8 @@ mod tests {
         }
         // And the weeks cover the holdout and add up to the totals
         assert_eq!(validation.weekly.len(), 39);
-        assert_eq!(validation.weekly[0].from, day_name(273));
-        assert_eq!(validation.weekly[38].to, day_name(545));
+        assert_eq!(validation.weekly[0].from, format_day(273));
+        assert_eq!(validation.weekly[38].to, format_day(545));
         let weekly_actual: u64 = validation.weekly.iter().map(|week| week.actual).sum();
         assert_eq!(weekly_actual, validation.actual_total);
         let weekly_predicted: f64 = validation.weekly.iter().map(|week| week.predicted).sum();
@@ -461,8 +457,8 @@ mod tests {
         assert_eq!(
             weeks,
             [
-                (day_name(101), day_name(107), 1),
-                (day_name(108), day_name(110), 2)
+                (format_day(101), format_day(107), 1),
+                (format_day(108), format_day(110), 2)
             ]
         );
         assert_eq!(purchases.actual_total, 3);

@@ -67,16 +67,23 @@ pub(crate) struct ScoreParams {
     version: Option<String>,
 }
 
+/// The `as_of` day and version of a [`ScoreParams`] query, checked.
+fn score_query(
+    params: Result<Query<ScoreParams>, QueryRejection>,
+) -> Result<(i64, Option<String>), ApiError> {
+    let Query(params) = params.map_err(|rejection| {
+        bad_query(rejection, "use as_of=YYYY-MM-DD (or RFC 3339) and version=")
+    })?;
+    Ok((as_of_day(params.as_of.as_deref())?, params.version))
+}
+
 pub(crate) async fn customer_scores(
     State(state): State<Arc<QueryState>>,
     PathParams(customer_id): PathParams<String>,
     params: Result<Query<ScoreParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) = params.map_err(|rejection| {
-        bad_query(rejection, "use as_of=YYYY-MM-DD (or RFC 3339) and version=")
-    })?;
-    let as_of = as_of_day(params.as_of.as_deref())?;
-    let body = blocking(state, params.version, move |state, view| {
+    let (as_of, version) = score_query(params)?;
+    let body = blocking(state, version, move |state, view| {
         let person = state
             .person(view, &customer_id)?
             .ok_or_else(|| not_found(&customer_id))?;
@@ -273,6 +280,21 @@ pub(crate) fn validation_body(validation: &Validation) -> Result<Value, String> 
     }))
 }
 
+/// Both models validated on the view's version (see
+/// [`crate::scores::Scoreboard::validation`]), for the API and the
+/// dashboard alike.
+pub(crate) fn validation_now(
+    state: &QueryState,
+    view: &View<'_>,
+    calibration_end: i64,
+    holdout_end: i64,
+) -> Result<Arc<Validation>, ApiError> {
+    let changes = state.versions.changes_of(&view.version);
+    Ok(state
+        .scores
+        .validation(view, &view.version, changes, calibration_end, holdout_end)?)
+}
+
 /// `GET /v1/models/bgnbd/validation`: both models fitted on a calibration
 /// period and checked against the holdout that follows it.
 pub(crate) async fn bg_nbd_validation(
@@ -291,10 +313,7 @@ pub(crate) async fn bg_nbd_validation(
         today(),
     )?;
     let validation = blocking(state, params.version, move |state, view| {
-        let changes = state.versions.changes_of(&view.version);
-        Ok(state
-            .scores
-            .validation(view, &view.version, changes, calibration_end, holdout_end)?)
+        validation_now(state, view, calibration_end, holdout_end)
     })
     .await?;
     Ok(Json(
@@ -306,11 +325,8 @@ pub(crate) async fn segment_counts(
     State(state): State<Arc<QueryState>>,
     params: Result<Query<ScoreParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) = params.map_err(|rejection| {
-        bad_query(rejection, "use as_of=YYYY-MM-DD (or RFC 3339) and version=")
-    })?;
-    let as_of = as_of_day(params.as_of.as_deref())?;
-    let body = blocking(state, params.version, move |state, view| {
+    let (as_of, version) = score_query(params)?;
+    let body = blocking(state, version, move |state, view| {
         let changes = state.versions.changes_of(&view.version);
         Ok(state
             .scores
@@ -357,11 +373,8 @@ pub(crate) async fn cohorts(
     State(state): State<Arc<QueryState>>,
     params: Result<Query<ScoreParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) = params.map_err(|rejection| {
-        bad_query(rejection, "use as_of=YYYY-MM-DD (or RFC 3339) and version=")
-    })?;
-    let as_of = as_of_day(params.as_of.as_deref())?;
-    let figures = blocking(state, params.version, move |state, view| {
+    let (as_of, version) = score_query(params)?;
+    let figures = blocking(state, version, move |state, view| {
         overview_now(state, view, as_of)
     })
     .await?;

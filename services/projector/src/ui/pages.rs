@@ -28,7 +28,7 @@ use crate::read::View;
 use crate::request::{bad_query, invalid_field};
 use crate::scores::{FitKey, PeopleFilter, SegmentKind};
 use crate::scores_http::{
-    CONTACT_CSV_HEADER, contact, contact_csv_row, csv_field, validation_days,
+    CONTACT_CSV_HEADER, contact, contact_csv_row, csv_field, validation_days, validation_now,
 };
 use crate::unseal;
 
@@ -569,10 +569,7 @@ pub(crate) async fn models_validation(
     )?;
     let currency = state.scores.config.reporting_currency.clone();
     let validation = blocking(state, move |state, view| {
-        let changes = state.versions.changes_of(&view.version);
-        Ok(state
-            .scores
-            .validation(view, &view.version, changes, calibration_end, holdout_end)?)
+        Ok(validation_now(state, view, calibration_end, holdout_end)?)
     })
     .await?;
     Ok(html_response(
