@@ -6,6 +6,101 @@
 //! that changes once in years, and a crate would bring a table of every
 //! currency with names, numbers and countries (and a build script) for it.
 
+/// A currency code as orders carry it. An ISO 4217 code (three capital
+/// letters, all ingest lets through) is held in place, so the millions of
+/// orders the analytics keep in memory carry no allocation for it; any
+/// other text (from a log folded before codes were checked) is kept as is.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Currency {
+    Iso([u8; 3]),
+    Other(Box<str>),
+}
+
+impl Currency {
+    pub fn new(code: &str) -> Self {
+        match <[u8; 3]>::try_from(code.as_bytes()) {
+            Ok(letters) if letters.iter().all(u8::is_ascii_uppercase) => Currency::Iso(letters),
+            _ => Currency::Other(code.into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Three ASCII capitals, checked in `new`.
+            Currency::Iso(letters) => std::str::from_utf8(letters).unwrap_or_default(),
+            Currency::Other(text) => text,
+        }
+    }
+}
+
+impl std::ops::Deref for Currency {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Currency {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), formatter)
+    }
+}
+
+impl std::fmt::Display for Currency {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Currency {
+    fn from(code: &str) -> Self {
+        Currency::new(code)
+    }
+}
+
+impl PartialEq<str> for Currency {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Currency {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Currency {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl serde::Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Code;
+        impl serde::de::Visitor<'_> for Code {
+            type Value = Currency;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a currency code")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, code: &str) -> Result<Currency, E> {
+                Ok(Currency::new(code))
+            }
+        }
+        deserializer.deserialize_str(Code)
+    }
+}
+
 /// Digits after the decimal point in `currency`'s minor unit (ISO 4217,
 /// list one, as of amendment 178); 2 for every code not listed, unknown
 /// ones included.
@@ -85,6 +180,21 @@ pub fn decimal_to_minor(text: &str, currency: &str, extra: ExtraDecimals) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn currency_codes_are_held_in_place_and_read_back_as_given() {
+        assert_eq!(Currency::new("USD"), Currency::Iso(*b"USD"));
+        assert_eq!(Currency::new("USD").as_str(), "USD");
+        for odd in ["usd", "US", "EURO", "", "ÉUR"] {
+            let currency = Currency::new(odd);
+            assert!(matches!(currency, Currency::Other(_)), "{odd}");
+            assert_eq!(currency, odd);
+        }
+        let stored = postcard::to_stdvec(&(Currency::new("BHD"), Currency::new("xx"))).unwrap();
+        let back: (Currency, Currency) = postcard::from_bytes(&stored).unwrap();
+        assert_eq!(back, (Currency::new("BHD"), Currency::new("xx")));
+        assert_eq!(std::mem::size_of::<Currency>(), 16);
+    }
 
     #[test]
     fn decimals_become_minor_units_of_their_currency() {

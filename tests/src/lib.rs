@@ -728,6 +728,12 @@ impl Service {
         self.spawn();
     }
 
+    /// SIGTERM, a clean exit, and a new start: a planned restart.
+    pub fn restart_cleanly(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
     /// The most resident memory the process has used, from /proc (Linux).
     pub fn peak_memory_kib(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id();

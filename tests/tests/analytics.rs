@@ -79,7 +79,7 @@ fn scores(pipeline: &Pipeline, customer: &str, as_of: &str) -> Value {
 
 #[test]
 fn scores_segments_and_models_follow_the_log() {
-    let pipeline = Pipeline::start("analytics");
+    let mut pipeline = Pipeline::start("analytics");
     pipeline.send_ok(&regulars());
 
     // Given a guest who ordered by email, then registered as c-vip and kept buying
@@ -223,5 +223,45 @@ fn scores_segments_and_models_follow_the_log() {
         csv.lines()
             .any(|line| line.starts_with("c-vip,c-vip@example.com,")),
         "{csv}"
+    );
+
+    // After a clean restart the projector reads its scoreboard back rather
+    // than scanning, and answers as before (once c-vip's labels follow
+    // their last order)
+    let scores_before = scores(&pipeline, "c-vip", AS_OF);
+    let segment = scores_before["rfm"]["segment"].as_str().unwrap().to_owned();
+    let members = format!("/v1/segments/rfm/{segment}/customers?as_of={AS_OF}");
+    let lists_vip = |body: &Value| {
+        body["customers"]
+            .as_array()
+            .is_some_and(|people| people.iter().any(|person| person["customer_id"] == "c-vip"))
+    };
+    pipeline.wait_for_json(&members, PATIENCE, lists_vip);
+    let (_, segments_before) = pipeline.get(&format!("/v1/segments?as_of={AS_OF}"));
+    pipeline.projector.restart_cleanly();
+    let (status, segments_after) = pipeline.get(&format!("/v1/segments?as_of={AS_OF}"));
+    assert_eq!(status, 200, "{segments_after}");
+    assert_eq!(segments_after, segments_before);
+    assert_eq!(scores(&pipeline, "c-vip", AS_OF), scores_before);
+    let (_, listed) = pipeline.get(&members);
+    assert!(lists_vip(&listed), "{listed}");
+    let log = std::fs::read_to_string(pipeline.dir.path().join("projector.log")).unwrap();
+    assert!(log.contains("wrote the scoreboard's image"), "{log}");
+    assert!(
+        log.contains("read the scoreboard back from its image"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("built the scoreboard").count(),
+        1,
+        "one scan, before the restart: {log}"
+    );
+
+    // …and what is applied after the restart reaches the scores
+    pipeline.send_ok(&[order(vip.clone(), "2026-10-31", "o-vip-5", 3_000)]);
+    pipeline.wait_for_json(
+        &format!("/v1/customers/c-vip/scores?as_of={AS_OF}"),
+        PATIENCE,
+        |body| body["rfm"]["frequency"] == 6,
     );
 }

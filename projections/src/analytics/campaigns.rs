@@ -131,7 +131,7 @@ pub fn recipients<'a>(
         } else {
             *recipient
                 .other_currencies
-                .entry(order.currency.clone())
+                .entry(order.currency.to_string())
                 .or_default() += net;
         }
     }

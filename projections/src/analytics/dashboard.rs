@@ -475,7 +475,7 @@ mod tests {
         let models = PopulationModels::fit(&summaries, as_of, &config);
         let mut builder = OverviewBuilder::new(as_of, 2);
         for (id, facts) in people {
-            let scores = score(facts, as_of, &rfm, &models, &config);
+            let scores = score(facts, as_of, rfm.distribution(), &models, &config);
             builder.add(id, &inputs(facts, as_of, &config), &scores);
         }
         builder.finish(models.bg_nbd.as_ref().ok().map(|fit| &fit.parameters))

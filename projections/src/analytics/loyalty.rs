@@ -100,7 +100,7 @@ pub fn loyalty_status(
             && order.placed_day > window_start
     }) {
         *other_currency_rolling_spend_minor
-            .entry(order.currency.clone())
+            .entry(order.currency.to_string())
             .or_default() += order.net_minor();
     }
 

@@ -13,7 +13,7 @@ pub struct OrderFact {
     /// UTC day of placement (see [`crate::time::utc_day`]).
     pub placed_day: i64,
     /// ISO 4217 code such as "USD".
-    pub currency: String,
+    pub currency: crate::money::Currency,
     pub total_minor: i64,
     pub cancelled: bool,
     /// Sum of all refunds on the order, in the order's currency.

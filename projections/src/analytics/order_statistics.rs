@@ -52,6 +52,62 @@ impl CountingMultiset {
         }
     }
 
+    /// The multiset holding each key of `counts` as many times as it says;
+    /// `counts` must be in increasing key order with no key twice. Builds
+    /// the treap in one pass (the Cartesian tree of the keys by priority,
+    /// the same shape inserts would give), in O(n).
+    pub(crate) fn from_sorted_counts(counts: impl IntoIterator<Item = (i64, u64)>) -> Self {
+        let mut set = CountingMultiset::new();
+        // The right spine of the tree built so far, root first.
+        let mut spine: Vec<u32> = Vec::new();
+        for (key, count) in counts {
+            set.len += count;
+            set.nodes.push(Node {
+                key,
+                multiplicity: count,
+                subtree_count: count,
+                left: NO_NODE,
+                right: NO_NODE,
+            });
+            let slot = (set.nodes.len() - 1) as u32;
+            let priority = priority_of(key);
+            // Nodes of lower priority move below the new one, as its left
+            // subtree; on a tie the smaller key stays above, as in `merge`.
+            let mut below = NO_NODE;
+            while let Some(&top) = spine.last() {
+                if priority_of(set.nodes[top as usize].key) >= priority {
+                    break;
+                }
+                spine.pop();
+                set.refresh(top);
+                below = top;
+            }
+            set.nodes[slot as usize].left = below;
+            if let Some(&parent) = spine.last() {
+                set.nodes[parent as usize].right = slot;
+            }
+            spine.push(slot);
+        }
+        set.root = spine.first().copied().unwrap_or(NO_NODE);
+        while let Some(node) = spine.pop() {
+            set.refresh(node);
+        }
+        set
+    }
+
+    /// The multiset of `keys`, in any order.
+    pub(crate) fn from_keys(mut keys: Vec<i64>) -> Self {
+        keys.sort_unstable();
+        let mut counts: Vec<(i64, u64)> = Vec::new();
+        for key in keys {
+            match counts.last_mut() {
+                Some((last, count)) if *last == key => *count += 1,
+                _ => counts.push((key, 1)),
+            }
+        }
+        Self::from_sorted_counts(counts)
+    }
+
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
@@ -250,7 +306,53 @@ mod tests {
         assert_eq!(multiset.count_at_most(0), 1);
     }
 
+    /// Each key's children's keys and subtree count.
+    type Nodes = std::collections::BTreeMap<i64, (Option<i64>, Option<i64>, u64)>;
+
+    /// The root's key and every node: the tree's shape, whatever the slots.
+    fn shape(set: &CountingMultiset) -> (Option<i64>, Nodes) {
+        let key_of = |node: u32| (node != NO_NODE).then(|| set.nodes[node as usize].key);
+        let mut nodes = std::collections::BTreeMap::new();
+        let mut pending = vec![set.root];
+        while let Some(node) = pending.pop() {
+            if node == NO_NODE {
+                continue;
+            }
+            let current = &set.nodes[node as usize];
+            nodes.insert(
+                current.key,
+                (
+                    key_of(current.left),
+                    key_of(current.right),
+                    current.subtree_count,
+                ),
+            );
+            pending.extend([current.left, current.right]);
+        }
+        (key_of(set.root), nodes)
+    }
+
     proptest! {
+        #[test]
+        fn built_at_once_is_the_tree_inserts_make(keys in proptest::collection::vec(-50_i64..50, 0..300), more in proptest::collection::vec(-60_i64..60, 0..20)) {
+            let mut inserted = CountingMultiset::new();
+            for key in &keys {
+                inserted.insert(*key);
+            }
+            let mut built = CountingMultiset::from_keys(keys.clone());
+            prop_assert_eq!(built.len(), inserted.len());
+            prop_assert_eq!(shape(&built), shape(&inserted));
+            // And it goes on like any other.
+            for key in more {
+                built.insert(key);
+                inserted.insert(key);
+                prop_assert_eq!(built.remove(key + 1), inserted.remove(key + 1));
+            }
+            for probe in -61_i64..61 {
+                prop_assert_eq!(built.count_at_most(probe), inserted.count_at_most(probe));
+            }
+        }
+
         #[test]
         fn counts_equal_a_sorted_list(operations in proptest::collection::vec((any::<bool>(), -20_i64..20), 0..200)) {
             let mut multiset = CountingMultiset::new();

@@ -238,62 +238,66 @@ fn segment_for(recency: u8, frequency_monetary: u8) -> RfmSegment {
 #[derive(Debug, Clone, Default)]
 pub struct RfmPopulation {
     values_by_customer: BTreeMap<String, RfmValues>,
+    distribution: RfmDistribution,
+}
+
+/// The counts RFM scores rank against — how many customers have each
+/// last-occasion day, frequency and monetary value — without who holds
+/// which: for owners that keep each customer's values themselves.
+#[derive(Debug, Clone, Default)]
+pub struct RfmDistribution {
     last_occasion_days: CountingMultiset,
     frequencies: CountingMultiset,
     monetary_minor: CountingMultiset,
 }
 
-impl RfmPopulation {
+impl RfmDistribution {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Customers with at least one occasion in the window.
-    pub fn len(&self) -> usize {
-        self.values_by_customer.len()
+    /// The distribution of `values`, built at once: sorting each axis
+    /// is much faster than counting customers one by one. Walks `values`
+    /// once per axis, so that only one axis is held unsorted at a time.
+    pub fn from_values(values: impl Iterator<Item = RfmValues> + Clone) -> Self {
+        let axis = |key: fn(&RfmValues) -> i64| {
+            CountingMultiset::from_keys(values.clone().map(|one| key(&one)).collect())
+        };
+        RfmDistribution {
+            last_occasion_days: axis(|one| one.last_occasion_day),
+            frequencies: axis(|one| i64::from(one.frequency)),
+            monetary_minor: axis(|one| one.monetary_minor),
+        }
+    }
+
+    /// Customers counted.
+    pub fn len(&self) -> u64 {
+        self.last_occasion_days.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values_by_customer.is_empty()
+        self.len() == 0
     }
 
-    pub fn values_of(&self, customer_id: &str) -> Option<&RfmValues> {
-        self.values_by_customer.get(customer_id)
+    /// Counts one customer with `values`. O(log n).
+    pub fn add(&mut self, values: &RfmValues) {
+        self.last_occasion_days.insert(values.last_occasion_day);
+        self.frequencies.insert(i64::from(values.frequency));
+        self.monetary_minor.insert(values.monetary_minor);
     }
 
-    /// Replaces a customer's contribution with `values` (`None` removes them,
-    /// e.g. when their last in-window occasion ages out). Returns what was
-    /// there before. O(log n).
-    pub fn upsert(&mut self, customer_id: &str, values: Option<RfmValues>) -> Option<RfmValues> {
-        let previous = match values {
-            Some(new_values) => self
-                .values_by_customer
-                .insert(customer_id.to_owned(), new_values),
-            None => self.values_by_customer.remove(customer_id),
-        };
-        if let Some(old) = previous {
-            self.last_occasion_days.remove(old.last_occasion_day);
-            self.frequencies.remove(i64::from(old.frequency));
-            self.monetary_minor.remove(old.monetary_minor);
-        }
-        if let Some(new_values) = values {
-            self.last_occasion_days.insert(new_values.last_occasion_day);
-            self.frequencies.insert(i64::from(new_values.frequency));
-            self.monetary_minor.insert(new_values.monetary_minor);
-        }
-        previous
+    /// Stops counting one customer with `values` (counted before). O(log n).
+    pub fn remove(&mut self, values: &RfmValues) {
+        self.last_occasion_days.remove(values.last_occasion_day);
+        self.frequencies.remove(i64::from(values.frequency));
+        self.monetary_minor.remove(values.monetary_minor);
     }
 
-    /// A member's scores; `None` if they have no occasion in the window.
-    pub fn score_of(&self, customer_id: &str) -> Option<RfmScores> {
-        self.score(self.values_of(customer_id)?)
-    }
-
-    /// Scores `values` against the population, in O(log n):
+    /// Scores `values` against the distribution, in O(log n):
     /// F = ⌈5·#{c : F(c) ≤ F}/N⌉, M likewise, and
     /// R = ⌈5·#{c : recency(c) ≥ recency}/N⌉, so equal values share a score
     /// and the most recent buyers score highest. `None` for an empty
-    /// population. Values not in the population are scored as if they were
+    /// distribution. Values not counted are scored as if they were
     /// (without being counted), floored at 1.
     pub fn score(&self, values: &RfmValues) -> Option<RfmScores> {
         let population = self.last_occasion_days.len();
@@ -310,6 +314,60 @@ impl RfmPopulation {
             frequency: score(self.frequencies.count_at_most(i64::from(values.frequency))),
             monetary: score(self.monetary_minor.count_at_most(values.monetary_minor)),
         })
+    }
+}
+
+impl RfmPopulation {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Customers with at least one occasion in the window.
+    pub fn len(&self) -> usize {
+        self.values_by_customer.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values_by_customer.is_empty()
+    }
+
+    /// The counts scores rank against.
+    pub fn distribution(&self) -> &RfmDistribution {
+        &self.distribution
+    }
+
+    pub fn values_of(&self, customer_id: &str) -> Option<&RfmValues> {
+        self.values_by_customer.get(customer_id)
+    }
+
+    /// Replaces a customer's contribution with `values` (`None` removes them,
+    /// e.g. when their last in-window occasion ages out). Returns what was
+    /// there before. O(log n).
+    pub fn upsert(&mut self, customer_id: &str, values: Option<RfmValues>) -> Option<RfmValues> {
+        let previous = match values {
+            Some(new_values) => self
+                .values_by_customer
+                .insert(customer_id.to_owned(), new_values),
+            None => self.values_by_customer.remove(customer_id),
+        };
+        if let Some(old) = &previous {
+            self.distribution.remove(old);
+        }
+        if let Some(new_values) = &values {
+            self.distribution.add(new_values);
+        }
+        previous
+    }
+
+    /// A member's scores; `None` if they have no occasion in the window.
+    pub fn score_of(&self, customer_id: &str) -> Option<RfmScores> {
+        self.score(self.values_of(customer_id)?)
+    }
+
+    /// Scores `values` against the population (see
+    /// [`RfmDistribution::score`]).
+    pub fn score(&self, values: &RfmValues) -> Option<RfmScores> {
+        self.distribution.score(values)
     }
 }
 

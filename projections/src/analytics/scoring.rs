@@ -4,13 +4,13 @@
 //! The split follows what changes when: [`CustomerFacts`] change with each
 //! of the customer's events; [`PopulationModels`] (the BG/NBD and
 //! Gamma-Gamma fits, the one-time-buyer horizon and the value-tier cutoffs)
-//! are fitted over everyone and change slowly; the [`RfmPopulation`] is kept
-//! exact one customer at a time. [`score`] combines them and is pure.
+//! are fitted over everyone and change slowly; the [`RfmDistribution`] is
+//! kept exact one customer at a time. [`score`] combines them and is pure.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::bg_nbd::{BgNbdFit, BgNbdParameters, fit_bg_nbd};
 use super::churn::{churn_flag, second_occasion_gap_percentile};
@@ -23,20 +23,21 @@ use super::loyalty::{OverRedemption, Redemption, loyalty_status};
 use super::occasions::{
     CustomerOccasions, OrderFact, RepeatSummary, purchase_occasions, repeat_summary,
 };
-use super::rfm::{RfmPopulation, RfmSegment, RfmValues, rfm_values};
+use super::rfm::{RfmDistribution, RfmSegment, RfmValues, rfm_values};
 use super::value_tier::{ValueCutoffs, ValueInput, ValueTier};
 use crate::customer_view::{MailFact, ProfileState};
+use crate::money::Currency;
 use crate::time::utc_day;
 
 /// One order with the days its pieces happened, so it can be cut at any
 /// `as_of`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderHistory {
     pub order_id: String,
     pub placed_day: i64,
     /// The instant it was placed, for attribution windows.
     pub placed_at_ms: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub total_minor: i64,
     pub cancelled_day: Option<i64>,
     /// (day, amount) of each refund.
@@ -45,7 +46,7 @@ pub struct OrderHistory {
 
 /// What the analytics need of one person, taken from their merged
 /// [`ProfileState`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerFacts {
     pub orders: Vec<OrderHistory>,
     pub redemptions: Vec<Redemption>,
@@ -58,7 +59,7 @@ pub struct CustomerFacts {
 
 /// A person's campaign email events and email consent withdrawals, each
 /// oldest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailHistory {
     pub mail: Vec<MailFact>,
     pub consent_withdrawn_ms: Vec<i64>,
@@ -88,7 +89,7 @@ impl CustomerFacts {
                     order_id: order_id.clone(),
                     placed_day,
                     placed_at_ms: placed.value.at_ms,
-                    currency: placed.value.currency.clone(),
+                    currency: Currency::new(&placed.value.currency),
                     total_minor: placed.value.total_minor,
                     cancelled_day: facts.cancelled_at_ms.map(utc_day),
                     refunds,
@@ -358,6 +359,47 @@ impl PopulationModels {
     }
 }
 
+/// The fitted part of [`PopulationModels`], to keep on disk: the
+/// predictor's remembered expectations are recomputed on demand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredModels {
+    pub as_of: i64,
+    pub bg_nbd: Result<BgNbdFit, String>,
+    pub gamma_gamma: Result<GammaGammaFit, String>,
+    pub one_time_buyer_horizon_days: Option<i64>,
+    pub value_cutoffs: ValueCutoffs,
+}
+
+impl PopulationModels {
+    pub fn to_stored(&self) -> StoredModels {
+        StoredModels {
+            as_of: self.as_of,
+            bg_nbd: self.bg_nbd.clone(),
+            gamma_gamma: self.gamma_gamma.clone(),
+            one_time_buyer_horizon_days: self.one_time_buyer_horizon_days,
+            value_cutoffs: self.value_cutoffs.clone(),
+        }
+    }
+
+    /// The models as fitted, under `config` (which sets the prediction
+    /// horizons).
+    pub fn from_stored(stored: StoredModels, config: &AnalyticsConfig) -> Self {
+        let predictor = Predictor::new(
+            stored.bg_nbd.as_ref().ok(),
+            stored.gamma_gamma.as_ref().ok(),
+            config,
+        );
+        PopulationModels {
+            as_of: stored.as_of,
+            bg_nbd: stored.bg_nbd,
+            gamma_gamma: stored.gamma_gamma,
+            one_time_buyer_horizon_days: stored.one_time_buyer_horizon_days,
+            value_cutoffs: stored.value_cutoffs,
+            predictor,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RfmDocument {
     pub recency_days: i64,
@@ -417,7 +459,7 @@ pub struct CustomerScores {
 pub fn score(
     facts: &CustomerFacts,
     as_of: i64,
-    rfm_population: &RfmPopulation,
+    rfm_population: &RfmDistribution,
     models: &PopulationModels,
     config: &AnalyticsConfig,
 ) -> CustomerScores {
@@ -431,7 +473,7 @@ pub fn score_inputs(
     facts: &CustomerFacts,
     inputs: &CustomerInputs,
     as_of: i64,
-    rfm_population: &RfmPopulation,
+    rfm_population: &RfmDistribution,
     models: &PopulationModels,
     config: &AnalyticsConfig,
 ) -> CustomerScores {
@@ -537,6 +579,7 @@ mod tests {
     use super::*;
     use crate::analytics::config::AnalyticsConfig;
     use crate::analytics::gamma_gamma::customer_lifetime_value;
+    use crate::analytics::rfm::RfmPopulation;
     use crate::customer_view::ProfileState;
     use rapport_proto::v1::{
         CustomerRecord, Event, EventResolved, OrderCancelled, OrderPlaced, OrderRefunded,
@@ -722,7 +765,7 @@ mod tests {
         let models = PopulationModels::fit(&summaries, as_of, &config);
 
         // When scored
-        let scores = score(&facts, as_of, &population, &models, &config);
+        let scores = score(&facts, as_of, population.distribution(), &models, &config);
 
         // Then every part is there and consistent with the inputs
         let rfm = scores.rfm.expect("bought in the window");
@@ -765,13 +808,13 @@ mod tests {
         ));
         let facts = CustomerFacts::from_profile(&state);
         let models = PopulationModels::fit(&[], 10, &config);
-        let scores = score(&facts, 10, &RfmPopulation::new(), &models, &config);
+        let scores = score(&facts, 10, &RfmDistribution::new(), &models, &config);
         assert_eq!(scores.lifecycle, Some(LifecycleStage::Prospect));
         assert!(scores.rfm.is_none() && scores.churn.is_none() && scores.value_tier.is_none());
         assert_eq!(scores.loyalty.tier, "Bronze");
         assert!(models.bg_nbd.is_err());
         // Before their first visit nothing was known of them
-        let before = score(&facts, 4, &RfmPopulation::new(), &models, &config);
+        let before = score(&facts, 4, &RfmDistribution::new(), &models, &config);
         assert_eq!(before.lifecycle, None);
     }
 
@@ -831,8 +874,8 @@ mod tests {
             population.upsert("c-1", inputs(&folded, as_of, &config).rfm);
             let models = PopulationModels::fit(&[], as_of, &config);
             proptest::prop_assert_eq!(
-                score(&merged, as_of, &population, &models, &config),
-                score(&folded, as_of, &population, &models, &config)
+                score(&merged, as_of, population.distribution(), &models, &config),
+                score(&folded, as_of, population.distribution(), &models, &config)
             );
         }
     }

@@ -112,7 +112,7 @@ pub fn value_tiers(customers: &[ValueInput], config: &ValueTierConfig) -> Vec<Va
 /// The tier boundaries of a population, so that one customer can be placed
 /// without ranking everyone again. A customer tying with a boundary value
 /// is inside it; with distinct values this agrees with [`value_tiers`].
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ValueCutoffs {
     /// The lowest CLV in the top `high_top_fraction`.
     pub high_min_clv: Option<f64>,

@@ -22,6 +22,7 @@
 //! | `K` | subject (len), key id (rest) | a data key, 32 bytes (vault) |
 //! | `N` | nothing | the pseudonym key, 32 bytes (vault) |
 //! | `Z` | erasure id (rest) | an erasure's record (identity) |
+//! | `S` | part `u8`, index `u32` | a piece of the scoreboard's image (projector, see `scores::image`) |
 
 use rapport_projections::identity::{Identifier, IdentifierKind};
 
@@ -39,6 +40,7 @@ pub const VERSION_SPEC: u8 = b'V';
 pub const DATA_KEY: u8 = b'K';
 pub const PSEUDONYM_KEY: u8 = b'N';
 pub const ERASURE: u8 = b'Z';
+pub const SCOREBOARD_IMAGE: u8 = b'S';
 
 /// Where the vault keeps data key `key_id` of `subject`.
 pub fn data_key(subject: &str, key_id: &str) -> Vec<u8> {
@@ -58,6 +60,13 @@ pub fn decode_data_key(key: &[u8]) -> Result<(String, String), MalformedKey> {
     let mut reader = Reader::new(key, DATA_KEY)?;
     let subject = reader.sized_text()?;
     Ok((subject, reader.rest_text()?))
+}
+
+/// Piece `index` of `part` of the scoreboard's image.
+pub fn scoreboard_image(part: u8, index: u32) -> Vec<u8> {
+    let mut key = vec![SCOREBOARD_IMAGE, part];
+    key.extend_from_slice(&index.to_be_bytes());
+    key
 }
 
 /// Where identity keeps erasure `id`'s record.

@@ -158,7 +158,7 @@ pub(crate) fn campaign_report(
                         let mut campaigns =
                             recipients(facts, &config.campaigns, &config.reporting_currency);
                         let recipient = campaigns.remove(campaign_id)?;
-                        Some((id.clone(), recipient))
+                        Some((id.to_owned(), recipient))
                     })
                     .collect()
             })?;
@@ -185,12 +185,12 @@ pub(crate) fn campaign_report(
             &view.version,
             changes.clone(),
             day - 1,
-            |snapshot, _| {
+            |snapshot, config| {
                 for (id, recipient) in entries {
-                    let labels = snapshot.labels.get(id.as_str());
+                    let labels = snapshot.labels_of(id);
                     let label = |kind: SegmentKind| {
                         labels
-                            .and_then(|labels| labels.get(kind))
+                            .and_then(|labels| labels.get(kind, config))
                             .unwrap_or("none")
                             .to_owned()
                     };

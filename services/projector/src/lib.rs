@@ -108,20 +108,16 @@ mod tests {
         serve_with(records, None)
     }
 
-    /// [`serve`], opening sealed values with keys from `vault`.
-    fn serve_with(
-        records: &[(i32, proto::CustomerRecord)],
-        vault: Option<Arc<dyn crate::unseal::Vault>>,
-    ) -> (tempfile::TempDir, axum::Router) {
-        let directory = tempfile::tempdir().unwrap();
-        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+    /// Folds `records` (partition, record) into `store` with the real fold,
+    /// at offsets from `first_offset` on.
+    fn fold(store: &Store, records: &[(i32, proto::CustomerRecord)], first_offset: i64) {
         let metrics = ApplyMetrics::new(&Registry::default(), CUSTOMER_VIEW);
         let consumed: Vec<Consumed> = records
             .iter()
             .enumerate()
             .map(|(offset, (partition, record))| Consumed {
                 partition: *partition,
-                offset: offset as i64,
+                offset: first_offset + offset as i64,
                 timestamp_ms: 0,
                 key: Vec::new(),
                 retry_of: None,
@@ -129,10 +125,10 @@ mod tests {
             })
             .collect();
         apply_batch(
-            &store,
+            store,
             CUSTOMER_VIEW,
             &consumed,
-            &mut Positions::default(),
+            &mut Positions::load(store, CUSTOMER_VIEW).unwrap(),
             &metrics,
             crate::position::TimeWindow::default(),
             DeadLetters {
@@ -141,6 +137,16 @@ mod tests {
             },
         )
         .unwrap();
+    }
+
+    /// [`serve`], opening sealed values with keys from `vault`.
+    fn serve_with(
+        records: &[(i32, proto::CustomerRecord)],
+        vault: Option<Arc<dyn crate::unseal::Vault>>,
+    ) -> (tempfile::TempDir, axum::Router) {
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+        fold(&store, records, 0);
         let mut state = QueryState::new(
             crate::versions::Versions::serving(store, "v1"),
             Registry::default(),
@@ -582,6 +588,126 @@ mod tests {
             }
             records.push((0, record));
         }
+    }
+
+    /// What the scoreboard answers at two days: segment counts and members
+    /// of every segment, everyone's scores, both models, cohorts, campaigns.
+    async fn scoreboard_answers(app: &axum::Router) -> Vec<(String, Value)> {
+        let mut uris = vec![
+            "/v1/campaigns".to_owned(),
+            "/v1/campaigns/spring".to_owned(),
+        ];
+        for as_of in ["1970-10-01", "1970-08-15"] {
+            let (_, counts) = get(app, &format!("/v1/segments?as_of={as_of}")).await;
+            for kind in ["rfm", "lifecycle", "value_tier", "loyalty"] {
+                for name in counts[kind].as_object().unwrap().keys() {
+                    uris.push(format!(
+                        "/v1/segments/{kind}/{name}/customers?as_of={as_of}&limit=100"
+                    ));
+                }
+            }
+            uris.push(format!("/v1/segments?as_of={as_of}"));
+            uris.push(format!("/v1/models/bgnbd?as_of={as_of}"));
+            uris.push(format!("/v1/models/gamma-gamma?as_of={as_of}"));
+            uris.push(format!("/v1/cohorts?as_of={as_of}"));
+            for customer in 0..30 {
+                uris.push(format!(
+                    "/v1/customers/c-{customer:02}/scores?as_of={as_of}"
+                ));
+            }
+        }
+        let mut answers = Vec::new();
+        for uri in uris {
+            let (status, body) = get(app, &uri).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            answers.push((uri, body));
+        }
+        answers
+    }
+
+    fn image_pieces(store: &Store) -> usize {
+        store
+            .scan_prefix(
+                CUSTOMER_VIEW,
+                &[rapport_common::keys::SCOREBOARD_IMAGE],
+                usize::MAX,
+            )
+            .unwrap()
+            .len()
+    }
+
+    #[tokio::test]
+    async fn a_restarted_scoreboard_answers_from_its_image_as_a_fresh_scan_does() {
+        // Given a projector that scored everyone at two days and stopped
+        let mut records = thirty_buyers();
+        campaign_mail(&mut records);
+        let directory = tempfile::tempdir().unwrap();
+        let store = Store::open(directory.path(), &[CUSTOMER_VIEW]).unwrap();
+        fold(&store, &records, 0);
+        let versions = crate::versions::Versions::serving(store.clone(), "v1");
+        let gate = rapport_common::apikeys::Gate::open_for_tests();
+        let start = || {
+            Arc::new(QueryState::new(
+                versions.clone(),
+                Registry::default(),
+                Default::default(),
+            ))
+        };
+        let before = start();
+        let answered = scoreboard_answers(&router(before.clone(), &gate)).await;
+        before.save_scoreboards().unwrap();
+        drop(before);
+        assert!(image_pieces(&store) >= 3, "meta, facts and snapshot rows");
+
+        // When it starts again, it reads the board back instead of scanning
+        let restarted = start();
+        let view = restarted.view(None).unwrap();
+        assert!(restarted.scores.restore(&view, "v1", None).unwrap());
+        assert_eq!(image_pieces(&store), 0, "an image is read once");
+        let restored = scoreboard_answers(&router(restarted.clone(), &gate)).await;
+
+        // Then every answer equals the one before the restart and a fresh
+        // scan's
+        let scanned = scoreboard_answers(&router(start(), &gate)).await;
+        for ((uri, before), ((_, after), (_, fresh))) in
+            answered.iter().zip(restored.iter().zip(&scanned))
+        {
+            assert_eq!(before, after, "{uri} after the restart");
+            assert_eq!(fresh, after, "{uri} from a scan");
+        }
+        assert_eq!(answered.len(), restored.len());
+
+        // And an image of a store that moved on since is not used
+        restarted.save_scoreboards().unwrap();
+        assert!(image_pieces(&store) >= 3);
+        let mut later = event_record(
+            "c-05",
+            records.len() as i64,
+            proto::event::Payload::OrderPlaced(proto::OrderPlaced {
+                order_id: "o-late".into(),
+                total_minor: 99_00,
+                currency: "USD".into(),
+                items: vec![],
+            }),
+            "order.placed",
+            &[("customer_id", "c-05")],
+        );
+        if let Some(RecordBody::Event(resolved)) = later.body.as_mut() {
+            resolved.event.as_mut().unwrap().occurred_at_ms = 200 * 86_400_000;
+        }
+        fold(&store, &[(0, later)], records.len() as i64);
+        let moved_on = start();
+        assert!(!moved_on.scores.restore(&view, "v1", None).unwrap());
+        assert_eq!(image_pieces(&store), 0, "a stale image is deleted");
+        let app = router(moved_on, &gate);
+        let (_, scores) = get(&app, "/v1/customers/c-05/scores?as_of=1970-10-01").await;
+        let (_, fresh) = get(
+            &router(start(), &gate),
+            "/v1/customers/c-05/scores?as_of=1970-10-01",
+        )
+        .await;
+        assert_eq!(scores, fresh);
+        assert_eq!(scores["rfm"]["frequency"], fresh["rfm"]["frequency"]);
     }
 
     #[tokio::test]

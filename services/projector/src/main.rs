@@ -103,8 +103,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(vault) = vault {
         query = query.with_vault(vault);
     }
-    let app = router(Arc::new(query), &gate)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let query = Arc::new(query);
+    // Read back before any request and before the workers apply much: an
+    // image is only used while nothing was applied after it.
+    query.restore_scoreboards()?;
+    let app =
+        router(query.clone(), &gate).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind(config.projector.listen)
         .await
         .with_context(|| format!("binding {}", config.projector.listen))?;
@@ -130,6 +134,13 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("stopping after the current batches");
     let stopping = versions.clone();
     tokio::task::spawn_blocking(move || stopping.stop_all()).await?;
+    // With the workers stopped the scoreboards hold every applied batch:
+    // kept on disk, the next start reads them back instead of scoring
+    // everyone again.
+    let saved = tokio::task::spawn_blocking(move || query.save_scoreboards()).await?;
+    if let Err(error) = saved {
+        tracing::warn!(%error, "could not write the scoreboards' images; the next start scans");
+    }
     outcome.context("projector failed")?;
     tracing::info!("projector stopped");
     Ok(())

@@ -63,6 +63,65 @@ impl QueryState {
 }
 
 impl QueryState {
+    /// Reads back, on a thread of its own, the scoreboard of every version
+    /// that has an image (written by [`QueryState::save_scoreboards`]);
+    /// requests for those boards wait for it rather than scan. Call it at
+    /// start, before requests are served and as early after the workers
+    /// started as possible: an image is only used if no batch was applied
+    /// since it was written.
+    pub fn restore_scoreboards(self: &Arc<Self>) -> Result<std::thread::JoinHandle<()>> {
+        let mut imaged = Vec::new();
+        for version in self.versions.names() {
+            let Ok(view) = self.view_of(&version) else {
+                continue;
+            };
+            if self.scores.has_image(&view)? {
+                imaged.push(version);
+            }
+        }
+        self.scores.begin_restore(&imaged);
+        let state = self.clone();
+        let restore = move || {
+            for version in &imaged {
+                let Ok(view) = state.view_of(version) else {
+                    state.scores.end_restore(version);
+                    continue;
+                };
+                let changes = state.versions.changes_of(version);
+                if let Err(error) = state.scores.restore(&view, version, changes) {
+                    tracing::warn!(version, %error, "could not read the scoreboard's image; it will be built by a scan");
+                }
+            }
+        };
+        std::thread::Builder::new()
+            .name("scores-restore".into())
+            .spawn(restore)
+            .map_err(|source| rapport_common::Error::Io {
+                context: "starting the scoreboard's restore".into(),
+                source,
+            })
+    }
+
+    /// Writes every scoreboard as its version's image, for
+    /// [`QueryState::restore_scoreboards`] at the next start. Call it once
+    /// the workers stopped.
+    pub fn save_scoreboards(&self) -> Result<()> {
+        for version in self.versions.names() {
+            let Ok(view) = self.view_of(&version) else {
+                continue;
+            };
+            let changes = self.versions.changes_of(&version);
+            self.scores.save(&view, &version, changes)?;
+        }
+        Ok(())
+    }
+
+    /// The view of `version`, named or live.
+    fn view_of(&self, version: &str) -> Result<View<'_>, ApiError> {
+        let live = self.versions.live() == version;
+        self.view((!live).then_some(version))
+    }
+
     pub(crate) fn view(&self, version: Option<&str>) -> Result<View<'_>, ApiError> {
         let family = self.versions.family_for(version)?;
         Ok(View {

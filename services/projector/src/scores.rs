@@ -6,8 +6,10 @@
 //! analytics are derived from it rather than folded a second time:
 //!
 //! * a [`Board`] per projection version keeps each person's
-//!   [`CustomerFacts`], built by one scan of the version's profiles and then
-//!   kept current from the profiles each applied batch changed
+//!   [`CustomerFacts`] in a slot of their own ([`Persons`]), built by one
+//!   scan of the version's profiles (or read back from the image the
+//!   projector wrote when it last stopped, see [`image`]) and then kept
+//!   current from the profiles each applied batch changed
 //!   ([`crate::changes::Changes`]);
 //! * per `as_of` it keeps a [`Snapshot`]: the exact RFM population (updated
 //!   one person at a time, so a person's scores reflect their latest event at
@@ -35,7 +37,7 @@ use rapport_projections::analytics::dashboard::{
 use rapport_projections::analytics::gamma_gamma::{GammaGammaFit, fit_gamma_gamma};
 use rapport_projections::analytics::lifecycle::LifecycleStage;
 use rapport_projections::analytics::occasions::RepeatSummary;
-use rapport_projections::analytics::rfm::{RfmPopulation, RfmScores, RfmSegment};
+use rapport_projections::analytics::rfm::{RfmDistribution, RfmScores, RfmSegment, RfmValues};
 use rapport_projections::analytics::scoring::{
     CustomerFacts, CustomerInputs, CustomerScores, PopulationModels, inputs, score, score_inputs,
 };
@@ -45,7 +47,10 @@ use rapport_projections::customer_view::ProfileState;
 use rapport_projections::money::minor_unit_digits;
 
 use crate::changes::Changes;
+use crate::position::Positions;
 use crate::read::{View, person_of};
+
+mod image;
 
 /// Models are refitted once this share of the population changed since the fit…
 pub const REFIT_AFTER_SHARE: f64 = 0.01;
@@ -56,17 +61,19 @@ const KEPT_SNAPSHOTS: usize = 4;
 const KEPT_FITS: usize = 16;
 
 /// The segment labels of one person at one `as_of`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Labels {
     /// R, F and M; the segment follows from them.
     pub rfm: Option<RfmScores>,
     pub lifecycle: Option<LifecycleStage>,
     pub value_tier: Option<ValueTier>,
-    pub loyalty: String,
+    /// Their loyalty tier's place among the configured tiers.
+    pub loyalty: u8,
     /// A buyer: `Some(at_risk)` of their churn flag.
     pub at_risk: Option<bool>,
-    /// Days of their first and last purchase occasions, for a buyer.
-    pub purchases: Option<(i64, i64)>,
+    /// Days of their first and last purchase occasions, for a buyer (32
+    /// bits: dates are checked to lie between 1970 and 2100).
+    pub purchases: Option<(i32, i32)>,
     /// Purchase occasions after the first (0 for people who never bought).
     pub repeats: u32,
     /// Expected lifetime value, for a buyer with a fitted model.
@@ -76,13 +83,19 @@ pub struct Labels {
 }
 
 impl Labels {
-    fn of(scores: &CustomerScores, inputs: &CustomerInputs) -> Self {
+    fn of(scores: &CustomerScores, inputs: &CustomerInputs, config: &AnalyticsConfig) -> Self {
         let occasions = &inputs.occasions.reporting;
+        let loyalty = config
+            .loyalty
+            .tiers
+            .iter()
+            .position(|tier| tier.name == scores.loyalty.tier)
+            .unwrap_or_default();
         Labels {
             purchases: occasions
                 .first()
                 .zip(occasions.last())
-                .map(|(first, last)| (first.day, last.day)),
+                .map(|(first, last)| (day32(first.day), day32(last.day))),
             repeats: inputs
                 .summary
                 .as_ref()
@@ -96,7 +109,7 @@ impl Labels {
             }),
             lifecycle: scores.lifecycle,
             value_tier: scores.value_tier,
-            loyalty: scores.loyalty.tier.clone(),
+            loyalty: u8::try_from(loyalty).unwrap_or(u8::MAX),
             at_risk: scores.churn.as_ref().map(|churn| churn.at_risk),
         }
     }
@@ -105,7 +118,7 @@ impl Labels {
     /// that the dashboard's figures count people as the lists and
     /// `/v1/segments` do: a person's labels change with their own events
     /// and at refits, not with every other person's.
-    fn apply_to(&self, scores: &mut CustomerScores) {
+    fn apply_to(&self, scores: &mut CustomerScores, config: &AnalyticsConfig) {
         match (&mut scores.rfm, self.rfm) {
             (Some(document), Some(rfm)) => {
                 document.r = rfm.recency;
@@ -119,7 +132,9 @@ impl Labels {
         }
         scores.lifecycle = self.lifecycle;
         scores.value_tier = self.value_tier;
-        scores.loyalty.tier.clone_from(&self.loyalty);
+        if let Some(tier) = self.loyalty_tier(config) {
+            scores.loyalty.tier.replace_range(.., tier);
+        }
         if let (Some(churn), Some(at_risk)) = (&mut scores.churn, self.at_risk) {
             churn.at_risk = at_risk;
         }
@@ -128,14 +143,141 @@ impl Labels {
         }
     }
 
+    fn loyalty_tier<'a>(&self, config: &'a AnalyticsConfig) -> Option<&'a str> {
+        config
+            .loyalty
+            .tiers
+            .get(usize::from(self.loyalty))
+            .map(|tier| tier.name.as_str())
+    }
+
     /// The label of `kind` (`rfm`, `lifecycle`, `value_tier`, `loyalty`).
-    pub fn get(&self, kind: SegmentKind) -> Option<&str> {
+    pub fn get<'a>(&self, kind: SegmentKind, config: &'a AnalyticsConfig) -> Option<&'a str> {
         match kind {
             SegmentKind::Rfm => self.rfm.map(|rfm| rfm.segment().slug()),
             SegmentKind::Lifecycle => self.lifecycle.map(|stage| stage.as_str()),
             SegmentKind::ValueTier => self.value_tier.map(|tier| tier.as_str()),
-            SegmentKind::Loyalty => Some(&self.loyalty),
+            SegmentKind::Loyalty => self.loyalty_tier(config),
         }
+    }
+}
+
+/// A day in 32 bits, for what is kept per person and day.
+fn day32(day: i64) -> i32 {
+    day.clamp(i32::MIN.into(), i32::MAX.into()) as i32
+}
+
+/// One person's place in a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Entry {
+    /// For people known by the snapshot's `as_of`.
+    labels: Option<Labels>,
+    /// For people with a purchase occasion in the RFM window: the values
+    /// the snapshot's distribution counts them with.
+    rfm: PackedRfm,
+}
+
+/// Optional RFM values in 16 bytes rather than 32, for a million people
+/// at each kept day: frequency 0 stands for none (a buyer in the window
+/// has at least one occasion), and the day fits 32 bits (dates are
+/// checked to lie between 1970 and 2100).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct PackedRfm {
+    last_occasion_day: i32,
+    frequency: u32,
+    monetary_minor: i64,
+}
+
+impl PackedRfm {
+    fn of(values: Option<RfmValues>) -> Self {
+        values.map_or_else(PackedRfm::default, |values| PackedRfm {
+            last_occasion_day: day32(values.last_occasion_day),
+            frequency: values.frequency,
+            monetary_minor: values.monetary_minor,
+        })
+    }
+
+    fn get(self) -> Option<RfmValues> {
+        (self.frequency > 0).then_some(RfmValues {
+            last_occasion_day: self.last_occasion_day.into(),
+            frequency: self.frequency,
+            monetary_minor: self.monetary_minor,
+        })
+    }
+}
+
+/// Everyone's facts, each person in a slot of their own that they keep
+/// (slots are never reused): snapshots keep their labels in vectors by
+/// slot rather than in maps keyed by id, and a copy of everyone, to score
+/// them without holding the board, costs two pointers a person.
+#[derive(Clone, Default)]
+pub struct Persons {
+    slots: Vec<Option<(Arc<str>, Arc<CustomerFacts>)>>,
+    count: usize,
+}
+
+impl Persons {
+    /// People with facts.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Everyone's id and facts, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &CustomerFacts)> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|(id, facts)| (&**id, &**facts))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &CustomerFacts> {
+        self.iter().map(|(_, facts)| facts)
+    }
+
+    /// Everyone with their slot.
+    fn by_slot(&self) -> impl Iterator<Item = (u32, &str, &CustomerFacts)> {
+        self.slots.iter().enumerate().filter_map(|(slot, person)| {
+            let (id, facts) = person.as_ref()?;
+            Some((slot as u32, &**id, &**facts))
+        })
+    }
+
+    fn get(&self, slot: u32) -> Option<&CustomerFacts> {
+        let (_, facts) = self.slots.get(slot as usize)?.as_ref()?;
+        Some(facts)
+    }
+
+    /// Slots in use or retired: the length snapshots' vectors grow to.
+    fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn put(&mut self, slot: u32, id: Arc<str>, facts: CustomerFacts) {
+        let index = slot as usize;
+        if self.slots.len() <= index {
+            self.slots.resize(index + 1, None);
+        }
+        let previous = self.slots[index].replace((id, Arc::new(facts)));
+        if previous.is_none() {
+            self.count += 1;
+        }
+    }
+
+    /// Empties `slot`; whether it held someone.
+    fn take(&mut self, slot: u32) -> bool {
+        let taken = self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(Option::take)
+            .is_some();
+        if taken {
+            self.count -= 1;
+        }
+        taken
     }
 }
 
@@ -191,17 +333,21 @@ impl SegmentKind {
 /// Everyone scored at one `as_of`.
 pub struct Snapshot {
     pub as_of: i64,
-    pub rfm: RfmPopulation,
+    /// Who bought in the RFM window, counted by their values.
+    pub rfm: RfmDistribution,
     pub models: Arc<PopulationModels>,
     /// Buyers by `as_of`, over whom the models were fitted.
     pub buyers: usize,
-    /// By person id, so that a segment's members page through in id order
-    /// without sorting.
-    pub labels: BTreeMap<String, Labels>,
+    /// By the board's slots.
+    entries: Vec<Entry>,
+    /// Entries with labels: people known by `as_of`.
+    labelled: usize,
     changed_since_fit: usize,
     population_at_fit: usize,
     /// Counts every update, so the dashboard's figures know when they are old.
     revision: u64,
+    /// Requests that read it: the image keeps the days read most.
+    reads: std::sync::atomic::AtomicU64,
     overview: Mutex<Option<CachedOverview>>,
 }
 
@@ -255,42 +401,49 @@ pub enum PeopleFilter {
 }
 
 impl Snapshot {
-    fn build(
-        persons: &HashMap<String, CustomerFacts>,
-        as_of: i64,
-        config: &AnalyticsConfig,
-    ) -> Self {
-        let mut rfm = RfmPopulation::new();
+    fn build(persons: &Persons, as_of: i64, config: &AnalyticsConfig) -> Self {
+        let mut entries = vec![Entry::default(); persons.capacity()];
         let mut everyone: Vec<RepeatSummary> = Vec::new();
-        for (id, facts) in persons {
+        for (slot, _, facts) in persons.by_slot() {
             let inputs = inputs(facts, as_of, config);
-            if inputs.rfm.is_some() {
-                rfm.upsert(id, inputs.rfm);
-            }
+            entries[slot as usize].rfm = PackedRfm::of(inputs.rfm);
             everyone.extend(inputs.summary);
         }
+        let rfm = RfmDistribution::from_values(entries.iter().filter_map(|entry| entry.rfm.get()));
         let buyers = everyone.len();
         let models = Arc::new(PopulationModels::fit(&everyone, as_of, config));
-        let labels = persons
-            .iter()
-            .filter(|(_, facts)| facts.known_at(as_of))
-            .map(|(id, facts)| {
+        drop(everyone);
+        let mut labelled = 0;
+        for (slot, _, facts) in persons.by_slot() {
+            if facts.known_at(as_of) {
                 let inputs = inputs(facts, as_of, config);
                 let scores = score_inputs(facts, &inputs, as_of, &rfm, &models, config);
-                (id.clone(), Labels::of(&scores, &inputs))
-            })
-            .collect();
+                entries[slot as usize].labels = Some(Labels::of(&scores, &inputs, config));
+                labelled += 1;
+            }
+        }
         Snapshot {
             as_of,
             rfm,
             models,
             buyers,
-            labels,
+            entries,
+            labelled,
             changed_since_fit: 0,
             population_at_fit: persons.len(),
             revision: 0,
+            reads: Default::default(),
             overview: Mutex::new(None),
         }
+    }
+
+    /// People known by `as_of`: those with labels.
+    pub fn customers(&self) -> usize {
+        self.labelled
+    }
+
+    fn labels(&self, slot: u32) -> Option<&Labels> {
+        self.entries.get(slot as usize)?.labels.as_ref()
     }
 
     /// The dashboard's figures if they were gathered and are still fresh
@@ -307,11 +460,7 @@ impl Snapshot {
 
     /// The dashboard's figures: gathered once, again when the snapshot
     /// changed and they are older than [`OVERVIEW_MAX_AGE`].
-    pub fn overview(
-        &self,
-        persons: &HashMap<String, CustomerFacts>,
-        config: &AnalyticsConfig,
-    ) -> Arc<Overview> {
+    pub fn overview(&self, persons: &Persons, config: &AnalyticsConfig) -> Arc<Overview> {
         let mut cached = self.overview.lock().expect("overview lock");
         if let Some(kept) = cached.as_ref()
             && (kept.revision == self.revision || kept.gathered.elapsed() < OVERVIEW_MAX_AGE)
@@ -321,12 +470,12 @@ impl Snapshot {
         let started = Instant::now();
         let mut builder =
             OverviewBuilder::new(self.as_of, minor_unit_digits(&config.reporting_currency));
-        for (id, facts) in persons {
-            if let Some(labels) = self.labels.get(id) {
+        for (slot, id, facts) in persons.by_slot() {
+            if let Some(labels) = self.labels(slot) {
                 let inputs = inputs(facts, self.as_of, config);
                 let mut scores =
                     score_inputs(facts, &inputs, self.as_of, &self.rfm, &self.models, config);
-                labels.apply_to(&mut scores);
+                labels.apply_to(&mut scores, config);
                 builder.add(id, &inputs, &scores);
             }
         }
@@ -347,22 +496,22 @@ impl Snapshot {
     }
 
     /// Whether a person with `labels` belongs in `filter`'s list.
-    fn admits(&self, filter: &PeopleFilter, labels: &Labels) -> bool {
+    fn admits(&self, filter: &PeopleFilter, labels: &Labels, config: &AnalyticsConfig) -> bool {
         match filter {
-            PeopleFilter::Segment(kind, name) => labels.get(*kind) == Some(name.as_str()),
+            PeopleFilter::Segment(kind, name) => labels.get(*kind, config) == Some(name.as_str()),
             PeopleFilter::RfmCell(r, fm) => labels
                 .rfm
                 .is_some_and(|rfm| rfm.recency == *r && rfm.frequency_monetary() == *fm),
             PeopleFilter::BoughtWithin(days) => labels
                 .purchases
-                .is_some_and(|(_, last)| last > self.as_of - days),
+                .is_some_and(|(_, last)| i64::from(last) > self.as_of - days),
             PeopleFilter::Cohort(month) => labels
                 .purchases
-                .is_some_and(|(first, _)| month_of(first) == *month),
+                .is_some_and(|(first, _)| month_of(first.into()) == *month),
             PeopleFilter::CohortActive { month, after } => {
                 labels
                     .purchases
-                    .is_some_and(|(first, _)| month_of(first) == *month)
+                    .is_some_and(|(first, _)| month_of(first.into()) == *month)
                     && labels.cohort_months >> after & 1 == 1
             }
             PeopleFilter::Buyers => labels.purchases.is_some(),
@@ -383,52 +532,33 @@ impl Snapshot {
         }
     }
 
-    /// The people of `filter` after `cursor` (a person id), by id, up to
-    /// `limit`; and whether there are more.
-    pub fn people(
-        &self,
-        filter: &PeopleFilter,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> (Vec<String>, bool) {
-        self.page_of(cursor, limit, |_, labels| self.admits(filter, labels))
-    }
-
-    /// The ids `admits` accepts after `cursor`, up to `limit`, and whether
-    /// there are more. Walks the labels in id order from the cursor and
-    /// stops at the page's end.
-    fn page_of(
-        &self,
-        cursor: Option<&str>,
-        limit: usize,
-        admits: impl Fn(&str, &Labels) -> bool,
-    ) -> (Vec<String>, bool) {
-        let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut ids: Vec<String> = self
-            .labels
-            .range::<str, _>((after, Bound::Unbounded))
-            .filter(|(id, labels)| admits(id, labels))
-            .map(|(id, _)| id.clone())
-            .take(limit.saturating_add(1))
-            .collect();
-        let more = ids.len() > limit;
-        ids.truncate(limit);
-        (ids, more)
-    }
-
-    fn update(&mut self, id: &str, facts: Option<&CustomerFacts>, config: &AnalyticsConfig) {
+    /// Re-scores the person in `slot` (gone with `None`).
+    fn update(&mut self, slot: u32, facts: Option<&CustomerFacts>, config: &AnalyticsConfig) {
         self.changed_since_fit += 1;
         self.revision += 1;
+        let index = slot as usize;
+        if self.entries.len() <= index {
+            self.entries.resize(index + 1, Entry::default());
+        }
+        let entry = &mut self.entries[index];
+        if let Some(values) = std::mem::take(&mut entry.rfm).get() {
+            self.rfm.remove(&values);
+        }
+        if entry.labels.take().is_some() {
+            self.labelled -= 1;
+        }
         let Some(facts) = facts.filter(|facts| facts.known_at(self.as_of)) else {
-            self.rfm.upsert(id, None);
-            self.labels.remove(id);
             return;
         };
         let inputs = inputs(facts, self.as_of, config);
-        self.rfm.upsert(id, inputs.rfm);
+        if let Some(values) = &inputs.rfm {
+            self.rfm.add(values);
+        }
         let scores = score_inputs(facts, &inputs, self.as_of, &self.rfm, &self.models, config);
-        self.labels
-            .insert(id.to_owned(), Labels::of(&scores, &inputs));
+        let entry = &mut self.entries[index];
+        entry.rfm = PackedRfm::of(inputs.rfm);
+        entry.labels = Some(Labels::of(&scores, &inputs, config));
+        self.labelled += 1;
     }
 
     fn stale(&self) -> bool {
@@ -442,16 +572,55 @@ impl Snapshot {
             .into_iter()
             .map(|name| (name, 0))
             .collect();
-        for labels in self.labels.values() {
-            if let Some(name) = labels.get(kind) {
+        for labels in self
+            .entries
+            .iter()
+            .filter_map(|entry| entry.labels.as_ref())
+        {
+            if let Some(name) = labels.get(kind, config) {
                 *counts.entry(name.to_owned()).or_default() += 1;
             }
         }
         counts
     }
+}
 
-    /// Members of one segment after `cursor` (a person id), by id. Walks the
-    /// labels in id order from the cursor and stops at the page's end.
+/// A snapshot with the board's ids, for what a request reads of it:
+/// one person's labels, pages of people in id order.
+pub struct Scored<'a> {
+    snapshot: &'a Snapshot,
+    slot_of: &'a BTreeMap<Arc<str>, u32>,
+    config: &'a AnalyticsConfig,
+}
+
+impl std::ops::Deref for Scored<'_> {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        self.snapshot
+    }
+}
+
+impl<'a> Scored<'a> {
+    /// The labels of person `id`, if known by `as_of`.
+    pub fn labels_of(&self, id: &str) -> Option<&'a Labels> {
+        self.snapshot.labels(*self.slot_of.get(id)?)
+    }
+
+    /// The people of `filter` after `cursor` (a person id), by id, up to
+    /// `limit`; and whether there are more.
+    pub fn people(
+        &self,
+        filter: &PeopleFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> (Vec<String>, bool) {
+        self.page_of(cursor, limit, |labels| {
+            self.snapshot.admits(filter, labels, self.config)
+        })
+    }
+
+    /// Members of one segment after `cursor` (a person id), by id.
     pub fn members(
         &self,
         kind: SegmentKind,
@@ -459,7 +628,31 @@ impl Snapshot {
         cursor: Option<&str>,
         limit: usize,
     ) -> (Vec<String>, bool) {
-        self.page_of(cursor, limit, |_, labels| labels.get(kind) == Some(name))
+        self.page_of(cursor, limit, |labels| {
+            labels.get(kind, self.config) == Some(name)
+        })
+    }
+
+    /// The ids `admits` accepts after `cursor`, up to `limit`, and whether
+    /// there are more. Walks the ids in order from the cursor and stops at
+    /// the page's end.
+    fn page_of(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        admits: impl Fn(&Labels) -> bool,
+    ) -> (Vec<String>, bool) {
+        let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut ids: Vec<String> = self
+            .slot_of
+            .range::<str, _>((after, Bound::Unbounded))
+            .filter(|(_, slot)| self.snapshot.labels(**slot).is_some_and(&admits))
+            .map(|(id, _)| id.to_string())
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        (ids, more)
     }
 }
 
@@ -501,13 +694,15 @@ pub struct Board {
     /// The feed this board follows; a version dropped and created again
     /// under the same name gets a new feed, and so a new board.
     changes: Option<Changes>,
-    persons: HashMap<String, CustomerFacts>,
+    persons: Persons,
+    /// The slot of every id given one, in id order: pages of people walk it.
+    slot_of: BTreeMap<Arc<str>, u32>,
     /// Absorbed profile → the person it belongs to.
     root_of: HashMap<String, String>,
     snapshots: VecDeque<Snapshot>,
-    /// Snapshots being refitted in the background, with the people changed
-    /// since the refit took its copy of everyone.
-    refitting: HashMap<i64, HashSet<String>>,
+    /// Snapshots being refitted in the background, with the slots of the
+    /// people changed since the refit took its copy of everyone.
+    refitting: HashMap<i64, HashSet<u32>>,
     fits: VecDeque<(FitKey, Fits)>,
     validations: VecDeque<KeptValidation>,
 }
@@ -521,21 +716,26 @@ pub(crate) fn facts_of(members: &[(String, ProfileState)]) -> CustomerFacts {
 }
 
 impl Board {
+    fn empty(changes: Option<Changes>) -> Self {
+        Board {
+            changes,
+            persons: Persons::default(),
+            slot_of: BTreeMap::new(),
+            root_of: HashMap::new(),
+            snapshots: VecDeque::new(),
+            refitting: HashMap::new(),
+            fits: VecDeque::new(),
+            validations: VecDeque::new(),
+        }
+    }
+
     /// Scans every profile of the version once. Subscribes to the change
     /// feed first, so nothing applied during the scan is missed.
     fn build(view: &View<'_>, changes: Option<Changes>) -> Result<Self> {
         if let Some(changes) = &changes {
             changes.subscribe();
         }
-        let mut board = Board {
-            changes,
-            persons: HashMap::new(),
-            root_of: HashMap::new(),
-            snapshots: VecDeque::new(),
-            refitting: HashMap::new(),
-            fits: VecDeque::new(),
-            validations: VecDeque::new(),
-        };
+        let mut board = Board::empty(changes);
         // Profiles in a merge are gathered afterwards, person by person.
         let mut in_merges = Vec::new();
         view.store
@@ -548,9 +748,7 @@ impl Board {
                 if state.merged_into.is_some() || !state.absorbed.is_empty() {
                     in_merges.push(id);
                 } else {
-                    board
-                        .persons
-                        .insert(id, CustomerFacts::from_profile(&state));
+                    board.set_facts(&id, CustomerFacts::from_profile(&state));
                 }
                 Ok(())
             })?;
@@ -560,24 +758,44 @@ impl Board {
         Ok(board)
     }
 
-    /// Re-reads the person `id` belongs to and updates every snapshot.
-    fn refresh_person(&mut self, view: &View<'_>, id: &str) -> Result<Vec<String>> {
+    /// Puts `facts` in the slot of `id`, given one if need be; the slot.
+    fn set_facts(&mut self, id: &str, facts: CustomerFacts) -> u32 {
+        // Past every slot given out, those of people gone included.
+        let next = self.persons.capacity() as u32;
+        let (id, slot) = match self.slot_of.get_key_value(id) {
+            Some((id, slot)) => (id.clone(), *slot),
+            None => {
+                let id: Arc<str> = Arc::from(id);
+                self.slot_of.insert(id.clone(), next);
+                (id, next)
+            }
+        };
+        self.persons.put(slot, id, facts);
+        slot
+    }
+
+    /// Takes `id` off the board; their slot if they were on it.
+    fn remove_person(&mut self, id: &str) -> Option<u32> {
+        let slot = *self.slot_of.get(id)?;
+        self.persons.take(slot).then_some(slot)
+    }
+
+    /// Re-reads the person `id` belongs to; the slots whose facts changed.
+    fn refresh_person(&mut self, view: &View<'_>, id: &str) -> Result<Vec<u32>> {
         let start = self.root_of.get(id).map_or(id, String::as_str).to_owned();
         let Some(person) = person_of(view, &start)? else {
-            return Ok(Vec::new());
+            // Gone from the store (erased): gone from the scores too.
+            return Ok(self.remove_person(&start).into_iter().collect());
         };
-        let mut touched = vec![person.root.clone()];
+        let mut touched = Vec::new();
         for (member, _) in &person.members {
             if *member != person.root {
                 self.root_of.insert(member.clone(), person.root.clone());
-                if self.persons.remove(member).is_some() {
-                    touched.push(member.clone());
-                }
+                touched.extend(self.remove_person(member));
             }
         }
         self.root_of.remove(&person.root);
-        self.persons
-            .insert(person.root.clone(), facts_of(&person.members));
+        touched.push(self.set_facts(&person.root, facts_of(&person.members)));
         Ok(touched)
     }
 
@@ -596,12 +814,12 @@ impl Board {
         touched.sort_unstable();
         touched.dedup();
         for snapshot in &mut self.snapshots {
-            for id in &touched {
-                snapshot.update(id, self.persons.get(id), config);
+            for slot in &touched {
+                snapshot.update(*slot, self.persons.get(*slot), config);
             }
         }
         for pending in self.refitting.values_mut() {
-            pending.extend(touched.iter().cloned());
+            pending.extend(touched.iter().copied());
         }
         let mut due = Vec::new();
         for snapshot in &self.snapshots {
@@ -632,8 +850,8 @@ impl Board {
     /// longer wanted).
     fn install(&mut self, mut snapshot: Snapshot, config: &AnalyticsConfig, new: bool) {
         let changed = self.refitting.remove(&snapshot.as_of).unwrap_or_default();
-        for id in &changed {
-            snapshot.update(id, self.persons.get(id), config);
+        for slot in &changed {
+            snapshot.update(*slot, self.persons.get(*slot), config);
         }
         snapshot.changed_since_fit = changed.len();
         if let Some(kept) = self
@@ -674,6 +892,19 @@ impl Board {
             }
         };
         &self.snapshots[position]
+    }
+
+    /// The snapshot of `as_of`, if kept, with the board's ids.
+    fn scored<'a>(&'a self, as_of: i64, config: &'a AnalyticsConfig) -> Option<Scored<'a>> {
+        let snapshot = self.snapshots.iter().find(|kept| kept.as_of == as_of)?;
+        snapshot
+            .reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Scored {
+            snapshot,
+            slot_of: &self.slot_of,
+            config,
+        })
     }
 
     fn fits(&mut self, key: FitKey, config: &AnalyticsConfig) -> Fits {
@@ -738,7 +969,7 @@ fn score_on_copy(
     as_of: i64,
     config: &AnalyticsConfig,
     new: bool,
-    before_install: impl FnOnce(&Snapshot, &HashMap<String, CustomerFacts>),
+    before_install: impl FnOnce(&Snapshot, &Persons),
 ) {
     let persons = board.read().expect("board lock").persons.clone();
     let snapshot = Snapshot::build(&persons, as_of, config);
@@ -757,6 +988,8 @@ pub struct Scoreboard {
     /// (version, `as_of`) whose dashboard figures are being gathered in the
     /// background.
     gathering: Arc<Mutex<HashSet<(String, i64)>>>,
+    /// Versions whose image is being read back; their boards wait for it.
+    restoring: (Mutex<HashSet<String>>, std::sync::Condvar),
     persons: Gauge,
     build_milliseconds: Gauge,
 }
@@ -767,6 +1000,7 @@ impl Scoreboard {
             config,
             boards: Mutex::new(HashMap::new()),
             gathering: Arc::default(),
+            restoring: Default::default(),
             persons: registry.gauge(
                 "rapport_scores_persons",
                 "People the live scoreboard knows.",
@@ -780,6 +1014,105 @@ impl Scoreboard {
         }
     }
 
+    /// Marks `versions` as being restored from their images: their boards
+    /// wait for [`Scoreboard::restore`] rather than scan.
+    pub(crate) fn begin_restore(&self, versions: &[String]) {
+        let mut restoring = self.restoring.0.lock().expect("restoring lock");
+        restoring.extend(versions.iter().cloned());
+    }
+
+    /// Ends the wait for `version`'s restore.
+    pub(crate) fn end_restore(&self, version: &str) {
+        let (restoring, restored) = &self.restoring;
+        restoring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(version);
+        restored.notify_all();
+    }
+
+    fn await_restore(&self, version: &str) {
+        let (restoring, restored) = &self.restoring;
+        let mut restoring = restoring.lock().expect("restoring lock");
+        while restoring.contains(version) {
+            restoring = restored.wait(restoring).expect("restoring lock");
+        }
+    }
+
+    /// Reads the board of `version` back from its image, if it has a valid
+    /// one (see [`image`]), and ends the wait [`Scoreboard::begin_restore`]
+    /// started, whatever happens.
+    pub(crate) fn restore(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+    ) -> Result<bool> {
+        struct Done<'a>(&'a Scoreboard, &'a str);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.end_restore(self.1);
+            }
+        }
+        let _done = Done(self, version);
+        let started = Instant::now();
+        let Some(board) = image::read(view.store, &view.family, changes, &self.config)? else {
+            return Ok(false);
+        };
+        let persons = board.persons.len();
+        let days = board.snapshots.len();
+        self.persons.set(persons as i64);
+        self.boards
+            .lock()
+            .expect("boards lock")
+            .insert(version.to_owned(), Arc::new(RwLock::new(board)));
+        tracing::info!(
+            version,
+            persons,
+            days,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "read the scoreboard back from its image"
+        );
+        Ok(true)
+    }
+
+    /// Whether `view`'s version has an image to read back.
+    pub(crate) fn has_image(&self, view: &View<'_>) -> Result<bool> {
+        image::exists(view.store, &view.family)
+    }
+
+    /// Writes the board of `version`, if there is one, as its image (see
+    /// [`image`]). For when its worker has stopped: the image holds the
+    /// positions it stands at.
+    pub(crate) fn save(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+    ) -> Result<bool> {
+        let kept = self
+            .boards
+            .lock()
+            .expect("boards lock")
+            .contains_key(version);
+        if !kept {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let board = self.board(view, version, changes)?;
+        let board = board.read().expect("board lock");
+        let positions = Positions::load(view.store, &view.family)?;
+        let days = image::write(view.store, &view.family, &board, &positions, &self.config)?;
+        tracing::info!(
+            version,
+            persons = board.persons.len(),
+            days,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "wrote the scoreboard's image"
+        );
+        Ok(true)
+    }
+
     /// The board of `version`, caught up with every applied batch.
     fn board(
         &self,
@@ -787,6 +1120,7 @@ impl Scoreboard {
         version: &str,
         changes: Option<Changes>,
     ) -> Result<Arc<RwLock<Board>>> {
+        self.await_restore(version);
         let existing = self
             .boards
             .lock()
@@ -902,18 +1236,11 @@ impl Scoreboard {
         version: &str,
         changes: Option<Changes>,
         as_of: i64,
-        read: impl FnOnce(&Snapshot, &AnalyticsConfig) -> T,
+        read: impl FnOnce(&Scored<'_>, &AnalyticsConfig) -> T,
     ) -> Result<T> {
-        let board = self.board(view, version, changes)?;
-        {
-            let shared = board.read().expect("board lock");
-            if let Some(snapshot) = shared.snapshots.iter().find(|kept| kept.as_of == as_of) {
-                return Ok(read(snapshot, &self.config));
-            }
-        }
-        let mut board = board.write().expect("board lock");
-        let snapshot = board.snapshot(as_of, &self.config);
-        Ok(read(snapshot, &self.config))
+        self.with_everyone(view, version, changes, as_of, |scored, _, config| {
+            read(scored, config)
+        })
     }
 
     /// Runs `read` on the snapshot of `as_of` and everyone's facts, building
@@ -924,24 +1251,22 @@ impl Scoreboard {
         version: &str,
         changes: Option<Changes>,
         as_of: i64,
-        read: impl FnOnce(&Snapshot, &HashMap<String, CustomerFacts>, &AnalyticsConfig) -> T,
+        read: impl FnOnce(&Scored<'_>, &Persons, &AnalyticsConfig) -> T,
     ) -> Result<T> {
         let board = self.board(view, version, changes)?;
         {
             let shared = board.read().expect("board lock");
-            if let Some(snapshot) = shared.snapshots.iter().find(|kept| kept.as_of == as_of) {
-                return Ok(read(snapshot, &shared.persons, &self.config));
+            if let Some(scored) = shared.scored(as_of, &self.config) {
+                return Ok(read(&scored, &shared.persons, &self.config));
             }
         }
         let mut board = board.write().expect("board lock");
         board.snapshot(as_of, &self.config);
         let board = &*board;
-        let snapshot = board
-            .snapshots
-            .iter()
-            .find(|kept| kept.as_of == as_of)
+        let scored = board
+            .scored(as_of, &self.config)
             .expect("the snapshot just built");
-        Ok(read(snapshot, &board.persons, &self.config))
+        Ok(read(&scored, &board.persons, &self.config))
     }
 
     /// The dashboard's figures at `as_of` if they are ready; otherwise
@@ -1050,7 +1375,7 @@ impl Scoreboard {
         view: &View<'_>,
         version: &str,
         changes: Option<Changes>,
-        read: impl FnOnce(&HashMap<String, CustomerFacts>, &AnalyticsConfig) -> T,
+        read: impl FnOnce(&Persons, &AnalyticsConfig) -> T,
     ) -> Result<T> {
         let board = self.board(view, version, changes)?;
         let shared = board.read().expect("board lock");
@@ -1084,7 +1409,7 @@ impl Scoreboard {
                 .iter()
                 .filter_map(|(id, facts)| {
                     let holdout = Holdout::of(facts, calibration_end, holdout_end, &self.config)?;
-                    Some((id.as_str(), holdout))
+                    Some((id, holdout))
                 })
                 .collect();
             // In id order, so the fit does not depend on how the map iterated.
@@ -1130,6 +1455,35 @@ impl Scoreboard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_board_read_back_gives_newcomers_slots_of_their_own() {
+        // Given a board whose second person left, written and read back
+        let directory = tempfile::tempdir().unwrap();
+        let family = "customer_view.v1";
+        let store = rapport_common::store::Store::open(directory.path(), &[family]).unwrap();
+        let config = AnalyticsConfig::default();
+        let facts = |day: i64| CustomerFacts {
+            first_seen_day: Some(day),
+            ..CustomerFacts::default()
+        };
+        let mut board = Board::empty(None);
+        for (day, id) in ["a", "b", "c"].into_iter().enumerate() {
+            board.set_facts(id, facts(day as i64));
+        }
+        assert_eq!(board.remove_person("b"), Some(1));
+        image::write(&store, family, &board, &Positions::default(), &config).unwrap();
+        let mut restored = image::read(&store, family, None, &config).unwrap().unwrap();
+        assert_eq!(restored.persons.len(), 2);
+
+        // When someone new arrives, they get a slot nobody had
+        let slot = restored.set_facts("d", facts(9));
+        assert_eq!(slot, 3);
+        assert_eq!(restored.persons.get(2), Some(&facts(2)), "c keeps theirs");
+        assert_eq!(restored.persons.get(3), Some(&facts(9)));
+        let ids: Vec<&str> = restored.slot_of.keys().map(|id| &**id).collect();
+        assert_eq!(ids, ["a", "c", "d"]);
+    }
 
     #[test]
     fn segment_kinds_round_trip_and_list_every_name() {

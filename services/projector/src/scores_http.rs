@@ -333,7 +333,7 @@ pub(crate) async fn segment_counts(
             .with_snapshot(view, &view.version, changes, as_of, |snapshot, config| {
                 let mut body = json!({
                     "as_of": format_day(as_of),
-                    "customers": snapshot.labels.len(),
+                    "customers": snapshot.customers(),
                     "models": {
                         "bg_nbd": snapshot.models.bg_nbd.as_ref().map(|fit| json!({"customers": fit.customers})).unwrap_or_else(|reason| json!({"not_fitted": reason})),
                         "gamma_gamma": snapshot.models.gamma_gamma.as_ref().map(|fit| json!({"customers": fit.customers})).unwrap_or_else(|reason| json!({"not_fitted": reason})),

@@ -396,6 +396,21 @@ impl Versions {
         }
     }
 
+    /// Every version served here: the live one and those with a worker.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .workers
+            .lock()
+            .expect("versions lock")
+            .keys()
+            .cloned()
+            .collect();
+        names.push(self.live());
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The change feed of a version's worker; `None` for a version without
     /// a worker here.
     pub fn changes_of(&self, version: &str) -> Option<Changes> {
