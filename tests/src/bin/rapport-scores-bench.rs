@@ -504,6 +504,83 @@ fn measure_dashboard(agent: &ureq::Agent, base: &str, as_of: &str, customers: u6
     );
 }
 
+/// Set to a store's directory: the process is the restarted projector.
+const RESTART_FROM: &str = "RAPPORT_SCORES_RESTART_FROM";
+
+/// A runtime, and the query API's state over `store`.
+fn query_state(store: Store) -> (tokio::runtime::Runtime, Arc<QueryState>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let state = Arc::new(QueryState::new(
+        Versions::serving(store, FIRST_VERSION),
+        Registry::default(),
+        Default::default(),
+    ));
+    (runtime, state)
+}
+
+/// Serves the query API of `state` on a local port; its address.
+fn serve(runtime: &tokio::runtime::Runtime, state: Arc<QueryState>) -> String {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("a local port");
+    let address = listener.local_addr().expect("an address");
+    let app = router(state, &rapport_common::apikeys::Gate::open_for_tests());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+/// The restarted projector: opens the store in `directory`, reads the
+/// scoreboard's image back as the projector does at start, and times its
+/// first answers from the moment it started.
+fn restart(directory: &std::path::Path) {
+    let customers = env_number("RAPPORT_SCORES_CUSTOMERS", 1_000_000);
+    let started = Instant::now();
+    let store = Store::open(directory, &[&family_of(FIRST_VERSION)]).expect("RocksDB opens");
+    let (runtime, state) = query_state(store);
+    state
+        .restore_scoreboards()
+        .expect("the image is looked for");
+    let base = serve(&runtime, state);
+    let agent = rapport_e2e::http_agent_with_timeout(Duration::from_secs(3_600));
+    let as_of = rapport_projections::time::format_day(AS_OF_DAY);
+    let (first, status) = timed_get(
+        &agent,
+        &format!("{base}/v1/customers/c-0000001/scores?as_of={as_of}"),
+    );
+    assert_eq!(status, 200, "scores answer");
+    let since_start = started.elapsed();
+    let (segments, status) = timed_get(&agent, &format!("{base}/v1/segments?as_of={as_of}"));
+    assert_eq!(status, 200, "segments answer");
+    let mut random = Random(7);
+    let mut sorted: Vec<Duration> = (0..1_000)
+        .map(|_| {
+            let customer = random.below(customers);
+            timed_get(
+                &agent,
+                &format!("{base}/v1/customers/c-{customer:07}/scores?as_of={as_of}"),
+            )
+            .0
+        })
+        .collect();
+    sorted.sort_unstable();
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    println!(
+        "[scores-bench] after a restart: first GET /v1/customers/{{id}}/scores {:.2} s after the process started ({:.2} s for the request: image read back), then /v1/segments {:.1} ms, scores p50 {:.2} ms, p99 {:.2} ms",
+        since_start.as_secs_f64(),
+        first.as_secs_f64(),
+        ms(segments),
+        ms(percentile(&sorted, 0.5)),
+        ms(percentile(&sorted, 0.99)),
+    );
+    println!(
+        "[scores-bench] peak resident memory of the restarted projector (everyone's facts, the 2 scored days its image keeps), {customers} customers: {:.0} MiB",
+        peak_memory_mib()
+    );
+}
+
 fn peak_memory_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -592,6 +669,10 @@ fn main() {
     // The projector's own log lines (scan, fit and scoring times) go to
     // stderr when RUST_LOG asks for them.
     rapport_common::init_logging_filtered(false, "warn");
+    if let Some(directory) = std::env::var_os(RESTART_FROM) {
+        restart(std::path::Path::new(&directory));
+        return;
+    }
     let customers = env_number("RAPPORT_SCORES_CUSTOMERS", 1_000_000);
     let requests = env_number("RAPPORT_SCORES_REQUESTS", 20_000);
     let clients = env_number("RAPPORT_SCORES_CLIENTS", 4);
@@ -614,24 +695,8 @@ fn main() {
         populate_s * 1e6 / orders as f64
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("a local port");
-    let address = listener.local_addr().expect("an address");
-    let app = router(
-        Arc::new(QueryState::new(
-            Versions::serving(store, FIRST_VERSION),
-            Registry::default(),
-            Default::default(),
-        )),
-        &rapport_common::apikeys::Gate::open_for_tests(),
-    );
-    runtime.spawn(async move { axum::serve(listener, app).await });
-    let base = format!("http://{address}");
+    let (runtime, state) = query_state(store);
+    let base = serve(&runtime, state.clone());
     let agent = rapport_e2e::http_agent_with_timeout(Duration::from_secs(3_600));
     let as_of = rapport_projections::time::format_day(AS_OF_DAY);
 
@@ -741,6 +806,27 @@ fn main() {
         report.as_secs_f64(),
         ms(report_again)
     );
+
+    // A restart: the scoreboard is written as the projector writes it when
+    // it stops, and a new process reads it back as the projector does when
+    // it starts; that process measures its own time and memory.
+    let started = Instant::now();
+    state
+        .save_scoreboards()
+        .expect("the scoreboard's image is written");
+    println!(
+        "[scores-bench] scoreboard's image written (as at a stop) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop((agent, state));
+    // Closes the store (held by the server's tasks) for the next process.
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    let restarted = std::process::Command::new(std::env::current_exe().expect("this program"))
+        .env(RESTART_FROM, directory.path())
+        .env("RAPPORT_SCORES_CUSTOMERS", customers.to_string())
+        .status()
+        .expect("the restarted process runs");
+    assert!(restarted.success(), "the restarted process answers");
     fit_beside_lifetimes(&simulated_population(customers));
     println!(
         "[scores-bench] peak resident memory of this process: {:.0} MiB",
