@@ -351,17 +351,65 @@ struct HistoryGroup {
     count: f64,
 }
 
-fn group_histories<'a>(customers: impl Iterator<Item = &'a RepeatSummary>) -> GroupedHistories {
-    let mut counts: BTreeMap<(u32, i64, i64), u64> = BTreeMap::new();
-    for customer in customers {
-        *counts
-            .entry((
-                customer.repeat_occasions,
-                customer.first_to_last_days,
-                customer.first_to_as_of_days,
-            ))
-            .or_default() += 1;
+/// What BG/NBD's fit needs of a population: how many customers share each
+/// history (x, t_x, T in days). The statistics of parts of a population
+/// merge into those of the whole (counts add), and the fit depends on them
+/// alone, in key order: a population spread over several processes is
+/// fitted exactly as if it were in one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgNbdStatistics {
+    counts: BTreeMap<(u32, i64, i64), u64>,
+}
+
+impl BgNbdStatistics {
+    pub fn of<'a>(customers: impl IntoIterator<Item = &'a RepeatSummary>) -> Self {
+        let mut statistics = BgNbdStatistics::default();
+        for customer in customers {
+            *statistics
+                .counts
+                .entry((
+                    customer.repeat_occasions,
+                    customer.first_to_last_days,
+                    customer.first_to_as_of_days,
+                ))
+                .or_default() += 1;
+        }
+        statistics
     }
+
+    /// Adds the customers of `other` (another part of the population).
+    pub fn merge(&mut self, other: &BgNbdStatistics) {
+        for (history, count) in &other.counts {
+            *self.counts.entry(*history).or_default() += count;
+        }
+    }
+
+    pub fn customers(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// The maximum-likelihood fit over these customers (see [`fit_bg_nbd`]).
+    pub fn fit(&self) -> Result<BgNbdFit> {
+        let customers = self.customers();
+        let repeat_buyers: u64 = self
+            .counts
+            .iter()
+            .filter(|((repeats, _, _), _)| *repeats > 0)
+            .map(|(_, count)| count)
+            .sum();
+        if customers < 2 || repeat_buyers == 0 {
+            return Err(Error::NotEnoughData {
+                model: "BG/NBD",
+                reason: format!(
+                    "{customers} customers of whom {repeat_buyers} bought more than once; need at least 2 customers and 1 repeat buyer"
+                ),
+            });
+        }
+        fit_grouped(&group_histories(&self.counts), customers as usize)
+    }
+}
+
+fn group_histories(counts: &BTreeMap<(u32, i64, i64), u64>) -> GroupedHistories {
     let mut days: Vec<i64> = counts
         .keys()
         .flat_map(|&(_, first_to_last, age)| [first_to_last, age])
@@ -514,22 +562,11 @@ pub fn fit_bg_nbd(customers: &[RepeatSummary], cohort: Option<Cohort>) -> Result
             (cohort.first_day_from..=cohort.first_day_to).contains(&customer.first_occasion_day)
         })
     };
-    let selected: Vec<&RepeatSummary> = customers.iter().filter(in_cohort).collect();
-    let repeat_buyers = selected
-        .iter()
-        .filter(|customer| customer.repeat_occasions > 0)
-        .count();
-    if selected.len() < 2 || repeat_buyers == 0 {
-        return Err(Error::NotEnoughData {
-            model: "BG/NBD",
-            reason: format!(
-                "{} customers of whom {repeat_buyers} bought more than once; need at least 2 customers and 1 repeat buyer",
-                selected.len()
-            ),
-        });
-    }
-    let histories = group_histories(selected.iter().copied());
+    BgNbdStatistics::of(customers.iter().filter(in_cohort)).fit()
+}
 
+/// The fit over grouped histories of `customers` customers.
+fn fit_grouped(histories: &GroupedHistories, customers: usize) -> Result<BgNbdFit> {
     let mean_repeats = histories
         .rows
         .iter()
@@ -553,21 +590,66 @@ pub fn fit_bg_nbd(customers: &[RepeatSummary], cohort: Option<Cohort>) -> Result
         start(2.0, 2.0, 8.0),
     ];
 
-    let minimum = minimise_grouped(&histories, &starts, PREFIT_ROWS).ok_or(Error::FitFailed {
+    let minimum = minimise_grouped(histories, &starts, PREFIT_ROWS).ok_or(Error::FitFailed {
         model: "BG/NBD",
         reason: "the likelihood is not finite at any starting point".into(),
     })?;
     let parameters = from_log_parameters(&minimum.point);
     Ok(BgNbdFit {
         parameters,
-        log_likelihood: total_log_likelihood(&parameters, &histories),
-        customers: selected.len(),
+        log_likelihood: total_log_likelihood(&parameters, histories),
+        customers,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_population_fitted_in_parts_is_fitted_exactly_as_a_whole() {
+        // Given 3 000 simulated customers spread over three parts at random
+        let truth = BgNbdParameters {
+            r: 0.24,
+            alpha: 4.41,
+            a: 0.79,
+            b: 2.43,
+        };
+        let mut random = SplitMix64::new(23);
+        let as_of = 273;
+        let customers: Vec<(u64, RepeatSummary)> = (0..3_000)
+            .map(|_| {
+                let first_day = (random.uniform() * 84.0) as i64;
+                let occasions = simulate_bg_nbd_customer(&mut random, &truth, first_day, as_of);
+                let part = random.next_u64() % 3;
+                (
+                    part,
+                    repeat_summary(&occasions, as_of).expect("first purchase"),
+                )
+            })
+            .collect();
+        // When each part's statistics are merged (in an order of parts
+        // other than the customers')
+        let mut merged = BgNbdStatistics::default();
+        for part in [2, 0, 1] {
+            let mine = customers
+                .iter()
+                .filter(|(owner, _)| *owner == part)
+                .map(|(_, customer)| customer);
+            merged.merge(&BgNbdStatistics::of(mine));
+        }
+        // Then the statistics and the fit are the whole population's, to the bit
+        let whole: Vec<RepeatSummary> = customers
+            .iter()
+            .map(|(_, customer)| customer.clone())
+            .collect();
+        assert_eq!(merged, BgNbdStatistics::of(&whole));
+        assert_eq!(merged.customers(), 3_000);
+        assert_eq!(
+            merged.fit().expect("fit"),
+            fit_bg_nbd(&whole, None).expect("fit")
+        );
+    }
 
     #[test]
     fn probability_of_repeats_is_a_distribution() {
@@ -713,7 +795,10 @@ mod tests {
             summary(12, 300, 365),
         ];
         // When the likelihood is taken over the grouped histories
-        let grouped = total_log_likelihood(&CDNOW, &group_histories(customers.iter()));
+        let grouped = total_log_likelihood(
+            &CDNOW,
+            &group_histories(&BgNbdStatistics::of(&customers).counts),
+        );
         // Then it is the sum of every customer's own
         let one_by_one: f64 = customers
             .iter()
@@ -995,7 +1080,7 @@ mod tests {
                 .sum::<f64>()
                 / customers.len() as f64
         };
-        let histories = group_histories(customers.iter());
+        let histories = group_histories(&BgNbdStatistics::of(&customers).counts);
         let starts = vec![vec![0.0, 1.0, 0.0, 0.0], vec![-0.7, 1.5, 0.0, 1.1]];
         let directly = minimise_from_starts(&direct, &starts).expect("a direct fit");
         let grouped = minimise_grouped(&histories, &starts, usize::MAX).expect("a grouped fit");
@@ -1021,7 +1106,7 @@ mod tests {
         // Given the same population, with the prefit's threshold brought
         // down so that this small population takes the large one's path
         let customers = spread_population(3_000, 11);
-        let histories = group_histories(customers.iter());
+        let histories = group_histories(&BgNbdStatistics::of(&customers).counts);
         assert!(
             histories.rows.len() > 1_000,
             "{} rows",

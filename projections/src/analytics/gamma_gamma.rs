@@ -228,8 +228,51 @@ const LN_SCALE_TOLERANCE: f64 = 1e-7;
 /// Values are divided by their mean before fitting (γ scales with the
 /// currency unit, p and q do not), so the same grid and tolerances serve
 /// cents and yen alike; γ is scaled back afterwards.
+/// What Gamma-Gamma's fit needs of a population: each usable buyer's
+/// repeat count x and mean repeat value m̄, sorted. The statistics of parts
+/// of a population merge into those of the whole, and the fit depends on
+/// them alone, in this order: a population spread over several processes
+/// is fitted exactly as if it were in one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GammaGammaStatistics {
+    /// (x, m̄), sorted.
+    spends: Vec<(f64, f64)>,
+}
+
+fn by_spend(left: &(f64, f64), right: &(f64, f64)) -> std::cmp::Ordering {
+    left.0.total_cmp(&right.0).then(left.1.total_cmp(&right.1))
+}
+
+impl GammaGammaStatistics {
+    pub fn of<'a>(customers: impl IntoIterator<Item = &'a RepeatSummary>) -> Self {
+        let mut spends: Vec<(f64, f64)> = customers.into_iter().filter_map(usable_spend).collect();
+        spends.sort_by(by_spend);
+        GammaGammaStatistics { spends }
+    }
+
+    /// Adds the buyers of `other` (another part of the population).
+    pub fn merge(&mut self, other: &GammaGammaStatistics) {
+        self.spends.extend_from_slice(&other.spends);
+        self.spends.sort_by(by_spend);
+    }
+
+    /// Buyers with a repeat purchase of positive value.
+    pub fn customers(&self) -> usize {
+        self.spends.len()
+    }
+
+    /// The maximum-likelihood fit over these buyers (see [`fit_gamma_gamma`]).
+    pub fn fit(&self) -> Result<GammaGammaFit> {
+        fit_spends(&self.spends)
+    }
+}
+
 pub fn fit_gamma_gamma(customers: &[RepeatSummary]) -> Result<GammaGammaFit> {
-    let mut spends: Vec<(f64, f64)> = customers.iter().filter_map(usable_spend).collect();
+    GammaGammaStatistics::of(customers).fit()
+}
+
+/// The fit over `spends`, sorted by (x, m̄).
+fn fit_spends(spends: &[(f64, f64)]) -> Result<GammaGammaFit> {
     if spends.len() < 2 {
         return Err(Error::NotEnoughData {
             model: "Gamma-Gamma",
@@ -239,9 +282,8 @@ pub fn fit_gamma_gamma(customers: &[RepeatSummary]) -> Result<GammaGammaFit> {
             ),
         });
     }
-    spends.sort_by(|left, right| left.0.total_cmp(&right.0).then(left.1.total_cmp(&right.1)));
     let scale = spends.iter().map(|(_, mean)| mean).sum::<f64>() / spends.len() as f64;
-    let groups = SpendGroups::new(&spends, scale);
+    let groups = SpendGroups::new(spends, scale);
     let failed = || Error::FitFailed {
         model: "Gamma-Gamma",
         reason: "the likelihood is not finite anywhere it was tried".into(),
@@ -384,6 +426,35 @@ pub fn discounted_purchases(
 mod tests {
     use super::*;
     use crate::analytics::simulation::SplitMix64;
+
+    #[test]
+    fn spend_statistics_of_parts_merge_into_the_whole_and_fit_alike() {
+        // Given 2 000 buyers with varied repeat spend, spread over three parts
+        let mut random = SplitMix64::new(7);
+        let buyers: Vec<(u64, RepeatSummary)> = (0..2_000)
+            .map(|_| {
+                let repeats = (random.next_u64() % 6) as u32;
+                let value = 500 + (random.gamma(4.0, 1.0) * 1_000.0 * f64::from(repeats)) as i64;
+                (random.next_u64() % 3, summary(repeats, value))
+            })
+            .collect();
+        // When each part's statistics are merged
+        let mut merged = GammaGammaStatistics::default();
+        for part in [1, 2, 0] {
+            let mine = buyers
+                .iter()
+                .filter(|(owner, _)| *owner == part)
+                .map(|(_, buyer)| buyer);
+            merged.merge(&GammaGammaStatistics::of(mine));
+        }
+        // Then they and the fit are the whole population's, to the bit
+        let whole: Vec<RepeatSummary> = buyers.iter().map(|(_, buyer)| buyer.clone()).collect();
+        assert_eq!(merged, GammaGammaStatistics::of(&whole));
+        assert_eq!(
+            merged.fit().expect("fit"),
+            fit_gamma_gamma(&whole).expect("fit")
+        );
+    }
 
     fn summary(repeats: u32, repeat_net_minor: i64) -> RepeatSummary {
         RepeatSummary {

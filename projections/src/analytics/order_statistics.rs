@@ -95,6 +95,47 @@ impl CountingMultiset {
         set
     }
 
+    /// Each key with its multiplicity, in increasing key order.
+    pub(crate) fn counts(&self) -> Vec<(i64, u64)> {
+        let mut counts = Vec::new();
+        let mut pending = Vec::new();
+        let mut cursor = self.root;
+        while cursor != NO_NODE || !pending.is_empty() {
+            while cursor != NO_NODE {
+                pending.push(cursor);
+                cursor = self.nodes[cursor as usize].left;
+            }
+            let Some(node) = pending.pop() else { break };
+            let node = &self.nodes[node as usize];
+            counts.push((node.key, node.multiplicity));
+            cursor = node.right;
+        }
+        counts
+    }
+
+    /// Both multisets in one.
+    pub(crate) fn merged(&self, other: &CountingMultiset) -> Self {
+        let (left, right) = (self.counts(), other.counts());
+        let mut counts = Vec::with_capacity(left.len() + right.len());
+        let (mut left, mut right) = (left.into_iter().peekable(), right.into_iter().peekable());
+        loop {
+            let next = match (left.peek(), right.peek()) {
+                (Some(l), Some(r)) if l.0 == r.0 => {
+                    let (key, count) = (l.0, l.1 + r.1);
+                    left.next();
+                    right.next();
+                    (key, count)
+                }
+                (Some(l), Some(r)) if l.0 < r.0 => left.next().expect("peeked"),
+                (Some(_), Some(_)) | (None, Some(_)) => right.next().expect("peeked"),
+                (Some(_), None) => left.next().expect("peeked"),
+                (None, None) => break,
+            };
+            counts.push(next);
+        }
+        Self::from_sorted_counts(counts)
+    }
+
     /// The multiset of `keys`, in any order.
     pub(crate) fn from_keys(mut keys: Vec<i64>) -> Self {
         keys.sort_unstable();

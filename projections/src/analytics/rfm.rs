@@ -270,6 +270,15 @@ impl RfmDistribution {
         }
     }
 
+    /// Adds the customers counted in `other` (another part of the
+    /// population): scores against the result equal scores against the
+    /// whole population's distribution.
+    pub fn merge(&mut self, other: &RfmDistribution) {
+        self.last_occasion_days = self.last_occasion_days.merged(&other.last_occasion_days);
+        self.frequencies = self.frequencies.merged(&other.frequencies);
+        self.monetary_minor = self.monetary_minor.merged(&other.monetary_minor);
+    }
+
     /// Customers counted.
     pub fn len(&self) -> u64 {
         self.last_occasion_days.len()
@@ -605,6 +614,30 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn distributions_of_parts_merge_into_the_whole(
+            customers in proptest::collection::vec((0_usize..3, arbitrary_values()), 0..150)
+        ) {
+            // Given a population spread over three parts
+            let all: Vec<RfmValues> = customers.iter().filter_map(|(_, values)| *values).collect();
+            let mut merged = RfmDistribution::new();
+            for part in 0..3 {
+                let mine = customers
+                    .iter()
+                    .filter(|(owner, _)| *owner == part)
+                    .filter_map(|(_, values)| *values);
+                // When each part's distribution is merged in
+                merged.merge(&RfmDistribution::from_values(mine));
+            }
+            // Then everyone scores as against the whole population
+            let whole = RfmDistribution::from_values(all.iter().copied());
+            prop_assert_eq!(merged.len(), all.len() as u64);
+            for values in &all {
+                prop_assert_eq!(merged.score(values), whole.score(values));
+                prop_assert_eq!(merged.score(values), Some(brute_force_score(&all, values)));
+            }
+        }
+
         #[test]
         fn incremental_scores_equal_a_full_recomputation(
             updates in proptest::collection::vec((0_usize..25, arbitrary_values()), 1..120)
