@@ -52,6 +52,9 @@ use crate::read::{View, person_of};
 
 mod image;
 
+/// The scored days a board's image keeps (see [`image`]).
+pub use image::KEPT_DAYS as IMAGE_DAYS;
+
 /// Models are refitted once this share of the population changed since the fit…
 pub const REFIT_AFTER_SHARE: f64 = 0.01;
 /// …or this many people, whichever is more.

@@ -576,7 +576,8 @@ fn restart(directory: &std::path::Path) {
         ms(percentile(&sorted, 0.99)),
     );
     println!(
-        "[scores-bench] peak resident memory of the restarted projector (everyone's facts, the 2 scored days its image keeps), {customers} customers: {:.0} MiB",
+        "[scores-bench] peak resident memory of the restarted projector (everyone's facts, the {} scored days its image keeps), {customers} customers: {:.0} MiB",
+        rapport_projector::scores::IMAGE_DAYS,
         peak_memory_mib()
     );
 }

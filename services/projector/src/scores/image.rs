@@ -43,7 +43,7 @@ const FORMAT: u32 = 1;
 /// answer at once, others are scored again when asked for. Each day costs
 /// some 64 bytes a person in memory, and its share of the time to read the
 /// image back.
-const KEPT_DAYS: usize = 2;
+pub const KEPT_DAYS: usize = 2;
 /// People per stored chunk.
 const CHUNK: usize = 20_000;
 const META: u8 = b'm';
