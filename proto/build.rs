@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rapport/events/v1/customer.proto",
         "rapport/events/v1/deadletter.proto",
         "rapport/events/v1/apikeys.proto",
+        "rapport/events/v1/projectors.proto",
+        "rapport/internal/v1/reads.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -8,6 +8,12 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/rapport.events.v1.rs"));
 }
 
+/// What projectors ask of each other; not on any topic.
+#[allow(unreachable_pub, clippy::all)]
+pub mod internal {
+    include!(concat!(env!("OUT_DIR"), "/rapport.internal.v1.rs"));
+}
+
 pub mod wire;
 
 pub use prost::Message;

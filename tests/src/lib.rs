@@ -407,6 +407,8 @@ pub struct Topics {
     pub deadletters: String,
     /// The key registry: the test process's own (see [`test_keys`]).
     pub keys: String,
+    /// Where this pipeline's projector processes find one another.
+    pub projectors: String,
 }
 
 impl Topics {
@@ -418,6 +420,7 @@ impl Topics {
             customer: format!("test.{label}.{suffix}.customer"),
             deadletters: format!("test.{label}.{suffix}.deadletters"),
             keys: register_test_keys().topic.clone(),
+            projectors: format!("test.{label}.{suffix}.projectors"),
         }
     }
 
@@ -446,6 +449,7 @@ impl Topics {
                 (&self.raw, raw_partitions, Role::Raw),
                 (&self.customer, customer_partitions, Role::Customer),
                 (&self.deadletters, 1, Role::DeadLetters),
+                (&self.projectors, 1, Role::Projectors),
             ],
             overrides,
         );
@@ -728,6 +732,13 @@ impl Service {
         self.spawn();
     }
 
+    /// Starts the service again after [`Service::stop`] or
+    /// [`Service::kill_hard`], with the same arguments.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        self.spawn();
+    }
+
     /// SIGTERM, a clean exit, and a new start: a planned restart.
     pub fn restart_cleanly(&mut self) {
         self.stop();
@@ -890,7 +901,7 @@ impl Pipeline {
         };
         std::fs::write(
             &config,
-            format!("[kafka]\nbrokers = \"{}\"\nproperties = {{ {} }}\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\nkeys = \"{}\"\n{}{extra}", brokers(), toml_pairs(&kafka_properties()), topics.raw, topics.customer, topics.deadletters, register_test_keys().topic, if extra.contains("[rate_limits]") { "" } else { auth_config() }) + &privacy,
+            format!("[kafka]\nbrokers = \"{}\"\nproperties = {{ {} }}\n[topics]\nraw = \"{}\"\ncustomer = \"{}\"\ndeadletters = \"{}\"\nkeys = \"{}\"\nprojectors = \"{}\"\n{}{extra}", brokers(), toml_pairs(&kafka_properties()), topics.raw, topics.customer, topics.deadletters, register_test_keys().topic, topics.projectors, if extra.contains("[rate_limits]") { "" } else { auth_config() }) + &privacy,
         )
         .expect("write config");
         let config_arg = config.display().to_string();
@@ -948,14 +959,51 @@ impl Pipeline {
 
     /// A second projector with an empty store over this pipeline's customer
     /// topic (for rebuild measurements), its data and log named after
-    /// `name`.
+    /// `name`. It runs alone: it announces itself on a projectors topic of
+    /// its own, so the pipeline's projector never sends it reads.
     pub fn start_projector_only(other: &Pipeline, name: &str) -> Service {
         Self::start_projector_only_with(other, name, &[])
     }
 
     /// [`Pipeline::start_projector_only`] with extra command-line arguments.
     pub fn start_projector_only_with(other: &Pipeline, name: &str, extra: &[&str]) -> Service {
+        Self::start_projector_in(other, name, name, extra)
+    }
+
+    /// A projector process over this pipeline's customer topic in a
+    /// deployment of its own named `deployment`: the processes started with
+    /// one name find one another on a projectors topic of theirs, and
+    /// neither the pipeline's projector nor other deployments see them.
+    pub fn start_projector_in(
+        other: &Pipeline,
+        deployment: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> Service {
+        let config = other.dir.path().join(format!("rapport-{deployment}.toml"));
+        if !config.exists() {
+            let shared = other.dir.path().join("rapport.toml");
+            let text = std::fs::read_to_string(&shared).expect("the pipeline's config");
+            let topic = format!("{}.{deployment}", other.topics.projectors);
+            create_topics(&[(&topic, 1, Role::Projectors)]);
+            let text = text.replace(
+                &format!("projectors = \"{}\"", other.topics.projectors),
+                &format!("projectors = \"{topic}\""),
+            );
+            std::fs::write(&config, text).expect("write the deployment's config");
+        }
+        Self::start_projector(other, name, &config, extra)
+    }
+
+    /// Another projector process of this pipeline's deployment, with
+    /// `extra` arguments (`--partitions …`): it finds the others on the
+    /// pipeline's projectors topic, and they it.
+    pub fn start_peer_projector(other: &Pipeline, name: &str, extra: &[&str]) -> Service {
         let config = other.dir.path().join("rapport.toml");
+        Self::start_projector(other, name, &config, extra)
+    }
+
+    fn start_projector(other: &Pipeline, name: &str, config: &Path, extra: &[&str]) -> Service {
         let port = free_port();
         let data = other.dir.path().join(name).display().to_string();
         let mut projector = Service {
@@ -1349,6 +1397,14 @@ pub fn post_json_with_key(url: &str, body: &Value, key: Option<&str>) -> (u16, V
 /// GETs JSON with the test admin key.
 pub fn get_json(url: &str) -> (u16, Value) {
     get_json_with_key(url, Some(&test_keys().admin))
+}
+
+/// `GET /v1/admin/status` of the projector at `port` (its ownership
+/// section says who serves which partition).
+pub fn admin_status(port: u16) -> Value {
+    let (status, body) = get_json(&format!("http://127.0.0.1:{port}/v1/admin/status"));
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// GETs JSON with `key` as the bearer key, or none.

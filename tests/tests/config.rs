@@ -164,7 +164,7 @@ fn a_bad_configuration_file_stops_each_service_and_names_the_key() {
 }
 
 #[test]
-fn a_projector_owning_some_partitions_serves_exactly_their_customers() {
+fn a_projector_owning_some_partitions_applies_only_them_and_answers_for_everyone() {
     let pipeline = Pipeline::start("some-partitions");
     let events: Vec<_> = (0..200)
         .map(|index| {
@@ -179,7 +179,7 @@ fn a_projector_owning_some_partitions_serves_exactly_their_customers() {
     pipeline.send_ok(&events);
     pipeline.wait_until_caught_up(Duration::from_secs(90));
     let partial =
-        Pipeline::start_projector_only_with(&pipeline, "projector-some", &["--partitions", "0,2"]);
+        Pipeline::start_peer_projector(&pipeline, "projector-some", &["--partitions", "0,2"]);
     let ends = rapport_e2e::high_watermarks(&pipeline.topics.customer);
     let owned: std::collections::BTreeMap<i32, i64> = ends
         .iter()
@@ -218,18 +218,48 @@ fn a_projector_owning_some_partitions_serves_exactly_their_customers() {
         let status = response.status().as_u16();
         (status, response.body_mut().read_json().unwrap_or_default())
     };
-    let mut served = 0;
-    for (partition, customers) in rapport_e2e::keys_by_partition(&pipeline.topics.customer) {
+    // Every customer is answered, those of partitions 1 and 3 with what the
+    // pipeline's projector (which owns them too) holds; the partitions are
+    // those the broker put each key on.
+    let me = format!("http://127.0.0.1:{}", partial.port);
+    rapport_e2e::wait_for(
+        "the partial projector to serve its partitions",
+        Duration::from_secs(30),
+        || {
+            let status = rapport_e2e::admin_status(partial.port);
+            [0, 2].iter().all(|partition| {
+                status["ownership"]["partitions"][*partition as usize]["served_by"] == json!(me)
+            })
+        },
+    );
+    let asked_before =
+        rapport_e2e::metric_sum(&partial.metrics(), "rapport_projector_peer_reads_total", "");
+    let by_partition = rapport_e2e::keys_by_partition(&pipeline.topics.customer);
+    let mut others = 0;
+    for (partition, customers) in &by_partition {
         for customer in customers {
-            let (status, seen) = view(partial.port, &customer);
-            if [0, 2].contains(&partition) {
-                assert_eq!(status, 200, "{customer} of partition {partition}");
-                assert_eq!(seen, pipeline.get(&format!("/v1/customers/{customer}")).1);
-                served += 1;
-            } else {
-                assert_eq!(status, 404, "{customer} of partition {partition}: {seen}");
+            assert_eq!(
+                rapport_common::partitioning::partition_of(customer.as_bytes(), 4),
+                *partition,
+                "{customer}: the broker's partition"
+            );
+            let (status, seen) = view(partial.port, customer);
+            assert_eq!(status, 200, "{customer} of partition {partition}: {seen}");
+            assert_eq!(seen, pipeline.get(&format!("/v1/customers/{customer}")).1);
+            if ![0, 2].contains(partition) {
+                others += 1;
             }
         }
     }
-    assert!(served > 0 && served < 200, "served {served} of 200");
+    assert!(
+        others > 0 && others < 200,
+        "{others} of 200 on partitions 1 and 3"
+    );
+    let asked =
+        rapport_e2e::metric_sum(&partial.metrics(), "rapport_projector_peer_reads_total", "")
+            - asked_before;
+    assert_eq!(
+        asked, others as i64,
+        "one read of the other process per customer it holds"
+    );
 }

@@ -75,6 +75,57 @@ pub struct ProjectorStatus {
     /// `projector`.
     pub service: String,
     pub projections: Vec<ProjectionVersion>,
+    /// Which process serves which partition of the customer topic, as this
+    /// process sees the projectors topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<Ownership>,
+}
+
+/// Who serves the customer topic's partitions. Reads of a person go to the
+/// process serving each of their profiles' partitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Ownership {
+    /// This process's URL.
+    pub me: String,
+    pub partition_count: i32,
+    /// Every projector whose announcement holds, this one included.
+    pub projectors: Vec<ProjectorReport>,
+    /// One per partition, in order.
+    pub partitions: Vec<PartitionOwners>,
+    /// Partitions no process owns: reads touching them answer 503.
+    pub unowned: Vec<i32>,
+    /// Partitions owned but not yet read to their end by any owner (and
+    /// not by this process): reads touching them answer 503 until one is.
+    pub catching_up: Vec<i32>,
+    /// Partitions more than one process owns. Harmless while a partition
+    /// moves (the newest serving process answers), a misconfiguration
+    /// otherwise.
+    pub overlapping: Vec<i32>,
+}
+
+/// One projector process, as it announced itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProjectorReport {
+    pub url: String,
+    pub owned: Vec<i32>,
+    /// The owned partitions it has read to their end since it started.
+    pub serving: Vec<i32>,
+    pub live_version: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339: its latest announcement.
+    pub announced_at: String,
+}
+
+/// The processes owning one partition, and the one that answers for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PartitionOwners {
+    pub partition: i32,
+    pub owners: Vec<String>,
+    /// The process reads of this partition go to; none when it is unowned
+    /// or still catching up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
 }
 
 /// One version of a projection, as the status and the version listing show it.
@@ -398,7 +449,20 @@ mod tests {
         let status: ProjectorStatus = round_trips(json!({
             "service": "projector",
             "projections": [projection_version("v1", true), projection_version("r2", false)],
+            "ownership": {
+                "me": "http://a:8081", "partition_count": 2,
+                "projectors": [{"url": "http://a:8081", "owned": [0, 1], "serving": [0],
+                    "live_version": "v1", "started_at": "2026-12-06T10:00:00Z",
+                    "announced_at": "2026-12-06T10:00:02Z"}],
+                "partitions": [{"partition": 0, "owners": ["http://a:8081"], "served_by": "http://a:8081"},
+                    {"partition": 1, "owners": ["http://a:8081"]}],
+                "unowned": [], "catching_up": [1], "overlapping": [],
+            },
         }));
+        assert_eq!(
+            status.ownership.as_ref().map(|o| o.catching_up.clone()),
+            Some(vec![1])
+        );
         let partitions = &status.projections[0].consumer.partitions;
         assert_eq!(partitions[0].start_offset, Some(12));
         assert!(partitions[1].reached_end && partitions[1].applied_offset.is_none());

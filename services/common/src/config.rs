@@ -64,6 +64,9 @@ pub struct TopicNames {
     pub deadletters: String,
     /// The API key registry (compacted).
     pub keys: String,
+    /// Which projector process serves which customer-topic partitions
+    /// (compacted).
+    pub projectors: String,
 }
 
 impl Default for TopicNames {
@@ -73,6 +76,7 @@ impl Default for TopicNames {
             customer: "rapport.events.customer.v1".to_owned(),
             deadletters: "rapport.deadletters.v1".to_owned(),
             keys: "rapport.keys.v1".to_owned(),
+            projectors: "rapport.projectors.v1".to_owned(),
         }
     }
 }
@@ -265,6 +269,11 @@ pub struct ProjectorConfig {
     pub max_batch: usize,
     /// Customer-topic partitions this process owns; empty means all.
     pub partitions: Vec<i32>,
+    /// Where the other projectors reach this one's query API
+    /// (`http://10.0.0.2:8081`); announced on the projectors topic. Default
+    /// `http://` and `listen`, which only works when `listen` names an
+    /// address the others can reach.
+    pub url: Option<String>,
     /// Bytes of a projection's RocksDB memtable before it is flushed to a
     /// file. Projections skip RocksDB's write-ahead log (the customer topic
     /// is theirs), so after a crash a projection refolds what its memtable
@@ -280,6 +289,7 @@ impl Default for ProjectorConfig {
             data_dir: "data/projector".into(),
             max_batch: 20_000,
             partitions: Vec::new(),
+            url: None,
             memtable_bytes: DEFAULT_MEMTABLE_BYTES,
         }
     }
@@ -365,11 +375,21 @@ impl Config {
                     .to_owned(),
             ));
         }
-        if let Some(url) = &self.ingest.public_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
+        for (key, url) in [
+            ("ingest.public_url", &self.ingest.public_url),
+            ("projector.url", &self.projector.url),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(Error::Config(format!(
+                    "{key} = {url:?} must start with http:// or https://"
+                )));
+            }
+        }
+        if let Some(partition) = self.projector.partitions.iter().find(|p| **p < 0) {
             return Err(Error::Config(format!(
-                "ingest.public_url = {url:?} must start with http:// or https://"
+                "projector.partitions holds {partition}; partitions are numbered from 0"
             )));
         }
         for (key, bytes) in [

@@ -150,7 +150,13 @@ impl IntoResponse for ApiError {
 
 impl From<crate::Error> for ApiError {
     fn from(error: crate::Error) -> Self {
-        ApiError::Internal(error.to_string())
+        match error {
+            crate::Error::Unavailable(message) => ApiError::Unavailable {
+                message,
+                retry_after_s: 1,
+            },
+            error => ApiError::Internal(error.to_string()),
+        }
     }
 }
 

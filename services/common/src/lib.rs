@@ -12,6 +12,7 @@ pub mod keys;
 pub mod merge;
 pub mod metrics;
 pub mod openapi;
+pub mod partitioning;
 pub mod privacy;
 pub mod read_all;
 pub mod status;
@@ -48,6 +49,10 @@ pub enum Error {
     State(#[from] rapport_projections::Error),
     #[error("stored state: a profile delta holding a customer record does not decode: {0}")]
     RecordDelta(prost::DecodeError),
+    /// Another process holding part of the answer could not be asked;
+    /// asking again later may work (503).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("malformed record at {topic}/{partition}@{offset}: {reason}")]
     MalformedRecord {
         topic: String,

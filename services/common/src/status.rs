@@ -133,6 +133,11 @@ impl WorkerStatus {
             .insert(partition);
     }
 
+    /// The partitions read to their end since the worker started.
+    pub fn ends_reached(&self) -> std::collections::BTreeSet<i32> {
+        self.ends_reached.lock().expect("status lock").clone()
+    }
+
     pub fn record_error(&self, error: &str) {
         // Wall-clock time for operators to read; nothing folds it.
         let at_ms = crate::now_ms();

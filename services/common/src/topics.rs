@@ -60,6 +60,7 @@ pub enum Role {
     Customer,
     DeadLetters,
     Keys,
+    Projectors,
 }
 
 /// The built-in configuration of the topic playing `role`, for a topic
@@ -71,6 +72,7 @@ pub fn config_for(role: Role) -> BTreeMap<String, String> {
         Role::Customer => names.customer,
         Role::DeadLetters => names.deadletters,
         Role::Keys => names.keys,
+        Role::Projectors => names.projectors,
     };
     built_in()
         .into_iter()
@@ -117,13 +119,25 @@ mod tests {
     fn the_built_in_definition_names_every_configured_topic() {
         let topics = built_in();
         let names = TopicNames::default();
-        for name in [&names.raw, &names.customer, &names.deadletters, &names.keys] {
+        for name in [
+            &names.raw,
+            &names.customer,
+            &names.deadletters,
+            &names.keys,
+            &names.projectors,
+        ] {
             assert!(
                 topics.iter().any(|topic| &topic.name == name),
                 "{name} is not defined"
             );
         }
-        for role in [Role::Raw, Role::Customer, Role::DeadLetters, Role::Keys] {
+        for role in [
+            Role::Raw,
+            Role::Customer,
+            Role::DeadLetters,
+            Role::Keys,
+            Role::Projectors,
+        ] {
             assert!(!config_for(role).is_empty(), "{role:?}");
         }
     }

@@ -18,10 +18,10 @@ use rapport_projections::time::{format_day, parse_day, utc_day};
 use serde::{Deserialize, Serialize};
 
 use crate::query::QueryState;
+use crate::query::blocking;
 use crate::read::View;
 use crate::request::{bad_query, invalid_field};
 use crate::scores::SegmentKind;
-use crate::scores_http::blocking;
 
 /// One campaign over everyone it was sent to.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

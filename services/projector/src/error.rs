@@ -51,7 +51,7 @@ impl From<Error> for ApiError {
                 message,
                 retry_after_s: 5,
             },
-            Error::Plumbing(error) => ApiError::Internal(error.to_string()),
+            Error::Plumbing(error) => error.into(),
         }
     }
 }

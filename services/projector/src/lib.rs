@@ -4,7 +4,9 @@
 pub mod apply;
 mod campaigns_http;
 pub mod changes;
+pub mod cluster;
 mod error;
+mod internal_http;
 mod openapi;
 pub mod position;
 pub mod query;

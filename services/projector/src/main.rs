@@ -10,6 +10,7 @@ use clap::Parser;
 use rapport_common::config::{CommonArgs, Sealing, override_with};
 use rapport_common::metrics::Registry;
 use rapport_common::store::{Merging, Store, Tuning};
+use rapport_projector::cluster::Cluster;
 use rapport_projector::query::QueryState;
 use rapport_projector::router::router;
 use rapport_projector::versions::{META, Versions};
@@ -42,8 +43,14 @@ struct Args {
     #[arg(long, env = "RAPPORT_PROJECTOR_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Customer-topic partitions to own, comma-separated; default all.
+    /// Processes owning some partitions each find one another on the
+    /// projectors topic, and each answers for every person.
     #[arg(long, env = "RAPPORT_PROJECTOR_PARTITIONS", value_delimiter = ',')]
     partitions: Option<Vec<i32>>,
+    /// Where the other projectors reach this one's query API, e.g.
+    /// http://10.0.0.2:8081. Default http:// and --listen.
+    #[arg(long, env = "RAPPORT_PROJECTOR_URL")]
+    url: Option<String>,
     /// Most records per RocksDB write batch (the batch size while behind,
     /// as in a rebuild). Default 20000.
     #[arg(long, env = "RAPPORT_PROJECTOR_MAX_BATCH")]
@@ -63,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     override_with(&mut config.projector.listen, args.listen);
     override_with(&mut config.projector.data_dir, args.data_dir);
     override_with(&mut config.projector.partitions, args.partitions);
+    override_with(&mut config.projector.url, args.url.map(Some));
     override_with(&mut config.projector.max_batch, args.max_batch);
     override_with(&mut config.projector.memtable_bytes, args.memtable_bytes);
     config.validate()?;
@@ -99,7 +107,14 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let versions = Versions::start(config.clone(), store, registry.clone())?;
-    let mut query = QueryState::new(versions.clone(), registry, config.analytics.clone());
+    // The other projector processes, before requests: a read of a person
+    // whose profiles they hold goes to them.
+    let cluster = {
+        let (config, versions, registry) = (config.clone(), versions.clone(), registry.clone());
+        tokio::task::spawn_blocking(move || Cluster::start(&config, versions, &registry)).await??
+    };
+    let mut query = QueryState::new(versions.clone(), registry, config.analytics.clone())
+        .with_cluster(cluster.clone());
     if let Some(vault) = vault {
         query = query.with_vault(vault);
     }
@@ -131,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
         served = axum::serve(listener, app).with_graceful_shutdown(rapport_common::shutdown_signal()) => served.map_err(anyhow::Error::from),
         error = failed => Err(anyhow::anyhow!(error)),
     };
+    // No longer answering: the others stop routing reads here at once.
+    tokio::task::spawn_blocking(move || cluster.leave()).await?;
     tracing::info!("stopping after the current batches");
     let stopping = versions.clone();
     tokio::task::spawn_blocking(move || stopping.stop_all()).await?;

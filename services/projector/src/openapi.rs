@@ -56,6 +56,7 @@ pub(crate) struct CustomerPath {
     switch_version,
     drop_version,
     verify,
+    internal_reads,
     healthz,
     metrics,
     ui_root,
@@ -383,8 +384,25 @@ fn segment_members() {}
 fn list_conflicts() {}
 
 #[utoipa::path(get, path = "/v1/admin/status", tag = "admin", operation_id = "admin_status",
-    responses((status = 200, description = "Every projection version and its progress.", body = ProjectorStatus)))]
+    responses((status = 200, description = "Every projection version and its progress, and which projector process serves which partition.", body = ProjectorStatus)))]
 fn admin_status() {}
+
+/// Bytes of a protobuf message of `proto/rapport/internal/v1/reads.proto`.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub(crate) struct ProtobufBody(Vec<u8>);
+
+#[utoipa::path(post, path = "/v1/internal/reads", tag = "internal", operation_id = "internal_reads",
+    request_body(content = ProtobufBody, content_type = "application/x-protobuf",
+        description = "A `rapport.internal.v1.ReadRequest`: point reads and prefix scans of a projection version, on the partitions named."),
+    responses(
+        (status = 200, description = "A `rapport.internal.v1.ReadAnswer`: one value per read and one entry list per scan, in order; values as stored (sealed tokens stay sealed).",
+            content_type = "application/x-protobuf", body = ProtobufBody),
+        (status = 400, description = "A body that is no `ReadRequest`, or too many reads.", body = ErrorAnswer),
+        (status = 404, description = "No such version here.", body = ErrorAnswer),
+        (status = 409, description = "This projector does not own every partition named (it was moved).", body = ErrorAnswer),
+    ))]
+fn internal_reads() {}
 
 #[utoipa::path(post, path = "/v1/admin/replays", tag = "admin", operation_id = "create_replay", request_body = ReplayRequest,
     responses(

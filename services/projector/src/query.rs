@@ -20,7 +20,8 @@ use rapport_common::http::{ApiError, FieldError};
 use rapport_common::metrics::Registry;
 use rapport_common::privacy::SecretKey;
 
-use crate::read::{Person, View, person_of};
+use crate::cluster::Cluster;
+use crate::read::{Peers, Person, View, person_of};
 use crate::request::{bad_query, invalid_field, not_found};
 use crate::unseal::{self, Vault};
 use crate::versions::Versions;
@@ -41,6 +42,9 @@ pub struct QueryState {
     /// Where data keys come from when ingest seals personal data; `None`
     /// with sealing off, when answers pass as stored.
     vault: Option<Arc<dyn Vault>>,
+    /// The other projector processes; `None` when this one reads every
+    /// partition itself.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl QueryState {
@@ -51,6 +55,29 @@ impl QueryState {
             registry,
             scores,
             vault: None,
+            cluster: None,
+        }
+    }
+
+    /// Reads the partitions other processes serve from them.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Who serves which partition, when this process is one of several.
+    pub(crate) fn ownership(&self) -> Option<rapport_common::admin::Ownership> {
+        self.cluster
+            .as_ref()
+            .map(|cluster| cluster.routes().report.clone())
+    }
+
+    /// Whether this process answers reads of `partitions`: it owns them
+    /// all (applies them), so its store holds them.
+    pub(crate) fn owns_all(&self, partitions: &[i32]) -> bool {
+        match &self.cluster {
+            Some(cluster) => partitions.iter().all(|partition| cluster.owns(*partition)),
+            None => true,
         }
     }
 
@@ -124,10 +151,19 @@ impl QueryState {
 
     pub(crate) fn view(&self, version: Option<&str>) -> Result<View<'_>, ApiError> {
         let family = self.versions.family_for(version)?;
+        let peers = self
+            .cluster
+            .as_ref()
+            .filter(|cluster| !cluster.all_local())
+            .map(|cluster| Peers {
+                cluster: cluster.clone(),
+                asked: version.unwrap_or_default().to_owned(),
+            });
         Ok(View {
             store: self.versions.store(),
             family,
             version: version.map_or_else(|| self.versions.live(), str::to_owned),
+            peers,
         })
     }
 
@@ -143,17 +179,17 @@ impl QueryState {
     /// the pseudonym of a clear customer id, in its newest generation (a
     /// customer id that came back after an erasure names the new person).
     pub(crate) fn person(&self, view: &View<'_>, id: &str) -> Result<Option<Person>> {
-        if let Some(person) = person_of(view, id)? {
-            return Ok(Some(person));
-        }
-        match unseal::pseudonymous_id(self.pseudonym_key(), id) {
-            Some(pseudonym) => {
-                let identifier = Identifier::new(IdentifierKind::CustomerId, pseudonym);
-                let newest = newest_indexed(view, &identifier)?;
-                person_of(view, &newest.value)
+        // Sealed, profiles are named by pseudonyms (and prospect ids), so a
+        // clear id is looked up by its pseudonym first; asking for it as a
+        // profile id could only find data written before sealing was on.
+        if let Some(pseudonym) = unseal::pseudonymous_id(self.pseudonym_key(), id) {
+            let identifier = Identifier::new(IdentifierKind::CustomerId, pseudonym);
+            let newest = newest_indexed(view, &identifier)?;
+            if let Some(person) = person_of(view, &newest.value)? {
+                return Ok(Some(person));
             }
-            None => Ok(None),
         }
+        person_of(view, id)
     }
 
     /// `answer` as a JSON response with its sealed tokens opened (see
@@ -176,9 +212,19 @@ impl QueryState {
 /// The newest generation of `identifier` the view's identifier index
 /// holds (see `rapport_projections::identity::generation_of`).
 fn newest_indexed(view: &View<'_>, identifier: &Identifier) -> Result<Identifier> {
+    // A customer id's entry is written by the profile it names, on that
+    // profile's partition; any other identifier's by whichever profile
+    // linked it first, on any partition.
+    let own_partition = identifier.kind == IdentifierKind::CustomerId;
     let mut failure = None;
     let newest = newest_generation(identifier, |probe| {
-        match view.store.get(&view.family, &keys::identifier(probe)) {
+        let key = keys::identifier(probe);
+        let found = if own_partition {
+            view.get_of(&probe.value, &key)
+        } else {
+            view.get_anywhere(&key)
+        };
+        match found {
             Ok(found) => found.is_some(),
             Err(error) => {
                 failure.get_or_insert(error);
@@ -209,11 +255,28 @@ pub(crate) async fn get_customer(
     params: Result<Query<VersionParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|rejection| bad_query(rejection, "use version="))?;
-    let view = state.view(params.version.as_deref())?;
-    let person = state
-        .person(&view, &customer_id)?
-        .ok_or_else(|| not_found(&customer_id))?;
+    let person = blocking(state.clone(), params.version, move |state, view| {
+        state
+            .person(view, &customer_id)?
+            .ok_or_else(|| not_found(&customer_id))
+    })
+    .await?;
     state.open_tokens(&document(&person)).await
+}
+
+/// Runs `work` with a view of the requested version on the blocking pool:
+/// reads may wait for RocksDB, and for other projector processes.
+pub(crate) async fn blocking<T: Send + 'static>(
+    state: Arc<QueryState>,
+    version: Option<String>,
+    work: impl FnOnce(&QueryState, &View<'_>) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let view = state.view(version.as_deref())?;
+        work(&state, &view)
+    })
+    .await
+    .map_err(|error| ApiError::Internal(error.to_string()))?
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -239,7 +302,6 @@ pub(crate) async fn find_customer(
     let usage = "give exactly one of customer_id=, email=, phone=, anonymous_id=";
     let Query(mut params) = params.map_err(|rejection| bad_query(rejection, usage))?;
     let version = params.version.take();
-    let view = state.view(version.as_deref())?;
     let given: Vec<(IdentifierKind, String)> = [
         (IdentifierKind::CustomerId, params.customer_id),
         (IdentifierKind::Email, params.email),
@@ -255,7 +317,11 @@ pub(crate) async fn find_customer(
             details: vec![],
         });
     };
-    let person = lookup(&state, &view, *kind, raw)?;
+    let (kind, raw) = (*kind, raw.clone());
+    let person = blocking(state.clone(), version, move |state, view| {
+        lookup(state, view, kind, &raw)
+    })
+    .await?;
     state.open_tokens(&document(&person)).await
 }
 
@@ -285,10 +351,7 @@ pub(crate) fn lookup(
         None => format!("no customer with {identifier}"),
     };
     let identifier = newest_indexed(view, &unseal::indexed(pseudonym_key, identifier))?;
-    let owner = match view
-        .store
-        .get(&view.family, &keys::identifier(&identifier))?
-    {
+    let owner = match view.get_anywhere(&keys::identifier(&identifier))? {
         Some(bytes) => String::from_utf8(bytes)
             .map_err(|_| ApiError::Internal("corrupt identifier index".to_owned()))?,
         None => return Err(ApiError::NotFound(missing)),
@@ -345,7 +408,6 @@ pub(crate) async fn get_timeline(
 ) -> Result<Response, ApiError> {
     let Query(params) = params
         .map_err(|rejection| bad_query(rejection, "use limit= (1-500), before= and version="))?;
-    let view = state.view(params.version.as_deref())?;
     let limit = params.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT);
     if limit == 0 || limit > MAX_TIMELINE_LIMIT {
         return Err(ApiError::Invalid {
@@ -368,7 +430,10 @@ pub(crate) async fn get_timeline(
             }],
         })?),
     };
-    let page = timeline_page(&state, &view, &customer_id, limit, cursor)?;
+    let page = blocking(state.clone(), params.version, move |state, view| {
+        timeline_page(state, view, &customer_id, limit, cursor)
+    })
+    .await?;
     state.open_tokens(&page).await
 }
 
@@ -393,10 +458,7 @@ pub(crate) fn timeline_page(
         let bound = cursor
             .as_ref()
             .map(|(at, event_id)| keys::timeline(profile_id, *at, event_id));
-        for (key, value) in
-            view.store
-                .scan_prefix_reverse(&view.family, &prefix, bound.as_deref(), limit + 1)?
-        {
+        for (key, value) in view.scan_of(profile_id, &prefix, bound.as_deref(), limit + 1)? {
             let (_, at, event_id) = keys::decode_timeline(&key)
                 .map_err(|error| ApiError::Internal(error.to_string()))?;
             let entry = TimelineEntry::decode_value(at, event_id, &value)
@@ -475,18 +537,23 @@ pub(crate) async fn list_conflicts(
 ) -> Result<Response, ApiError> {
     let Query(params) =
         params.map_err(|rejection| bad_query(rejection, "use limit= (1-1000) and version="))?;
-    let view = state.view(params.version.as_deref())?;
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let conflicts = blocking(state.clone(), params.version, move |_, view| {
+        conflicts(view, limit)
+    })
+    .await?;
+    state.open_tokens(&ConflictList { conflicts }).await
+}
+
+/// The newest `limit` identifier conflicts, every partition's.
+fn conflicts(view: &View<'_>, limit: usize) -> Result<Vec<ConflictItem>, ApiError> {
     let mut conflicts = Vec::new();
-    for (_, value) in
-        view.store
-            .scan_prefix_reverse(&view.family, &[keys::CONFLICT], None, limit)?
-    {
+    for (_, value) in view.scan_everywhere(&[keys::CONFLICT], limit)? {
         let entry: ConflictEntry =
             postcard::from_bytes(&value).map_err(|error| ApiError::Internal(error.to_string()))?;
         // Pseudonyms show as what their people's profiles display.
-        let owner = person_of(&view, &entry.conflict.owner)?;
-        let claimant = person_of(&view, &entry.conflict.claimant)?;
+        let owner = person_of(view, &entry.conflict.owner)?;
+        let claimant = person_of(view, &entry.conflict.claimant)?;
         let shown = |id: &str| {
             [&owner, &claimant]
                 .into_iter()
@@ -504,13 +571,14 @@ pub(crate) async fn list_conflicts(
             cause_event_id: entry.cause_event_id,
         });
     }
-    state.open_tokens(&ConflictList { conflicts }).await
+    Ok(conflicts)
 }
 
 pub(crate) async fn admin_status(State(state): State<Arc<QueryState>>) -> Json<ProjectorStatus> {
     Json(ProjectorStatus {
         service: "projector".to_owned(),
         projections: state.versions.reports(),
+        ownership: state.ownership(),
     })
 }
 

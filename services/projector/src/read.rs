@@ -4,13 +4,20 @@
 //!
 //! A person is read as the merge of their root profile and every profile
 //! absorbed into it (see `ProfileState::merge`), so a merge never has to move
-//! data between partitions.
+//! data between partitions. Profiles on partitions another projector
+//! process serves are read from it (see `cluster`): every key a profile's
+//! records write lives on that profile's partition.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use rapport_common::store::Store;
-use rapport_common::{Result, keys};
+use rapport_common::{Error, Result, keys};
 use rapport_projections::customer_view::ProfileState;
+use rapport_proto::internal::{PrefixScan, ReadAnswer, ReadRequest};
+
+use crate::cluster::Cluster;
+use crate::cluster::ownership::Route;
 
 /// The projection version one request reads.
 pub(crate) struct View<'a> {
@@ -18,10 +25,244 @@ pub(crate) struct View<'a> {
     pub(crate) family: String,
     /// The version's name (the live one when the request named none).
     pub(crate) version: String,
+    /// Where reads of partitions other processes serve go; `None` when
+    /// every partition is read here.
+    pub(crate) peers: Option<Peers>,
+}
+
+/// The other projector processes, for one request.
+#[derive(Clone)]
+pub(crate) struct Peers {
+    pub(crate) cluster: Arc<Cluster>,
+    /// The version as the request named it; empty for each process's live
+    /// one.
+    pub(crate) asked: String,
+}
+
+/// Where the keys of one profile are read.
+enum Place {
+    Here,
+    There { url: String, partition: i32 },
+}
+
+impl View<'_> {
+    /// The same version, read from this process's store only: the
+    /// scoreboard's own reads.
+    pub(crate) fn local(&self) -> View<'_> {
+        View {
+            store: self.store,
+            family: self.family.clone(),
+            version: self.version.clone(),
+            peers: None,
+        }
+    }
+
+    fn place_of(&self, id: &str) -> Result<Place> {
+        let Some(peers) = &self.peers else {
+            return Ok(Place::Here);
+        };
+        let partition = peers.cluster.partition_of(id);
+        match peers.cluster.routes().route(partition) {
+            Route::Local => Ok(Place::Here),
+            Route::Remote(url) => Ok(Place::There {
+                url: url.clone(),
+                partition,
+            }),
+            Route::Unowned => Err(Error::Unavailable(format!(
+                "partition {partition} of the customer topic has no projector serving it; reads of people with a profile there answer 503 until one owns it (see /v1/admin/status)"
+            ))),
+            Route::CatchingUp(urls) => Err(Error::Unavailable(format!(
+                "partition {partition} of the customer topic is still being read to its end by {}; ask again once it is (see /v1/admin/status)",
+                urls.join(", ")
+            ))),
+        }
+    }
+
+    fn request(&self, partitions: Vec<i32>) -> ReadRequest {
+        ReadRequest {
+            version: self
+                .peers
+                .as_ref()
+                .map(|peers| peers.asked.clone())
+                .unwrap_or_default(),
+            partitions,
+            ..ReadRequest::default()
+        }
+    }
+
+    fn ask(&self, url: &str, request: &ReadRequest) -> Result<ReadAnswer> {
+        let peers = self.peers.as_ref().ok_or_else(|| {
+            Error::Unavailable("a read for another process without peers".to_owned())
+        })?;
+        peers.cluster.ask(url, request)
+    }
+
+    /// The value of `key`, which records of the profile `id` write.
+    pub(crate) fn get_of(&self, id: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.place_of(id)? {
+            Place::Here => self.store.get(&self.family, key),
+            Place::There { url, partition } => {
+                let mut request = self.request(vec![partition]);
+                request.gets.push(key.to_vec());
+                let answer = self.ask(&url, &request)?;
+                let value = answer.values.into_iter().next().ok_or_else(|| {
+                    Error::Unavailable(format!("{url} answered a read without its value"))
+                })?;
+                Ok(value.found.then_some(value.value))
+            }
+        }
+    }
+
+    /// Keys under `prefix`, which records of the profile `id` write, largest
+    /// first, before `before`, at most `limit` (see
+    /// [`Store::scan_prefix_reverse`]).
+    pub(crate) fn scan_of(
+        &self,
+        id: &str,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        match self.place_of(id)? {
+            Place::Here => self
+                .store
+                .scan_prefix_reverse(&self.family, prefix, before, limit),
+            Place::There { url, partition } => {
+                let mut request = self.request(vec![partition]);
+                request.scans.push(PrefixScan {
+                    prefix: prefix.to_vec(),
+                    before: before.map(<[u8]>::to_vec).unwrap_or_default(),
+                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                });
+                let answer = self.ask(&url, &request)?;
+                let scan = answer.scans.into_iter().next().ok_or_else(|| {
+                    Error::Unavailable(format!("{url} answered a scan without its entries"))
+                })?;
+                Ok(scan
+                    .entries
+                    .into_iter()
+                    .map(|entry| (entry.key, entry.value))
+                    .collect())
+            }
+        }
+    }
+
+    /// The value of `key`, which a record on any partition may have
+    /// written (the identifier index: the record that first linked an
+    /// identifier writes it, whichever profile that was). Read here first,
+    /// then from every process serving other partitions at once; not found
+    /// only when every partition could be asked.
+    pub(crate) fn get_anywhere(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(value) = self.store.get(&self.family, key)? {
+            return Ok(Some(value));
+        }
+        let (answers, unreachable) = self.fan_out(|request| request.gets.push(key.to_vec()));
+        let mut failure = None;
+        for answer in answers {
+            match answer {
+                // A key is written on one partition only: found is final.
+                Ok(answer) => {
+                    if let Some(value) = answer.values.into_iter().find(|value| value.found) {
+                        return Ok(Some(value.value));
+                    }
+                }
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => unreachable.map(|()| None),
+        }
+    }
+
+    /// The `limit` largest keys under `prefix` on every partition: a list
+    /// every partition adds to (identifier conflicts).
+    pub(crate) fn scan_everywhere(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut entries = self
+            .store
+            .scan_prefix_reverse(&self.family, prefix, None, limit)?;
+        let (answers, unreachable) = self.fan_out(|request| {
+            request.scans.push(PrefixScan {
+                prefix: prefix.to_vec(),
+                before: Vec::new(),
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            });
+        });
+        unreachable?;
+        for answer in answers {
+            for scan in answer?.scans {
+                entries.extend(
+                    scan.entries
+                        .into_iter()
+                        .map(|entry| (entry.key, entry.value)),
+                );
+            }
+        }
+        entries.sort_by(|left, right| right.0.cmp(&left.0));
+        entries.dedup_by(|left, right| left.0 == right.0);
+        entries.truncate(limit);
+        Ok(entries)
+    }
+
+    /// Sends a request made by `fill` to every other process serving
+    /// partitions, at once; their answers, and an error naming the
+    /// partitions no one serves, if any.
+    fn fan_out(&self, fill: impl Fn(&mut ReadRequest)) -> (Vec<Result<ReadAnswer>>, Result<()>) {
+        let Some(peers) = &self.peers else {
+            return (Vec::new(), Ok(()));
+        };
+        let routes = peers.cluster.routes();
+        let unreachable: Vec<i32> = (0..routes.partition_count())
+            .filter(|partition| {
+                matches!(
+                    routes.route(*partition),
+                    Route::Unowned | Route::CatchingUp(_)
+                )
+            })
+            .collect();
+        let asks: Vec<(String, ReadRequest)> = crate::cluster::servers(&routes)
+            .into_iter()
+            .map(|(url, partitions)| {
+                let mut request = self.request(partitions);
+                fill(&mut request);
+                (url, request)
+            })
+            .collect();
+        let answers = std::thread::scope(|scope| {
+            let asking: Vec<_> = asks
+                .iter()
+                .map(|(url, request)| scope.spawn(|| self.ask(url, request)))
+                .collect();
+            asking
+                .into_iter()
+                .map(|asked| {
+                    asked.join().unwrap_or_else(|_| {
+                        Err(Error::Unavailable(
+                            "a read of another process broke".to_owned(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        let reachable = if unreachable.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "partitions {unreachable:?} of the customer topic have no projector serving them yet, so the answer would miss what they hold (see /v1/admin/status)"
+            )))
+        };
+        (answers, reachable)
+    }
 }
 
 fn load_profile(state: &View<'_>, id: &str) -> Result<Option<ProfileState>> {
-    match state.store.get(&state.family, &keys::profile(id))? {
+    match state.get_of(id, &keys::profile(id))? {
         Some(bytes) => Ok(Some(ProfileState::decode(&bytes)?)),
         None => Ok(None),
     }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use axum::Router;
 use rapport_common::apikeys::{Gate, RouteTable, Scope, ScopedRoutes};
 
+use crate::cluster::READS_PATH;
+
 use crate::query::{self, QueryState};
-use crate::{campaigns_http, scores_http};
+use crate::{campaigns_http, internal_http, scores_http};
 
 /// The query HTTP API.
 pub fn router(state: Arc<QueryState>, gate: &Gate) -> Router {
@@ -16,7 +18,7 @@ pub fn router(state: Arc<QueryState>, gate: &Gate) -> Router {
 
 /// [`router`], with the table of its routes and their scopes.
 pub fn routes(state: Arc<QueryState>, gate: &Gate) -> (Router, RouteTable) {
-    use Scope::{Admin, Open, Read};
+    use Scope::{Admin, Open, Read, Service};
     let registry = state.registry.clone();
     let api = ScopedRoutes::new(gate)
         .get(Read, "/v1/customers", query::find_customer)
@@ -62,6 +64,7 @@ pub fn routes(state: Arc<QueryState>, gate: &Gate) -> (Router, RouteTable) {
         )
         .delete(Admin, "/v1/admin/versions/{version}", query::drop_version)
         .get(Admin, "/v1/admin/verify", query::verify)
+        .post(Service, READS_PATH, internal_http::reads)
         .get(Open, "/healthz", query::healthz)
         .get(Read, "/metrics", query::metrics);
     let (routes, table) = rapport_common::openapi::finish_described(

@@ -786,7 +786,9 @@ impl Board {
     /// Re-reads the person `id` belongs to; the slots whose facts changed.
     fn refresh_person(&mut self, view: &View<'_>, id: &str) -> Result<Vec<u32>> {
         let start = self.root_of.get(id).map_or(id, String::as_str).to_owned();
-        let Some(person) = person_of(view, &start)? else {
+        // The board holds this process's people; another process's
+        // profiles are theirs to count.
+        let Some(person) = person_of(&view.local(), &start)? else {
             // Gone from the store (erased): gone from the scores too.
             return Ok(self.remove_person(&start).into_iter().collect());
         };

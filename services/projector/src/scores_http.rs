@@ -21,7 +21,7 @@ use rapport_projections::time::{format_day, parse_day, utc_day};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::query::QueryState;
+use crate::query::{QueryState, blocking};
 use crate::read::{View, person_of};
 use crate::request::{bad_query, invalid_field, not_found};
 use crate::scores::{FitKey, SegmentKind};
@@ -41,20 +41,6 @@ fn as_of_day(text: Option<&str>) -> Result<i64, ApiError> {
         None => Ok(today()),
         Some(text) => parse_day(text).map_err(|error| invalid_field("as_of", error.to_string())),
     }
-}
-
-/// Runs `work` with a view of the requested version on the blocking pool.
-pub(crate) async fn blocking<T: Send + 'static>(
-    state: Arc<QueryState>,
-    version: Option<String>,
-    work: impl FnOnce(&QueryState, &View<'_>) -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let view = state.view(version.as_deref())?;
-        work(&state, &view)
-    })
-    .await
-    .map_err(|error| ApiError::Internal(error.to_string()))?
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -411,6 +411,17 @@ impl Versions {
         names
     }
 
+    /// The partitions the live version's worker has read to their end
+    /// since it started; none without a worker.
+    pub fn live_ends_reached(&self) -> std::collections::BTreeSet<i32> {
+        let live = self.live();
+        let workers = self.workers.lock().expect("versions lock");
+        workers
+            .get(&live)
+            .map(|worker| worker.status.ends_reached())
+            .unwrap_or_default()
+    }
+
     /// The change feed of a version's worker; `None` for a version without
     /// a worker here.
     pub fn changes_of(&self, version: &str) -> Option<Changes> {

@@ -1,0 +1,93 @@
+//! `POST /v1/internal/reads`: what another projector process asks of this
+//! one (see `cluster`): point reads and prefix scans of a projection
+//! version, on partitions this process owns. Service keys only; values go
+//! as stored, and the asking process opens sealed tokens itself.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prost::Message as _;
+use rapport_common::http::ApiError;
+use rapport_proto::internal::{Entry, MaybeValue, ReadAnswer, ReadRequest, ScanAnswer};
+
+use crate::query::{QueryState, blocking};
+use crate::request::invalid_field;
+
+/// Most point reads one request may hold.
+pub(crate) const MAX_GETS: usize = 10_000;
+/// Most scans one request may hold, and most entries one scan may return.
+pub(crate) const MAX_SCANS: usize = 1_000;
+pub(crate) const MAX_SCAN_LIMIT: u32 = 10_000;
+
+pub(crate) async fn reads(
+    State(state): State<Arc<QueryState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = ReadRequest::decode(body).map_err(|error| {
+        invalid_field(
+            "body",
+            format!("must be a rapport.internal.v1.ReadRequest in protobuf: {error}"),
+        )
+    })?;
+    if request.gets.len() > MAX_GETS {
+        return Err(invalid_field("gets", format!("at most {MAX_GETS}")));
+    }
+    if request.scans.len() > MAX_SCANS {
+        return Err(invalid_field("scans", format!("at most {MAX_SCANS}")));
+    }
+    if let Some(scan) = request
+        .scans
+        .iter()
+        .find(|scan| scan.limit > MAX_SCAN_LIMIT)
+    {
+        return Err(invalid_field(
+            "scans.limit",
+            format!("{} is above {MAX_SCAN_LIMIT}", scan.limit),
+        ));
+    }
+    // A process a partition moved away from holds its past, not its
+    // present: refuse, and the asker answers 503 rather than stale data.
+    if !state.owns_all(&request.partitions) {
+        return Err(ApiError::Conflict(format!(
+            "this projector does not own all of partitions {:?}; it may have been moved (see /v1/admin/status)",
+            request.partitions
+        )));
+    }
+    let version = (!request.version.is_empty()).then(|| request.version.clone());
+    let answer = blocking(state, version, move |_, view| {
+        let store = view.store;
+        let mut answer = ReadAnswer::default();
+        for key in &request.gets {
+            let value = store.get(&view.family, key)?;
+            answer.values.push(MaybeValue {
+                found: value.is_some(),
+                value: value.unwrap_or_default(),
+            });
+        }
+        for scan in &request.scans {
+            let before = (!scan.before.is_empty()).then_some(scan.before.as_slice());
+            let entries = store.scan_prefix_reverse(
+                &view.family,
+                &scan.prefix,
+                before,
+                scan.limit as usize,
+            )?;
+            answer.scans.push(ScanAnswer {
+                entries: entries
+                    .into_iter()
+                    .map(|(key, value)| Entry { key, value })
+                    .collect(),
+            });
+        }
+        Ok(answer)
+    })
+    .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        answer.encode_to_vec(),
+    )
+        .into_response())
+}

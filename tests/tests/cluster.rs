@@ -1,0 +1,454 @@
+//! Projectors spread over several processes, each owning some partitions of
+//! the customer topic: every process's query API answers for the whole
+//! person, byte for byte as one process owning everything does; an owner
+//! that is gone makes reads of its people answer 503 naming its partitions,
+//! never a partial person, and everything is whole again once it is back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rapport_e2e::{Pipeline, Service, event};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+/// The customer topic's partitions in these tests.
+const PARTITIONS: i32 = 4;
+
+/// A small deterministic generator, so a failing population can be made
+/// again from the printed seed.
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn at(minute: usize) -> String {
+    format!(
+        "2026-10-{:02}T{:02}:{:02}:00Z",
+        1 + minute / 1440,
+        (minute / 60) % 24,
+        minute % 60
+    )
+}
+
+/// The population: guests who ordered (some also browsing on a device of
+/// their own), then registered and ordered again (some refunding a guest
+/// order afterwards), customers who were never guests, and pairs of
+/// customers claiming one email. Guest and customer profiles land on
+/// partitions by their ids, so most merges cross partitions. Returns the
+/// events in sending order and each customer's order count.
+fn population(random: &mut Random, people: usize) -> (Vec<Vec<Value>>, BTreeMap<String, u64>) {
+    let mut minute = 0;
+    let mut tick = || {
+        minute += 1;
+        at(minute)
+    };
+    let (mut guests, mut registrations, mut later) = (Vec::new(), Vec::new(), Vec::new());
+    let mut orders = BTreeMap::new();
+    for person in 0..people {
+        let customer = format!("c-{person}");
+        let email = format!("p{person}@example.com");
+        let device = format!("device-{person}");
+        let mut count = 0;
+        let guest = random.chance(75);
+        let browsed = guest && random.chance(50);
+        if guest {
+            for order in 0..=random.below(2) {
+                guests.push(event(
+                    "order.placed",
+                    &tick(),
+                    json!({"email": email}),
+                    json!({"order_id": format!("g-{person}-{order}"), "total_minor": 1000 + 100 * person as i64, "currency": "EUR"}),
+                ));
+                count += 1;
+            }
+        }
+        if browsed {
+            guests.push(event(
+                "web.page_viewed",
+                &tick(),
+                json!({"anonymous_id": device}),
+                json!({"url": format!("/p/{person}")}),
+            ));
+        }
+        let mut who = json!({"customer_id": customer, "email": email});
+        if browsed {
+            who["anonymous_id"] = json!(device);
+        }
+        registrations.push(event(
+            "customer.registered",
+            &tick(),
+            who,
+            json!({"name": format!("Person {person}")}),
+        ));
+        for order in 0..=random.below(2) {
+            later.push(event(
+                "order.placed",
+                &tick(),
+                json!({"customer_id": customer}),
+                json!({"order_id": format!("o-{person}-{order}"), "total_minor": 2000 + person as i64, "currency": "EUR"}),
+            ));
+            count += 1;
+        }
+        if guest && random.chance(40) {
+            later.push(event(
+                "order.refunded",
+                &tick(),
+                json!({"customer_id": customer}),
+                json!({"order_id": format!("g-{person}-0"), "amount_minor": 300}),
+            ));
+        }
+        orders.insert(customer, count);
+    }
+    // Two known customers claiming one email: a conflict on the claimant's
+    // partition.
+    for pair in 0..3 {
+        let email = format!("family{pair}@example.com");
+        for member in 0..2 {
+            registrations.push(event(
+                "customer.registered",
+                &tick(),
+                json!({"customer_id": format!("f-{pair}-{member}"), "email": email}),
+                json!({"name": format!("Family {pair}")}),
+            ));
+        }
+    }
+    (vec![guests, registrations, later], orders)
+}
+
+/// GET with the read key; a process that hangs fails the test rather than
+/// the test hanging.
+fn read(port: u16, path: &str) -> (u16, String, Option<String>) {
+    let agent = rapport_e2e::http_agent_with_timeout(Duration::from_secs(5));
+    let mut response = agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .header(
+            "authorization",
+            rapport_e2e::bearer(&rapport_e2e::test_keys().read),
+        )
+        .call()
+        .unwrap_or_else(|error| panic!("{path} on :{port} did not answer: {error}"));
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = response.body_mut().read_to_string().expect("a body");
+    (status, body, retry_after)
+}
+
+/// Every answer the test compares for one customer: the document, the
+/// lookup by email, and the whole timeline in pages of three.
+fn answers_for(port: u16, customer: &str, email: &str) -> Vec<(String, u16, String)> {
+    let mut answers = Vec::new();
+    for path in [
+        format!("/v1/customers/{customer}"),
+        format!("/v1/customers?email={email}"),
+    ] {
+        let (status, body, _) = read(port, &path);
+        answers.push((path, status, body));
+    }
+    let mut before: Option<String> = None;
+    loop {
+        let path = match &before {
+            None => format!("/v1/customers/{customer}/timeline?limit=3"),
+            Some(cursor) => format!("/v1/customers/{customer}/timeline?limit=3&before={cursor}"),
+        };
+        let (status, body, _) = read(port, &path);
+        let next = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|page| page["next_before"].as_str().map(str::to_owned));
+        answers.push((path, status, body));
+        match next {
+            Some(cursor) if status == 200 => before = Some(cursor),
+            _ => break,
+        }
+    }
+    answers
+}
+
+/// Everything the test compares, as one process answers it.
+fn everything(port: u16, customers: &[String]) -> Vec<(String, u16, String)> {
+    let mut answers = Vec::new();
+    for customer in customers {
+        let email = email_of(customer);
+        answers.extend(answers_for(port, customer, &email));
+    }
+    let (status, body, _) = read(port, "/v1/identity/conflicts");
+    answers.push(("/v1/identity/conflicts".to_owned(), status, body));
+    answers
+}
+
+fn email_of(customer: &str) -> String {
+    match customer.strip_prefix("c-") {
+        Some(person) => format!("p{person}@example.com"),
+        None => {
+            let pair = customer.split('-').nth(1).expect("f-PAIR-MEMBER");
+            format!("family{pair}@example.com")
+        }
+    }
+}
+
+/// Waits until `service` has applied `partitions` to their ends and sees
+/// every partition served.
+fn wait_until_whole(service: &Service, partitions: &[i32], ends: &BTreeMap<i32, i64>) {
+    let owned: BTreeMap<i32, i64> = ends
+        .iter()
+        .filter(|(partition, _)| partitions.contains(partition))
+        .map(|(partition, end)| (*partition, *end))
+        .collect();
+    rapport_e2e::wait_for(
+        &format!("the projector on :{} to apply {partitions:?}", service.port),
+        PATIENCE,
+        || rapport_e2e::applied_through(service, rapport_e2e::FIRST_LIVE_PROJECTION, &owned),
+    );
+    rapport_e2e::wait_for(
+        &format!("every partition to be served, as :{} sees it", service.port),
+        PATIENCE,
+        || {
+            let status = rapport_e2e::admin_status(service.port);
+            let ownership = &status["ownership"];
+            ownership["unowned"] == json!([])
+                && ownership["catching_up"] == json!([])
+                && ownership["partitions"]
+                    .as_array()
+                    .is_some_and(|partitions| {
+                        partitions.len() == PARTITIONS as usize
+                            && partitions
+                                .iter()
+                                .all(|partition| partition["served_by"].is_string())
+                    })
+        },
+    );
+}
+
+fn partition_of(id: &str) -> i32 {
+    rapport_common::partitioning::partition_of(id.as_bytes(), PARTITIONS)
+}
+
+/// The partitions a read of a person by their clear customer id needs,
+/// from their whole document: those of their profiles (the customer's is
+/// named by the pseudonym of their id, a prospect's by its prospect id), and
+/// that of the id's next generation, where a customer erased and come back
+/// would be (docs/privacy.md).
+fn partitions_of(pipeline: &Pipeline, document: &Value) -> BTreeSet<i32> {
+    let customer = document["customer_id"].as_str().expect("an id");
+    let pseudonym = pipeline.pseudonym("customer_id", customer);
+    let mut partitions = profile_partitions(pipeline, document);
+    partitions.insert(partition_of(&rapport_projections::identity::in_generation(
+        &pseudonym, 1,
+    )));
+    partitions
+}
+
+/// The partitions holding a person's profiles.
+fn profile_partitions(pipeline: &Pipeline, document: &Value) -> BTreeSet<i32> {
+    let customer = document["customer_id"].as_str().expect("an id");
+    let mut ids = vec![pipeline.pseudonym("customer_id", customer)];
+    ids.extend(
+        document["merged_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned),
+    );
+    ids.iter().map(|id| partition_of(id)).collect()
+}
+
+#[test]
+fn one_two_and_three_processes_answer_byte_for_byte_alike_and_an_owner_gone_is_a_503() {
+    let seed = rapport_common::now_ms() as u64 | 1;
+    println!("random seed {seed}");
+    let mut random = Random(seed);
+    let pipeline = Pipeline::start("cluster");
+    let (batches, orders) = population(&mut random, 30);
+    for batch in &batches {
+        pipeline.send_ok(batch);
+        // Merges need the guests' records resolved first.
+        pipeline.wait_until_caught_up(PATIENCE);
+    }
+    let mut customers: Vec<String> = orders.keys().cloned().collect();
+    customers
+        .extend((0..3).flat_map(|pair| (0..2).map(move |member| format!("f-{pair}-{member}"))));
+
+    // One process: the pipeline's, owning every partition.
+    let ends = rapport_e2e::high_watermarks(&pipeline.topics.customer);
+    let all: Vec<i32> = (0..PARTITIONS).collect();
+    wait_until_whole(&pipeline.projector, &all, &ends);
+    let reference = everything(pipeline.projector.port, &customers);
+    for (path, status, body) in &reference {
+        assert_eq!(*status, 200, "{path}: {body}");
+    }
+    // The reference is whole: every order sent is on its customer.
+    let mut merged_across = 0;
+    for (customer, count) in &orders {
+        let (_, body, _) = read(
+            pipeline.projector.port,
+            &format!("/v1/customers/{customer}"),
+        );
+        let document: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(
+            document["orders"]["count"], *count,
+            "{customer}: {document}"
+        );
+        if profile_partitions(&pipeline, &document).len() > 1 {
+            merged_across += 1;
+        }
+    }
+    assert!(
+        merged_across > 0,
+        "some people's profiles span partitions (seed {seed})"
+    );
+    let (_, conflicts, _) = read(pipeline.projector.port, "/v1/identity/conflicts");
+    assert_eq!(
+        serde_json::from_str::<Value>(&conflicts).expect("JSON")["conflicts"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{conflicts}"
+    );
+
+    // Two and three processes, each layout a deployment of its own.
+    let layouts: [(&str, Vec<Vec<i32>>); 2] = [
+        ("two", vec![vec![0, 1], vec![2, 3]]),
+        ("three", vec![vec![0], vec![1, 2], vec![3]]),
+    ];
+    let mut deployments: Vec<Vec<(Service, Vec<i32>)>> = Vec::new();
+    for (name, owners) in &layouts {
+        let processes = owners
+            .iter()
+            .enumerate()
+            .map(|(index, partitions)| {
+                let list = partitions
+                    .iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let service = Pipeline::start_projector_in(
+                    &pipeline,
+                    name,
+                    &format!("projector-{name}-{index}"),
+                    &["--partitions", &list],
+                );
+                (service, partitions.clone())
+            })
+            .collect();
+        deployments.push(processes);
+    }
+    for processes in &deployments {
+        for (service, partitions) in processes {
+            wait_until_whole(service, partitions, &ends);
+        }
+    }
+    for processes in &deployments {
+        for (service, partitions) in processes {
+            let answers = everything(service.port, &customers);
+            assert_eq!(answers.len(), reference.len());
+            for (answer, expected) in answers.iter().zip(&reference) {
+                assert_eq!(
+                    answer, expected,
+                    "the process owning {partitions:?} answers as one process does (seed {seed})"
+                );
+            }
+        }
+    }
+
+    // An owner killed: reads of people with a profile on its partitions
+    // answer 503 naming them; the others' people stay whole.
+    let two = &mut deployments[0];
+    let (asker, rest) = two.split_at_mut(1);
+    let asker = &asker[0].0;
+    let (gone, gone_partitions) = &mut rest[0];
+    let documents: BTreeMap<String, Value> = customers
+        .iter()
+        .map(|customer| {
+            let (_, body, _) = read(
+                pipeline.projector.port,
+                &format!("/v1/customers/{customer}"),
+            );
+            (customer.clone(), serde_json::from_str(&body).expect("JSON"))
+        })
+        .collect();
+    let touches_gone = |customer: &str| {
+        !partitions_of(&pipeline, &documents[customer])
+            .is_disjoint(&gone_partitions.iter().copied().collect())
+    };
+    let (held, free): (Vec<&String>, Vec<&String>) = customers
+        .iter()
+        .partition(|customer| touches_gone(customer));
+    assert!(
+        !held.is_empty() && !free.is_empty(),
+        "people on both sides (seed {seed})"
+    );
+    let check_outage = |what: &str| {
+        for customer in &held {
+            let started = Instant::now();
+            let (status, body, retry_after) =
+                read(asker.port, &format!("/v1/customers/{customer}"));
+            println!(
+                "{what}: {customer} answered {status} in {:?}",
+                started.elapsed()
+            );
+            assert_eq!(status, 503, "{what}: {customer}: {body}");
+            assert!(
+                retry_after.is_some(),
+                "{what}: a 503 says when to ask again"
+            );
+            let error: Value = serde_json::from_str(&body).expect("a JSON error");
+            let message = error["error"].as_str().expect("an error message");
+            assert!(
+                gone_partitions
+                    .iter()
+                    .any(|partition| message.contains(&partition.to_string())),
+                "{what}: the error names the partitions: {message}"
+            );
+            let (status, _, _) = read(asker.port, &format!("/v1/customers/{customer}/timeline"));
+            assert_eq!(status, 503, "{what}: {customer}'s timeline");
+        }
+        for customer in &free {
+            let answers = answers_for(asker.port, customer, &email_of(customer));
+            for (path, status, body) in &answers {
+                if path.contains("email=") {
+                    // A lookup by email may have to ask the gone process.
+                    assert!([200, 503].contains(status), "{what}: {path}: {body}");
+                } else {
+                    assert_eq!(*status, 200, "{what}: {path}: {body}");
+                }
+            }
+        }
+    };
+    gone.kill_hard();
+    check_outage("killed");
+    gone.restart();
+    wait_until_whole(gone, gone_partitions, &ends);
+    wait_until_whole(asker, &[0, 1], &ends);
+    assert_eq!(everything(asker.port, &customers), reference);
+
+    // Stopped cleanly, it says so: the others see its partitions unowned
+    // at once, not when its lease ends.
+    gone.stop();
+    rapport_e2e::wait_for("the stop to be seen", Duration::from_secs(5), || {
+        rapport_e2e::admin_status(asker.port)["ownership"]["unowned"]
+            == json!(gone_partitions.clone())
+    });
+    assert_eq!(
+        rapport_e2e::metric_sum(&asker.metrics(), "rapport_projector_partitions_unowned", ""),
+        gone_partitions.len() as i64
+    );
+    check_outage("stopped");
+    gone.start();
+    wait_until_whole(gone, gone_partitions, &ends);
+    wait_until_whole(asker, &[0, 1], &ends);
+    assert_eq!(everything(asker.port, &customers), reference);
+}
