@@ -6,6 +6,7 @@ pub mod apikeys;
 pub mod broker;
 pub mod config;
 pub mod digest;
+pub mod follow;
 pub mod http;
 pub mod kafka;
 pub mod keys;

@@ -106,13 +106,14 @@ async fn main() -> anyhow::Result<()> {
             None
         }
     };
-    let versions = Versions::start(config.clone(), store, registry.clone())?;
-    // The other projector processes, before requests: a read of a person
-    // whose profiles they hold goes to them.
+    // The other projector processes, before the workers and requests: a
+    // read of a person whose profiles they hold goes to them.
     let cluster = {
-        let (config, versions, registry) = (config.clone(), versions.clone(), registry.clone());
-        tokio::task::spawn_blocking(move || Cluster::start(&config, versions, &registry)).await??
+        let (config, registry) = (config.clone(), registry.clone());
+        tokio::task::spawn_blocking(move || Cluster::start(&config, &registry)).await??
     };
+    let versions = Versions::start(config.clone(), store, registry.clone())?;
+    cluster.announce_from(versions.clone())?;
     let mut query = QueryState::new(versions.clone(), registry, config.analytics.clone())
         .with_cluster(cluster.clone());
     if let Some(vault) = vault {

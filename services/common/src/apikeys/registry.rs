@@ -7,13 +7,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
-
 use super::KeyBook;
-use crate::broker::{Admission, OffsetGate};
 use crate::config::KafkaConfig;
-use crate::kafka::{Outgoing, assign, assigning_consumer, produce_all, wait_for_partitions};
+use crate::follow::Follower;
+use crate::kafka::{Outgoing, produce_all};
 use crate::{Error, Result};
 
 /// How long a service waits for the registry topic and its first full read.
@@ -62,46 +59,30 @@ impl Registry {
 pub fn follow(kafka: &KafkaConfig, topic: &str, service: &str) -> Result<Registry> {
     let started = Instant::now();
     let client_id = format!("rapport-{service}-keys");
-    let (consumer, _) = assigning_consumer(kafka, &client_id, true)?;
-    let partitions = wait_for_partitions(&consumer, topic, LOAD_PATIENCE)?;
-    let starts: Vec<(i32, rdkafka::Offset)> = (0..partitions)
-        .map(|partition| (partition, rdkafka::Offset::Beginning))
-        .collect();
-    assign(&consumer, topic, &starts)?;
     let book = Arc::new(RwLock::new(KeyBook::default()));
-    let mut follower = Follower {
-        book: book.clone(),
-        gate: OffsetGate::default(),
-        topic: topic.to_owned(),
-        at_end: std::collections::BTreeSet::new(),
-    };
-    let deadline = Instant::now() + LOAD_PATIENCE;
-    while (follower.at_end.len() as i32) < partitions {
-        if Instant::now() > deadline {
-            return Err(Error::Config(format!(
-                "could not read the key registry {topic} to its end within {LOAD_PATIENCE:?}"
-            )));
-        }
-        follower.take(consumer.poll(Duration::from_millis(200)))?;
-    }
-    let keys = follower.book.read().map_or(0, |book| book.all().len());
+    let folded = book.clone();
+    let mut follower = Follower::new(
+        kafka,
+        &client_id,
+        topic,
+        LOAD_PATIENCE,
+        move |key, payload| {
+            folded
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .apply(key, payload)
+                .map_err(|error| error.to_string())
+        },
+    )?;
+    follower.load(LOAD_PATIENCE).map_err(|_| {
+        Error::Config(format!(
+            "could not read the key registry {topic} to its end within {LOAD_PATIENCE:?}"
+        ))
+    })?;
+    let keys = book.read().map_or(0, |book| book.all().len());
     let elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(topic, keys, elapsed_ms, "key registry loaded");
-    std::thread::Builder::new()
-        .name("keys".to_owned())
-        .spawn(move || {
-            loop {
-                if let Err(error) = follower.take(consumer.poll(Duration::from_millis(500))) {
-                    // A broker outage: librdkafka reconnects by itself.
-                    tracing::warn!(topic = %follower.topic, %error, "following the key registry");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
-        })
-        .map_err(|source| Error::Io {
-            context: "starting the key registry thread".to_owned(),
-            source,
-        })?;
+    follower.follow_on_thread("keys", || {})?;
     let (usage, uses) = mpsc::channel::<(String, i64)>();
     let (producer, _) =
         crate::kafka::producer(kafka, &client_id, Some(Duration::from_secs(30)), 10_000)?;
@@ -124,51 +105,6 @@ pub fn follow(kafka: &KafkaConfig, topic: &str, service: &str) -> Result<Registr
         book,
         usage: Some(usage),
     })
-}
-
-/// Folds what the registry consumer hands over.
-struct Follower {
-    book: Arc<RwLock<KeyBook>>,
-    gate: OffsetGate,
-    topic: String,
-    /// Partitions whose end was reached since their last record.
-    at_end: std::collections::BTreeSet<i32>,
-}
-
-impl Follower {
-    fn take(
-        &mut self,
-        polled: Option<std::result::Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>>,
-    ) -> Result<()> {
-        match polled {
-            Some(Ok(message)) => {
-                self.at_end.remove(&message.partition());
-                if self.gate.admit(message.partition(), message.offset()) == Admission::Take {
-                    let outcome = self
-                        .book
-                        .write()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .apply(
-                            message.key().unwrap_or_default(),
-                            message.payload().unwrap_or_default(),
-                        );
-                    if let Err(error) = outcome {
-                        tracing::warn!(topic = %self.topic, partition = message.partition(), offset = message.offset(), %error, "skipping a key registry record");
-                    }
-                }
-                Ok(())
-            }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                self.at_end.insert(partition);
-                Ok(())
-            }
-            Some(Err(source)) => Err(Error::Kafka {
-                context: format!("reading {}", self.topic),
-                source,
-            }),
-            None => Ok(()),
-        }
-    }
 }
 
 /// Writes one registry record and waits for the broker's acknowledgement.

@@ -13,19 +13,18 @@
 
 pub mod ownership;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rapport_common::config::{AuthMode, Config};
-use rapport_common::kafka::{Outgoing, assign, assigning_consumer, produce_all};
+use rapport_common::follow::Follower;
+use rapport_common::kafka::{Outgoing, assigning_consumer, produce_all};
 use rapport_common::metrics::{Counter, Gauge, Histogram, Registry};
 use rapport_common::{Error, Result};
 use rapport_proto::internal::{ReadAnswer, ReadRequest};
 use rapport_proto::v1::ProjectorAnnounced;
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
 
 use crate::versions::Versions;
 use ownership::{Announcements, Route, Routes};
@@ -145,14 +144,11 @@ impl Cluster {
         cluster
     }
 
-    /// Folds the projectors topic and announces this process on it, on
-    /// threads of their own; alone when the topic does not exist and this
-    /// process owns every partition. Blocking: call it before serving.
-    pub fn start(
-        config: &Config,
-        versions: Arc<Versions>,
-        registry: &Registry,
-    ) -> Result<Arc<Self>> {
+    /// Folds the projectors topic on a thread of its own; alone when the
+    /// topic does not exist and this process owns every partition.
+    /// Blocking: call it before the workers start, so that the query API
+    /// is up as soon as they are; then [`Cluster::announce_from`].
+    pub fn start(config: &Config, registry: &Registry) -> Result<Arc<Self>> {
         let topic = &config.topics.projectors;
         let (consumer, _) = assigning_consumer(&config.kafka, "rapport-projector-peers", true)?;
         let count = rapport_common::kafka::wait_for_partitions(
@@ -178,7 +174,7 @@ impl Cluster {
             serving: Vec::new(),
             partition_count: count,
             customer_topic: config.topics.customer.clone(),
-            live_version: versions.live(),
+            live_version: String::new(),
             started_at_ms: rapport_common::now_ms(),
             announced_at_ms: 0,
             lease_ms: LEASE_MS,
@@ -195,12 +191,8 @@ impl Cluster {
             );
         }
         let cluster = Self::new(mine, service_key, registry);
-        let partitions = match rapport_common::kafka::partition_count(
-            &consumer,
-            topic,
-            Duration::from_secs(5),
-        ) {
-            Ok(partitions) => partitions,
+        match rapport_common::kafka::partition_count(&consumer, topic, Duration::from_secs(5)) {
+            Ok(_) => {}
             Err(Error::MissingTopic(_)) if owned.len() as i32 == count => {
                 tracing::info!(
                     topic,
@@ -214,7 +206,7 @@ impl Cluster {
                 )));
             }
             Err(error) => return Err(error),
-        };
+        }
         let (producer, _) = rapport_common::kafka::producer(
             &config.kafka,
             "rapport-projector-peers",
@@ -226,46 +218,43 @@ impl Cluster {
             topic: topic.clone(),
             left: Mutex::new(false),
         });
-        assign(
-            &consumer,
+        let folding = cluster.clone();
+        let mut follower = Follower::new(
+            &config.kafka,
+            "rapport-projector-peers",
             topic,
-            &(0..partitions)
-                .map(|partition| (partition, rdkafka::Offset::Beginning))
-                .collect::<Vec<_>>(),
+            LOAD_PATIENCE,
+            move |key: &[u8], payload: &[u8]| {
+                let folded = folding.fold(key, payload);
+                folding.reroute(rapport_common::now_ms());
+                folded
+            },
         )?;
-        // Announce before reading, so that the others learn of this
-        // process while it loads; then read the topic to its end, so that
-        // the first request is routed with everyone known.
-        cluster.announce(&versions)?;
-        let mut follower = Follower {
-            cluster: cluster.clone(),
-            topic: topic.clone(),
-            at_end: BTreeSet::new(),
-        };
-        let deadline = Instant::now() + LOAD_PATIENCE;
-        while (follower.at_end.len() as i32) < partitions {
-            if Instant::now() > deadline {
-                return Err(Error::Config(format!(
-                    "could not read {topic} to its end within {LOAD_PATIENCE:?}"
-                )));
-            }
-            follower.take(consumer.poll(Duration::from_millis(200)))?;
-        }
+        // Read the topic to its end, so that the first request is routed
+        // with everyone known.
+        follower.load(LOAD_PATIENCE)?;
         cluster.reroute(rapport_common::now_ms());
         let report = cluster.routes().report.clone();
         tracing::info!(topic, url, owned = ?owned, projectors = report.projectors.len(), unowned = ?report.unowned, "projectors topic loaded");
-        spawn("peers", move || {
-            loop {
-                if let Err(error) = follower.take(consumer.poll(Duration::from_millis(500))) {
-                    tracing::warn!(topic = %follower.topic, %error, "following the projectors topic");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
+        // Leases lapse without records: the routes are worked out again
+        // after every wait.
+        let lapsing = cluster.clone();
+        follower.follow_on_thread("peers", move || {
+            lapsing.reroute(rapport_common::now_ms());
         })?;
-        let announcing = cluster.clone();
+        Ok(cluster)
+    }
+
+    /// Announces this process now and every [`ANNOUNCE_EVERY`] after, on a
+    /// thread of its own, with the partitions `versions`' live worker has
+    /// read to their end, until [`Cluster::leave`].
+    pub fn announce_from(self: &Arc<Self>, versions: Arc<Versions>) -> Result<()> {
+        if self.outlet.get().is_none() {
+            return Ok(());
+        }
+        let announcing = self.clone();
         spawn("announce", move || {
             loop {
-                std::thread::sleep(ANNOUNCE_EVERY);
                 match announcing.announce(&versions) {
                     Ok(false) => break,
                     Ok(true) => {}
@@ -273,9 +262,9 @@ impl Cluster {
                         tracing::warn!(%error, "could not renew this projector's announcement");
                     }
                 }
+                std::thread::sleep(ANNOUNCE_EVERY);
             }
-        })?;
-        Ok(cluster)
+        })
     }
 
     /// Renews this process's announcement with the partitions it has read
@@ -488,49 +477,6 @@ fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<()> {
             context: format!("starting the {name} thread"),
             source,
         })
-}
-
-/// Folds what the projectors topic's consumer hands over.
-struct Follower {
-    cluster: Arc<Cluster>,
-    topic: String,
-    /// Partitions whose end was reached since their last record.
-    at_end: BTreeSet<i32>,
-}
-
-impl Follower {
-    fn take(
-        &mut self,
-        polled: Option<std::result::Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>>,
-    ) -> Result<()> {
-        match polled {
-            Some(Ok(message)) => {
-                self.at_end.remove(&message.partition());
-                let outcome = self.cluster.fold(
-                    message.key().unwrap_or_default(),
-                    message.payload().unwrap_or_default(),
-                );
-                if let Err(error) = outcome {
-                    tracing::warn!(topic = %self.topic, partition = message.partition(), offset = message.offset(), %error, "skipping a projectors record");
-                }
-                self.cluster.reroute(rapport_common::now_ms());
-                Ok(())
-            }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                self.at_end.insert(partition);
-                Ok(())
-            }
-            Some(Err(source)) => Err(Error::Kafka {
-                context: format!("reading {}", self.topic),
-                source,
-            }),
-            None => {
-                // Leases lapse without records: look again.
-                self.cluster.reroute(rapport_common::now_ms());
-                Ok(())
-            }
-        }
-    }
 }
 
 /// The partitions each other process serves, by URL: where reads that
