@@ -645,6 +645,25 @@ pub fn send_in_background(
     })
 }
 
+/// A small deterministic generator (xorshift), seeded from the clock and
+/// printed by the tests that use it, so a failing run can be repeated.
+pub struct Random(pub u64);
+
+impl Random {
+    /// The next value, below `bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
 /// One service process.
 pub struct Service {
     name: &'static str,

@@ -7,29 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use rapport_e2e::{Pipeline, Service, event};
+use rapport_e2e::{Pipeline, Random, Service, event};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 /// The customer topic's partitions in these tests.
 const PARTITIONS: i32 = 4;
-
-/// A small deterministic generator, so a failing population can be made
-/// again from the printed seed.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 fn at(minute: usize) -> String {
     format!(

@@ -226,10 +226,21 @@ fn a_projector_owning_some_partitions_applies_only_them_and_answers_for_everyone
         "the partial projector to serve its partitions",
         Duration::from_secs(30),
         || {
+            // Served because it has read them to their end, not because
+            // the other process's announcement is not in yet.
             let status = rapport_e2e::admin_status(partial.port);
-            [0, 2].iter().all(|partition| {
-                status["ownership"]["partitions"][*partition as usize]["served_by"] == json!(me)
-            })
+            let ownership = &status["ownership"];
+            ownership["projectors"]
+                .as_array()
+                .is_some_and(|projectors| {
+                    projectors.len() == 2
+                        && projectors
+                            .iter()
+                            .all(|projector| projector["serving"] == projector["owned"])
+                })
+                && [0, 2].iter().all(|partition| {
+                    ownership["partitions"][*partition as usize]["served_by"] == json!(me)
+                })
         },
     );
     let asked_before =

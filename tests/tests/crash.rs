@@ -6,23 +6,10 @@
 
 use std::time::Duration;
 
-use rapport_e2e::{Pipeline, event};
+use rapport_e2e::{Pipeline, Random, event};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(300);
-
-/// A small deterministic generator, seeded from the clock and printed so a
-/// failing run can be repeated.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
 
 fn stream(total: usize) -> Vec<Vec<Value>> {
     let events: Vec<Value> = (0..total)

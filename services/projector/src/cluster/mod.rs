@@ -31,6 +31,8 @@ use ownership::{Announcements, Route, Routes};
 
 /// How often a process renews its announcement.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+/// How often a process looks whether what it serves changed.
+const LOOK_EVERY: Duration = Duration::from_millis(200);
 /// How long an announcement holds without a newer one. Compared with the
 /// reader's clock, so the processes' clocks must agree to well within it
 /// (NTP does).
@@ -245,48 +247,66 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Announces this process now and every [`ANNOUNCE_EVERY`] after, on a
-    /// thread of its own, with the partitions `versions`' live worker has
-    /// read to their end, until [`Cluster::leave`].
+    /// Announces this process now, every [`ANNOUNCE_EVERY`] after and
+    /// whenever what it serves changes, on a thread of its own, with the
+    /// partitions `versions`' live worker has read to their end, until
+    /// [`Cluster::leave`].
     pub fn announce_from(self: &Arc<Self>, versions: Arc<Versions>) -> Result<()> {
-        if self.outlet.get().is_none() {
-            return Ok(());
-        }
         let announcing = self.clone();
         spawn("announce", move || {
+            let mut last_announced: Option<(Instant, Vec<i32>, String)> = None;
             loop {
-                match announcing.announce(&versions) {
-                    Ok(false) => break,
-                    Ok(true) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "could not renew this projector's announcement");
+                let (serving, live) = announcing.refresh_mine(&versions);
+                // Renew when the lease asks for it, and at once when what
+                // this process serves changed, so that the others route to
+                // it as soon as it has caught up.
+                let due = last_announced.as_ref().is_none_or(|(at, said, said_live)| {
+                    at.elapsed() >= ANNOUNCE_EVERY || *said != serving || *said_live != live
+                });
+                if due {
+                    match announcing.announce() {
+                        Ok(false) => break,
+                        Ok(true) => last_announced = Some((Instant::now(), serving, live)),
+                        Err(error) => {
+                            tracing::warn!(%error, "could not renew this projector's announcement");
+                        }
                     }
                 }
-                std::thread::sleep(ANNOUNCE_EVERY);
+                std::thread::sleep(LOOK_EVERY);
             }
         })
     }
 
-    /// Renews this process's announcement with the partitions it has read
-    /// to their end, and writes it; false once the process said it stops.
-    fn announce(&self, versions: &Versions) -> Result<bool> {
-        let now_ms = rapport_common::now_ms();
-        let announced = {
+    /// Takes the partitions the live worker has read to their end, and the
+    /// live version, into this process's announcement and its own routes.
+    fn refresh_mine(&self, versions: &Versions) -> (Vec<i32>, String) {
+        let reached = versions.live_ends_reached();
+        let live = versions.live();
+        let serving: Vec<i32> = {
             let mut mine = lock(&self.mine);
-            let reached = versions.live_ends_reached();
             mine.serving = mine
                 .owned
                 .iter()
                 .copied()
                 .filter(|partition| reached.contains(partition))
                 .collect();
-            mine.live_version = versions.live();
-            mine.announced_at_ms = now_ms;
-            mine.clone()
+            mine.live_version = live.clone();
+            mine.serving.clone()
         };
-        self.reroute(now_ms);
+        self.reroute(rapport_common::now_ms());
+        (serving, live)
+    }
+
+    /// Writes this process's announcement; false once the process said it
+    /// stops.
+    fn announce(&self) -> Result<bool> {
         let Some(outlet) = self.outlet.get() else {
             return Ok(true);
+        };
+        let announced = {
+            let mut mine = lock(&self.mine);
+            mine.announced_at_ms = rapport_common::now_ms();
+            mine.clone()
         };
         let left = lock(&outlet.left);
         if *left {
