@@ -248,6 +248,38 @@ pub fn producer_reporting_to(
     max_queued: u32,
     health: Arc<BrokerHealth>,
 ) -> Result<FutureProducer<HealthContext>> {
+    build_producer(kafka, client_id, delivery_timeout, max_queued, health, true)
+}
+
+/// An `acks=all` producer without idempotence, for records that each state
+/// the whole truth of their key (announcements on a compacted topic), where
+/// a record written twice is harmless. A long-lived idempotent producer
+/// that writes every few seconds across a broker restart makes tansu 0.6's
+/// SQLite storage panic in its idempotence check and stop answering
+/// (`outage.rs` restarts it); these records do not need the check.
+pub fn state_producer(
+    kafka: &KafkaConfig,
+    client_id: &str,
+    delivery_timeout: Duration,
+) -> Result<FutureProducer<HealthContext>> {
+    build_producer(
+        kafka,
+        client_id,
+        Some(delivery_timeout),
+        100,
+        Arc::new(BrokerHealth::default()),
+        false,
+    )
+}
+
+fn build_producer(
+    kafka: &KafkaConfig,
+    client_id: &str,
+    delivery_timeout: Option<Duration>,
+    max_queued: u32,
+    health: Arc<BrokerHealth>,
+    idempotent: bool,
+) -> Result<FutureProducer<HealthContext>> {
     let context = HealthContext {
         health,
         ..HealthContext::default()
@@ -257,7 +289,7 @@ pub fn producer_reporting_to(
         // Java clients partition with murmur2; so do we, so that keys land on
         // the same partitions whichever client produced them.
         .set("partitioner", "murmur2_random")
-        .set("enable.idempotence", "true")
+        .set("enable.idempotence", idempotent.to_string())
         .set("batch.num.messages", MAX_RECORDS_PER_BATCH.to_string())
         .set("acks", "all")
         .set("linger.ms", "5")

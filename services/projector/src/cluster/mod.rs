@@ -209,11 +209,10 @@ impl Cluster {
             }
             Err(error) => return Err(error),
         }
-        let (producer, _) = rapport_common::kafka::producer(
+        let producer = rapport_common::kafka::state_producer(
             &config.kafka,
             "rapport-projector-peers",
-            Some(Duration::from_secs(10)),
-            100,
+            Duration::from_secs(10),
         )?;
         let _ = cluster.outlet.set(Outlet {
             producer,
