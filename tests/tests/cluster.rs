@@ -1,8 +1,10 @@
 //! Projectors spread over several processes, each owning some partitions of
 //! the customer topic: every process's query API answers for the whole
-//! person, byte for byte as one process owning everything does; an owner
-//! that is gone makes reads of its people answer 503 naming its partitions,
-//! never a partial person, and everything is whole again once it is back.
+//! person and the whole population (scores, segment counts and members,
+//! model fits), byte for byte as one process owning everything does; an
+//! owner that is gone makes reads of its people answer 503 naming its
+//! partitions, never a partial person, and everything is whole again once
+//! it is back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -13,6 +15,8 @@ use serde_json::{Value, json};
 const PATIENCE: Duration = Duration::from_secs(120);
 /// The customer topic's partitions in these tests.
 const PARTITIONS: i32 = 4;
+/// The day population figures are asked at.
+const AS_OF: &str = "2026-11-01";
 
 fn at(minute: usize) -> String {
     format!(
@@ -30,10 +34,13 @@ fn at(minute: usize) -> String {
 /// partitions by their ids, so most merges cross partitions. Returns the
 /// events in sending order and each customer's order count.
 fn population(random: &mut Random, people: usize) -> (Vec<Vec<Value>>, BTreeMap<String, u64>) {
-    let mut minute = 0;
-    let mut tick = || {
-        minute += 1;
-        at(minute)
+    // Guests' events from the first day, registrations from the fourth,
+    // later orders from the seventh, an hour apart: repeat purchases on
+    // days of their own for the models to fit.
+    let mut minutes = [0, 3 * 1440, 6 * 1440];
+    let mut tick = |phase: usize| {
+        minutes[phase] += 60;
+        at(minutes[phase])
     };
     let (mut guests, mut registrations, mut later) = (Vec::new(), Vec::new(), Vec::new());
     let mut orders = BTreeMap::new();
@@ -48,9 +55,9 @@ fn population(random: &mut Random, people: usize) -> (Vec<Vec<Value>>, BTreeMap<
             for order in 0..=random.below(2) {
                 guests.push(event(
                     "order.placed",
-                    &tick(),
+                    &tick(0),
                     json!({"email": email}),
-                    json!({"order_id": format!("g-{person}-{order}"), "total_minor": 1000 + 100 * person as i64, "currency": "EUR"}),
+                    json!({"order_id": format!("g-{person}-{order}"), "total_minor": 1000 + 100 * person as i64, "currency": "USD"}),
                 ));
                 count += 1;
             }
@@ -58,7 +65,7 @@ fn population(random: &mut Random, people: usize) -> (Vec<Vec<Value>>, BTreeMap<
         if browsed {
             guests.push(event(
                 "web.page_viewed",
-                &tick(),
+                &tick(0),
                 json!({"anonymous_id": device}),
                 json!({"url": format!("/p/{person}")}),
             ));
@@ -69,23 +76,23 @@ fn population(random: &mut Random, people: usize) -> (Vec<Vec<Value>>, BTreeMap<
         }
         registrations.push(event(
             "customer.registered",
-            &tick(),
+            &tick(1),
             who,
             json!({"name": format!("Person {person}")}),
         ));
         for order in 0..=random.below(2) {
             later.push(event(
                 "order.placed",
-                &tick(),
+                &tick(2),
                 json!({"customer_id": customer}),
-                json!({"order_id": format!("o-{person}-{order}"), "total_minor": 2000 + person as i64, "currency": "EUR"}),
+                json!({"order_id": format!("o-{person}-{order}"), "total_minor": 2000 + person as i64, "currency": "USD"}),
             ));
             count += 1;
         }
         if guest && random.chance(40) {
             later.push(event(
                 "order.refunded",
-                &tick(),
+                &tick(2),
                 json!({"customer_id": customer}),
                 json!({"order_id": format!("g-{person}-0"), "amount_minor": 300}),
             ));
@@ -99,7 +106,7 @@ fn population(random: &mut Random, people: usize) -> (Vec<Vec<Value>>, BTreeMap<
         for member in 0..2 {
             registrations.push(event(
                 "customer.registered",
-                &tick(),
+                &tick(1),
                 json!({"customer_id": format!("f-{pair}-{member}"), "email": email}),
                 json!({"name": format!("Family {pair}")}),
             ));
@@ -169,6 +176,48 @@ fn everything(port: u16, customers: &[String]) -> Vec<(String, u16, String)> {
     }
     let (status, body, _) = read(port, "/v1/identity/conflicts");
     answers.push(("/v1/identity/conflicts".to_owned(), status, body));
+    answers.extend(population_answers(port, customers));
+    answers
+}
+
+/// The population figures: every customer's scores, the segment counts,
+/// every segment's members in pages of four, and the model fits (over
+/// everyone and over a cohort).
+fn population_answers(port: u16, customers: &[String]) -> Vec<(String, u16, String)> {
+    let mut answers = Vec::new();
+    let mut ask = |path: String| {
+        let (status, body, _) = read(port, &path);
+        answers.push((path, status, body.clone()));
+        body
+    };
+    for customer in customers {
+        ask(format!("/v1/customers/{customer}/scores?as_of={AS_OF}"));
+    }
+    let counts: Value =
+        serde_json::from_str(&ask(format!("/v1/segments?as_of={AS_OF}"))).expect("JSON");
+    for kind in ["rfm", "lifecycle", "value_tier", "loyalty"] {
+        for (name, _) in counts[kind].as_object().into_iter().flatten() {
+            let mut after: Option<String> = None;
+            loop {
+                let mut path =
+                    format!("/v1/segments/{kind}/{name}/customers?as_of={AS_OF}&limit=4");
+                if let Some(cursor) = &after {
+                    path.push_str(&format!("&cursor={cursor}"));
+                }
+                let page: Value = serde_json::from_str(&ask(path)).expect("JSON");
+                match page["next_cursor"].as_str() {
+                    Some(cursor) => after = Some(cursor.to_owned()),
+                    None => break,
+                }
+            }
+        }
+    }
+    for model in ["bgnbd", "gamma-gamma"] {
+        ask(format!("/v1/models/{model}?as_of={AS_OF}"));
+        ask(format!(
+            "/v1/models/{model}?as_of={AS_OF}&cohort_from=2026-10-01&cohort_to=2026-10-04"
+        ));
+    }
     answers
 }
 
@@ -273,6 +322,28 @@ fn one_two_and_three_processes_answer_byte_for_byte_alike_and_an_owner_gone_is_a
     for (path, status, body) in &reference {
         assert_eq!(*status, 200, "{path}: {body}");
     }
+    // The figures compared are figures: the models are fitted, and the
+    // segments have members.
+    let figure = |path: &str| -> Value {
+        let (_, body) = reference
+            .iter()
+            .find(|(asked, _, _)| asked == path)
+            .map(|(_, status, body)| (status, body))
+            .unwrap_or_else(|| panic!("{path} was asked"));
+        serde_json::from_str(body).expect("JSON")
+    };
+    let counts = figure(&format!("/v1/segments?as_of={AS_OF}"));
+    assert_eq!(counts["customers"], customers.len(), "{counts}");
+    assert!(
+        counts["models"]["bg_nbd"]["customers"].as_u64() > Some(20),
+        "{counts}"
+    );
+    assert!(
+        counts["models"]["gamma_gamma"]["customers"].as_u64() > Some(5),
+        "{counts}"
+    );
+    let fit = figure(&format!("/v1/models/bgnbd?as_of={AS_OF}"));
+    assert!(fit["r"].is_number(), "{fit}");
     // The reference is whole: every order sent is on its customer.
     let mut merged_across = 0;
     for (customer, count) in &orders {

@@ -26,6 +26,7 @@ pub mod loyalty;
 mod numerics;
 pub mod occasions;
 mod order_statistics;
+pub mod population;
 pub mod rfm;
 pub mod scoring;
 pub mod simulation;

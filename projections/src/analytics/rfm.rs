@@ -279,6 +279,44 @@ impl RfmDistribution {
         self.monetary_minor = self.monetary_minor.merged(&other.monetary_minor);
     }
 
+    /// Each axis (last-occasion days, frequencies, monetary values) as its
+    /// values with the customers holding them, values ascending: the
+    /// distribution's whole content, to send elsewhere.
+    pub fn axes(&self) -> [Vec<(i64, u64)>; 3] {
+        [
+            self.last_occasion_days.counts(),
+            self.frequencies.counts(),
+            self.monetary_minor.counts(),
+        ]
+    }
+
+    /// The distribution [`RfmDistribution::axes`] gave; `None` unless each
+    /// axis is strictly ascending, without zero counts, and all three count
+    /// the same customers.
+    pub fn from_axes(axes: [Vec<(i64, u64)>; 3]) -> Option<Self> {
+        let valid = |axis: &[(i64, u64)]| {
+            axis.iter().all(|(_, count)| *count > 0)
+                && axis.windows(2).all(|pair| pair[0].0 < pair[1].0)
+        };
+        let total = |axis: &[(i64, u64)]| {
+            axis.iter()
+                .try_fold(0u64, |sum, (_, count)| sum.checked_add(*count))
+        };
+        if !axes.iter().all(|axis| valid(axis)) {
+            return None;
+        }
+        let totals: Vec<Option<u64>> = axes.iter().map(|axis| total(axis)).collect();
+        if totals[0].is_none() || totals.iter().any(|sum| *sum != totals[0]) {
+            return None;
+        }
+        let [days, frequencies, monetary] = axes;
+        Some(RfmDistribution {
+            last_occasion_days: CountingMultiset::from_sorted_counts(days),
+            frequencies: CountingMultiset::from_sorted_counts(frequencies),
+            monetary_minor: CountingMultiset::from_sorted_counts(monetary),
+        })
+    }
+
     /// Customers counted.
     pub fn len(&self) -> u64 {
         self.last_occasion_days.len()

@@ -1,7 +1,9 @@
 //! `POST /v1/internal/reads`: what another projector process asks of this
 //! one (see `cluster`): point reads and prefix scans of a projection
-//! version, on partitions this process owns. Service keys only; values go
-//! as stored, and the asking process opens sealed tokens itself.
+//! version, on partitions this process owns, and the population figures of
+//! the people on them (its share of the population, segment counts and
+//! members). Service keys only; values go as stored, and the asking process
+//! opens sealed tokens itself.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use rapport_proto::internal::{Entry, MaybeValue, ReadAnswer, ReadRequest, ScanAn
 
 use crate::query::{QueryState, blocking};
 use crate::request::invalid_field;
+use crate::scores::SegmentKind;
 
 /// Most point reads one request may hold.
 pub(crate) const MAX_GETS: usize = 10_000;
@@ -56,8 +59,15 @@ pub(crate) async fn reads(
             request.partitions
         )));
     }
+    let segment_kind = match &request.segments {
+        Some(ask) if !ask.kind.is_empty() => Some(
+            SegmentKind::parse(&ask.kind)
+                .ok_or_else(|| invalid_field("segments.kind", format!("no kind {}", ask.kind)))?,
+        ),
+        _ => None,
+    };
     let version = (!request.version.is_empty()).then(|| request.version.clone());
-    let answer = blocking(state, version, move |_, view| {
+    let answer = blocking(state, version, move |state, view| {
         let store = view.store;
         let mut answer = ReadAnswer::default();
         for key in &request.gets {
@@ -81,6 +91,30 @@ pub(crate) async fn reads(
                     .map(|(key, value)| Entry { key, value })
                     .collect(),
             });
+        }
+        if request.share.is_some() || request.segments.is_some() {
+            let served = state.served(&request.partitions);
+            let changes = state.versions.changes_of(&view.version);
+            if let Some(ask) = &request.share {
+                let share = state.scores.share(
+                    view,
+                    &view.version,
+                    changes.clone(),
+                    ask.as_of_day,
+                    &served,
+                )?;
+                answer.share = Some(share.to_wire());
+            }
+            if let Some(ask) = &request.segments {
+                answer.segments = Some(state.scores.segments(
+                    view,
+                    &view.version,
+                    changes,
+                    ask,
+                    segment_kind,
+                    &served,
+                )?);
+            }
         }
         Ok(answer)
     })

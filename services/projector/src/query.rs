@@ -81,6 +81,16 @@ impl QueryState {
         }
     }
 
+    /// The people on `partitions`, for population figures another process
+    /// asks of this one.
+    pub(crate) fn served(&self, partitions: &[i32]) -> crate::read::Served {
+        let count = self
+            .cluster
+            .as_ref()
+            .map_or(1, |cluster| cluster.routes().partition_count());
+        crate::read::Served::partitions(partitions, count)
+    }
+
     /// Opens sealed tokens in answers, and pseudonymizes clear identifiers
     /// in lookups, with `vault`.
     pub fn with_vault(mut self, vault: Arc<dyn Vault>) -> Self {

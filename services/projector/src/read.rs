@@ -8,13 +8,16 @@
 //! process serves are read from it (see `cluster`): every key a profile's
 //! records write lives on that profile's partition.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 use rapport_common::store::Store;
 use rapport_common::{Error, Result, keys};
+use rapport_projections::analytics::population::PopulationShare;
 use rapport_projections::customer_view::ProfileState;
-use rapport_proto::internal::{PrefixScan, ReadAnswer, ReadRequest};
+use rapport_proto::internal::{
+    PrefixScan, ReadAnswer, ReadRequest, SegmentAnswer, SegmentAsk, ShareAsk,
+};
 
 use crate::cluster::Cluster;
 use crate::cluster::ownership::Route;
@@ -39,6 +42,49 @@ pub(crate) struct Peers {
     pub(crate) asked: String,
 }
 
+/// The people an answer about the population counts: those whose root
+/// profile lies on some partitions, so that every person is counted by
+/// exactly one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Served {
+    partition_count: i32,
+    /// `None`: every partition.
+    partitions: Option<HashSet<i32>>,
+}
+
+impl Served {
+    pub(crate) fn everyone() -> Self {
+        Served {
+            partition_count: 1,
+            partitions: None,
+        }
+    }
+
+    pub(crate) fn partitions(partitions: &[i32], partition_count: i32) -> Self {
+        Served {
+            partition_count: partition_count.max(1),
+            partitions: Some(partitions.iter().copied().collect()),
+        }
+    }
+
+    pub(crate) fn is_everyone(&self) -> bool {
+        self.partitions.is_none()
+    }
+
+    /// Whether the person whose root profile is `id` is counted.
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        self.partitions.as_ref().is_none_or(|partitions| {
+            partitions.contains(&rapport_common::partitioning::partition_of(
+                id.as_bytes(),
+                self.partition_count,
+            ))
+        })
+    }
+}
+
+/// One other process's answer, with its URL.
+type Asked = Result<(String, ReadAnswer)>;
+
 /// Where the keys of one profile are read.
 enum Place {
     Here,
@@ -46,15 +92,94 @@ enum Place {
 }
 
 impl View<'_> {
-    /// The same version, read from this process's store only: the
-    /// scoreboard's own reads.
-    pub(crate) fn local(&self) -> View<'_> {
-        View {
-            store: self.store,
-            family: self.family.clone(),
-            version: self.version.clone(),
-            peers: None,
+    /// Whether the profile `id` lies on a partition this process owns
+    /// (every one, when no other process serves any).
+    pub(crate) fn owns(&self, id: &str) -> bool {
+        self.peers
+            .as_ref()
+            .is_none_or(|peers| peers.cluster.owns(peers.cluster.partition_of(id)))
+    }
+
+    /// Whether this process owns every partition: its store holds every
+    /// profile it is asked about.
+    pub(crate) fn owns_everything(&self) -> bool {
+        self.peers.as_ref().is_none_or(|peers| {
+            let count = peers.cluster.routes().partition_count();
+            (0..count).all(|partition| peers.cluster.owns(partition))
+        })
+    }
+
+    /// Whether other processes serve some partitions: population figures
+    /// then gather their shares.
+    pub(crate) fn shared(&self) -> bool {
+        self.peers.is_some()
+    }
+
+    /// The people this process counts in population figures: those on the
+    /// partitions it serves.
+    pub(crate) fn served_here(&self) -> Served {
+        let Some(peers) = &self.peers else {
+            return Served::everyone();
+        };
+        let routes = peers.cluster.routes();
+        let local: Vec<i32> = (0..routes.partition_count())
+            .filter(|partition| *routes.route(*partition) == Route::Local)
+            .collect();
+        Served::partitions(&local, routes.partition_count())
+    }
+
+    /// The other processes' shares of the population at `as_of`, merged;
+    /// `None` when no other process serves any partition. Fails, naming
+    /// them, when some partitions cannot be asked: a figure over part of
+    /// the population is never given as the whole's.
+    pub(crate) fn others_share(&self, as_of: i64) -> Result<Option<PopulationShare>> {
+        if self.peers.is_none() {
+            return Ok(None);
         }
+        let answers = self.ask_everyone(|request| {
+            request.share = Some(ShareAsk { as_of_day: as_of });
+        })?;
+        let mut merged = PopulationShare::new(as_of);
+        for (url, answer) in answers {
+            let share = answer
+                .share
+                .ok_or_else(|| Error::Unavailable(format!("{url} answered without its share")))?;
+            let share = PopulationShare::from_wire(&share).map_err(|why| {
+                Error::Unavailable(format!("{url} sent a share that is not one: {why}"))
+            })?;
+            if share.as_of != as_of {
+                return Err(Error::Unavailable(format!(
+                    "{url} sent its share of another day"
+                )));
+            }
+            merged.merge(&share);
+        }
+        Ok(Some(merged))
+    }
+
+    /// The other processes' segment figures for `ask`; empty when no other
+    /// process serves any partition.
+    pub(crate) fn others_segments(&self, ask: &SegmentAsk) -> Result<Vec<SegmentAnswer>> {
+        if self.peers.is_none() {
+            return Ok(Vec::new());
+        }
+        self.ask_everyone(|request| request.segments = Some(ask.clone()))?
+            .into_iter()
+            .map(|(url, answer)| {
+                answer.segments.ok_or_else(|| {
+                    Error::Unavailable(format!("{url} answered without its segments"))
+                })
+            })
+            .collect()
+    }
+
+    /// Sends a request made by `fill` to every other process serving
+    /// partitions; every answer, or the first failure (partitions no one
+    /// serves included).
+    fn ask_everyone(&self, fill: impl Fn(&mut ReadRequest)) -> Result<Vec<(String, ReadAnswer)>> {
+        let (answers, unreachable) = self.fan_out(fill);
+        unreachable?;
+        answers.into_iter().collect()
     }
 
     fn place_of(&self, id: &str) -> Result<Place> {
@@ -161,7 +286,7 @@ impl View<'_> {
         for answer in answers {
             match answer {
                 // A key is written on one partition only: found is final.
-                Ok(answer) => {
+                Ok((_, answer)) => {
                     if let Some(value) = answer.values.into_iter().find(|value| value.found) {
                         return Ok(Some(value.value));
                     }
@@ -196,7 +321,7 @@ impl View<'_> {
         });
         unreachable?;
         for answer in answers {
-            for scan in answer?.scans {
+            for scan in answer?.1.scans {
                 entries.extend(
                     scan.entries
                         .into_iter()
@@ -213,7 +338,7 @@ impl View<'_> {
     /// Sends a request made by `fill` to every other process serving
     /// partitions, at once; their answers, and an error naming the
     /// partitions no one serves, if any.
-    fn fan_out(&self, fill: impl Fn(&mut ReadRequest)) -> (Vec<Result<ReadAnswer>>, Result<()>) {
+    fn fan_out(&self, fill: impl Fn(&mut ReadRequest)) -> (Vec<Asked>, Result<()>) {
         let Some(peers) = &self.peers else {
             return (Vec::new(), Ok(()));
         };
@@ -237,7 +362,9 @@ impl View<'_> {
         let answers = std::thread::scope(|scope| {
             let asking: Vec<_> = asks
                 .iter()
-                .map(|(url, request)| scope.spawn(|| self.ask(url, request)))
+                .map(|(url, request)| {
+                    scope.spawn(|| self.ask(url, request).map(|answer| (url.clone(), answer)))
+                })
                 .collect();
             asking
                 .into_iter()

@@ -37,6 +37,7 @@ use rapport_projections::analytics::dashboard::{
 use rapport_projections::analytics::gamma_gamma::{GammaGammaFit, fit_gamma_gamma};
 use rapport_projections::analytics::lifecycle::LifecycleStage;
 use rapport_projections::analytics::occasions::RepeatSummary;
+use rapport_projections::analytics::population::PopulationShare;
 use rapport_projections::analytics::rfm::{RfmDistribution, RfmScores, RfmSegment, RfmValues};
 use rapport_projections::analytics::scoring::{
     CustomerFacts, CustomerInputs, CustomerScores, PopulationModels, inputs, score, score_inputs,
@@ -48,7 +49,7 @@ use rapport_projections::money::minor_unit_digits;
 
 use crate::changes::Changes;
 use crate::position::Positions;
-use crate::read::{View, person_of};
+use crate::read::{Served, View, person_of};
 
 mod image;
 
@@ -352,7 +353,28 @@ pub struct Snapshot {
     /// Requests that read it: the image keeps the days read most.
     reads: std::sync::atomic::AtomicU64,
     overview: Mutex<Option<CachedOverview>>,
+    /// With other processes serving some partitions: their part of the
+    /// population it was scored against, and when that was gathered.
+    gathered: Option<Gathered>,
 }
+
+/// The other processes' part of the population at one `as_of`, and the
+/// people this process counts beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Others {
+    pub(crate) share: PopulationShare,
+    pub(crate) served: Served,
+}
+
+struct Gathered {
+    others: Others,
+    at: Instant,
+}
+
+/// With other processes serving some partitions, a snapshot's population
+/// is gathered again when older than this and a request reads it: their
+/// people change without this process seeing it.
+pub const POPULATION_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The dashboard's figures of a snapshot, and the snapshot's revision
 /// when they were gathered.
@@ -404,18 +426,45 @@ pub enum PeopleFilter {
 }
 
 impl Snapshot {
-    fn build(persons: &Persons, as_of: i64, config: &AnalyticsConfig) -> Self {
+    /// Scores everyone at `as_of`: against these people alone, or with
+    /// `others` against the whole population, of which this process holds
+    /// the people `others.served` names.
+    fn build(
+        persons: &Persons,
+        as_of: i64,
+        config: &AnalyticsConfig,
+        others: Option<Others>,
+    ) -> Self {
         let mut entries = vec![Entry::default(); persons.capacity()];
-        let mut everyone: Vec<RepeatSummary> = Vec::new();
-        for (slot, _, facts) in persons.by_slot() {
-            let inputs = inputs(facts, as_of, config);
-            entries[slot as usize].rfm = PackedRfm::of(inputs.rfm);
-            everyone.extend(inputs.summary);
-        }
-        let rfm = RfmDistribution::from_values(entries.iter().filter_map(|entry| entry.rfm.get()));
-        let buyers = everyone.len();
-        let models = Arc::new(PopulationModels::fit(&everyone, as_of, config));
-        drop(everyone);
+        let (rfm, models, buyers) = match &others {
+            None => {
+                let mut everyone: Vec<RepeatSummary> = Vec::new();
+                for (slot, _, facts) in persons.by_slot() {
+                    let inputs = inputs(facts, as_of, config);
+                    entries[slot as usize].rfm = PackedRfm::of(inputs.rfm);
+                    everyone.extend(inputs.summary);
+                }
+                let rfm = RfmDistribution::from_values(
+                    entries.iter().filter_map(|entry| entry.rfm.get()),
+                );
+                let models = PopulationModels::fit(&everyone, as_of, config);
+                (rfm, models, everyone.len())
+            }
+            Some(others) => {
+                let mut whole = others.share.clone();
+                for (slot, id, facts) in persons.by_slot() {
+                    let inputs = inputs(facts, as_of, config);
+                    entries[slot as usize].rfm = PackedRfm::of(inputs.rfm);
+                    if others.served.holds(id) {
+                        whole.add(&inputs);
+                    }
+                }
+                let models = whole.models(config);
+                let buyers = whole.buyers() as usize;
+                (whole.rfm, models, buyers)
+            }
+        };
+        let models = Arc::new(models);
         let mut labelled = 0;
         for (slot, _, facts) in persons.by_slot() {
             if facts.known_at(as_of) {
@@ -437,7 +486,25 @@ impl Snapshot {
             revision: 0,
             reads: Default::default(),
             overview: Mutex::new(None),
+            gathered: others.map(|others| Gathered {
+                others,
+                at: Instant::now(),
+            }),
         }
+    }
+
+    /// Whether the snapshot is to be scored again against `others`, which
+    /// were gathered now (`None`: no other process serves any partition).
+    fn scored_against(&self, others: Option<&Others>) -> bool {
+        self.gathered.as_ref().map(|gathered| &gathered.others) == others
+    }
+
+    /// With other processes serving some partitions: whether their part of
+    /// the population is to be gathered again (never gathered, or old).
+    fn due_for_gathering(&self) -> bool {
+        self.gathered
+            .as_ref()
+            .is_none_or(|gathered| gathered.at.elapsed() >= POPULATION_MAX_AGE)
     }
 
     /// People known by `as_of`: those with labels.
@@ -623,33 +690,81 @@ impl<'a> Scored<'a> {
         })
     }
 
-    /// Members of one segment after `cursor` (a person id), by id.
-    pub fn members(
+    /// Members of one segment after `cursor` (a person id), by id, among
+    /// the people `served` names.
+    pub(crate) fn members(
         &self,
         kind: SegmentKind,
         name: &str,
         cursor: Option<&str>,
         limit: usize,
+        served: &Served,
     ) -> (Vec<String>, bool) {
-        self.page_of(cursor, limit, |labels| {
+        self.page_where(cursor, limit, served, |labels| {
             labels.get(kind, self.config) == Some(name)
         })
     }
 
-    /// The ids `admits` accepts after `cursor`, up to `limit`, and whether
-    /// there are more. Walks the ids in order from the cursor and stops at
-    /// the page's end.
+    /// People known by `as_of` among those `served` names.
+    pub(crate) fn customers_of(&self, served: &Served) -> u64 {
+        if served.is_everyone() {
+            return self.snapshot.customers() as u64;
+        }
+        self.served_labels(served).count() as u64
+    }
+
+    /// People per name of `kind`, every name listed, among those `served`
+    /// names.
+    pub(crate) fn counts_of(&self, kind: SegmentKind, served: &Served) -> BTreeMap<String, u64> {
+        if served.is_everyone() {
+            return self.snapshot.counts(kind, self.config);
+        }
+        let mut counts: BTreeMap<String, u64> = kind
+            .names(self.config)
+            .into_iter()
+            .map(|name| (name, 0))
+            .collect();
+        for labels in self.served_labels(served) {
+            if let Some(name) = labels.get(kind, self.config) {
+                *counts.entry(name.to_owned()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    fn served_labels<'s>(&'s self, served: &'s Served) -> impl Iterator<Item = &'a Labels> + 's {
+        self.slot_of
+            .iter()
+            .filter(|(id, _)| served.holds(id))
+            .filter_map(|(_, slot)| self.snapshot.labels(*slot))
+    }
+
     fn page_of(
         &self,
         cursor: Option<&str>,
         limit: usize,
         admits: impl Fn(&Labels) -> bool,
     ) -> (Vec<String>, bool) {
+        self.page_where(cursor, limit, &Served::everyone(), admits)
+    }
+
+    /// The ids `admits` accepts among those `served` names, after
+    /// `cursor`, up to `limit`, and whether there are more. Walks the ids
+    /// in order from the cursor and stops at the page's end.
+    fn page_where(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        served: &Served,
+        admits: impl Fn(&Labels) -> bool,
+    ) -> (Vec<String>, bool) {
         let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
         let mut ids: Vec<String> = self
             .slot_of
             .range::<str, _>((after, Bound::Unbounded))
-            .filter(|(_, slot)| self.snapshot.labels(**slot).is_some_and(&admits))
+            .filter(|(id, slot)| {
+                served.holds(id) && self.snapshot.labels(**slot).is_some_and(&admits)
+            })
             .map(|(id, _)| id.to_string())
             .take(limit.saturating_add(1))
             .collect();
@@ -690,6 +805,8 @@ pub struct Fits {
     pub gamma_gamma: std::result::Result<GammaGammaFit, String>,
     changed_since_fit: usize,
     population_at_fit: usize,
+    /// The other processes' part of the population they were fitted over.
+    others: Option<Others>,
 }
 
 /// The analytics of one projection version.
@@ -702,6 +819,10 @@ pub struct Board {
     slot_of: BTreeMap<Arc<str>, u32>,
     /// Absorbed profile → the person it belongs to.
     root_of: HashMap<String, String>,
+    /// People with a profile on a partition another process serves: read
+    /// again before the population is gathered, as that process's changes
+    /// to them are not in this one's change feed.
+    remote_dependent: HashSet<String>,
     snapshots: VecDeque<Snapshot>,
     /// Snapshots being refitted in the background, with the slots of the
     /// people changed since the refit took its copy of everyone.
@@ -725,6 +846,7 @@ impl Board {
             persons: Persons::default(),
             slot_of: BTreeMap::new(),
             root_of: HashMap::new(),
+            remote_dependent: HashSet::new(),
             snapshots: VecDeque::new(),
             refitting: HashMap::new(),
             fits: VecDeque::new(),
@@ -750,7 +872,7 @@ impl Board {
                 let state = ProfileState::decode(value)?;
                 if state.merged_into.is_some() || !state.absorbed.is_empty() {
                     in_merges.push(id);
-                } else {
+                } else if view.owns(&id) {
                     board.set_facts(&id, CustomerFacts::from_profile(&state));
                 }
                 Ok(())
@@ -783,12 +905,12 @@ impl Board {
         self.persons.take(slot).then_some(slot)
     }
 
-    /// Re-reads the person `id` belongs to; the slots whose facts changed.
+    /// Re-reads the person `id` belongs to, whole (profiles other
+    /// processes serve included); the slots whose facts changed. A person
+    /// is on the board of the process owning their root profile only.
     fn refresh_person(&mut self, view: &View<'_>, id: &str) -> Result<Vec<u32>> {
         let start = self.root_of.get(id).map_or(id, String::as_str).to_owned();
-        // The board holds this process's people; another process's
-        // profiles are theirs to count.
-        let Some(person) = person_of(&view.local(), &start)? else {
+        let Some(person) = person_of(view, &start)? else {
             // Gone from the store (erased): gone from the scores too.
             return Ok(self.remove_person(&start).into_iter().collect());
         };
@@ -800,22 +922,79 @@ impl Board {
             }
         }
         self.root_of.remove(&person.root);
+        if !view.owns(&person.root) {
+            // Another process's person: it counts them.
+            touched.extend(self.remove_person(&person.root));
+            self.remote_dependent.remove(&person.root);
+            return Ok(touched);
+        }
+        let elsewhere = person.members.iter().any(|(member, profile)| {
+            !view.owns(member) || profile.absorbed.iter().any(|absorbed| !view.owns(absorbed))
+        });
+        if elsewhere {
+            self.remote_dependent.insert(person.root.clone());
+        } else {
+            self.remote_dependent.remove(&person.root);
+        }
         touched.push(self.set_facts(&person.root, facts_of(&person.members)));
         Ok(touched)
+    }
+
+    /// Re-reads every person with a profile another process serves, and
+    /// re-scores those who changed (up to a failure, when one fails).
+    fn refresh_remote(&mut self, view: &View<'_>, config: &AnalyticsConfig) -> Result<()> {
+        let mut touched = Vec::new();
+        let dependent: Vec<String> = self.remote_dependent.iter().cloned().collect();
+        let mut outcome = Ok(());
+        for root in dependent {
+            match self.refresh_person(view, &root) {
+                Ok(slots) => touched.extend(slots),
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            }
+        }
+        self.retouch(touched, config);
+        outcome
     }
 
     /// Takes in every profile changed since the last call. Returns the
     /// `as_of`s whose models are now due for a refit, already marked as
     /// being refitted.
     fn catch_up(&mut self, view: &View<'_>, config: &AnalyticsConfig) -> Result<Vec<i64>> {
-        let Some(changes) = &self.changes else {
+        let Some(changes) = self.changes.clone() else {
             return Ok(Vec::new());
         };
         let changed = changes.take();
         let mut touched = Vec::new();
-        for id in &changed {
-            touched.extend(self.refresh_person(view, id)?);
+        for (done, id) in changed.iter().enumerate() {
+            match self.refresh_person(view, id) {
+                Ok(slots) => touched.extend(slots),
+                Err(error) => {
+                    // Nothing is lost: the rest is taken in next time.
+                    changes.record(changed[done..].to_vec());
+                    self.retouch(touched, config);
+                    return Err(error);
+                }
+            }
         }
+        self.retouch(touched, config);
+        let mut due = Vec::new();
+        for snapshot in &self.snapshots {
+            if snapshot.stale() && !self.refitting.contains_key(&snapshot.as_of) {
+                due.push(snapshot.as_of);
+            }
+        }
+        for as_of in &due {
+            self.refitting.insert(*as_of, HashSet::new());
+        }
+        Ok(due)
+    }
+
+    /// Re-scores the people in `touched` in every snapshot, and ages the
+    /// fits and validations by them.
+    fn retouch(&mut self, mut touched: Vec<u32>, config: &AnalyticsConfig) {
         touched.sort_unstable();
         touched.dedup();
         for snapshot in &mut self.snapshots {
@@ -825,15 +1004,6 @@ impl Board {
         }
         for pending in self.refitting.values_mut() {
             pending.extend(touched.iter().copied());
-        }
-        let mut due = Vec::new();
-        for snapshot in &self.snapshots {
-            if snapshot.stale() && !self.refitting.contains_key(&snapshot.as_of) {
-                due.push(snapshot.as_of);
-            }
-        }
-        for as_of in &due {
-            self.refitting.insert(*as_of, HashSet::new());
         }
         for (_, fits) in &mut self.fits {
             fits.changed_since_fit += touched.len();
@@ -845,7 +1015,6 @@ impl Board {
         }
         self.validations
             .retain(|kept| !moved_on(kept.changed_since_fit, kept.population_at_fit));
-        Ok(due)
     }
 
     /// Puts a snapshot refitted from a copy of everyone in place of the old
@@ -873,22 +1042,41 @@ impl Board {
         }
     }
 
-    fn snapshot(&mut self, as_of: i64, config: &AnalyticsConfig) -> &Snapshot {
-        let position = match self
+    /// The snapshot of `as_of`, scored against `others` (see
+    /// [`Snapshot::build`]): the one kept if it was, else scored now.
+    fn snapshot(
+        &mut self,
+        as_of: i64,
+        config: &AnalyticsConfig,
+        others: Option<Others>,
+    ) -> &Snapshot {
+        let kept = self
             .snapshots
             .iter()
-            .position(|snapshot| snapshot.as_of == as_of)
+            .position(|snapshot| snapshot.as_of == as_of);
+        if let Some(position) = kept
+            && self.snapshots[position].scored_against(others.as_ref())
         {
-            Some(position) => position,
+            if let Some(gathered) = &mut self.snapshots[position].gathered {
+                gathered.at = Instant::now();
+            }
+            return &self.snapshots[position];
+        }
+        let started = Instant::now();
+        let snapshot = Snapshot::build(&self.persons, as_of, config, others);
+        tracing::info!(
+            as_of = %rapport_projections::time::format_day(as_of),
+            persons = self.persons.len(),
+            with_other_processes = snapshot.gathered.is_some(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "scored every customer"
+        );
+        let position = match kept {
+            Some(position) => {
+                self.snapshots[position] = snapshot;
+                position
+            }
             None => {
-                let started = Instant::now();
-                let snapshot = Snapshot::build(&self.persons, as_of, config);
-                tracing::info!(
-                    as_of = %rapport_projections::time::format_day(as_of),
-                    persons = self.persons.len(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "scored every customer"
-                );
                 if self.snapshots.len() >= KEPT_SNAPSHOTS {
                     self.snapshots.pop_front();
                 }
@@ -912,14 +1100,23 @@ impl Board {
         })
     }
 
-    fn fits(&mut self, key: FitKey, config: &AnalyticsConfig) -> Fits {
-        if let Some((_, fits)) = self.fits.iter().find(|(cached, _)| *cached == key) {
+    /// Both models for `key`, over these people alone or with `others`
+    /// over the whole population.
+    fn fits(&mut self, key: FitKey, config: &AnalyticsConfig, others: Option<Others>) -> Fits {
+        if let Some((_, fits)) = self
+            .fits
+            .iter()
+            .find(|(cached, fits)| *cached == key && fits.others == others)
+        {
             return fits.clone();
         }
         // Everyone's scores at this `as_of` were computed with the same fits
         // (same population), kept current by the same rule.
         if key.cohort.is_none()
-            && let Some(snapshot) = self.snapshots.iter().find(|kept| kept.as_of == key.as_of)
+            && let Some(snapshot) = self
+                .snapshots
+                .iter()
+                .find(|kept| kept.as_of == key.as_of && kept.scored_against(others.as_ref()))
         {
             return Fits {
                 buyers: snapshot.buyers,
@@ -927,18 +1124,30 @@ impl Board {
                 gamma_gamma: snapshot.models.gamma_gamma.clone(),
                 changed_since_fit: snapshot.changed_since_fit,
                 population_at_fit: snapshot.population_at_fit,
+                others,
             };
         }
         let in_cohort = |summary: &RepeatSummary| {
             key.cohort
                 .is_none_or(|(from, to)| (from..=to).contains(&summary.first_occasion_day))
         };
-        let everyone: Vec<RepeatSummary> = self
-            .persons
-            .values()
-            .filter_map(|facts| inputs(facts, key.as_of, config).summary)
-            .filter(in_cohort)
-            .collect();
+        let everyone: Vec<RepeatSummary> = match &others {
+            None => self
+                .persons
+                .values()
+                .filter_map(|facts| inputs(facts, key.as_of, config).summary)
+                .filter(in_cohort)
+                .collect(),
+            Some(others) => {
+                let mut whole = others.share.clone();
+                for (id, facts) in self.persons.iter() {
+                    if others.served.holds(id) {
+                        whole.add(&inputs(facts, key.as_of, config));
+                    }
+                }
+                whole.summaries().into_iter().filter(in_cohort).collect()
+            }
+        };
         let customers = everyone.len();
         let started = Instant::now();
         let fits = Fits {
@@ -947,6 +1156,7 @@ impl Board {
             gamma_gamma: fit_gamma_gamma(&everyone).map_err(|error| error.to_string()),
             changed_since_fit: 0,
             population_at_fit: self.persons.len(),
+            others,
         };
         tracing::info!(
             as_of = %rapport_projections::time::format_day(key.as_of),
@@ -974,10 +1184,11 @@ fn score_on_copy(
     as_of: i64,
     config: &AnalyticsConfig,
     new: bool,
+    others: Option<Others>,
     before_install: impl FnOnce(&Snapshot, &Persons),
 ) {
     let persons = board.read().expect("board lock").persons.clone();
-    let snapshot = Snapshot::build(&persons, as_of, config);
+    let snapshot = Snapshot::build(&persons, as_of, config, others);
     before_install(&snapshot, &persons);
     drop(persons);
     board
@@ -1060,6 +1271,10 @@ impl Scoreboard {
             }
         }
         let _done = Done(self, version);
+        if !view.owns_everything() {
+            // Its people's profiles elsewhere may have changed meanwhile.
+            return Ok(false);
+        }
         let started = Instant::now();
         let Some(board) = image::read(view.store, &view.family, changes, &self.config)? else {
             return Ok(false);
@@ -1100,7 +1315,7 @@ impl Scoreboard {
             .lock()
             .expect("boards lock")
             .contains_key(version);
-        if !kept {
+        if !kept || !view.owns_everything() {
             return Ok(false);
         }
         let started = Instant::now();
@@ -1171,21 +1386,73 @@ impl Scoreboard {
                 due
             };
             for as_of in due {
-                self.refit_in_background(board.clone(), as_of);
+                match self.gather(view, &board, as_of) {
+                    Ok(others) => self.refit_in_background(board.clone(), as_of, others),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not gather the population for a refit; the current models stay");
+                        board.write().expect("board lock").refitting.remove(&as_of);
+                    }
+                }
             }
         }
         Ok(board)
     }
 
+    /// With other processes serving some partitions: their part of the
+    /// population at `as_of`, after reading again this process's people
+    /// with profiles there. `None` when every partition is served here.
+    fn gather(&self, view: &View<'_>, board: &RwLock<Board>, as_of: i64) -> Result<Option<Others>> {
+        if !view.shared() {
+            return Ok(None);
+        }
+        self.refresh_remote(view, board)?;
+        let share = view
+            .others_share(as_of)?
+            .unwrap_or_else(|| PopulationShare::new(as_of));
+        Ok(Some(Others {
+            share,
+            served: view.served_here(),
+        }))
+    }
+
+    fn refresh_remote(&self, view: &View<'_>, board: &RwLock<Board>) -> Result<()> {
+        board
+            .write()
+            .expect("board lock")
+            .refresh_remote(view, &self.config)
+    }
+
+    /// This process's share of the population at `as_of`: the people
+    /// `served` names (see [`PopulationShare`]).
+    pub(crate) fn share(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        as_of: i64,
+        served: &Served,
+    ) -> Result<PopulationShare> {
+        let board = self.board(view, version, changes)?;
+        self.refresh_remote(view, &board)?;
+        let shared = board.read().expect("board lock");
+        let mut share = PopulationShare::new(as_of);
+        for (id, facts) in shared.persons.iter() {
+            if served.holds(id) {
+                share.add(&inputs(facts, as_of, &self.config));
+            }
+        }
+        Ok(share)
+    }
+
     /// Refits the snapshot of `as_of` on its own thread; requests go on
     /// being answered from the current one meanwhile.
-    fn refit_in_background(&self, board: Arc<RwLock<Board>>, as_of: i64) {
+    fn refit_in_background(&self, board: Arc<RwLock<Board>>, as_of: i64, others: Option<Others>) {
         let config = self.config.clone();
         let spawned = std::thread::Builder::new()
             .name("scores-refit".into())
             .spawn(move || {
                 let started = Instant::now();
-                score_on_copy(&board, as_of, &config, false, |_, _| {});
+                score_on_copy(&board, as_of, &config, false, others, |_, _| {});
                 tracing::info!(
                     as_of = %rapport_projections::time::format_day(as_of),
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -1210,6 +1477,7 @@ impl Scoreboard {
         as_of: i64,
     ) -> Result<()> {
         let board = self.board(view, version, changes)?;
+        let others = self.gather(view, &board, as_of)?;
         loop {
             let mut writable = board.write().expect("board lock");
             if writable.snapshots.iter().any(|kept| kept.as_of == as_of) {
@@ -1225,7 +1493,7 @@ impl Scoreboard {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let started = Instant::now();
-        score_on_copy(&board, as_of, &self.config, true, |_, _| {});
+        score_on_copy(&board, as_of, &self.config, true, others, |_, _| {});
         tracing::info!(
             as_of = %rapport_projections::time::format_day(as_of),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -1262,11 +1530,19 @@ impl Scoreboard {
         {
             let shared = board.read().expect("board lock");
             if let Some(scored) = shared.scored(as_of, &self.config) {
-                return Ok(read(&scored, &shared.persons, &self.config));
+                let current = if view.shared() {
+                    !scored.due_for_gathering()
+                } else {
+                    scored.gathered.is_none()
+                };
+                if current {
+                    return Ok(read(&scored, &shared.persons, &self.config));
+                }
             }
         }
+        let others = self.gather(view, &board, as_of)?;
         let mut board = board.write().expect("board lock");
-        board.snapshot(as_of, &self.config);
+        board.snapshot(as_of, &self.config, others);
         let board = &*board;
         let scored = board
             .scored(as_of, &self.config)
@@ -1306,6 +1582,13 @@ impl Scoreboard {
         {
             return Ok(None);
         }
+        let others = match self.gather(view, &board, as_of) {
+            Ok(others) => others,
+            Err(error) => {
+                self.gathering.lock().expect("gathering lock").remove(&job);
+                return Err(error);
+            }
+        };
         let build = {
             let mut writable = board.write().expect("board lock");
             let kept = writable.snapshots.iter().any(|kept| kept.as_of == as_of);
@@ -1330,9 +1613,16 @@ impl Scoreboard {
             .spawn(move || {
                 let started = Instant::now();
                 if build {
-                    score_on_copy(&worker, as_of, &config, true, |snapshot, persons| {
-                        snapshot.overview(persons, &config);
-                    });
+                    score_on_copy(
+                        &worker,
+                        as_of,
+                        &config,
+                        true,
+                        others,
+                        |snapshot, persons| {
+                            snapshot.overview(persons, &config);
+                        },
+                    );
                 } else {
                     let shared = worker.read().expect("board lock");
                     if let Some(snapshot) = shared.snapshots.iter().find(|kept| kept.as_of == as_of)
@@ -1451,9 +1741,59 @@ impl Scoreboard {
         changes: Option<Changes>,
         key: FitKey,
     ) -> Result<Fits> {
-        let board = self.board(view, version, changes)?;
+        let board = self.board(view, version, changes.clone())?;
+        let others = if key.cohort.is_none() {
+            // The models everyone is scored against at `as_of`.
+            self.with_snapshot(view, version, changes, key.as_of, |_, _| ())?;
+            let shared = board.read().expect("board lock");
+            shared
+                .snapshots
+                .iter()
+                .find(|kept| kept.as_of == key.as_of)
+                .and_then(|kept| kept.gathered.as_ref())
+                .map(|gathered| gathered.others.clone())
+        } else {
+            self.gather(view, &board, key.as_of)?
+        };
         let mut board = board.write().expect("board lock");
-        Ok(board.fits(key, &self.config))
+        Ok(board.fits(key, &self.config, others))
+    }
+
+    /// Segment counts at `ask`'s day and a page of one segment's members,
+    /// among the people `served` names (for another process's figures).
+    pub(crate) fn segments(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        ask: &rapport_proto::internal::SegmentAsk,
+        page: Option<SegmentKind>,
+        served: &Served,
+    ) -> Result<rapport_proto::internal::SegmentAnswer> {
+        use rapport_proto::internal::{SegmentAnswer, SegmentCount};
+        self.with_snapshot(view, version, changes, ask.as_of_day, |scored, _| {
+            let mut answer = SegmentAnswer {
+                customers: scored.customers_of(served),
+                ..SegmentAnswer::default()
+            };
+            for kind in SegmentKind::ALL {
+                for (name, count) in scored.counts_of(kind, served) {
+                    answer.counts.push(SegmentCount {
+                        kind: kind.as_str().to_owned(),
+                        name,
+                        count,
+                    });
+                }
+            }
+            if let Some(kind) = page {
+                let after = (!ask.after.is_empty()).then_some(ask.after.as_str());
+                let (members, more) =
+                    scored.members(kind, &ask.name, after, ask.limit as usize, served);
+                answer.members = members;
+                answer.more = more;
+            }
+            answer
+        })
     }
 }
 

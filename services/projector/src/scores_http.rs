@@ -2,6 +2,7 @@
 //! `/v1/models/{bgnbd,gamma-gamma}`, `/v1/segments…` and `/v1/cohorts`. Scoring scans and
 //! model fits are CPU work, so each request runs on the blocking pool.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -18,6 +19,7 @@ use rapport_projections::analytics::validation::Validation;
 use rapport_projections::customer_view::ProfileState;
 use rapport_projections::identity::IdentifierKind;
 use rapport_projections::time::{format_day, parse_day, utc_day};
+use rapport_proto::internal::SegmentAsk;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -314,25 +316,99 @@ pub(crate) async fn segment_counts(
     let (as_of, version) = score_query(params)?;
     let body = blocking(state, version, move |state, view| {
         let changes = state.versions.changes_of(&view.version);
+        let (customers, counts) = population_counts(state, view, changes.clone(), as_of)?;
         Ok(state
             .scores
-            .with_snapshot(view, &view.version, changes, as_of, |snapshot, config| {
+            .with_snapshot(view, &view.version, changes, as_of, |snapshot, _| {
                 let mut body = json!({
                     "as_of": format_day(as_of),
-                    "customers": snapshot.customers(),
+                    "customers": customers,
                     "models": {
                         "bg_nbd": snapshot.models.bg_nbd.as_ref().map(|fit| json!({"customers": fit.customers})).unwrap_or_else(|reason| json!({"not_fitted": reason})),
                         "gamma_gamma": snapshot.models.gamma_gamma.as_ref().map(|fit| json!({"customers": fit.customers})).unwrap_or_else(|reason| json!({"not_fitted": reason})),
                     },
                 });
                 for kind in SegmentKind::ALL {
-                    body[kind.as_str()] = json!(snapshot.counts(kind, config));
+                    body[kind.as_str()] = json!(counts[kind.as_str()]);
                 }
                 body
             })?)
     })
     .await?;
     Ok(Json(body))
+}
+
+/// People per segment name, by segment kind.
+type CountsByKind = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// People known by `as_of` and everyone per segment name, by kind: this
+/// process's people and those of every other process serving partitions,
+/// all labelled against the whole population.
+fn population_counts(
+    state: &QueryState,
+    view: &View<'_>,
+    changes: Option<crate::changes::Changes>,
+    as_of: i64,
+) -> Result<(u64, CountsByKind), ApiError> {
+    let ask = SegmentAsk {
+        as_of_day: as_of,
+        ..SegmentAsk::default()
+    };
+    let mut answers = vec![state.scores.segments(
+        view,
+        &view.version,
+        changes,
+        &ask,
+        None,
+        &view.served_here(),
+    )?];
+    answers.extend(view.others_segments(&ask)?);
+    let mut customers = 0;
+    let mut counts = CountsByKind::new();
+    for answer in answers {
+        customers += answer.customers;
+        for count in answer.counts {
+            *counts
+                .entry(count.kind)
+                .or_default()
+                .entry(count.name)
+                .or_default() += count.count;
+        }
+    }
+    Ok((customers, counts))
+}
+
+/// The page of members `ask` names (of segment `kind`), by id, among this
+/// process's people and every other process's; and whether more follow.
+fn population_members(
+    state: &QueryState,
+    view: &View<'_>,
+    changes: Option<crate::changes::Changes>,
+    kind: SegmentKind,
+    ask: &SegmentAsk,
+) -> Result<(Vec<String>, bool), ApiError> {
+    let served = view.served_here();
+    let limit = ask.limit as usize;
+    let cursor = (!ask.after.is_empty()).then_some(ask.after.as_str());
+    let (mut ids, mut more) = state.scores.with_snapshot(
+        view,
+        &view.version,
+        changes,
+        ask.as_of_day,
+        |snapshot, _| snapshot.members(kind, &ask.name, cursor, limit, &served),
+    )?;
+    if view.shared() {
+        for answer in view.others_segments(ask)? {
+            more |= answer.more;
+            ids.extend(answer.members);
+        }
+        ids.sort_unstable();
+        if ids.len() > limit {
+            more = true;
+            ids.truncate(limit);
+        }
+    }
+    Ok((ids, more))
 }
 
 /// The dashboard's figures at `as_of`, gathered now if need be (for
@@ -538,12 +614,14 @@ pub(crate) async fn segment_members(
                 kind.names(config).join(", ")
             )));
         }
-        let (ids, more) =
-            state
-                .scores
-                .with_snapshot(view, &view.version, changes, as_of, |snapshot, _| {
-                    snapshot.members(kind, &name, cursor.as_deref(), limit)
-                })?;
+        let ask = SegmentAsk {
+            as_of_day: as_of,
+            kind: kind.as_str().to_owned(),
+            name: name.clone(),
+            after: cursor.clone().unwrap_or_default(),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        let (ids, more) = population_members(state, view, changes, kind, &ask)?;
         let customers = ids
             .iter()
             .map(|id| contact(view, id))

@@ -39,6 +39,9 @@ const LOOK_EVERY: Duration = Duration::from_millis(200);
 pub const LEASE_MS: i64 = 10_000;
 /// How long a read waits for another process before it answers 503.
 pub const PEER_BUDGET: Duration = Duration::from_secs(1);
+/// How long a population figure waits for another process's part: its
+/// share or segment counts may need a pass over everyone it holds.
+pub const POPULATION_BUDGET: Duration = Duration::from_secs(30);
 /// The path other processes read through.
 pub const READS_PATH: &str = "/v1/internal/reads";
 /// How long start-up waits for the projectors topic and its first full read.
@@ -444,16 +447,24 @@ impl Cluster {
         url: &str,
         request: &ReadRequest,
     ) -> std::result::Result<ReadAnswer, String> {
+        let budget = if request.share.is_some() || request.segments.is_some() {
+            POPULATION_BUDGET
+        } else {
+            PEER_BUDGET
+        };
         let mut call = self
             .agent
             .post(format!("{url}{READS_PATH}"))
-            .header("content-type", "application/x-protobuf");
+            .header("content-type", "application/x-protobuf")
+            .config()
+            .timeout_global(Some(budget))
+            .build();
         if let Some(authorization) = &self.authorization {
             call = call.header("authorization", authorization);
         }
         let mut response = call
             .send(request.encode_to_vec())
-            .map_err(|error| format!("did not answer within {PEER_BUDGET:?} ({error})"))?;
+            .map_err(|error| format!("did not answer within {budget:?} ({error})"))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()

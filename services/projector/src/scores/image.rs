@@ -394,6 +394,7 @@ fn board_of(
             revision: 0,
             reads: Default::default(),
             overview: Mutex::new(None),
+            gathered: None,
         })
         .collect();
     let slot_of = persons
