@@ -70,6 +70,23 @@ fn population(random: &mut Random, people: usize) -> (Vec<Vec<Value>>, BTreeMap<
                 json!({"url": format!("/p/{person}")}),
             ));
         }
+        if guest {
+            // A campaign to guests, counted on the person they become.
+            guests.push(event(
+                "email.sent",
+                &tick(0),
+                json!({"email": email}),
+                json!({"message_id": format!("g-m-{person}"), "campaign_id": "guest-offer"}),
+            ));
+            if random.chance(50) {
+                guests.push(event(
+                    "email.opened",
+                    &tick(0),
+                    json!({"email": email}),
+                    json!({"message_id": format!("g-m-{person}")}),
+                ));
+            }
+        }
         let mut who = json!({"customer_id": customer, "email": email});
         if browsed {
             who["anonymous_id"] = json!(device);
@@ -79,6 +96,12 @@ fn population(random: &mut Random, people: usize) -> (Vec<Vec<Value>>, BTreeMap<
             &tick(1),
             who,
             json!({"name": format!("Person {person}")}),
+        ));
+        registrations.push(event(
+            "email.sent",
+            &tick(1),
+            json!({"customer_id": customer}),
+            json!({"message_id": format!("w-{person}"), "campaign_id": "welcome"}),
         ));
         for order in 0..=random.below(2) {
             later.push(event(
@@ -218,6 +241,40 @@ fn population_answers(port: u16, customers: &[String]) -> Vec<(String, u16, Stri
             "/v1/models/{model}?as_of={AS_OF}&cohort_from=2026-10-01&cohort_to=2026-10-04"
         ));
     }
+    ask(format!(
+        "/v1/models/bgnbd/validation?calibration_end=2026-10-08&holdout_end={AS_OF}"
+    ));
+    ask(format!("/v1/cohorts?as_of={AS_OF}"));
+    ask("/v1/campaigns".to_owned());
+    for campaign in ["welcome", "guest-offer"] {
+        ask(format!("/v1/campaigns/{campaign}"));
+    }
+    // The dashboard, once its figures are gathered (a page answers 202
+    // meanwhile, or asks to be refreshed while a part is gathered).
+    for page in [
+        format!("/ui/?as_of={AS_OF}"),
+        format!("/ui/churn?as_of={AS_OF}"),
+        format!("/ui/churn.csv?as_of={AS_OF}"),
+        format!("/ui/segments?as_of={AS_OF}"),
+        format!("/ui/cohorts?as_of={AS_OF}"),
+        format!("/ui/models?as_of={AS_OF}"),
+        "/ui/campaigns".to_owned(),
+        "/ui/campaigns/welcome".to_owned(),
+        format!("/ui/people?filter=buyers&as_of={AS_OF}"),
+        format!("/ui/people?segment=rfm:loyal_customers&as_of={AS_OF}"),
+        format!("/ui/people.csv?filter=everyone&as_of={AS_OF}"),
+    ] {
+        let started = Instant::now();
+        loop {
+            let (status, body, _) = read(port, &page);
+            let gathering = status == 202 || body.contains("http-equiv=\"refresh\"");
+            if !gathering || started.elapsed() > PATIENCE {
+                answers.push((page, status, body));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     answers
 }
 
@@ -344,6 +401,12 @@ fn one_two_and_three_processes_answer_byte_for_byte_alike_and_an_owner_gone_is_a
     );
     let fit = figure(&format!("/v1/models/bgnbd?as_of={AS_OF}"));
     assert!(fit["r"].is_number(), "{fit}");
+    let welcome = figure("/v1/campaigns/welcome");
+    assert_eq!(welcome["sent"], 30, "{welcome}");
+    let offer = figure("/v1/campaigns/guest-offer");
+    assert!(offer["sent"].as_u64() > Some(5), "{offer}");
+    let cohorts = figure(&format!("/v1/cohorts?as_of={AS_OF}"));
+    assert_eq!(cohorts["buyers"], 30, "{cohorts}");
     // The reference is whole: every order sent is on its customer.
     let mut merged_across = 0;
     for (customer, count) in &orders {
@@ -469,6 +532,16 @@ fn one_two_and_three_processes_answer_byte_for_byte_alike_and_an_owner_gone_is_a
             );
             let (status, _, _) = read(asker.port, &format!("/v1/customers/{customer}/timeline"));
             assert_eq!(status, 503, "{what}: {customer}'s timeline");
+        }
+        // Figures over everyone need everyone.
+        for path in [
+            format!("/v1/segments?as_of={AS_OF}"),
+            format!("/v1/cohorts?as_of={AS_OF}"),
+            "/v1/campaigns".to_owned(),
+        ] {
+            let (status, body, retry_after) = read(asker.port, &path);
+            assert_eq!(status, 503, "{what}: {path}: {body}");
+            assert!(retry_after.is_some(), "{what}: {path}");
         }
         for customer in &free {
             let answers = answers_for(asker.port, customer, &email_of(customer));

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::CampaignConfig;
 use super::scoring::CustomerFacts;
@@ -139,7 +139,7 @@ pub fn recipients<'a>(
 }
 
 /// A campaign's figures over a set of its recipients.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignTotals {
     pub sent: u64,
     pub delivered: u64,
@@ -181,6 +181,23 @@ impl CampaignTotals {
         self.rates();
     }
 
+    /// Adds the recipients `other` counted (others than these).
+    pub fn merge(&mut self, other: &CampaignTotals) {
+        self.sent += other.sent;
+        self.delivered += other.delivered;
+        self.bounced += other.bounced;
+        self.opened += other.opened;
+        self.clicked += other.clicked;
+        self.unsubscribed += other.unsubscribed;
+        self.converted += other.converted;
+        self.orders += other.orders;
+        self.revenue_minor += other.revenue_minor;
+        for (currency, amount) in &other.other_currencies {
+            *self.other_currencies.entry(currency.clone()).or_default() += amount;
+        }
+        self.rates();
+    }
+
     fn rates(&mut self) {
         let share = |count: u64| (self.delivered > 0).then(|| count as f64 / self.delivered as f64);
         self.open_rate = share(self.opened);
@@ -191,11 +208,20 @@ impl CampaignTotals {
 }
 
 /// One campaign over everyone it was sent to.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CampaignSummary {
     pub first_sent_ms: i64,
     pub last_sent_ms: i64,
     pub totals: CampaignTotals,
+}
+
+impl CampaignSummary {
+    /// Adds the recipients `other` summed (others than these).
+    pub fn merge(&mut self, other: &CampaignSummary) {
+        self.first_sent_ms = self.first_sent_ms.min(other.first_sent_ms);
+        self.last_sent_ms = self.last_sent_ms.max(other.last_sent_ms);
+        self.totals.merge(&other.totals);
+    }
 }
 
 /// Every campaign's figures over `people`.

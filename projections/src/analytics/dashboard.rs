@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::bg_nbd::BgNbdParameters;
 use super::scoring::{CustomerInputs, CustomerScores};
@@ -25,7 +25,7 @@ pub const COHORT_MONTHS: usize = 24;
 pub const CLV_EDGES_MAJOR: [i64; 9] = [0, 10, 25, 50, 100, 250, 500, 1000, 2500];
 
 /// One cell of the R × FM grid.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RfmCell {
     pub people: u64,
     /// Sum of the members' monetary values (net spend in the RFM window).
@@ -39,7 +39,7 @@ impl RfmCell {
 }
 
 /// Net revenue of one trailing window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowRevenue {
     pub days: i64,
     pub net_minor: i64,
@@ -49,7 +49,7 @@ pub struct WindowRevenue {
 
 /// The people whose first purchase fell in one month, and how many of them
 /// bought again in each month after it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CohortRow {
     /// Months since January 1970 of the first purchase.
     pub month: i64,
@@ -60,7 +60,7 @@ pub struct CohortRow {
 }
 
 /// One bar pair of the calibration plot.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationRow {
     /// Repeat purchases; the last row counts this many or more.
     pub repeats: u32,
@@ -71,7 +71,7 @@ pub struct CalibrationRow {
 }
 
 /// One bin of the CLV distribution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClvBin {
     pub from_major: i64,
     /// `None` for the open last bin.
@@ -80,7 +80,7 @@ pub struct ClvBin {
 }
 
 /// A customer at risk, with what losing them would cost.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AtRisk {
     pub customer_id: String,
     /// CLV × (1 − P(alive)): the value expected to walk away.
@@ -91,7 +91,7 @@ pub struct AtRisk {
 }
 
 /// Everything the overview, churn, models and cohorts pages show.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Overview {
     pub as_of: i64,
     /// People known by `as_of`.
@@ -127,7 +127,7 @@ pub const SECOND_PURCHASE_EDGES_DAYS: [i64; 7] = [0, 8, 31, 91, 181, 366, 731];
 
 /// Days from buyers' first purchase to their second, over the buyers who
 /// made one by `as_of` (purchases on one day are one occasion).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SecondPurchase {
     pub buyers: u64,
     /// Nearest-rank percentiles; `None` without any second purchase.
@@ -138,7 +138,7 @@ pub struct SecondPurchase {
     pub buckets: Vec<SecondPurchaseBucket>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecondPurchaseBucket {
     pub from_days: i64,
     /// The bucket's last day; `None` for the last, open one.
@@ -244,8 +244,10 @@ pub fn format_month(month: i64) -> String {
     )
 }
 
-/// Collects the figures one person at a time.
-#[derive(Debug)]
+/// Collects the figures one person at a time. Builders of disjoint parts
+/// of the population [`merge`](OverviewBuilder::merge) into the builder of
+/// the whole, so the figures can be gathered from several processes.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct OverviewBuilder {
     overview: Overview,
     /// Buyers by days from their first purchase to `as_of` (T).
@@ -379,6 +381,58 @@ impl OverviewBuilder {
         }
     }
 
+    /// Adds the people `other` collected: a disjoint part of the population
+    /// at the same `as_of`.
+    pub fn merge(&mut self, other: OverviewBuilder) {
+        fn add_counts(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+            for (name, count) in from {
+                *into.entry(name).or_default() += count;
+            }
+        }
+        fn add_each(into: &mut [u64], from: &[u64]) {
+            for (into, from) in into.iter_mut().zip(from) {
+                *into += from;
+            }
+        }
+        let figures = &mut self.overview;
+        let theirs = other.overview;
+        figures.customers += theirs.customers;
+        figures.buyers += theirs.buyers;
+        figures.repeat_buyers += theirs.repeat_buyers;
+        figures.at_risk += theirs.at_risk;
+        for (window, their) in figures.revenue.iter_mut().zip(&theirs.revenue) {
+            window.net_minor += their.net_minor;
+            window.buyers += their.buyers;
+        }
+        add_counts(&mut figures.rfm_segment, theirs.rfm_segment);
+        add_counts(&mut figures.lifecycle, theirs.lifecycle);
+        add_counts(&mut figures.value_tier, theirs.value_tier);
+        add_counts(&mut figures.loyalty, theirs.loyalty);
+        for (row, their_row) in figures.rfm_grid.iter_mut().zip(&theirs.rfm_grid) {
+            for (cell, their) in row.iter_mut().zip(their_row) {
+                cell.people += their.people;
+                cell.spend_minor += their.spend_minor;
+            }
+        }
+        figures.at_risk_ranked.extend(theirs.at_risk_ranked);
+        for (age, people) in other.ages {
+            *self.ages.entry(age).or_default() += people;
+        }
+        for (gap, people) in other.second_purchase_gaps {
+            *self.second_purchase_gaps.entry(gap).or_default() += people;
+        }
+        add_each(&mut self.actual_repeats, &other.actual_repeats);
+        add_each(&mut self.clv, &other.clv);
+        for (month, (size, active)) in other.cohorts {
+            let (into_size, into_active) = self
+                .cohorts
+                .entry(month)
+                .or_insert_with(|| (0, vec![0; COHORT_MONTHS]));
+            *into_size += size;
+            add_each(into_active, &active);
+        }
+    }
+
     /// The figures, with the model's side of the calibration plot from
     /// `bg_nbd` (none without a fit).
     pub fn finish(mut self, bg_nbd: Option<&BgNbdParameters>) -> Overview {
@@ -464,6 +518,12 @@ mod tests {
     }
 
     fn overview_of(people: &[(&str, CustomerFacts)], as_of: i64) -> Overview {
+        overview_in_parts(people, as_of, 1)
+    }
+
+    /// The overview gathered by `parts` builders, each over every
+    /// `parts`-th person, merged through their serialised form.
+    fn overview_in_parts(people: &[(&str, CustomerFacts)], as_of: i64, parts: usize) -> Overview {
         let config = AnalyticsConfig::default();
         let mut rfm = RfmPopulation::new();
         let mut summaries = Vec::new();
@@ -473,12 +533,18 @@ mod tests {
             summaries.extend(inputs.summary);
         }
         let models = PopulationModels::fit(&summaries, as_of, &config);
-        let mut builder = OverviewBuilder::new(as_of, 2);
-        for (id, facts) in people {
+        let mut builders: Vec<OverviewBuilder> =
+            (0..parts).map(|_| OverviewBuilder::new(as_of, 2)).collect();
+        for (index, (id, facts)) in people.iter().enumerate() {
             let scores = score(facts, as_of, rfm.distribution(), &models, &config);
-            builder.add(id, &inputs(facts, as_of, &config), &scores);
+            builders[index % parts].add(id, &inputs(facts, as_of, &config), &scores);
         }
-        builder.finish(models.bg_nbd.as_ref().ok().map(|fit| &fit.parameters))
+        let mut whole = OverviewBuilder::new(as_of, 2);
+        for part in builders.into_iter().rev() {
+            let sent = postcard::to_allocvec(&part).expect("a builder serialises");
+            whole.merge(postcard::from_bytes(&sent).expect("and reads back"));
+        }
+        whole.finish(models.bg_nbd.as_ref().ok().map(|fit| &fit.parameters))
     }
 
     #[test]
@@ -608,5 +674,32 @@ mod tests {
         reversed.reverse();
         let as_of = day(4, 30);
         assert_eq!(overview_of(&borrowed, as_of), overview_of(&reversed, as_of));
+    }
+
+    #[test]
+    fn builders_of_parts_merge_into_the_overview_of_the_whole() {
+        let day = |month, day| days_from_civil(2024, month, day);
+        let people: Vec<(String, CustomerFacts)> = (0..60)
+            .map(|index| {
+                let orders = (0..index % 4)
+                    .map(|n| {
+                        order(
+                            &format!("o{index}-{n}"),
+                            day(1 + (n + index) % 4, 1 + index % 27),
+                            900 + 25 * i64::from(index),
+                        )
+                    })
+                    .collect();
+                (format!("p{index:02}"), person(orders))
+            })
+            .collect();
+        let borrowed: Vec<(&str, CustomerFacts)> = people
+            .iter()
+            .map(|(id, facts)| (id.as_str(), facts.clone()))
+            .collect();
+        let as_of = day(6, 30);
+        let whole = overview_of(&borrowed, as_of);
+        assert!(whole.at_risk > 0 && !whole.cohorts.is_empty(), "{whole:?}");
+        assert_eq!(overview_in_parts(&borrowed, as_of, 3), whole);
     }
 }

@@ -23,7 +23,7 @@ use crate::time::format_day;
 pub const LAST_GROUP: u32 = 7;
 
 /// One buyer of the calibration period.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Holdout {
     /// Their history at the end of the calibration period.
     pub calibration: RepeatSummary,

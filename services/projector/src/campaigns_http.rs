@@ -11,17 +11,15 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use rapport_common::http::{ApiError, PathParams};
-use rapport_projections::analytics::campaigns::{
-    CampaignTotals, Recipient, campaign_summaries, recipients,
-};
+use rapport_projections::analytics::campaigns::CampaignTotals;
 use rapport_projections::time::{format_day, parse_day, utc_day};
 use serde::{Deserialize, Serialize};
 
+use crate::figures;
 use crate::query::QueryState;
 use crate::query::blocking;
 use crate::read::View;
 use crate::request::{bad_query, invalid_field};
-use crate::scores::SegmentKind;
 
 /// One campaign over everyone it was sent to.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -104,17 +102,7 @@ pub(crate) fn campaign_list(
     from: Option<i64>,
     to: Option<i64>,
 ) -> Result<CampaignList, ApiError> {
-    let changes = state.versions.changes_of(&view.version);
-    let summaries =
-        state
-            .scores
-            .with_persons(view, &view.version, changes, |persons, config| {
-                campaign_summaries(
-                    persons.values(),
-                    &config.campaigns,
-                    &config.reporting_currency,
-                )
-            })?;
+    let summaries = figures::campaigns(state, view)?;
     let mut campaigns: Vec<CampaignRow> = summaries
         .into_iter()
         .filter(|(_, summary)| {
@@ -139,86 +127,26 @@ pub(crate) fn campaign_list(
     })
 }
 
-/// One campaign with its breakdowns; `None` if it was never sent. Scores
-/// everyone at the day before each of its send days the board does not
-/// hold yet, on a copy of their facts.
+/// One campaign with its breakdowns; `None` if it was never sent.
 pub(crate) fn campaign_report(
     state: &QueryState,
     view: &View<'_>,
     campaign_id: &str,
 ) -> Result<Option<CampaignReport>, ApiError> {
-    let changes = state.versions.changes_of(&view.version);
-    let sent: Vec<(String, Recipient)> =
-        state
-            .scores
-            .with_persons(view, &view.version, changes.clone(), |persons, config| {
-                persons
-                    .iter()
-                    .filter_map(|(id, facts)| {
-                        let mut campaigns =
-                            recipients(facts, &config.campaigns, &config.reporting_currency);
-                        let recipient = campaigns.remove(campaign_id)?;
-                        Some((id.to_owned(), recipient))
-                    })
-                    .collect()
-            })?;
-    if sent.is_empty() {
+    let whole = figures::campaign(state, view, campaign_id)?;
+    let (Some(first), Some(last)) = (whole.first_day, whole.last_day) else {
         return Ok(None);
-    }
-    let mut by_day: BTreeMap<i64, Vec<&(String, Recipient)>> = BTreeMap::new();
-    for entry in &sent {
-        by_day
-            .entry(utc_day(entry.1.sent_at_ms))
-            .or_default()
-            .push(entry);
-    }
-    let mut totals = CampaignTotals::default();
-    let mut by_rfm_segment: BTreeMap<String, CampaignTotals> = BTreeMap::new();
-    let mut by_lifecycle_stage: BTreeMap<String, CampaignTotals> = BTreeMap::new();
-    for (day, entries) in &by_day {
-        // Scored on a copy first, so the board is not held meanwhile.
-        state
-            .scores
-            .ensure_snapshot(view, &view.version, changes.clone(), day - 1)?;
-        state.scores.with_snapshot(
-            view,
-            &view.version,
-            changes.clone(),
-            day - 1,
-            |snapshot, config| {
-                for (id, recipient) in entries {
-                    let labels = snapshot.labels_of(id);
-                    let label = |kind: SegmentKind| {
-                        labels
-                            .and_then(|labels| labels.get(kind, config))
-                            .unwrap_or("none")
-                            .to_owned()
-                    };
-                    totals.add(recipient);
-                    by_rfm_segment
-                        .entry(label(SegmentKind::Rfm))
-                        .or_default()
-                        .add(recipient);
-                    by_lifecycle_stage
-                        .entry(label(SegmentKind::Lifecycle))
-                        .or_default()
-                        .add(recipient);
-                }
-            },
-        )?;
-    }
-    let first = *by_day.keys().next().expect("someone was sent it");
-    let last = *by_day.keys().next_back().expect("someone was sent it");
+    };
     Ok(Some(CampaignReport {
         campaign: CampaignRow {
             campaign_id: campaign_id.to_owned(),
             first_sent: format_day(first),
             last_sent: format_day(last),
-            totals,
+            totals: whole.totals,
         },
         currency: state.scores.config.reporting_currency.clone(),
-        by_rfm_segment,
-        by_lifecycle_stage,
+        by_rfm_segment: whole.by_rfm_segment,
+        by_lifecycle_stage: whole.by_lifecycle_stage,
     }))
 }
 

@@ -92,7 +92,7 @@ pub(crate) async fn reads(
                     .collect(),
             });
         }
-        if request.share.is_some() || request.segments.is_some() {
+        if request.share.is_some() || request.segments.is_some() || !request.figure.is_empty() {
             let served = state.served(&request.partitions);
             let changes = state.versions.changes_of(&view.version);
             if let Some(ask) = &request.share {
@@ -114,6 +114,9 @@ pub(crate) async fn reads(
                     segment_kind,
                     &served,
                 )?);
+            }
+            if !request.figure.is_empty() {
+                answer.figure = crate::figures::answer(state, view, &request.figure, &served)?;
             }
         }
         Ok(answer)

@@ -6,6 +6,7 @@ mod campaigns_http;
 pub mod changes;
 pub mod cluster;
 mod error;
+mod figures;
 mod internal_http;
 mod openapi;
 pub mod position;

@@ -173,6 +173,19 @@ impl View<'_> {
             .collect()
     }
 
+    /// Every other process's answer to the figure `ask` (encoded), with
+    /// its URL; empty when no other process serves any partition.
+    pub(crate) fn others_figures(&self, ask: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+        if self.peers.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .ask_everyone(|request| request.figure = ask.to_vec())?
+            .into_iter()
+            .map(|(url, answer)| (url, answer.figure))
+            .collect())
+    }
+
     /// Sends a request made by `fill` to every other process serving
     /// partitions; every answer, or the first failure (partitions no one
     /// serves included).

@@ -286,7 +286,7 @@ impl Persons {
 }
 
 /// The segmentations `/v1/segments` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SegmentKind {
     Rfm,
     Lifecycle,
@@ -390,7 +390,7 @@ struct CachedOverview {
 pub const OVERVIEW_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which people a dashboard list shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PeopleFilter {
     Segment(SegmentKind, String),
     /// R and the combined FM score, 1–5 each.
@@ -538,19 +538,8 @@ impl Snapshot {
             return kept.figures.clone();
         }
         let started = Instant::now();
-        let mut builder =
-            OverviewBuilder::new(self.as_of, minor_unit_digits(&config.reporting_currency));
-        for (slot, id, facts) in persons.by_slot() {
-            if let Some(labels) = self.labels(slot) {
-                let inputs = inputs(facts, self.as_of, config);
-                let mut scores =
-                    score_inputs(facts, &inputs, self.as_of, &self.rfm, &self.models, config);
-                labels.apply_to(&mut scores, config);
-                builder.add(id, &inputs, &scores);
-            }
-        }
-        let bg_nbd = self.models.bg_nbd.as_ref().ok().map(|fit| &fit.parameters);
-        let figures = Arc::new(builder.finish(bg_nbd));
+        let builder = self.overview_part(persons, config, &Served::everyone());
+        let figures = Arc::new(builder.finish(self.bg_nbd()));
         tracing::info!(
             as_of = %rapport_projections::time::format_day(self.as_of),
             persons = persons.len(),
@@ -563,6 +552,37 @@ impl Snapshot {
             gathered: Instant::now(),
         });
         figures
+    }
+
+    /// The dashboard's figures over the people `served` names, to be
+    /// merged with other processes' and finished.
+    pub(crate) fn overview_part(
+        &self,
+        persons: &Persons,
+        config: &AnalyticsConfig,
+        served: &Served,
+    ) -> OverviewBuilder {
+        let mut builder =
+            OverviewBuilder::new(self.as_of, minor_unit_digits(&config.reporting_currency));
+        for (slot, id, facts) in persons.by_slot() {
+            if let Some(labels) = self.labels(slot)
+                && served.holds(id)
+            {
+                let inputs = inputs(facts, self.as_of, config);
+                let mut scores =
+                    score_inputs(facts, &inputs, self.as_of, &self.rfm, &self.models, config);
+                labels.apply_to(&mut scores, config);
+                builder.add(id, &inputs, &scores);
+            }
+        }
+        builder
+    }
+
+    /// BG/NBD's fitted parameters, if it could be fitted.
+    pub(crate) fn bg_nbd(
+        &self,
+    ) -> Option<&rapport_projections::analytics::bg_nbd::BgNbdParameters> {
+        self.models.bg_nbd.as_ref().ok().map(|fit| &fit.parameters)
     }
 
     /// Whether a person with `labels` belongs in `filter`'s list.
@@ -678,14 +698,15 @@ impl<'a> Scored<'a> {
     }
 
     /// The people of `filter` after `cursor` (a person id), by id, up to
-    /// `limit`; and whether there are more.
-    pub fn people(
+    /// `limit`, among those `served` names; and whether there are more.
+    pub(crate) fn people(
         &self,
         filter: &PeopleFilter,
         cursor: Option<&str>,
         limit: usize,
+        served: &Served,
     ) -> (Vec<String>, bool) {
-        self.page_of(cursor, limit, |labels| {
+        self.page_where(cursor, limit, served, |labels| {
             self.snapshot.admits(filter, labels, self.config)
         })
     }
@@ -737,15 +758,6 @@ impl<'a> Scored<'a> {
             .iter()
             .filter(|(id, _)| served.holds(id))
             .filter_map(|(_, slot)| self.snapshot.labels(*slot))
-    }
-
-    fn page_of(
-        &self,
-        cursor: Option<&str>,
-        limit: usize,
-        admits: impl Fn(&Labels) -> bool,
-    ) -> (Vec<String>, bool) {
-        self.page_where(cursor, limit, &Served::everyone(), admits)
     }
 
     /// The ids `admits` accepts among those `served` names, after
@@ -1664,7 +1676,8 @@ impl Scoreboard {
     }
 
     /// Runs `read` on everyone's facts as they stand now (for the
-    /// campaign figures, which depend on no `as_of`).
+    /// campaign figures, which depend on no `as_of`), people with profiles
+    /// on other processes read again first.
     pub(crate) fn with_persons<T>(
         &self,
         view: &View<'_>,
@@ -1673,6 +1686,7 @@ impl Scoreboard {
         read: impl FnOnce(&Persons, &AnalyticsConfig) -> T,
     ) -> Result<T> {
         let board = self.board(view, version, changes)?;
+        self.refresh_remote(view, &board)?;
         let shared = board.read().expect("board lock");
         Ok(read(&shared.persons, &self.config))
     }
@@ -1699,16 +1713,14 @@ impl Scoreboard {
             }) {
                 return Ok(kept.validation.clone());
             }
-            let mut buyers: Vec<(&str, Holdout)> = shared
-                .persons
-                .iter()
-                .filter_map(|(id, facts)| {
-                    let holdout = Holdout::of(facts, calibration_end, holdout_end, &self.config)?;
-                    Some((id, holdout))
-                })
-                .collect();
+            let mut buyers = self.holdouts_of(
+                &shared.persons,
+                calibration_end,
+                holdout_end,
+                &Served::everyone(),
+            );
             // In id order, so the fit does not depend on how the map iterated.
-            buyers.sort_unstable_by(|left, right| left.0.cmp(right.0));
+            buyers.sort_unstable_by(|left, right| left.0.cmp(&right.0));
             let buyers: Vec<Holdout> = buyers.into_iter().map(|(_, holdout)| holdout).collect();
             (buyers, shared.persons.len())
         };
@@ -1731,6 +1743,56 @@ impl Scoreboard {
             population_at_fit: population,
         });
         Ok(validation)
+    }
+
+    fn holdouts_of(
+        &self,
+        persons: &Persons,
+        calibration_end: i64,
+        holdout_end: i64,
+        served: &Served,
+    ) -> Vec<(String, Holdout)> {
+        persons
+            .iter()
+            .filter(|(id, _)| served.holds(id))
+            .filter_map(|(id, facts)| {
+                let holdout = Holdout::of(facts, calibration_end, holdout_end, &self.config)?;
+                Some((id.to_owned(), holdout))
+            })
+            .collect()
+    }
+
+    /// The calibration buyers of a validation (see [`validate`]) among the
+    /// people `served` names, by id, to be merged with other processes'.
+    pub(crate) fn holdouts(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        calibration_end: i64,
+        holdout_end: i64,
+        served: &Served,
+    ) -> Result<Vec<(String, Holdout)>> {
+        let board = self.board(view, version, changes)?;
+        self.refresh_remote(view, &board)?;
+        let shared = board.read().expect("board lock");
+        Ok(self.holdouts_of(&shared.persons, calibration_end, holdout_end, served))
+    }
+
+    /// The dashboard's figures at `as_of` over the people `served` names,
+    /// to be merged with other processes' and finished with the BG/NBD
+    /// fit everyone is scored against (see [`Snapshot::bg_nbd`]).
+    pub(crate) fn overview_part(
+        &self,
+        view: &View<'_>,
+        version: &str,
+        changes: Option<Changes>,
+        as_of: i64,
+        served: &Served,
+    ) -> Result<OverviewBuilder> {
+        self.with_everyone(view, version, changes, as_of, |scored, persons, config| {
+            scored.overview_part(persons, config, served)
+        })
     }
 
     /// The model fits for `key`, cached until the population moved on.

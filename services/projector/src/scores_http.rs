@@ -15,7 +15,7 @@ use rapport_common::http::PathParams;
 use rapport_common::privacy;
 use rapport_projections::analytics::dashboard::{Overview, format_month};
 use rapport_projections::analytics::scoring::CustomerScores;
-use rapport_projections::analytics::validation::Validation;
+use rapport_projections::analytics::validation::{Validation, validate};
 use rapport_projections::customer_view::ProfileState;
 use rapport_projections::identity::IdentifierKind;
 use rapport_projections::time::{format_day, parse_day, utc_day};
@@ -277,6 +277,10 @@ pub(crate) fn validation_now(
     calibration_end: i64,
     holdout_end: i64,
 ) -> Result<Arc<Validation>, ApiError> {
+    if view.shared() {
+        let buyers = crate::figures::holdouts(state, view, calibration_end, holdout_end)?;
+        return Ok(Arc::new(validate(&buyers, calibration_end, holdout_end)));
+    }
     let changes = state.versions.changes_of(&view.version);
     Ok(state
         .scores
@@ -418,6 +422,9 @@ pub(crate) fn overview_now(
     view: &View<'_>,
     as_of: i64,
 ) -> Result<Arc<Overview>, ApiError> {
+    if view.shared() {
+        return Ok(Arc::new(crate::figures::overview(state, view, as_of)?));
+    }
     let changes = state.versions.changes_of(&view.version);
     Ok(state.scores.with_everyone(
         view,

@@ -447,7 +447,10 @@ impl Cluster {
         url: &str,
         request: &ReadRequest,
     ) -> std::result::Result<ReadAnswer, String> {
-        let budget = if request.share.is_some() || request.segments.is_some() {
+        let budget = if request.share.is_some()
+            || request.segments.is_some()
+            || !request.figure.is_empty()
+        {
             POPULATION_BUDGET
         } else {
             PEER_BUDGET

@@ -23,6 +23,7 @@ use super::layout::{
     thousands,
 };
 use super::{PageResult, UiError, blocking, frame};
+use crate::figures;
 use crate::query::QueryState;
 use crate::read::View;
 use crate::request::{bad_query, invalid_field};
@@ -53,11 +54,24 @@ pub(crate) struct AsOfParams {
 /// The figures at `as_of`, or [`UiError::Gathering`] while they are
 /// gathered in the background.
 fn overview_at(state: &QueryState, view: &View<'_>, as_of: i64) -> Result<Arc<Overview>, UiError> {
+    overview_if_ready(state, view, as_of)?.ok_or(UiError::Gathering(as_of))
+}
+
+/// The figures at `as_of` if they are ready, else `None` while they are
+/// gathered in the background. Figures spread over several processes are
+/// gathered from them now.
+fn overview_if_ready(
+    state: &QueryState,
+    view: &View<'_>,
+    as_of: i64,
+) -> Result<Option<Arc<Overview>>, ApiError> {
+    if view.shared() {
+        return Ok(Some(Arc::new(figures::overview(state, view, as_of)?)));
+    }
     let changes = state.versions.changes_of(&view.version);
-    state
+    Ok(state
         .scores
-        .overview_ready(view, &view.version, changes, as_of)?
-        .ok_or(UiError::Gathering(as_of))
+        .overview_ready(view, &view.version, changes, as_of)?)
 }
 
 fn card(label: &str, value: Markup) -> Markup {
@@ -329,11 +343,7 @@ pub(crate) async fn segments(
         let now = overview_at(state, view, as_of)?;
         // The trend waits for nobody: it shows once the earlier figures
         // are gathered.
-        let changes = state.versions.changes_of(&view.version);
-        let before =
-            state
-                .scores
-                .overview_ready(view, &view.version, changes, as_of - TREND_DAYS)?;
+        let before = overview_if_ready(state, view, as_of - TREND_DAYS)?;
         let config = &state.scores.config;
         Ok(SegmentKind::ALL
             .into_iter()
@@ -922,13 +932,7 @@ pub(crate) async fn people(
     let as_of = frame.as_of;
     let cursor = params.cursor.clone();
     let (rows, next) = blocking(state, move |state, view| {
-        let changes = state.versions.changes_of(&view.version);
-        let (ids, more) =
-            state
-                .scores
-                .with_snapshot(view, &view.version, changes, as_of, |snapshot, _| {
-                    snapshot.people(&filter, cursor.as_deref(), PAGE_SIZE)
-                })?;
+        let (ids, more) = figures::people(state, view, as_of, filter, cursor, PAGE_SIZE)?;
         let shown = contacts(state, view, &ids)?;
         let next = more.then(|| ids.last().cloned()).flatten();
         Ok((ids.into_iter().zip(shown).collect::<Vec<_>>(), next))
@@ -967,13 +971,7 @@ pub(crate) async fn people_csv(
     let (filter, filter_query, _) = people_filter(&params, &state)?;
     let as_of = frame("", "people", params.as_of.as_deref())?.as_of;
     let body = blocking(state, move |state, view| {
-        let changes = state.versions.changes_of(&view.version);
-        let (ids, _) =
-            state
-                .scores
-                .with_snapshot(view, &view.version, changes, as_of, |snapshot, _| {
-                    snapshot.people(&filter, None, usize::MAX)
-                })?;
+        let (ids, _) = figures::people(state, view, as_of, filter, None, usize::MAX)?;
         let mut body = format!("{CONTACT_CSV_HEADER}\n");
         for chunk in ids.chunks(1000) {
             for contact in contacts(state, view, chunk)? {
