@@ -175,6 +175,31 @@ pub struct ReplayRequest {
     pub source_topic: Option<String>,
 }
 
+/// `PUT /v1/admin/partitions` of a projector: the customer-topic
+/// partitions it owns from now on. Unknown fields are refused.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionsRequest {
+    /// At least one; each below the topic's partition count.
+    pub partitions: Vec<i32>,
+    /// Give up partitions no other projector serves (their people's reads
+    /// answer 503 until one does). Default false: refused.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The answer to `PUT /v1/admin/partitions`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PartitionsSet {
+    /// What the projector owns now.
+    pub partitions: Vec<i32>,
+    /// Taken on: applied from their stored offsets (their beginning, the
+    /// first time); served once read to their end.
+    pub taken: Vec<i32>,
+    /// Given up: no longer served or applied.
+    pub released: Vec<i32>,
+}
+
 /// The answer to `POST /v1/admin/replays`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayStarted {

@@ -16,6 +16,7 @@ use rapport_common::http::ApiError;
 use rapport_proto::internal::{Entry, MaybeValue, ReadAnswer, ReadRequest, ScanAnswer};
 
 use crate::query::{QueryState, blocking};
+use crate::read::{held, scan_held};
 use crate::request::invalid_field;
 use crate::scores::SegmentKind;
 
@@ -70,8 +71,13 @@ pub(crate) async fn reads(
     let answer = blocking(state, version, move |state, view| {
         let store = view.store;
         let mut answer = ReadAnswer::default();
+        // Entries of partitions given up stay in the store; they are not
+        // this process's to answer.
+        let owns = |id: &str| state.owns_profile(id);
         for key in &request.gets {
-            let value = store.get(&view.family, key)?;
+            let value = store
+                .get(&view.family, key)?
+                .filter(|value| held(key, value, owns));
             answer.values.push(MaybeValue {
                 found: value.is_some(),
                 value: value.unwrap_or_default(),
@@ -79,11 +85,13 @@ pub(crate) async fn reads(
         }
         for scan in &request.scans {
             let before = (!scan.before.is_empty()).then_some(scan.before.as_slice());
-            let entries = store.scan_prefix_reverse(
+            let entries = scan_held(
+                store,
                 &view.family,
                 &scan.prefix,
                 before,
                 scan.limit as usize,
+                owns,
             )?;
             answer.scans.push(ScanAnswer {
                 entries: entries

@@ -9,6 +9,7 @@ mod error;
 mod figures;
 mod internal_http;
 mod openapi;
+mod partitions_http;
 pub mod position;
 pub mod query;
 mod read;

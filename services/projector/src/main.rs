@@ -80,6 +80,13 @@ async fn main() -> anyhow::Result<()> {
         memtable_bytes: Some(config.projector.memtable_bytes),
     };
     let store = Store::open_tuned(&config.projector.data_dir, &[META], tuning)?;
+    // Partitions moved here or away by an operator stay so after a restart.
+    if let Some(stored) = Versions::stored_partitions(&store)? {
+        if stored != config.projector.partitions {
+            tracing::info!(partitions = ?stored, configured = ?config.projector.partitions, "owning the partitions last set by `rapportctl partitions move`, not the configured ones");
+        }
+        config.projector.partitions = stored;
+    }
     let registry = Registry::default();
     // Keys first: a worker started before them would fold while the API
     // cannot answer yet.

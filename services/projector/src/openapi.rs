@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use rapport_common::admin::{
-    ErrorAnswer, ProjectionDropped, ProjectionVersions, ProjectorStatus, ReplayRequest,
-    ReplayStarted, VerifyReport, VersionSwitched,
+    ErrorAnswer, PartitionsRequest, PartitionsSet, ProjectionDropped, ProjectionVersions,
+    ProjectorStatus, ReplayRequest, ReplayStarted, VerifyReport, VersionSwitched,
 };
 use rapport_common::http::Health;
 use rapport_projections::analytics::scoring::CustomerScores;
@@ -52,6 +52,7 @@ pub(crate) struct CustomerPath {
     list_conflicts,
     admin_status,
     create_replay,
+    set_partitions,
     list_versions,
     switch_version,
     drop_version,
@@ -412,6 +413,14 @@ fn internal_reads() {}
         (status = 503, description = "The cluster cannot be asked about the source topic.", body = ErrorAnswer),
     ))]
 fn create_replay() {}
+
+#[utoipa::path(put, path = "/v1/admin/partitions", tag = "admin", operation_id = "set_partitions", request_body = PartitionsRequest,
+    responses(
+        (status = 200, description = "This projector owns these partitions from now on (and after a restart): it applies those taken on from their stored offsets (their beginning, the first time) and serves them once read to their end; it stops announcing those given up at once and stops applying them two seconds later.", body = PartitionsSet),
+        (status = 400, description = "No partition, one twice, or one the customer topic does not have.", body = ErrorAnswer),
+        (status = 409, description = "This projector runs alone, or no other projector serves a partition given up (without force).", body = ErrorAnswer),
+    ))]
+fn set_partitions() {}
 
 #[utoipa::path(get, path = "/v1/admin/versions", tag = "admin", operation_id = "list_versions",
     responses((status = 200, description = "The live version and every other.", body = ProjectionVersions)))]

@@ -44,7 +44,7 @@ pub struct QueryState {
     vault: Option<Arc<dyn Vault>>,
     /// The other projector processes; `None` when this one reads every
     /// partition itself.
-    cluster: Option<Arc<Cluster>>,
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 impl QueryState {
@@ -79,6 +79,13 @@ impl QueryState {
             Some(cluster) => partitions.iter().all(|partition| cluster.owns(*partition)),
             None => true,
         }
+    }
+
+    /// Whether this process owns the partition of the profile `id`.
+    pub(crate) fn owns_profile(&self, id: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|cluster| cluster.owns(cluster.partition_of(id)))
     }
 
     /// The people on `partitions`, for population figures another process

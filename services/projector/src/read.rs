@@ -291,7 +291,9 @@ impl View<'_> {
     /// then from every process serving other partitions at once; not found
     /// only when every partition could be asked.
     pub(crate) fn get_anywhere(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(value) = self.store.get(&self.family, key)? {
+        if let Some(value) = self.store.get(&self.family, key)?
+            && held(key, &value, |id| self.owns(id))
+        {
             return Ok(Some(value));
         }
         let (answers, unreachable) = self.fan_out(|request| request.gets.push(key.to_vec()));
@@ -322,9 +324,9 @@ impl View<'_> {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut entries = self
-            .store
-            .scan_prefix_reverse(&self.family, prefix, None, limit)?;
+        let mut entries = scan_held(self.store, &self.family, prefix, None, limit, |id| {
+            self.owns(id)
+        })?;
         let (answers, unreachable) = self.fan_out(|request| {
             request.scans.push(PrefixScan {
                 prefix: prefix.to_vec(),
@@ -399,6 +401,55 @@ impl View<'_> {
         };
         (answers, reachable)
     }
+}
+
+/// The profile whose record wrote an entry that any partition may hold
+/// (an identifier's owner, a conflict's claimant); `None` for entries
+/// read by the profile they belong to.
+fn writer_of(key: &[u8], value: &[u8]) -> Option<String> {
+    match key.first() {
+        Some(&keys::IDENTIFIER) => Some(String::from_utf8_lossy(value).into_owned()),
+        Some(&keys::CONFLICT) => keys::decode_conflict(key)
+            .ok()
+            .map(|(_, claimant, _)| claimant),
+        _ => None,
+    }
+}
+
+/// Whether this process answers for an entry of its store: one whose
+/// writer's partition it owns (`owns`). A process keeps the entries of
+/// partitions it gave up (see `partitions_http`); they are no longer its
+/// to answer, and may be out of date.
+pub(crate) fn held(key: &[u8], value: &[u8], owns: impl Fn(&str) -> bool) -> bool {
+    writer_of(key, value).is_none_or(|writer| owns(&writer))
+}
+
+/// Keys under `prefix` this process answers for (see [`held`]), largest
+/// first, before `before`, at most `limit`.
+pub(crate) fn scan_held(
+    store: &Store,
+    family: &str,
+    prefix: &[u8],
+    before: Option<&[u8]>,
+    limit: usize,
+    owns: impl Fn(&str) -> bool,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut kept = Vec::new();
+    let mut cursor = before.map(<[u8]>::to_vec);
+    while kept.len() < limit {
+        let page = store.scan_prefix_reverse(family, prefix, cursor.as_deref(), limit)?;
+        let exhausted = page.len() < limit;
+        cursor = page.last().map(|(key, _)| key.clone());
+        kept.extend(
+            page.into_iter()
+                .filter(|(key, value)| held(key, value, &owns)),
+        );
+        if exhausted || cursor.is_none() {
+            break;
+        }
+    }
+    kept.truncate(limit);
+    Ok(kept)
 }
 
 fn load_profile(state: &View<'_>, id: &str) -> Result<Option<ProfileState>> {

@@ -64,6 +64,11 @@ pub fn routes(state: Arc<QueryState>, gate: &Gate) -> (Router, RouteTable) {
         )
         .delete(Admin, "/v1/admin/versions/{version}", query::drop_version)
         .get(Admin, "/v1/admin/verify", query::verify)
+        .put(
+            Admin,
+            "/v1/admin/partitions",
+            crate::partitions_http::set_partitions,
+        )
         .post(Service, READS_PATH, internal_http::reads)
         .get(Open, "/healthz", query::healthz)
         .get(Read, "/metrics", query::metrics);

@@ -500,11 +500,12 @@ impl Snapshot {
     }
 
     /// With other processes serving some partitions: whether their part of
-    /// the population is to be gathered again (never gathered, or old).
-    fn due_for_gathering(&self) -> bool {
-        self.gathered
-            .as_ref()
-            .is_none_or(|gathered| gathered.at.elapsed() >= POPULATION_MAX_AGE)
+    /// the population is to be gathered again (never gathered, old, or
+    /// gathered while this process served other partitions than `served`).
+    fn due_for_gathering(&self, served: &Served) -> bool {
+        self.gathered.as_ref().is_none_or(|gathered| {
+            gathered.at.elapsed() >= POPULATION_MAX_AGE || gathered.others.served != *served
+        })
     }
 
     /// People known by `as_of`: those with labels.
@@ -835,6 +836,10 @@ pub struct Board {
     /// again before the population is gathered, as that process's changes
     /// to them are not in this one's change feed.
     remote_dependent: HashSet<String>,
+    /// The partitions this process served when the board was built. A
+    /// partition taken on is replayed without a change feed; the board is
+    /// built again once it is served.
+    served: Served,
     snapshots: VecDeque<Snapshot>,
     /// Snapshots being refitted in the background, with the slots of the
     /// people changed since the refit took its copy of everyone.
@@ -859,6 +864,7 @@ impl Board {
             slot_of: BTreeMap::new(),
             root_of: HashMap::new(),
             remote_dependent: HashSet::new(),
+            served: Served::everyone(),
             snapshots: VecDeque::new(),
             refitting: HashMap::new(),
             fits: VecDeque::new(),
@@ -873,6 +879,7 @@ impl Board {
             changes.subscribe();
         }
         let mut board = Board::empty(changes);
+        board.served = view.served_here();
         // Profiles in a merge are gathered afterwards, person by person.
         let mut in_merges = Vec::new();
         view.store
@@ -1361,11 +1368,12 @@ impl Scoreboard {
             .cloned()
             .filter(|board| {
                 let board = board.read().expect("board lock");
-                match (&board.changes, &changes) {
+                let same_feed = match (&board.changes, &changes) {
                     (Some(mine), Some(current)) => mine.same_feed(current),
                     (None, None) => true,
                     _ => false,
-                }
+                };
+                same_feed && board.served == view.served_here()
             });
         let board = match existing {
             Some(board) => board,
@@ -1543,7 +1551,7 @@ impl Scoreboard {
             let shared = board.read().expect("board lock");
             if let Some(scored) = shared.scored(as_of, &self.config) {
                 let current = if view.shared() {
-                    !scored.due_for_gathering()
+                    !scored.due_for_gathering(&view.served_here())
                 } else {
                     scored.gathered.is_none()
                 };

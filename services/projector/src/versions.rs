@@ -22,6 +22,10 @@ use crate::position::{Bounds, StartFrom};
 /// Where version specs and the live pointer are kept.
 pub const META: &str = "projector.meta";
 const LIVE_KEY: &[u8] = b"L";
+/// The partitions this process owns, once an operator moved some
+/// (`PUT /v1/admin/partitions`): they outlive a restart, and win over the
+/// configured ones.
+const OWNED_KEY: &[u8] = b"P";
 const SPEC_TAG: u8 = b'V';
 
 /// The projection the projector serves; versions are `customer_view.<name>`.
@@ -83,6 +87,12 @@ pub fn family_of(version: &str) -> String {
     format!("{PROJECTION}.{version}")
 }
 
+/// What a worker restarted on other partitions keeps of the one before.
+struct Carried {
+    changes: Changes,
+    ends_reached: std::collections::BTreeSet<i32>,
+}
+
 struct Worker {
     spec: VersionSpec,
     stop: Arc<AtomicBool>,
@@ -98,6 +108,8 @@ struct Worker {
 /// Runs one worker per version and keeps the live pointer.
 pub struct Versions {
     config: Config,
+    /// The customer-topic partitions the workers apply; empty for all.
+    partitions: RwLock<Vec<i32>>,
     store: Store,
     registry: Registry,
     workers: Mutex<BTreeMap<String, Worker>>,
@@ -148,6 +160,7 @@ impl Versions {
             None => FIRST_VERSION.to_owned(),
         };
         let versions = Arc::new(Self {
+            partitions: RwLock::new(config.projector.partitions.clone()),
             config,
             store,
             registry,
@@ -160,7 +173,28 @@ impl Versions {
         Ok(versions)
     }
 
+    /// The partitions an operator set last (see [`Versions::set_partitions`]),
+    /// if any: they win over the configured ones.
+    pub fn stored_partitions(store: &Store) -> Result<Option<Vec<i32>>> {
+        store.create_family(META)?;
+        match store.get(META, OWNED_KEY)? {
+            None => Ok(None),
+            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|error| {
+                Error::Config(format!(
+                    "the owned partitions stored in {META} do not decode: {error}"
+                ))
+            }),
+        }
+    }
+
     fn spawn(&self, spec: VersionSpec) -> Result<()> {
+        self.spawn_after(spec, None)
+    }
+
+    /// Starts the worker of `spec`; with `before`, in place of a worker
+    /// that stopped, keeping its change feed (the scoreboard's view stays
+    /// valid) and the ends it had reached of partitions still owned.
+    fn spawn_after(&self, spec: VersionSpec, before: Option<Carried>) -> Result<()> {
         let family = spec.family();
         self.store.create_family(&family)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -169,13 +203,22 @@ impl Versions {
         // The worker reads, and names in dead letters, the version's topic.
         let mut config = self.config.clone();
         config.topics.customer = spec.topic(&self.config).to_owned();
+        config.projector.partitions = self.partitions.read().expect("partitions lock").clone();
         let status = WorkerStatus::new(&config.topics.customer);
+        if let Some(before) = &before {
+            let owned = &config.projector.partitions;
+            for partition in &before.ends_reached {
+                if owned.is_empty() || owned.contains(partition) {
+                    status.record_end_reached(*partition);
+                }
+            }
+        }
         let metrics = ApplyMetrics::new(&self.registry, &family);
         let bounds = Bounds {
             from: spec.from.clone(),
             until_ms: spec.until_ms,
         };
-        let changes = Changes::default();
+        let changes = before.map_or_else(Changes::default, |before| before.changes);
         let thread = {
             let links = WorkerLinks {
                 stop: stop.clone(),
@@ -206,6 +249,69 @@ impl Versions {
             },
         );
         Ok(())
+    }
+
+    /// Owns `partitions` of the customer topic from now on, and after a
+    /// restart: stores them, then restarts every version's worker on them,
+    /// one at a time. A partition taken on is applied from its stored
+    /// offset (from its beginning, the first time); one given up stays in
+    /// the store as it stood, and is not read again.
+    pub fn set_partitions(&self, partitions: Vec<i32>) -> Result<()> {
+        let mut staged = self.store.stage(META);
+        staged.put(
+            OWNED_KEY.to_vec(),
+            postcard::to_stdvec(&partitions).expect("partitions serialise"),
+        );
+        staged.commit()?;
+        *self.partitions.write().expect("partitions lock") = partitions.clone();
+        let names: Vec<String> = self
+            .workers
+            .lock()
+            .expect("versions lock")
+            .keys()
+            .cloned()
+            .collect();
+        for name in names {
+            let thread = {
+                let mut workers = self.workers.lock().expect("versions lock");
+                let Some(worker) = workers.get_mut(&name) else {
+                    continue;
+                };
+                // A bounded version that reached its end stays as it is.
+                if worker.spec.until_ms.is_some() && worker.finished.load(Ordering::Relaxed) {
+                    continue;
+                }
+                worker.stop.store(true, Ordering::Relaxed);
+                worker.thread.take()
+            };
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+            // The stopped worker stays listed (with the ends it reached)
+            // until its successor takes its place.
+            let carried = {
+                let workers = self.workers.lock().expect("versions lock");
+                workers.get(&name).map(|worker| {
+                    (
+                        worker.spec.clone(),
+                        Carried {
+                            changes: worker.changes.clone(),
+                            ends_reached: worker.status.ends_reached(),
+                        },
+                    )
+                })
+            };
+            if let Some((spec, carried)) = carried {
+                self.spawn_after(spec, Some(carried))?;
+            }
+        }
+        tracing::info!(partitions = ?partitions, "owning these partitions of the customer topic from now on");
+        Ok(())
+    }
+
+    /// The partitions the workers apply; empty for every one.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.partitions.read().expect("partitions lock").clone()
     }
 
     /// Starts building a new version beside the live one, from the
@@ -503,6 +609,7 @@ impl Versions {
     pub fn serving(store: Store, version: &str) -> Arc<Self> {
         Arc::new(Self {
             config: Config::default(),
+            partitions: RwLock::default(),
             store,
             registry: Registry::default(),
             workers: Mutex::new(BTreeMap::new()),

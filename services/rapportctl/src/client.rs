@@ -55,6 +55,18 @@ fn bearer(key: Option<&str>) -> anyhow::Result<Option<String>> {
     Ok(Some(format!("Bearer {key}")))
 }
 
+impl Services {
+    /// The admin API at `base` (another projector process), with the same
+    /// key and timeout.
+    pub(crate) fn at(&self, base: &str) -> AdminApi {
+        AdminApi {
+            base: base.trim_end_matches('/').to_owned(),
+            agent: self.projector.agent.clone(),
+            authorization: self.projector.authorization.clone(),
+        }
+    }
+}
+
 impl AdminApi {
     fn new(base: &str, authorization: Option<String>, timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
@@ -89,6 +101,22 @@ impl AdminApi {
             None => request.send_empty(),
         };
         self.answer(&url, response)
+    }
+
+    /// PUTs `body` as JSON.
+    pub(crate) fn put<Answer: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<Answer> {
+        let url = self.url(path);
+        let response = self.authorized(self.agent.put(&url)).send_json(body);
+        self.answer(&url, response)
+    }
+
+    /// The base URL.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
     }
 
     pub(crate) fn delete<Answer: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Answer> {

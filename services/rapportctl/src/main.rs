@@ -6,6 +6,7 @@ mod dead_letters;
 mod erase;
 mod import;
 mod keys;
+mod partitions;
 mod progress;
 mod reidentify;
 mod replay;
@@ -71,6 +72,24 @@ struct Args {
 }
 
 #[derive(Subcommand, Debug)]
+enum PartitionsAction {
+    /// Move PARTITION to the projector at --to.
+    Move {
+        /// The customer-topic partition to move.
+        partition: i32,
+        /// The base URL of the projector that takes it on, as it announces
+        /// itself (its `[projector] url`, see `rapportctl status`).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// How long to wait for the replay before giving up (the new owner
+        /// keeps replaying, the old ones keep answering; run the move again
+        /// to wait on).
+        #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+        patience_s: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Per service and projection: applied offset and log end per partition,
     /// lag, events/s, state size on disk, the bytes RocksDB's compactions
@@ -133,6 +152,21 @@ enum Command {
         /// writes up to its bounds and no further).
         #[arg(long)]
         follow_other_topic: bool,
+    },
+    /// Hand a partition of the customer topic from the projector processes
+    /// owning it to another one (a machine added), with every read whole
+    /// throughout.
+    ///
+    /// The projector at --to takes the partition on and replays it from
+    /// the log while the old owners go on answering for it; once it has read
+    /// the partition to its end, each old owner gives it up (it stops
+    /// announcing it at once and stops applying it two seconds later, when
+    /// every process routes its reads to the new owner). Shows the replay's
+    /// progress. The old owners are found from the projectors topic; the
+    /// move holds across restarts of either side.
+    Partitions {
+        #[command(subcommand)]
+        action: PartitionsAction,
     },
     /// Stop a version's worker and delete its state (not the live version).
     Drop {
@@ -463,6 +497,14 @@ fn run(
             follow_other_topic,
         } => replay::switch_live(services, &version, follow_other_topic),
         Command::Drop { version } => replay::drop_version(services, &version),
+        Command::Partitions {
+            action:
+                PartitionsAction::Move {
+                    partition,
+                    to,
+                    patience_s,
+                },
+        } => partitions::move_partition(services, partition, &to, Duration::from_secs(patience_s)),
         Command::Verify {
             other, patience_s, ..
         } => replay::verify(services, &other, Duration::from_secs(patience_s)),

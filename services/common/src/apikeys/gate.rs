@@ -490,6 +490,14 @@ impl<S: Clone + Send + Sync + 'static> ScopedRoutes<S> {
         self.add("POST", scope, path, axum::routing::post(handler))
     }
 
+    pub fn put<H, T>(self, scope: Scope, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+    {
+        self.add("PUT", scope, path, axum::routing::put(handler))
+    }
+
     pub fn delete<H, T>(self, scope: Scope, path: &'static str, handler: H) -> Self
     where
         H: axum::handler::Handler<T, S>,

@@ -51,6 +51,10 @@ const LOAD_PATIENCE: Duration = Duration::from_secs(60);
 pub struct Cluster {
     /// This process's announcement, its serving partitions kept current.
     mine: Mutex<ProjectorAnnounced>,
+    /// Owned partitions being given up: no longer announced as served, so
+    /// that reads go to their other owner before this one stops applying
+    /// them.
+    releasing: Mutex<std::collections::BTreeSet<i32>>,
     /// Everyone's, as the topic said.
     announcements: RwLock<Announcements>,
     routes: RwLock<Arc<Routes>>,
@@ -137,6 +141,7 @@ impl Cluster {
             .into();
         let cluster = Arc::new(Self {
             mine: Mutex::new(mine),
+            releasing: Mutex::default(),
             announcements: RwLock::default(),
             routes: RwLock::default(),
             agent,
@@ -284,13 +289,14 @@ impl Cluster {
     fn refresh_mine(&self, versions: &Versions) -> (Vec<i32>, String) {
         let reached = versions.live_ends_reached();
         let live = versions.live();
+        let releasing = lock(&self.releasing).clone();
         let serving: Vec<i32> = {
             let mut mine = lock(&self.mine);
             mine.serving = mine
                 .owned
                 .iter()
                 .copied()
-                .filter(|partition| reached.contains(partition))
+                .filter(|partition| reached.contains(partition) && !releasing.contains(partition))
                 .collect();
             mine.live_version = live.clone();
             mine.serving.clone()
@@ -414,6 +420,25 @@ impl Cluster {
     pub fn partition_of(&self, id: &str) -> i32 {
         let count = self.routes().partition_count().max(1);
         rapport_common::partitioning::partition_of(id.as_bytes(), count)
+    }
+
+    /// The partitions this process owns.
+    pub fn owned(&self) -> Vec<i32> {
+        lock(&self.mine).owned.clone()
+    }
+
+    /// Stops announcing `partitions` as served (they are being given up);
+    /// the others route their reads elsewhere within [`LOOK_EVERY`] and
+    /// their own reading of the topic.
+    pub fn release(&self, partitions: &[i32]) {
+        lock(&self.releasing).extend(partitions.iter().copied());
+    }
+
+    /// Owns `owned` from now on (the workers apply them).
+    pub fn set_owned(&self, owned: Vec<i32>) {
+        lock(&self.releasing).retain(|partition| owned.contains(partition));
+        lock(&self.mine).owned = owned;
+        self.reroute(rapport_common::now_ms());
     }
 
     /// Whether this process owns `partition` (applies it), so may answer
