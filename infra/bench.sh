@@ -7,7 +7,9 @@
 #   5000000, about 4 and 15 minutes on a 2-core machine),
 #   RAPPORT_BENCH_CUSTOMERS (events / 20), RAPPORT_BENCH_CLIENTS (4),
 #   RAPPORT_BENCH_QUERIES per client (2000),
-#   RAPPORT_BENCH_PROFILE (dev: the optimised build the tests use; or release)
+#   RAPPORT_BENCH_PROFILE (dev: the optimised build the tests use; or release),
+#   RAPPORT_CLUSTER_BENCH_CUSTOMERS (10000) and RAPPORT_CLUSTER_BENCH_READS
+#   (4000) for the layouts of several projector processes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +29,6 @@ infra/broker.sh start "$port" memory "$run_dir"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), profile $profile"
 RAPPORT_TEST_BROKERS="127.0.0.1:$port" RAPPORT_BIN_DIR="$bin_dir" \
     RAPPORT_BROKER_PID="$(cat "$run_dir/broker.pid")" "$bin_dir/rapport-bench"
+# The same log over 1, 2 and 3 projector processes.
+RAPPORT_TEST_BROKERS="127.0.0.1:$port" RAPPORT_BIN_DIR="$bin_dir" \
+    "$bin_dir/rapport-cluster-bench"

@@ -590,6 +590,15 @@ fn assert_same(answers: &[(String, u16, String)], reference: &[(String, u16, Str
     }
 }
 
+/// Clears its flag when dropped, also while a panic unwinds.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The orders each customer has, as `port` answers; panics on any answer
 /// but 200 (a read of a person must never fail or come back partial).
 fn order_counts(port: u16, customers: &[String]) -> BTreeMap<String, u64> {
@@ -646,6 +655,9 @@ fn a_partition_moves_between_processes_under_live_traffic_and_no_read_is_partial
     let reads = std::sync::atomic::AtomicU64::new(0);
     let mut sent: BTreeMap<String, u64> = orders.clone();
     std::thread::scope(|scope| {
+        // Whatever happens below, the readers and the writer stop, so that
+        // a failure is reported rather than waited on.
+        let _stop = StopOnDrop(&moving);
         for port in [first.port, second.port] {
             let (moving, reads, before, customers) = (&moving, &reads, &before, &customers);
             scope.spawn(move || {
@@ -746,6 +758,7 @@ fn a_partition_moves_between_processes_under_live_traffic_and_no_read_is_partial
     // The move outlives a restart.
     second.restart();
     wait_until_whole(&second, &[1, 2, 3], &ends);
+    wait_until_whole(&first, &[0], &ends);
     assert_eq!(owned(&second), [json!(1), json!(2), json!(3)]);
     assert_same(
         &everything_at(first.port, &customers, after),

@@ -22,7 +22,9 @@ pub struct WorkerStatus {
     /// Batches committed since the worker started.
     batches_total: AtomicU64,
     /// Partitions the worker has read to their end since it started.
-    ends_reached: Mutex<std::collections::BTreeSet<i32>>,
+    /// Partitions read to their end, each with the offset after the last
+    /// record read then (0 when not known).
+    ends_reached: Mutex<BTreeMap<i32, i64>>,
     /// Where the worker started partitions it had no position for, found
     /// by a search (a rebuild from a time), and how.
     starts: Mutex<BTreeMap<i32, (i64, String)>>,
@@ -127,15 +129,57 @@ impl WorkerStatus {
 
     /// Records that reading `partition` came to its end.
     pub fn record_end_reached(&self, partition: i32) {
+        self.record_end_reached_at(partition, 0);
+    }
+
+    /// Records that reading `partition` came to its end, the last record
+    /// read then being the one before `next`. The first end counts.
+    pub fn record_end_reached_at(&self, partition: i32, next: i64) {
         self.ends_reached
             .lock()
             .expect("status lock")
-            .insert(partition);
+            .entry(partition)
+            .or_insert(next);
     }
 
     /// The partitions read to their end since the worker started.
     pub fn ends_reached(&self) -> std::collections::BTreeSet<i32> {
+        self.ends_reached
+            .lock()
+            .expect("status lock")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Each partition read to its end, with the offset after the last record
+    /// read then.
+    pub fn ends_reached_at(&self) -> BTreeMap<i32, i64> {
         self.ends_reached.lock().expect("status lock").clone()
+    }
+
+    /// The partitions read to their end whose records up to that end are
+    /// also applied: reading a record comes before folding and committing
+    /// it, and what is read is not yet in the store.
+    pub fn ends_applied(&self) -> std::collections::BTreeSet<i32> {
+        let applied = self.applied.lock().expect("status lock").clone();
+        self.ends_reached
+            .lock()
+            .expect("status lock")
+            .iter()
+            .filter(|(partition, next)| {
+                **next == 0
+                    || applied
+                        .get(partition)
+                        .is_some_and(|offset| offset + 1 >= **next)
+            })
+            .map(|(partition, _)| *partition)
+            .collect()
+    }
+
+    /// The last applied offset of each partition.
+    pub fn applied(&self) -> BTreeMap<i32, i64> {
+        self.applied.lock().expect("status lock").clone()
     }
 
     pub fn record_error(&self, error: &str) {
@@ -158,7 +202,7 @@ impl WorkerStatus {
             .map(|health| health.log_ends(&self.topic))
             .unwrap_or_default();
         let starts = self.starts.lock().expect("status lock").clone();
-        let ends_reached = self.ends_reached.lock().expect("status lock").clone();
+        let ends_reached = self.ends_reached();
         let partitions: std::collections::BTreeSet<i32> = applied
             .keys()
             .chain(ends.keys())

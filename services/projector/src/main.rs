@@ -44,7 +44,9 @@ struct Args {
     data_dir: Option<PathBuf>,
     /// Customer-topic partitions to own, comma-separated; default all.
     /// Processes owning some partitions each find one another on the
-    /// projectors topic, and each answers for every person.
+    /// projectors topic, and each answers for every person. Once
+    /// `rapportctl partitions move` changed what this process owns, the
+    /// set kept in its data directory wins.
     #[arg(long, env = "RAPPORT_PROJECTOR_PARTITIONS", value_delimiter = ',')]
     partitions: Option<Vec<i32>>,
     /// Where the other projectors reach this one's query API, e.g.

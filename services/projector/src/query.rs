@@ -168,14 +168,14 @@ impl QueryState {
 
     pub(crate) fn view(&self, version: Option<&str>) -> Result<View<'_>, ApiError> {
         let family = self.versions.family_for(version)?;
-        let peers = self
-            .cluster
-            .as_ref()
-            .filter(|cluster| !cluster.all_local())
-            .map(|cluster| Peers {
+        let peers = self.cluster.as_ref().and_then(|cluster| {
+            let routes = cluster.routes();
+            (!routes.all_local()).then(|| Peers {
+                routes,
                 cluster: cluster.clone(),
                 asked: version.unwrap_or_default().to_owned(),
-            });
+            })
+        });
         Ok(View {
             store: self.versions.store(),
             family,

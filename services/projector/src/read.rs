@@ -37,6 +37,10 @@ pub(crate) struct View<'a> {
 #[derive(Clone)]
 pub(crate) struct Peers {
     pub(crate) cluster: Arc<Cluster>,
+    /// The routes as the request began: every read and fan-out of one
+    /// request follows the same routes, so a figure gathered while a
+    /// partition moves counts its people once.
+    pub(crate) routes: Arc<crate::cluster::ownership::Routes>,
     /// The version as the request named it; empty for each process's live
     /// one.
     pub(crate) asked: String,
@@ -104,7 +108,7 @@ impl View<'_> {
     /// profile it is asked about.
     pub(crate) fn owns_everything(&self) -> bool {
         self.peers.as_ref().is_none_or(|peers| {
-            let count = peers.cluster.routes().partition_count();
+            let count = peers.routes.partition_count();
             (0..count).all(|partition| peers.cluster.owns(partition))
         })
     }
@@ -121,7 +125,7 @@ impl View<'_> {
         let Some(peers) = &self.peers else {
             return Served::everyone();
         };
-        let routes = peers.cluster.routes();
+        let routes = &peers.routes;
         let local: Vec<i32> = (0..routes.partition_count())
             .filter(|partition| *routes.route(*partition) == Route::Local)
             .collect();
@@ -200,7 +204,7 @@ impl View<'_> {
             return Ok(Place::Here);
         };
         let partition = peers.cluster.partition_of(id);
-        match peers.cluster.routes().route(partition) {
+        match peers.routes.route(partition) {
             Route::Local => Ok(Place::Here),
             Route::Remote(url) => Ok(Place::There {
                 url: url.clone(),
@@ -357,7 +361,7 @@ impl View<'_> {
         let Some(peers) = &self.peers else {
             return (Vec::new(), Ok(()));
         };
-        let routes = peers.cluster.routes();
+        let routes = &peers.routes;
         let unreachable: Vec<i32> = (0..routes.partition_count())
             .filter(|partition| {
                 matches!(
@@ -366,7 +370,7 @@ impl View<'_> {
                 )
             })
             .collect();
-        let asks: Vec<(String, ReadRequest)> = crate::cluster::servers(&routes)
+        let asks: Vec<(String, ReadRequest)> = crate::cluster::servers(routes)
             .into_iter()
             .map(|(url, partitions)| {
                 let mut request = self.request(partitions);

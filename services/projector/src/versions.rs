@@ -90,7 +90,8 @@ pub fn family_of(version: &str) -> String {
 /// What a worker restarted on other partitions keeps of the one before.
 struct Carried {
     changes: Changes,
-    ends_reached: std::collections::BTreeSet<i32>,
+    ends_reached: BTreeMap<i32, i64>,
+    applied: BTreeMap<i32, i64>,
 }
 
 struct Worker {
@@ -207,9 +208,10 @@ impl Versions {
         let status = WorkerStatus::new(&config.topics.customer);
         if let Some(before) = &before {
             let owned = &config.projector.partitions;
-            for partition in &before.ends_reached {
+            status.record_batch(&before.applied, 0);
+            for (partition, next) in &before.ends_reached {
                 if owned.is_empty() || owned.contains(partition) {
-                    status.record_end_reached(*partition);
+                    status.record_end_reached_at(*partition, *next);
                 }
             }
         }
@@ -296,7 +298,8 @@ impl Versions {
                         worker.spec.clone(),
                         Carried {
                             changes: worker.changes.clone(),
-                            ends_reached: worker.status.ends_reached(),
+                            ends_reached: worker.status.ends_reached_at(),
+                            applied: worker.status.applied(),
                         },
                     )
                 })
@@ -518,13 +521,13 @@ impl Versions {
     }
 
     /// The partitions the live version's worker has read to their end
-    /// since it started; none without a worker.
+    /// since it started, and applied up to it; none without a worker.
     pub fn live_ends_reached(&self) -> std::collections::BTreeSet<i32> {
         let live = self.live();
         let workers = self.workers.lock().expect("versions lock");
         workers
             .get(&live)
-            .map(|worker| worker.status.ends_reached())
+            .map(|worker| worker.status.ends_applied())
             .unwrap_or_default()
     }
 

@@ -135,7 +135,22 @@ pub(crate) fn move_partition(
     ));
     for source in &sources {
         let api = services.at(source);
-        let (_, theirs) = ownership(&api)?;
+        // It gives the partition up only once it sees the new owner serve
+        // it (it reads the announcement a moment after the new owner says
+        // so itself).
+        let started = Instant::now();
+        let theirs = loop {
+            let (_, theirs) = ownership(&api)?;
+            if projector(&theirs, &me).is_some_and(|target| target.serving.contains(&partition)) {
+                break theirs;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "{source} does not see {me} serve partition {partition} after 30 s; do they read the same projectors topic? (rapportctl status)"
+                );
+            }
+            std::thread::sleep(POLL);
+        };
         let owned = projector(&theirs, source)
             .map(|report| report.owned.clone())
             .unwrap_or_default();

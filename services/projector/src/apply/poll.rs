@@ -179,10 +179,17 @@ impl<'a> Poller<'a> {
                     }
                 }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    let mut next = 0;
                     if let Some(catching_up) = &mut self.catching_up {
                         catching_up.reached_end.insert(partition);
+                        next = catching_up
+                            .next
+                            .get(&partition)
+                            .copied()
+                            .max(self.gate.first_wanted(partition))
+                            .unwrap_or(0);
                     }
-                    self.status.record_end_reached(partition);
+                    self.status.record_end_reached_at(partition, next);
                     if self.past_end_ms.is_some() {
                         self.finish(partition);
                     }

@@ -412,8 +412,7 @@ impl Cluster {
 
     /// Whether every partition is read here: no read leaves the process.
     pub fn all_local(&self) -> bool {
-        let routes = self.routes();
-        (0..routes.partition_count()).all(|partition| *routes.route(partition) == Route::Local)
+        self.routes().all_local()
     }
 
     /// The partition of the customer topic holding the profile `id`.

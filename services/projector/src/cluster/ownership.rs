@@ -178,6 +178,11 @@ impl Routes {
     pub fn partition_count(&self) -> i32 {
         self.report.partition_count
     }
+
+    /// Whether every partition is read here.
+    pub fn all_local(&self) -> bool {
+        (0..self.partition_count()).all(|partition| *self.route(partition) == Route::Local)
+    }
 }
 
 #[cfg(test)]
