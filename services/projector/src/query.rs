@@ -181,6 +181,7 @@ impl QueryState {
             family,
             version: version.map_or_else(|| self.versions.live(), str::to_owned),
             peers,
+            prefetched: None,
         })
     }
 

@@ -31,7 +31,13 @@ pub(crate) struct View<'a> {
     /// Where reads of partitions other processes serve go; `None` when
     /// every partition is read here.
     pub(crate) peers: Option<Peers>,
+    /// Values of other processes' keys read beforehand in one request each
+    /// (see [`View::prefetch`]); `None` for a found key without value.
+    pub(crate) prefetched: Option<Arc<Prefetched>>,
 }
+
+/// Keys of other processes read ahead, with what they held.
+pub(crate) type Prefetched = std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// The other projector processes, for one request.
 #[derive(Clone)]
@@ -239,10 +245,73 @@ impl View<'_> {
         peers.cluster.ask(url, request)
     }
 
+    /// The same view, with `prefetched` answering reads of other
+    /// processes' keys it holds.
+    pub(crate) fn with_prefetched(&self, prefetched: Prefetched) -> View<'_> {
+        View {
+            store: self.store,
+            family: self.family.clone(),
+            version: self.version.clone(),
+            peers: self.peers.clone(),
+            prefetched: Some(Arc::new(prefetched)),
+        }
+    }
+
+    /// The values of `keys`, each written by the records of a profile
+    /// (`(profile id, key)`) that other processes hold, read with one
+    /// request per process (of at most `MAX_GETS` keys each). Keys read
+    /// here are left out.
+    pub(crate) fn prefetch(&self, keys: &[(String, Vec<u8>)]) -> Result<Prefetched> {
+        let mut by_server: std::collections::BTreeMap<(String, i32), Vec<Vec<u8>>> =
+            std::collections::BTreeMap::new();
+        for (id, key) in keys {
+            if let Place::There { url, partition } = self.place_of(id)? {
+                by_server
+                    .entry((url, partition))
+                    .or_default()
+                    .push(key.clone());
+            }
+        }
+        let mut by_url: std::collections::BTreeMap<String, (Vec<i32>, Vec<Vec<u8>>)> =
+            std::collections::BTreeMap::new();
+        for ((url, partition), keys) in by_server {
+            let (partitions, all) = by_url.entry(url).or_default();
+            partitions.push(partition);
+            all.extend(keys);
+        }
+        let mut prefetched = Prefetched::new();
+        for (url, (partitions, keys)) in by_url {
+            for chunk in keys.chunks(crate::internal_http::MAX_GETS) {
+                let mut request = self.request(partitions.clone());
+                request.gets = chunk.to_vec();
+                let answer = self.ask(&url, &request)?;
+                if answer.values.len() != chunk.len() {
+                    return Err(Error::Unavailable(format!(
+                        "{url} answered {} of {} reads",
+                        answer.values.len(),
+                        chunk.len()
+                    )));
+                }
+                for (key, value) in chunk.iter().zip(answer.values) {
+                    prefetched.insert(key.clone(), value.found.then_some(value.value));
+                }
+            }
+        }
+        Ok(prefetched)
+    }
+
     /// The value of `key`, which records of the profile `id` write.
     pub(crate) fn get_of(&self, id: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.place_of(id)? {
             Place::Here => self.store.get(&self.family, key),
+            Place::There { .. }
+                if let Some(value) = self
+                    .prefetched
+                    .as_ref()
+                    .and_then(|prefetched| prefetched.get(key)) =>
+            {
+                Ok(value.clone())
+            }
             Place::There { url, partition } => {
                 let mut request = self.request(vec![partition]);
                 request.gets.push(key.to_vec());

@@ -832,10 +832,10 @@ pub struct Board {
     slot_of: BTreeMap<Arc<str>, u32>,
     /// Absorbed profile → the person it belongs to.
     root_of: HashMap<String, String>,
-    /// People with a profile on a partition another process serves: read
-    /// again before the population is gathered, as that process's changes
-    /// to them are not in this one's change feed.
-    remote_dependent: HashSet<String>,
+    /// People with a profile on a partition another process serves, with
+    /// those profiles: read again before the population is gathered, as
+    /// that process's changes to them are not in this one's change feed.
+    remote_members: HashMap<String, Vec<String>>,
     /// The partitions this process served when the board was built. A
     /// partition taken on is replayed without a change feed; the board is
     /// built again once it is served.
@@ -863,7 +863,7 @@ impl Board {
             persons: Persons::default(),
             slot_of: BTreeMap::new(),
             root_of: HashMap::new(),
-            remote_dependent: HashSet::new(),
+            remote_members: HashMap::new(),
             served: Served::everyone(),
             snapshots: VecDeque::new(),
             refitting: HashMap::new(),
@@ -882,6 +882,7 @@ impl Board {
         board.served = view.served_here();
         // Profiles in a merge are gathered afterwards, person by person.
         let mut in_merges = Vec::new();
+        let mut elsewhere: Vec<(String, Vec<u8>)> = Vec::new();
         view.store
             .visit_prefix(&view.family, &[keys::PROFILE], |key, value| {
                 let Ok(id) = keys::decode_profile(key) else {
@@ -890,12 +891,29 @@ impl Board {
                 };
                 let state = ProfileState::decode(value)?;
                 if state.merged_into.is_some() || !state.absorbed.is_empty() {
+                    // Profiles of theirs that other processes hold are read
+                    // ahead, one request per process.
+                    elsewhere.extend(
+                        state
+                            .merged_into
+                            .iter()
+                            .chain(&state.absorbed)
+                            .filter(|other| !view.owns(other))
+                            .map(|other| (other.clone(), keys::profile(other))),
+                    );
                     in_merges.push(id);
                 } else if view.owns(&id) {
                     board.set_facts(&id, CustomerFacts::from_profile(&state));
                 }
                 Ok(())
             })?;
+        let prefetched;
+        let view = if elsewhere.is_empty() {
+            view
+        } else {
+            prefetched = view.with_prefetched(view.prefetch(&elsewhere)?);
+            &prefetched
+        };
         for id in in_merges {
             board.refresh_person(view, &id)?;
         }
@@ -944,29 +962,54 @@ impl Board {
         if !view.owns(&person.root) {
             // Another process's person: it counts them.
             touched.extend(self.remove_person(&person.root));
-            self.remote_dependent.remove(&person.root);
+            self.remote_members.remove(&person.root);
             return Ok(touched);
         }
-        let elsewhere = person.members.iter().any(|(member, profile)| {
-            !view.owns(member) || profile.absorbed.iter().any(|absorbed| !view.owns(absorbed))
-        });
-        if elsewhere {
-            self.remote_dependent.insert(person.root.clone());
+        let mut elsewhere: Vec<String> = person
+            .members
+            .iter()
+            .flat_map(|(member, profile)| std::iter::once(member).chain(&profile.absorbed))
+            .filter(|id| !view.owns(id))
+            .cloned()
+            .collect();
+        elsewhere.sort_unstable();
+        elsewhere.dedup();
+        if elsewhere.is_empty() {
+            self.remote_members.remove(&person.root);
         } else {
-            self.remote_dependent.remove(&person.root);
+            self.remote_members.insert(person.root.clone(), elsewhere);
         }
-        touched.push(self.set_facts(&person.root, facts_of(&person.members)));
+        let facts = facts_of(&person.members);
+        let unchanged = self
+            .slot_of
+            .get(person.root.as_str())
+            .and_then(|slot| self.persons.get(*slot))
+            .is_some_and(|kept| *kept == facts);
+        if !unchanged {
+            touched.push(self.set_facts(&person.root, facts));
+        }
         Ok(touched)
     }
 
-    /// Re-reads every person with a profile another process serves, and
-    /// re-scores those who changed (up to a failure, when one fails).
+    /// Re-reads every person with a profile another process serves, those
+    /// profiles first in one request per process, and re-scores those who
+    /// changed (up to a failure, when one fails).
     fn refresh_remote(&mut self, view: &View<'_>, config: &AnalyticsConfig) -> Result<()> {
+        let wanted: Vec<(String, Vec<u8>)> = self
+            .remote_members
+            .values()
+            .flatten()
+            .map(|id| (id.clone(), keys::profile(id)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let view = view.with_prefetched(view.prefetch(&wanted)?);
         let mut touched = Vec::new();
-        let dependent: Vec<String> = self.remote_dependent.iter().cloned().collect();
+        let dependent: Vec<String> = self.remote_members.keys().cloned().collect();
         let mut outcome = Ok(());
         for root in dependent {
-            match self.refresh_person(view, &root) {
+            match self.refresh_person(&view, &root) {
                 Ok(slots) => touched.extend(slots),
                 Err(error) => {
                     outcome = Err(error);
