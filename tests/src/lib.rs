@@ -1014,6 +1014,34 @@ impl Pipeline {
         Self::start_projector(other, name, &config, extra)
     }
 
+    /// Projector processes over this pipeline's customer topic in a
+    /// deployment of their own named `deployment`, one per entry of
+    /// `owners` (the partitions it owns), each with what it owns.
+    pub fn start_layout(
+        other: &Pipeline,
+        deployment: &str,
+        owners: &[Vec<i32>],
+    ) -> Vec<(Service, Vec<i32>)> {
+        owners
+            .iter()
+            .enumerate()
+            .map(|(index, partitions)| {
+                let list = partitions
+                    .iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let service = Self::start_projector_in(
+                    other,
+                    deployment,
+                    &format!("projector-{deployment}-{index}"),
+                    &["--partitions", &list],
+                );
+                (service, partitions.clone())
+            })
+            .collect()
+    }
+
     /// Another projector process of this pipeline's deployment, with
     /// `extra` arguments (`--partitions …`): it finds the others on the
     /// pipeline's projectors topic, and they it.
@@ -1632,6 +1660,34 @@ pub fn applied_through(service: &Service, projection: &str, ends: &BTreeMap<i32,
             )
             .is_some_and(|applied| applied >= end - 1)
     })
+}
+
+/// Whether the projector `service` has applied `partitions` up to `ends`
+/// and sees each of the customer topic's `count` partitions served.
+pub fn serves_whole(
+    service: &Service,
+    partitions: &[i32],
+    ends: &BTreeMap<i32, i64>,
+    count: usize,
+) -> bool {
+    let owned: BTreeMap<i32, i64> = ends
+        .iter()
+        .filter(|(partition, _)| partitions.contains(partition))
+        .map(|(partition, end)| (*partition, *end))
+        .collect();
+    if !applied_through(service, FIRST_LIVE_PROJECTION, &owned) {
+        return false;
+    }
+    let status = admin_status(service.port);
+    let ownership = &status["ownership"];
+    ownership["unowned"] == serde_json::json!([])
+        && ownership["catching_up"] == serde_json::json!([])
+        && ownership["partitions"].as_array().is_some_and(|all| {
+            all.len() == count
+                && all
+                    .iter()
+                    .all(|partition| partition["served_by"].is_string())
+        })
 }
 
 /// Asserts that the stopped projectors' stores at `expected` and `actual`

@@ -296,33 +296,13 @@ fn email_of(customer: &str) -> String {
 /// Waits until `service` has applied `partitions` to their ends and sees
 /// every partition served.
 fn wait_until_whole(service: &Service, partitions: &[i32], ends: &BTreeMap<i32, i64>) {
-    let owned: BTreeMap<i32, i64> = ends
-        .iter()
-        .filter(|(partition, _)| partitions.contains(partition))
-        .map(|(partition, end)| (*partition, *end))
-        .collect();
     rapport_e2e::wait_for(
-        &format!("the projector on :{} to apply {partitions:?}", service.port),
+        &format!(
+            "the projector on :{} to apply {partitions:?} and see every partition served",
+            service.port
+        ),
         PATIENCE,
-        || rapport_e2e::applied_through(service, rapport_e2e::FIRST_LIVE_PROJECTION, &owned),
-    );
-    rapport_e2e::wait_for(
-        &format!("every partition to be served, as :{} sees it", service.port),
-        PATIENCE,
-        || {
-            let status = rapport_e2e::admin_status(service.port);
-            let ownership = &status["ownership"];
-            ownership["unowned"] == json!([])
-                && ownership["catching_up"] == json!([])
-                && ownership["partitions"]
-                    .as_array()
-                    .is_some_and(|partitions| {
-                        partitions.len() == PARTITIONS as usize
-                            && partitions
-                                .iter()
-                                .all(|partition| partition["served_by"].is_string())
-                    })
-        },
+        || rapport_e2e::serves_whole(service, partitions, ends, PARTITIONS as usize),
     );
 }
 
@@ -446,28 +426,10 @@ fn one_two_and_three_processes_answer_byte_for_byte_alike_and_an_owner_gone_is_a
         ("two", vec![vec![0, 1], vec![2, 3]]),
         ("three", vec![vec![0], vec![1, 2], vec![3]]),
     ];
-    let mut deployments: Vec<Vec<(Service, Vec<i32>)>> = Vec::new();
-    for (name, owners) in &layouts {
-        let processes = owners
-            .iter()
-            .enumerate()
-            .map(|(index, partitions)| {
-                let list = partitions
-                    .iter()
-                    .map(i32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let service = Pipeline::start_projector_in(
-                    &pipeline,
-                    name,
-                    &format!("projector-{name}-{index}"),
-                    &["--partitions", &list],
-                );
-                (service, partitions.clone())
-            })
-            .collect();
-        deployments.push(processes);
-    }
+    let mut deployments: Vec<Vec<(Service, Vec<i32>)>> = layouts
+        .iter()
+        .map(|(name, owners)| Pipeline::start_layout(&pipeline, name, owners))
+        .collect();
     for processes in &deployments {
         for (service, partitions) in processes {
             wait_until_whole(service, partitions, &ends);
@@ -627,18 +589,9 @@ fn a_partition_moves_between_processes_under_live_traffic_and_no_read_is_partial
     }
     let customers: Vec<String> = orders.keys().cloned().collect();
     let ends = rapport_e2e::high_watermarks(&pipeline.topics.customer);
-    let first = Pipeline::start_projector_in(
-        &pipeline,
-        "move",
-        "projector-move-0",
-        &["--partitions", "0,1"],
-    );
-    let mut second = Pipeline::start_projector_in(
-        &pipeline,
-        "move",
-        "projector-move-1",
-        &["--partitions", "2,3"],
-    );
+    let mut layout = Pipeline::start_layout(&pipeline, "move", &[vec![0, 1], vec![2, 3]]);
+    let (mut second, _) = layout.pop().expect("two processes");
+    let (first, _) = layout.pop().expect("two processes");
     wait_until_whole(&first, &[0, 1], &ends);
     wait_until_whole(&second, &[2, 3], &ends);
     let before = order_counts(first.port, &customers);

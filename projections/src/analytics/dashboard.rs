@@ -517,6 +517,32 @@ mod tests {
         }
     }
 
+    /// `count` people `p00`…; `order(index, n)` says whether person
+    /// `index` has an `n`th order (n < 5), and its day and total.
+    fn generated(
+        count: u32,
+        order_of: impl Fn(u32, u32) -> (bool, i64, i64),
+    ) -> Vec<(String, CustomerFacts)> {
+        (0..count)
+            .map(|index| {
+                let orders = (0..5)
+                    .filter_map(|n| {
+                        let (placed, day, total) = order_of(index, n);
+                        placed.then(|| order(&format!("o{index}-{n}"), day, total))
+                    })
+                    .collect();
+                (format!("p{index:02}"), person(orders))
+            })
+            .collect()
+    }
+
+    fn borrowed(people: &[(String, CustomerFacts)]) -> Vec<(&str, CustomerFacts)> {
+        people
+            .iter()
+            .map(|(id, facts)| (id.as_str(), facts.clone()))
+            .collect()
+    }
+
     fn overview_of(people: &[(&str, CustomerFacts)], as_of: i64) -> Overview {
         overview_in_parts(people, as_of, 1)
     }
@@ -652,24 +678,14 @@ mod tests {
     #[test]
     fn the_order_people_are_added_in_does_not_matter() {
         let day = |month, day| days_from_civil(2024, month, day);
-        let people: Vec<(String, CustomerFacts)> = (0..40)
-            .map(|index| {
-                let orders = (0..index % 5)
-                    .map(|n| {
-                        order(
-                            &format!("o{index}-{n}"),
-                            day(1 + n % 3, 1 + index % 27),
-                            1000 + 10 * i64::from(index),
-                        )
-                    })
-                    .collect();
-                (format!("p{index:02}"), person(orders))
-            })
-            .collect();
-        let borrowed: Vec<(&str, CustomerFacts)> = people
-            .iter()
-            .map(|(id, facts)| (id.as_str(), facts.clone()))
-            .collect();
+        let people = generated(40, |index, n| {
+            (
+                n < index % 5,
+                day(1 + n % 3, 1 + index % 27),
+                1000 + 10 * i64::from(index),
+            )
+        });
+        let borrowed = borrowed(&people);
         let mut reversed = borrowed.clone();
         reversed.reverse();
         let as_of = day(4, 30);
@@ -679,24 +695,14 @@ mod tests {
     #[test]
     fn builders_of_parts_merge_into_the_overview_of_the_whole() {
         let day = |month, day| days_from_civil(2024, month, day);
-        let people: Vec<(String, CustomerFacts)> = (0..60)
-            .map(|index| {
-                let orders = (0..index % 4)
-                    .map(|n| {
-                        order(
-                            &format!("o{index}-{n}"),
-                            day(1 + (n + index) % 4, 1 + index % 27),
-                            900 + 25 * i64::from(index),
-                        )
-                    })
-                    .collect();
-                (format!("p{index:02}"), person(orders))
-            })
-            .collect();
-        let borrowed: Vec<(&str, CustomerFacts)> = people
-            .iter()
-            .map(|(id, facts)| (id.as_str(), facts.clone()))
-            .collect();
+        let people = generated(60, |index, n| {
+            (
+                n < index % 4,
+                day(1 + (n + index) % 4, 1 + index % 27),
+                900 + 25 * i64::from(index),
+            )
+        });
+        let borrowed = borrowed(&people);
         let as_of = day(6, 30);
         let whole = overview_of(&borrowed, as_of);
         assert!(whole.at_risk > 0 && !whole.cohorts.is_empty(), "{whole:?}");

@@ -1495,16 +1495,15 @@ impl Scoreboard {
         as_of: i64,
         served: &Served,
     ) -> Result<PopulationShare> {
-        let board = self.board(view, version, changes)?;
-        self.refresh_remote(view, &board)?;
-        let shared = board.read().expect("board lock");
-        let mut share = PopulationShare::new(as_of);
-        for (id, facts) in shared.persons.iter() {
-            if served.holds(id) {
-                share.add(&inputs(facts, as_of, &self.config));
+        self.with_persons(view, version, changes, |persons, config| {
+            let mut share = PopulationShare::new(as_of);
+            for (id, facts) in persons.iter() {
+                if served.holds(id) {
+                    share.add(&inputs(facts, as_of, config));
+                }
             }
-        }
-        Ok(share)
+            share
+        })
     }
 
     /// Refits the snapshot of `as_of` on its own thread; requests go on
@@ -1824,10 +1823,9 @@ impl Scoreboard {
         holdout_end: i64,
         served: &Served,
     ) -> Result<Vec<(String, Holdout)>> {
-        let board = self.board(view, version, changes)?;
-        self.refresh_remote(view, &board)?;
-        let shared = board.read().expect("board lock");
-        Ok(self.holdouts_of(&shared.persons, calibration_end, holdout_end, served))
+        self.with_persons(view, version, changes, |persons, _| {
+            self.holdouts_of(persons, calibration_end, holdout_end, served)
+        })
     }
 
     /// The dashboard's figures at `as_of` over the people `served` names,

@@ -266,14 +266,7 @@ impl Versions {
         );
         staged.commit()?;
         *self.partitions.write().expect("partitions lock") = partitions.clone();
-        let names: Vec<String> = self
-            .workers
-            .lock()
-            .expect("versions lock")
-            .keys()
-            .cloned()
-            .collect();
-        for name in names {
+        for name in self.worker_names() {
             let thread = {
                 let mut workers = self.workers.lock().expect("versions lock");
                 let Some(worker) = workers.get_mut(&name) else {
@@ -505,15 +498,19 @@ impl Versions {
         }
     }
 
-    /// Every version served here: the live one and those with a worker.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .workers
+    /// The versions with a worker.
+    fn worker_names(&self) -> Vec<String> {
+        self.workers
             .lock()
             .expect("versions lock")
             .keys()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Every version served here: the live one and those with a worker.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = self.worker_names();
         names.push(self.live());
         names.sort();
         names.dedup();

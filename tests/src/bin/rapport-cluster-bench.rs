@@ -20,7 +20,6 @@
 //! processes share the CPU with each other and the broker, so a layout is
 //! never faster here; the figures show what fanning out costs.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -87,25 +86,6 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     }
     let rank = ((fraction * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
-}
-
-/// Whether `service` has applied `partitions` up to `ends` and sees every
-/// partition served.
-fn whole(service: &Service, partitions: &[i32], ends: &BTreeMap<i32, i64>) -> bool {
-    let owned: BTreeMap<i32, i64> = ends
-        .iter()
-        .filter(|(partition, _)| partitions.contains(partition))
-        .map(|(partition, end)| (*partition, *end))
-        .collect();
-    rapport_e2e::applied_through(service, rapport_e2e::FIRST_LIVE_PROJECTION, &owned)
-        && rapport_e2e::admin_status(service.port)["ownership"]["partitions"]
-            .as_array()
-            .is_some_and(|all| {
-                all.len() == PARTITIONS as usize
-                    && all
-                        .iter()
-                        .all(|partition| partition["served_by"].is_string())
-            })
 }
 
 struct Reads {
@@ -207,29 +187,11 @@ fn main() {
     ];
     for (name, owners) in &layouts {
         let started = Instant::now();
-        let processes: Vec<(Service, Vec<i32>)> = owners
-            .iter()
-            .enumerate()
-            .map(|(index, partitions)| {
-                let list = partitions
-                    .iter()
-                    .map(i32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let service = Pipeline::start_projector_in(
-                    &pipeline,
-                    &format!("bench-{name}"),
-                    &format!("projector-bench-{name}-{index}"),
-                    &["--partitions", &list],
-                );
-                (service, partitions.clone())
-            })
-            .collect();
+        let processes = Pipeline::start_layout(&pipeline, &format!("bench-{name}"), owners);
         let deadline = Instant::now() + PATIENCE;
-        while !processes
-            .iter()
-            .all(|(service, partitions)| whole(service, partitions, &ends))
-        {
+        while !processes.iter().all(|(service, partitions)| {
+            rapport_e2e::serves_whole(service, partitions, &ends, PARTITIONS as usize)
+        }) {
             assert!(Instant::now() < deadline, "layout {name} did not catch up");
             std::thread::sleep(Duration::from_millis(100));
         }
