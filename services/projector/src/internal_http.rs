@@ -16,15 +16,9 @@ use rapport_common::http::ApiError;
 use rapport_proto::internal::{Entry, MaybeValue, ReadAnswer, ReadRequest, ScanAnswer};
 
 use crate::query::{QueryState, blocking};
-use crate::read::{held, scan_held};
+use crate::read::{MAX_GETS, MAX_SCAN_LIMIT, MAX_SCANS, held, scan_held};
 use crate::request::invalid_field;
 use crate::scores::SegmentKind;
-
-/// Most point reads one request may hold.
-pub(crate) const MAX_GETS: usize = 10_000;
-/// Most scans one request may hold, and most entries one scan may return.
-pub(crate) const MAX_SCANS: usize = 1_000;
-pub(crate) const MAX_SCAN_LIMIT: u32 = 10_000;
 
 pub(crate) async fn reads(
     State(state): State<Arc<QueryState>>,

@@ -92,6 +92,12 @@ impl Served {
     }
 }
 
+/// Most point reads one `POST /v1/internal/reads` may hold.
+pub(crate) const MAX_GETS: usize = 10_000;
+/// Most scans one request may hold, and most entries one scan may return.
+pub(crate) const MAX_SCANS: usize = 1_000;
+pub(crate) const MAX_SCAN_LIMIT: u32 = 10_000;
+
 /// One other process's answer, with its URL.
 type Asked = Result<(String, ReadAnswer)>;
 
@@ -281,7 +287,7 @@ impl View<'_> {
         }
         let mut prefetched = Prefetched::new();
         for (url, (partitions, keys)) in by_url {
-            for chunk in keys.chunks(crate::internal_http::MAX_GETS) {
+            for chunk in keys.chunks(MAX_GETS) {
                 let mut request = self.request(partitions.clone());
                 request.gets = chunk.to_vec();
                 let answer = self.ask(&url, &request)?;
