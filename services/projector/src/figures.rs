@@ -10,6 +10,7 @@
 //! process of a deployment runs the same release, as for the stored state.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rapport_common::Error;
 use rapport_common::http::ApiError;
@@ -184,12 +185,17 @@ fn mismatch() -> ApiError {
     Error::Unavailable("another projector answered a different figure than asked".to_owned()).into()
 }
 
-/// The dashboard's figures at `as_of` over everyone.
+/// The dashboard's figures at `as_of` over everyone: gathered from every
+/// process, and kept for [`crate::scores::OVERVIEW_MAX_AGE`] as one
+/// process keeps its own (a gathering is a pass over everyone).
 pub(crate) fn overview(
     state: &QueryState,
     view: &View<'_>,
     as_of: i64,
-) -> Result<Overview, ApiError> {
+) -> Result<Arc<Overview>, ApiError> {
+    if let Some(kept) = state.scores.gathered_overview(&view.version, as_of) {
+        return Ok(kept);
+    }
     let mut whole: Option<OverviewBuilder> = None;
     for part in gather(state, view, &Ask::Overview { as_of })? {
         let Part::Overview(builder) = part else {
@@ -207,7 +213,11 @@ pub(crate) fn overview(
         .with_snapshot(view, &view.version, changes, as_of, |scored, _| {
             scored.bg_nbd().copied()
         })?;
-    Ok(whole.finish(bg_nbd.as_ref()))
+    let figures = Arc::new(whole.finish(bg_nbd.as_ref()));
+    state
+        .scores
+        .keep_gathered_overview(&view.version, as_of, figures.clone());
+    Ok(figures)
 }
 
 /// The people of `filter` at `as_of` after `after`, by id, up to `limit`;

@@ -62,17 +62,13 @@ pub(crate) async fn set_partitions(
     let taken: Vec<i32> = wanted.difference(&owned).copied().collect();
     let released: Vec<i32> = owned.difference(&wanted).copied().collect();
     let report = &routes.report;
+    // A process serves only partitions it owns.
     let alone: Vec<i32> = released
         .iter()
         .copied()
         .filter(|partition| {
-            !report.partitions.iter().any(|owners| {
-                owners.partition == *partition
-                    && report.projectors.iter().any(|projector| {
-                        projector.url != report.me
-                            && projector.serving.contains(partition)
-                            && owners.owners.contains(&projector.url)
-                    })
+            !report.projectors.iter().any(|projector| {
+                projector.url != report.me && projector.serving.contains(partition)
             })
         })
         .collect();

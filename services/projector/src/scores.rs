@@ -1259,6 +1259,10 @@ fn score_on_copy(
         .install(snapshot, config, new);
 }
 
+/// Dashboard figures gathered from every process: version, `as_of`,
+/// when, the figures.
+type GatheredOverview = (String, i64, Instant, Arc<Overview>);
+
 /// The scoreboards of every version, built on first use.
 pub struct Scoreboard {
     pub config: AnalyticsConfig,
@@ -1268,6 +1272,9 @@ pub struct Scoreboard {
     gathering: Arc<Mutex<HashSet<(String, i64)>>>,
     /// Versions whose image is being read back; their boards wait for it.
     restoring: (Mutex<HashSet<String>>, std::sync::Condvar),
+    /// Dashboard figures gathered from every process, by (version,
+    /// `as_of`), with when.
+    gathered_overviews: Mutex<VecDeque<GatheredOverview>>,
     persons: Gauge,
     build_milliseconds: Gauge,
 }
@@ -1279,6 +1286,7 @@ impl Scoreboard {
             boards: Mutex::new(HashMap::new()),
             gathering: Arc::default(),
             restoring: Default::default(),
+            gathered_overviews: Mutex::default(),
             persons: registry.gauge(
                 "rapport_scores_persons",
                 "People the live scoreboard knows.",
@@ -1290,6 +1298,28 @@ impl Scoreboard {
                 &[],
             ),
         }
+    }
+
+    /// The dashboard's figures of `version` at `as_of` gathered from every
+    /// process less than [`OVERVIEW_MAX_AGE`] ago, if any.
+    pub(crate) fn gathered_overview(&self, version: &str, as_of: i64) -> Option<Arc<Overview>> {
+        let kept = self.gathered_overviews.lock().expect("overviews lock");
+        kept.iter()
+            .find(|(kept_version, day, at, _)| {
+                kept_version == version && *day == as_of && at.elapsed() < OVERVIEW_MAX_AGE
+            })
+            .map(|(_, _, _, figures)| figures.clone())
+    }
+
+    /// Keeps figures gathered from every process (see
+    /// [`Scoreboard::gathered_overview`]), as many days as snapshots.
+    pub(crate) fn keep_gathered_overview(&self, version: &str, as_of: i64, figures: Arc<Overview>) {
+        let mut kept = self.gathered_overviews.lock().expect("overviews lock");
+        kept.retain(|(kept_version, day, _, _)| (kept_version.as_str(), *day) != (version, as_of));
+        if kept.len() >= KEPT_SNAPSHOTS {
+            kept.pop_front();
+        }
+        kept.push_back((version.to_owned(), as_of, Instant::now(), figures));
     }
 
     /// Marks `versions` as being restored from their images: their boards

@@ -423,7 +423,7 @@ pub(crate) fn overview_now(
     as_of: i64,
 ) -> Result<Arc<Overview>, ApiError> {
     if view.shared() {
-        return Ok(Arc::new(crate::figures::overview(state, view, as_of)?));
+        return crate::figures::overview(state, view, as_of);
     }
     let changes = state.versions.changes_of(&view.version);
     Ok(state.scores.with_everyone(

@@ -66,7 +66,7 @@ fn overview_if_ready(
     as_of: i64,
 ) -> Result<Option<Arc<Overview>>, ApiError> {
     if view.shared() {
-        return Ok(Some(Arc::new(figures::overview(state, view, as_of)?)));
+        return Ok(Some(figures::overview(state, view, as_of)?));
     }
     let changes = state.versions.changes_of(&view.version);
     Ok(state
