@@ -51,6 +51,10 @@ fn summary_of(key: &SummaryKey) -> RepeatSummary {
     }
 }
 
+/// Most buyers a share read from another process may count: each is
+/// expanded into a summary when the models are fitted.
+pub const MAX_BUYERS: u64 = u32::MAX as u64;
+
 /// RFM values and repeat summaries of some people at one `as_of`, counted.
 #[derive(Debug, Clone, Default)]
 pub struct PopulationShare {
@@ -161,11 +165,19 @@ impl PopulationShare {
             axis(&share.monetary_minor),
         ])
         .ok_or("its RFM axes are not ascending counts of the same customers")?;
+        if rfm.len() > MAX_BUYERS {
+            return Err(format!("its RFM axes count more than {MAX_BUYERS} buyers"));
+        }
         let mut summaries = BTreeMap::new();
+        let mut buyers: u64 = 0;
         for one in &share.summaries {
             if one.count == 0 {
                 return Err("a summary is counted zero times".to_owned());
             }
+            buyers = buyers
+                .checked_add(one.count)
+                .filter(|buyers| *buyers <= MAX_BUYERS)
+                .ok_or(format!("it counts more than {MAX_BUYERS} buyers"))?;
             let key = key_of(&RepeatSummary {
                 first_occasion_day: one.first_occasion_day,
                 repeat_occasions: one.repeat_occasions,
@@ -263,6 +275,65 @@ mod tests {
         assert_eq!(back.buyers(), 50);
     }
 
+    fn arbitrary_counts() -> impl proptest::strategy::Strategy<Value = Vec<wire::ValueCount>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (
+                -3_i64..3,
+                prop_oneof![Just(0_u64), 1_u64..3, Just(u64::MAX)],
+            )
+                .prop_map(|(value, count)| wire::ValueCount { value, count }),
+            0..5,
+        )
+    }
+
+    /// Fuzz-style: a share another process sent, however malformed (axes
+    /// out of order or disagreeing, counts that overflow, summaries twice),
+    /// is read or refused, never a panic; one read is valid and goes back
+    /// over the wire unchanged.
+    #[test]
+    fn fuzz_any_share_from_the_wire_is_read_or_refused() {
+        use proptest::prelude::*;
+        let summary = (
+            -2_i64..2,
+            0_u32..3,
+            proptest::option::of(-1_i64..3),
+            prop_oneof![Just(0_u64), 1_u64..4, Just(u64::MAX)],
+        )
+            .prop_map(|(day, repeats, second, count)| wire::SummaryCount {
+                first_occasion_day: day,
+                repeat_occasions: repeats,
+                first_to_last_days: i64::from(repeats),
+                first_to_as_of_days: 10,
+                repeat_net_minor: i64::from(repeats) * 100,
+                first_to_second_days: second,
+                count,
+            });
+        let share = (
+            arbitrary_counts(),
+            arbitrary_counts(),
+            arbitrary_counts(),
+            proptest::collection::vec(summary, 0..5),
+        )
+            .prop_map(
+                |(days, frequencies, monetary, summaries)| wire::PopulationShare {
+                    as_of_day: 19_400,
+                    last_occasion_days: days,
+                    frequencies,
+                    monetary_minor: monetary,
+                    summaries,
+                },
+            );
+        proptest::test_runner::TestRunner::new(rapport_fuzzing::config())
+            .run(&share, |sent| {
+                if let Ok(read) = PopulationShare::from_wire(&sent) {
+                    prop_assert_eq!(PopulationShare::from_wire(&read.to_wire()), Ok(read));
+                }
+                Ok(())
+            })
+            .expect("no share panics or changes on the way back");
+    }
+
     #[test]
     fn a_malformed_share_is_refused_with_its_reason() {
         let mut share = PopulationShare::new(19_400);
@@ -281,6 +352,9 @@ mod tests {
         let mut wire = share.to_wire();
         let first = wire.summaries[0];
         wire.summaries.push(first);
+        assert!(PopulationShare::from_wire(&wire).is_err());
+        let mut wire = share.to_wire();
+        wire.summaries[0].count = MAX_BUYERS;
         assert!(PopulationShare::from_wire(&wire).is_err());
     }
 }
